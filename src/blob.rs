@@ -1,0 +1,301 @@
+//! `Blob`: a model file validated once, then read in place (from flash or RAM), never copied.
+
+use crate::error::Error;
+use crate::format::{
+    crc32, for_each_expected, tensor_count, Config, DType, ManifestHead, Quant, ScaleType,
+    TensorEntry, TokenizerRef, ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_EXPERTS, MAX_LAYERS,
+    MAX_META, VERSION,
+};
+use crate::tokenizer::Tokenizer;
+
+/// A validated model blob borrowing its bytes.
+///
+/// [`Blob::parse`] checks the magic, version, length and CRC32, decodes the manifest, and
+/// checks every tensor against the config (role, order, shape, dtype, bounds, alignment), the
+/// tokenizer table and the provenance strings. Afterwards nothing is decoded twice and no
+/// access can fail or go out of bounds.
+///
+/// The bytes must start at a 4-aligned address so f32 weights can be read in place; on a
+/// host read the file into a `Vec<u32>`-backed buffer, on a board link it with
+/// `#[repr(align(64))]` or a linker section.
+#[derive(Clone, Copy, Debug)]
+pub struct Blob<'a> {
+    bytes: &'a [u8],
+    head: ManifestHead,
+    /// Postcard bytes of the tensor table and provenance, already validated.
+    table: &'a [u8],
+}
+
+fn read_u16(b: &[u8], at: usize) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        a.copy_from_slice(s);
+    }
+    u16::from_le_bytes(a)
+}
+
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), Error> {
+    postcard::take_from_bytes(bytes).map_err(|_| Error::Malformed("manifest does not decode"))
+}
+
+impl<'a> Blob<'a> {
+    /// Validates `bytes` as a whole blob. Never panics; every defect is a typed [`Error`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        let min = HEADER_LEN + CRC_LEN;
+        if bytes.len() < min {
+            return Err(Error::Truncated { needed: min, available: bytes.len() });
+        }
+        if bytes[..8] != MAGIC[..] {
+            return Err(Error::BadMagic);
+        }
+        let version = read_u16(bytes, 8);
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion { found: version, supported: VERSION });
+        }
+        let total = read_u32(bytes, 20) as usize;
+        if total != bytes.len() {
+            if total > bytes.len() {
+                return Err(Error::Truncated { needed: total, available: bytes.len() });
+            }
+            return Err(Error::LengthMismatch { declared: total, actual: bytes.len() });
+        }
+        let body = total - CRC_LEN;
+        let stored = read_u32(bytes, body);
+        let computed = crc32(&bytes[..body]);
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        // From here on the bytes are what the packer wrote; the checks below still hold
+        // against a packer bug or a crafted blob with a recomputed CRC.
+        if bytes.as_ptr() as usize % 4 != 0 {
+            return Err(Error::BlobNotAligned);
+        }
+        let manifest_len = read_u32(bytes, 12) as usize;
+        let data_offset = read_u32(bytes, 16) as usize;
+        if HEADER_LEN.checked_add(manifest_len).is_none_or(|end| end > data_offset)
+            || data_offset > body
+            || data_offset % ALIGN != 0
+        {
+            return Err(Error::Malformed("header offsets are inconsistent"));
+        }
+        let manifest = &bytes[HEADER_LEN..HEADER_LEN + manifest_len];
+        let (head, table): (ManifestHead, _) = decode(manifest)?;
+        check_config(&head.config)?;
+        let blob = Blob { bytes, head, table };
+        blob.check_tensors(data_offset, body)?;
+        if let Some(t) = head.tokenizer {
+            Tokenizer::new(bytes, &t, data_offset, body)?;
+        }
+        if head.n_meta as usize > MAX_META {
+            return Err(Error::Capacity { what: "provenance entries", needed: head.n_meta as usize, max: MAX_META });
+        }
+        let mut rest = blob.meta_bytes()?;
+        for _ in 0..head.n_meta {
+            let ((_, _), r): ((&str, &str), _) = decode(rest)?;
+            rest = r;
+        }
+        if !rest.is_empty() {
+            return Err(Error::Malformed("trailing bytes after the manifest"));
+        }
+        Ok(blob)
+    }
+
+    fn check_tensors(&self, data_offset: usize, body: usize) -> Result<(), Error> {
+        let c = &self.head.config;
+        let expected = tensor_count(c);
+        if self.head.n_tensors as usize != expected {
+            return Err(Error::TensorCount { expected, found: self.head.n_tensors as usize });
+        }
+        let mut rest = self.table;
+        let mut index = 0;
+        for_each_expected(c, |want| {
+            let (e, r): (TensorEntry, _) = decode(rest)?;
+            rest = r;
+            if e.role != want.role || e.layer != want.layer || e.expert != want.expert {
+                return Err(Error::UnexpectedTensor { index, expected: want.role, found: e.role, layer: want.layer });
+            }
+            if e.shape != want.shape {
+                return Err(Error::ShapeMismatch { role: e.role, layer: e.layer, expected: want.shape, found: e.shape });
+            }
+            check_entry(&e, data_offset, body)?;
+            index += 1;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Bytes after the tensor table: the provenance pairs.
+    fn meta_bytes(&self) -> Result<&'a [u8], Error> {
+        let mut rest = self.table;
+        for _ in 0..self.head.n_tensors {
+            let (_, r): (TensorEntry, _) = decode(rest)?;
+            rest = r;
+        }
+        Ok(rest)
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.head.config
+    }
+
+    /// The whole blob.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The tensor table, in canonical order (see [`crate::format::for_each_expected`]).
+    pub fn tensors(&self) -> impl Iterator<Item = TensorEntry> + 'a {
+        let mut rest = self.table;
+        (0..self.head.n_tensors).filter_map(move |_| {
+            let (e, r) = postcard::take_from_bytes::<TensorEntry>(rest).ok()?;
+            rest = r;
+            Some(e)
+        })
+    }
+
+    /// The element bytes of a tensor (validated in bounds by `parse`).
+    pub fn data(&self, e: &TensorEntry) -> &'a [u8] {
+        let start = e.offset as usize;
+        self.bytes.get(start..start + e.len as usize).unwrap_or(&[])
+    }
+
+    /// The scale table of a grouped-quantized tensor, as raw bytes.
+    pub fn scales(&self, e: &TensorEntry) -> &'a [u8] {
+        match e.quant {
+            Quant::Grouped { group, scales_offset, scale_type } => {
+                let n = scale_count(e.shape, group).unwrap_or(0);
+                let w = scale_width(scale_type);
+                let start = scales_offset as usize;
+                self.bytes.get(start..start + n * w).unwrap_or(&[])
+            }
+            _ => &[],
+        }
+    }
+
+    /// The tokenizer, if the blob carries one.
+    pub fn tokenizer(&self) -> Option<Tokenizer<'a>> {
+        let t = self.head.tokenizer?;
+        Tokenizer::new(self.bytes, &t, 0, self.bytes.len() - CRC_LEN).ok()
+    }
+
+    /// The tokenizer's location, if any.
+    pub fn tokenizer_ref(&self) -> Option<TokenizerRef> {
+        self.head.tokenizer
+    }
+
+    /// Provenance pairs (`source`, `packer`, quantization notes, …).
+    pub fn provenance(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let mut rest = self.meta_bytes().unwrap_or(&[]);
+        (0..self.head.n_meta).filter_map(move |_| {
+            let (kv, r) = postcard::take_from_bytes::<(&str, &str)>(rest).ok()?;
+            rest = r;
+            Some(kv)
+        })
+    }
+}
+
+fn scale_width(t: ScaleType) -> usize {
+    match t {
+        ScaleType::F32 => 4,
+        ScaleType::F16 => 2,
+    }
+}
+
+fn scale_count(shape: [u32; 2], group: u32) -> Option<usize> {
+    if group == 0 {
+        return None;
+    }
+    let per_row = (shape[1] as usize).div_ceil(group as usize);
+    per_row.checked_mul(shape[0] as usize)
+}
+
+fn check_entry(e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), Error> {
+    let bad = |why| Error::BadTensor { role: e.role, layer: e.layer, why };
+    let n = (e.shape[0] as usize).checked_mul(e.shape[1] as usize).ok_or(bad("element count overflows"))?;
+    let start = e.offset as usize;
+    let len = e.len as usize;
+    if start % ALIGN != 0 {
+        return Err(bad("data is not 64-byte aligned"));
+    }
+    if start < data_offset || start.checked_add(len).is_none_or(|end| end > body) {
+        return Err(bad("data lies outside the data section"));
+    }
+    if e.dtype.bytes_for(n) != Some(len) {
+        return Err(bad("data length does not match shape and dtype"));
+    }
+    match (e.dtype, e.quant) {
+        (DType::F32 | DType::F16, Quant::None) => Ok(()),
+        (DType::I8, Quant::PerTensor { scale, .. }) if scale.is_finite() => Ok(()),
+        (DType::I8 | DType::I4, Quant::Grouped { group, scales_offset, scale_type }) => {
+            let count = scale_count(e.shape, group).ok_or(bad("quantization group is zero"))?;
+            let s = scales_offset as usize;
+            let bytes = count.checked_mul(scale_width(scale_type)).ok_or(bad("scale table overflows"))?;
+            if s % 4 != 0 || s < data_offset || s.checked_add(bytes).is_none_or(|end| end > body) {
+                return Err(bad("scale table is misaligned or outside the data section"));
+            }
+            Ok(())
+        }
+        _ => Err(bad("dtype and quantization parameters do not go together")),
+    }
+}
+
+/// Rejects configs the core cannot run, before any size is computed from them.
+fn check_config(c: &Config) -> Result<(), Error> {
+    let inv = Error::InvalidConfig;
+    if c.vocab == 0 || c.d_model == 0 || c.d_inner == 0 || c.d_state == 0 || c.conv_kernel == 0 || c.max_seq == 0 {
+        return Err(inv("a dimension is zero"));
+    }
+    if !(2..=16).contains(&c.conv_kernel) {
+        return Err(inv("conv kernel must be between 2 and 16"));
+    }
+    if c.n_layers == 0 {
+        return Err(inv("the model has no layers"));
+    }
+    if c.n_layers as usize > MAX_LAYERS {
+        return Err(Error::Capacity { what: "layers", needed: c.n_layers as usize, max: MAX_LAYERS });
+    }
+    if c.moe_layers >> c.n_layers != 0 && c.n_layers < 32 {
+        return Err(inv("a MoE flag names a layer past the last"));
+    }
+    let any_moe = c.moe_layers != 0;
+    let any_ffn = (0..c.n_layers).any(|l| !c.is_moe(l));
+    if any_moe {
+        if c.n_experts == 0 {
+            let layer = (0..c.n_layers).find(|&l| c.is_moe(l)).unwrap_or(0);
+            return Err(Error::EmptyMoe { layer });
+        }
+        if c.n_experts as usize > MAX_EXPERTS {
+            return Err(Error::Capacity { what: "experts per layer", needed: c.n_experts as usize, max: MAX_EXPERTS });
+        }
+        if c.top_k == 0 || c.top_k > c.n_experts {
+            return Err(inv("top_k must be between 1 and the number of experts"));
+        }
+        if c.expert_hidden == 0 {
+            return Err(inv("experts have zero width"));
+        }
+    }
+    if any_ffn && c.ffn_hidden == 0 {
+        return Err(inv("FFN layers have zero width"));
+    }
+    if !(c.norm_eps.is_finite() && c.norm_eps > 0.0) {
+        return Err(inv("LayerNorm epsilon must be finite and positive"));
+    }
+    // Every size the core computes is a product of two of these; keep each below 2^24 so
+    // no product of two overflows a u64 and every tensor fits a u32 length.
+    let limit = 1 << 24;
+    for v in [c.vocab, c.d_model, c.d_inner, c.d_state, c.conv_kernel, c.max_seq, c.ffn_hidden, c.expert_hidden] {
+        if v >= limit {
+            return Err(inv("a dimension exceeds 2^24"));
+        }
+    }
+    Ok(())
+}

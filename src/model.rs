@@ -1,0 +1,432 @@
+//! The Itera-Lite model: its weights as views into the blob, and the forward pass for one
+//! token, top to bottom. Matrix products go through [`Matrix`] (see `kernels.rs`); everything
+//! else is written out here as the math reads.
+//!
+//! ```text
+//! x = E[token] + P[position]
+//! for each layer:
+//!   SSM:   h = LN(x); [u | g] = in_proj·h; u = silu(conv(u)); dt = mean softplus(delta_proj·u + b)
+//!          s = exp(dt·A) ⊙ s + dt·(B·u); y = C·s + D ⊙ u; x += out_proj·(y ⊙ silu(g))
+//!   FFN:   x += w2·gelu(w1·LN(x))
+//!   MoE:   h = LN(x); z = gate·h; top-k experts by z; x += Σ softmax(z_k)·w2_k·gelu(w1_k·h)
+//! logits = lm_head·LN(x)
+//! ```
+
+use heapless::Vec;
+use libm::{erff, expf, log1pf, sqrtf};
+
+use crate::blob::Blob;
+use crate::error::Error;
+use crate::format::{Config, DType, Role, TensorEntry, MAX_EXPERTS, MAX_LAYERS};
+use crate::kernels::{Matrix, Weights};
+use crate::tokenizer::Tokenizer;
+
+/// Most expert weight pairs (over all MoE layers) a [`Model`] holds.
+pub const MAX_EXPERT_SLOTS: usize = 64;
+
+/// LayerNorm parameters.
+#[derive(Clone, Copy, Debug)]
+struct Norm<'a> {
+    weight: &'a [f32],
+    bias: &'a [f32],
+}
+
+/// The SSM block's parameters.
+#[derive(Clone, Copy, Debug)]
+struct Ssm<'a> {
+    norm: Norm<'a>,
+    in_proj: Matrix<'a>,
+    /// `[d_inner, K]`, row per channel.
+    conv_weight: &'a [f32],
+    conv_bias: &'a [f32],
+    a_log: &'a [f32],
+    b: Matrix<'a>,
+    c: Matrix<'a>,
+    d: &'a [f32],
+    delta_proj: Matrix<'a>,
+    delta_bias: &'a [f32],
+    out_proj: Matrix<'a>,
+}
+
+/// A two-layer GELU MLP: a plain FFN or one expert.
+#[derive(Clone, Copy, Debug)]
+struct Mlp<'a> {
+    w1: Matrix<'a>,
+    w2: Matrix<'a>,
+}
+
+/// What follows the SSM block.
+#[derive(Clone, Copy, Debug)]
+enum Mixer<'a> {
+    Ffn(Mlp<'a>),
+    /// Router, and where this layer's experts start in `Model::experts`.
+    Moe { gate: Matrix<'a>, first: usize },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Layer<'a> {
+    ssm: Ssm<'a>,
+    mix_norm: Norm<'a>,
+    mixer: Mixer<'a>,
+}
+
+/// A model ready to run: config plus zero-copy views of every weight in the blob.
+#[derive(Clone, Debug)]
+pub struct Model<'a> {
+    config: Config,
+    embedding: Matrix<'a>,
+    position: Matrix<'a>,
+    layers: Vec<Layer<'a>, MAX_LAYERS>,
+    experts: Vec<Mlp<'a>, MAX_EXPERT_SLOTS>,
+    final_norm: Norm<'a>,
+    lm_head: Matrix<'a>,
+    tokenizer: Option<Tokenizer<'a>>,
+}
+
+/// Walks the blob's tensor table in canonical order, handing out typed views.
+struct Tensors<'b, 'a, I> {
+    blob: &'b Blob<'a>,
+    rows: I,
+}
+
+impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
+    fn next(&mut self, role: Role) -> Result<TensorEntry, Error> {
+        match self.rows.next() {
+            Some(e) if e.role == role => Ok(e),
+            _ => Err(Error::Malformed("tensor table out of canonical order")),
+        }
+    }
+
+    fn f32s(&self, e: &TensorEntry) -> Result<&'a [f32], Error> {
+        if e.dtype != DType::F32 {
+            return Err(Error::UnsupportedDType { role: e.role, layer: e.layer, dtype: e.dtype });
+        }
+        bytemuck::try_cast_slice(self.blob.data(e)).map_err(|_| Error::BlobNotAligned)
+    }
+
+    fn vector(&mut self, role: Role) -> Result<&'a [f32], Error> {
+        let e = self.next(role)?;
+        self.f32s(&e)
+    }
+
+    fn matrix(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
+        let e = self.next(role)?;
+        let w = Weights::F32(self.f32s(&e)?);
+        Matrix::new(e.shape[0] as usize, e.shape[1] as usize, w)
+            .ok_or(Error::BadTensor { role, layer: e.layer, why: "data does not match shape" })
+    }
+
+    fn norm(&mut self, weight: Role, bias: Role) -> Result<Norm<'a>, Error> {
+        Ok(Norm { weight: self.vector(weight)?, bias: self.vector(bias)? })
+    }
+
+    fn mlp(&mut self, w1: Role, w2: Role) -> Result<Mlp<'a>, Error> {
+        Ok(Mlp { w1: self.matrix(w1)?, w2: self.matrix(w2)? })
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Builds the weight views of a parsed blob. Fails only on a dtype this build cannot run.
+    pub fn new(blob: &Blob<'a>) -> Result<Self, Error> {
+        let config = *blob.config();
+        let mut t = Tensors { blob, rows: blob.tensors() };
+        let embedding = t.matrix(Role::Embedding)?;
+        let position = t.matrix(Role::Position)?;
+        let mut layers = Vec::new();
+        let mut experts = Vec::new();
+        for l in 0..config.n_layers {
+            let ssm = Ssm {
+                norm: t.norm(Role::SsmNormWeight, Role::SsmNormBias)?,
+                in_proj: t.matrix(Role::InProj)?,
+                conv_weight: t.vector(Role::ConvWeight)?,
+                conv_bias: t.vector(Role::ConvBias)?,
+                a_log: t.vector(Role::ALog)?,
+                b: t.matrix(Role::B)?,
+                c: t.matrix(Role::C)?,
+                d: t.vector(Role::D)?,
+                delta_proj: t.matrix(Role::DeltaProj)?,
+                delta_bias: t.vector(Role::DeltaBias)?,
+                out_proj: t.matrix(Role::OutProj)?,
+            };
+            let mix_norm = t.norm(Role::MixNormWeight, Role::MixNormBias)?;
+            let mixer = if config.is_moe(l) {
+                let gate = t.matrix(Role::Gate)?;
+                let first = experts.len();
+                for _ in 0..config.n_experts {
+                    let mlp = t.mlp(Role::ExpertW1, Role::ExpertW2)?;
+                    experts.push(mlp).map_err(|_| Error::Capacity {
+                        what: "expert weight pairs",
+                        needed: first + config.n_experts as usize,
+                        max: MAX_EXPERT_SLOTS,
+                    })?;
+                }
+                Mixer::Moe { gate, first }
+            } else {
+                Mixer::Ffn(t.mlp(Role::FfnW1, Role::FfnW2)?)
+            };
+            let layer = Layer { ssm, mix_norm, mixer };
+            layers.push(layer).map_err(|_| Error::Capacity {
+                what: "layers",
+                needed: config.n_layers as usize,
+                max: MAX_LAYERS,
+            })?;
+        }
+        let final_norm = t.norm(Role::FinalNormWeight, Role::FinalNormBias)?;
+        let lm_head = t.matrix(Role::LmHead)?;
+        Ok(Model { config, embedding, position, layers, experts, final_norm, lm_head, tokenizer: blob.tokenizer() })
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The blob's tokenizer, if it has one.
+    pub fn tokenizer(&self) -> Option<&Tokenizer<'a>> {
+        self.tokenizer.as_ref()
+    }
+
+    /// Exact bytes of arena a [`crate::Session`] needs (a 4-aligned buffer).
+    pub fn arena_bytes(&self) -> usize {
+        buffer_lens(&self.config).iter().sum::<usize>() * 4
+    }
+
+    /// Name of the kernel the largest matrix (`lm_head`) runs on.
+    pub fn kernel_name(&self) -> &'static str {
+        self.lm_head.kernel_name()
+    }
+
+    /// Multiply-accumulates of one token through the weights (experts: the `top_k` picked).
+    pub fn macs_per_token(&self) -> usize {
+        let c = &self.config;
+        let (d, di, n) = (c.d_model as usize, c.d_inner as usize, c.d_state as usize);
+        let ssm = 2 * di * d + di * c.conv_kernel as usize + di * di + 2 * n * di + d * di;
+        let mixers: usize = (0..c.n_layers)
+            .map(|l| match c.is_moe(l) {
+                true => c.n_experts as usize * d + c.top_k as usize * 2 * d * c.expert_hidden as usize,
+                false => 2 * d * c.ffn_hidden as usize,
+            })
+            .sum();
+        c.n_layers as usize * ssm + mixers + c.vocab as usize * d
+    }
+
+    /// One token through the model at `pos`: reads and updates the recurrent state in `s`
+    /// and leaves the logits in `s.logits`. The session has checked `token` and `pos`.
+    pub(crate) fn forward(&self, s: &mut State<'_>, token: usize, pos: usize) {
+        let c = &self.config;
+        let eps = c.norm_eps;
+        let k = c.conv_kernel as usize;
+
+        // x = E[token] + P[pos]
+        s.x.fill(0.0);
+        self.embedding.add_row(token, s.x);
+        self.position.add_row(pos, s.x);
+
+        let history = s.conv.chunks_exact_mut((k - 1) * c.d_inner as usize);
+        let states = s.ssm.chunks_exact_mut(c.d_state as usize);
+        for ((layer, history), state) in self.layers.iter().zip(history).zip(states) {
+            // ---- SSM block: x += out_proj · (y ⊙ silu(g)) ----
+            let p = &layer.ssm;
+            layer_norm(s.x, &p.norm, eps, s.h);
+            p.in_proj.matvec(s.h, s.ug);
+            let (u, g) = s.ug.split_at(c.d_inner as usize);
+
+            // Causal depthwise conv over time: each channel keeps its last K-1 inputs,
+            // oldest first, so the output sees inputs t-K+1..t (zeros before the first).
+            let taps = p.conv_weight.chunks_exact(k);
+            let windows = history.chunks_exact_mut(k - 1);
+            for ((((v, w), window), &u), &bias) in s.v.iter_mut().zip(taps).zip(windows).zip(u).zip(p.conv_bias) {
+                let (w_past, w_now) = w.split_at(k - 1);
+                let conv = bias + w_now[0] * u + w_past.iter().zip(window.iter()).map(|(a, b)| a * b).sum::<f32>();
+                *v = silu(conv);
+                window.rotate_left(1);
+                window[k - 2] = u;
+            }
+
+            // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
+            p.delta_proj.matvec(s.v, s.t);
+            let dt = s.t.iter().zip(p.delta_bias).map(|(z, b)| softplus(z + b)).sum::<f32>() / c.d_inner as f32;
+
+            // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
+            p.b.matvec(s.v, s.bu);
+            for ((s_n, a_log), bu) in state.iter_mut().zip(p.a_log).zip(s.bu.iter()) {
+                *s_n = expf(-dt * expf(*a_log)) * *s_n + dt * bu;
+            }
+
+            // y = C·s + D ⊙ u, gated by silu(g)
+            p.c.matvec(state, s.t);
+            for (((y, d), v), g) in s.t.iter_mut().zip(p.d).zip(s.v.iter()).zip(g) {
+                *y = (*y + d * v) * silu(*g);
+            }
+            p.out_proj.matvec(s.t, s.h);
+            add(s.x, s.h);
+
+            // ---- FFN or MoE: x += mixer(LN(x)) ----
+            layer_norm(s.x, &layer.mix_norm, eps, s.h);
+            match layer.mixer {
+                Mixer::Ffn(mlp) => {
+                    mlp.apply(s.h, s.hidden, s.acc);
+                    add(s.x, s.acc);
+                }
+                Mixer::Moe { gate, first } => {
+                    gate.matvec(s.h, s.z);
+                    let picked = top_k(s.z, c.top_k as usize);
+                    // Softmax over the picked router logits only.
+                    let max = picked.iter().map(|&i| s.z[i]).fold(f32::NEG_INFINITY, f32::max);
+                    let total: f32 = picked.iter().map(|&i| expf(s.z[i] - max)).sum();
+                    for &i in &picked {
+                        let weight = expf(s.z[i] - max) / total;
+                        if let Some(expert) = self.experts.get(first + i) {
+                            expert.apply(s.h, s.hidden, s.acc);
+                            for (x, y) in s.x.iter_mut().zip(s.acc.iter()) {
+                                *x += weight * y;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // logits = lm_head · LN(x)
+        layer_norm(s.x, &self.final_norm, eps, s.h);
+        self.lm_head.matvec(s.h, s.logits);
+    }
+}
+
+impl Mlp<'_> {
+    /// `out = w2 · gelu(w1 · x)`, with `hidden` as scratch.
+    fn apply(&self, x: &[f32], hidden: &mut [f32], out: &mut [f32]) {
+        let rows = self.w1.rows().min(hidden.len());
+        let hidden = &mut hidden[..rows];
+        self.w1.matvec(x, hidden);
+        hidden.iter_mut().for_each(|h| *h = gelu(*h));
+        self.w2.matvec(hidden, out);
+    }
+}
+
+/// The `k` largest entries of `z`, by value; ties go to the lower index.
+fn top_k(z: &[f32], k: usize) -> Vec<usize, MAX_EXPERTS> {
+    let mut picked: Vec<usize, MAX_EXPERTS> = Vec::new();
+    for _ in 0..k.min(z.len()) {
+        let mut best: Option<usize> = None;
+        for (i, &v) in z.iter().enumerate() {
+            if picked.contains(&i) {
+                continue;
+            }
+            if best.is_none_or(|b| v > z[b]) {
+                best = Some(i);
+            }
+        }
+        if let Some(b) = best {
+            if picked.push(b).is_err() {
+                break;
+            }
+        }
+    }
+    picked
+}
+
+/// `out = (x - mean) / sqrt(var + eps) ⊙ weight + bias`
+fn layer_norm(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / sqrtf(var + eps);
+    for (((o, v), w), b) in out.iter_mut().zip(x).zip(p.weight).zip(p.bias) {
+        *o = (v - mean) * inv * w + b;
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + expf(-x))
+}
+
+/// The exact (erf) GELU.
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erff(x * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `ln(1 + e^x)`, linear above 20 as PyTorch's.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        log1pf(expf(x))
+    }
+}
+
+/// Lengths (in f32s) of the buffers a session carves from its arena, in [`State`] order.
+pub(crate) fn buffer_lens(c: &Config) -> [usize; 12] {
+    let (d, di, n, k) = (c.d_model as usize, c.d_inner as usize, c.d_state as usize, c.conv_kernel as usize);
+    let any_moe = c.moe_layers != 0;
+    let hidden = (c.ffn_hidden as usize).max(if any_moe { c.expert_hidden as usize } else { 0 });
+    let layers = c.n_layers as usize;
+    [
+        d,                         // x
+        d,                         // h
+        2 * di,                    // ug
+        di,                        // v
+        di,                        // t
+        n,                         // bu
+        hidden,                    // hidden
+        d,                         // acc
+        c.n_experts as usize,      // z
+        c.vocab as usize,          // logits
+        layers * (k - 1) * di,     // conv history
+        layers * n,                // ssm state
+    ]
+}
+
+/// A session's working memory, carved from its arena.
+pub(crate) struct State<'s> {
+    /// Residual stream, `[d]`.
+    pub x: &'s mut [f32],
+    /// Normalised input of the current sub-block (and its output), `[d]`.
+    pub h: &'s mut [f32],
+    /// `in_proj` output `[u | g]`, `[2 d_inner]`.
+    pub ug: &'s mut [f32],
+    /// Conv + silu output, `[d_inner]`.
+    pub v: &'s mut [f32],
+    /// `delta_proj` output, then `y`, `[d_inner]`.
+    pub t: &'s mut [f32],
+    /// `B·u`, `[N]`.
+    pub bu: &'s mut [f32],
+    /// MLP hidden layer, `[max(ffn_hidden, expert_hidden)]`.
+    pub hidden: &'s mut [f32],
+    /// MLP output, `[d]`.
+    pub acc: &'s mut [f32],
+    /// Router logits, `[n_experts]`.
+    pub z: &'s mut [f32],
+    /// Output logits, `[vocab]`.
+    pub logits: &'s mut [f32],
+    /// Per layer: last K-1 conv inputs per channel, `[layers][d_inner][K-1]`.
+    pub conv: &'s mut [f32],
+    /// Per layer: SSM state, `[layers][N]`.
+    pub ssm: &'s mut [f32],
+}
+
+impl<'s> State<'s> {
+    /// Splits `floats` (exactly `buffer_lens` long in total) into the buffers.
+    pub(crate) fn carve(c: &Config, mut floats: &'s mut [f32]) -> Self {
+        let lens = buffer_lens(c);
+        let mut parts: [&'s mut [f32]; 12] = Default::default();
+        for (part, len) in parts.iter_mut().zip(lens) {
+            let (head, tail) = floats.split_at_mut(len.min(floats.len()));
+            *part = head;
+            floats = tail;
+        }
+        let [x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm] = parts;
+        State { x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm }
+    }
+
+    /// Zeroes the recurrent state (conv history and SSM state) and the logits.
+    pub(crate) fn reset(&mut self) {
+        self.conv.fill(0.0);
+        self.ssm.fill(0.0);
+        self.logits.fill(0.0);
+    }
+}

@@ -1,0 +1,107 @@
+//! `Session`: one sequence being generated, on a caller-provided arena.
+
+use crate::error::Error;
+use crate::model::{Model, State};
+
+/// A 16-byte-aligned byte buffer to hand to [`Session::new`], e.g. as a `static`.
+///
+/// Size it with the constant `itera-pack` prints for the blob (`Model::arena_bytes()`).
+#[repr(C, align(16))]
+pub struct Arena<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> Arena<N> {
+    /// A zeroed arena.
+    pub const fn new() -> Self {
+        Arena([0; N])
+    }
+
+    /// The buffer.
+    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl<const N: usize> Default for Arena<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A sequence in progress: the recurrent state of every layer plus scratch, all in the arena.
+///
+/// A token costs the same at every position: the conv keeps its last K-1 inputs and the
+/// scan its N-value state, nothing is recomputed. The learned position table bounds a
+/// session to `max_seq` tokens; past that, [`Session::step`] returns
+/// [`Error::ContextFull`] and the caller decides (typically [`Session::reset`]).
+pub struct Session<'s, 'a> {
+    model: &'s Model<'a>,
+    state: State<'s>,
+    pos: u32,
+}
+
+impl<'s, 'a> Session<'s, 'a> {
+    /// Starts an empty session working in `arena`, which must be 4-aligned and at least
+    /// `model.arena_bytes()` long (extra bytes are left untouched).
+    pub fn new(model: &'s Model<'a>, arena: &'s mut [u8]) -> Result<Self, Error> {
+        let needed = model.arena_bytes();
+        if arena.len() < needed {
+            return Err(Error::ArenaTooSmall { needed, available: arena.len() });
+        }
+        let floats: &mut [f32] =
+            bytemuck::try_cast_slice_mut(&mut arena[..needed]).map_err(|_| Error::ArenaNotAligned)?;
+        let mut state = State::carve(model.config(), floats);
+        state.reset();
+        Ok(Session { model, state, pos: 0 })
+    }
+
+    /// Feeds one token and returns the logits for the next one (`vocab` values).
+    pub fn step(&mut self, token: u32) -> Result<&[f32], Error> {
+        let c = self.model.config();
+        if token >= c.vocab {
+            return Err(Error::TokenOutOfRange { token, vocab: c.vocab });
+        }
+        if self.pos >= c.max_seq {
+            return Err(Error::ContextFull { max_seq: c.max_seq });
+        }
+        self.model.forward(&mut self.state, token as usize, self.pos as usize);
+        self.pos += 1;
+        Ok(self.state.logits)
+    }
+
+    /// Feeds `tokens` in order and returns the logits after the last one. Every token is
+    /// checked before any is run, so a bad id leaves the session unchanged.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], Error> {
+        let c = self.model.config();
+        if let Some(&token) = tokens.iter().find(|&&t| t >= c.vocab) {
+            return Err(Error::TokenOutOfRange { token, vocab: c.vocab });
+        }
+        if tokens.len() > (c.max_seq - self.pos) as usize {
+            return Err(Error::ContextFull { max_seq: c.max_seq });
+        }
+        for &t in tokens {
+            self.step(t)?;
+        }
+        Ok(self.state.logits)
+    }
+
+    /// Forgets the sequence: position 0, zero state.
+    pub fn reset(&mut self) {
+        self.state.reset();
+        self.pos = 0;
+    }
+
+    /// Tokens fed so far.
+    pub fn position(&self) -> u32 {
+        self.pos
+    }
+
+    /// Logits after the last token (zeros before the first).
+    pub fn logits(&self) -> &[f32] {
+        self.state.logits
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &'s Model<'a> {
+        self.model
+    }
+}
