@@ -1,0 +1,265 @@
+//! From a checkpoint's state dict to a blob: name mapping, config inference, checks.
+
+use std::collections::BTreeSet;
+
+use itera_edge::format::{for_each_expected, Config, Expected, Role};
+use thiserror::Error;
+
+use crate::checkpoint::{RawTensor, StateDict, TensorData};
+use crate::tokenizer_json::parse_tokenizer;
+use crate::writer::{BlobBuilder, Payload, PendingTensor, TokenizerTable};
+
+/// Packer options.
+#[derive(Clone, Debug)]
+pub struct PackOptions {
+    /// Experts mixed per token (not recorded in checkpoints).
+    pub top_k: u32,
+    /// LayerNorm epsilon.
+    pub norm_eps: f32,
+    /// Tokenizer to embed.
+    pub tokenizer: Option<TokenizerTable>,
+    /// Provenance pairs to record (the packer adds its own version).
+    pub meta: Vec<(String, String)>,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions { top_k: 2, norm_eps: 1e-5, tokenizer: None, meta: Vec::new() }
+    }
+}
+
+/// Why a state dict cannot become a blob. Each message names the tensor or layer.
+#[derive(Debug, Error, PartialEq)]
+pub enum ConvertError {
+    /// A tensor the model needs is absent.
+    #[error("missing tensor '{0}': the checkpoint is incomplete or not an Itera-Lite model")]
+    Missing(String),
+    /// A tensor the packer does not know.
+    #[error("unexpected tensor '{0}': not part of an Itera-Lite model (wrong checkpoint, or a newer architecture)")]
+    Unexpected(String),
+    /// A tensor's shape disagrees with the shapes of the others.
+    #[error("tensor '{name}' has shape {found:?}, expected {expected:?} from the other tensors")]
+    Shape {
+        /// Checkpoint name.
+        name: String,
+        /// Shape implied by the config.
+        expected: Vec<usize>,
+        /// Shape found.
+        found: Vec<usize>,
+    },
+    /// NaN or infinity in the weights.
+    #[error("tensor '{name}' holds a non-finite value ({value}) at element {index}: refusing to pack a broken checkpoint")]
+    NonFinite {
+        /// Checkpoint name.
+        name: String,
+        /// Flat element index.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+    /// A MoE layer without experts.
+    #[error("layer {layer} is a Mixture-of-Experts layer with zero experts ('{name}' has shape {shape:?}) but top_k is {top_k}: the router cannot pick any expert. The checkpoint is broken (its MoE layers were saved empty); re-export it with its experts")]
+    EmptyMoe {
+        /// Layer index.
+        layer: u32,
+        /// Router tensor name.
+        name: String,
+        /// Router shape.
+        shape: Vec<usize>,
+        /// Requested top_k.
+        top_k: u32,
+    },
+    /// `--top-k` larger than the expert count.
+    #[error("--top-k {top_k} but MoE layers have only {experts} experts")]
+    TopK {
+        /// Requested.
+        top_k: u32,
+        /// Available.
+        experts: u32,
+    },
+    /// Inconsistent structure.
+    #[error("{0}")]
+    Structure(String),
+}
+
+/// Training-only buffers that carry no inference weight.
+fn ignored(name: &str) -> bool {
+    name.ends_with(".router.expert_counts")
+}
+
+/// The checkpoint name of one model tensor.
+pub fn checkpoint_name(c: &Config, e: &Expected) -> String {
+    let l = e.layer;
+    let mix = if c.is_moe(l as u32) { "moe.layer" } else { "moe" };
+    match e.role {
+        Role::Embedding => "embedding.weight".into(),
+        Role::Position => "position_embedding.weight".into(),
+        Role::SsmNormWeight => format!("layers.{l}.ssm.norm.weight"),
+        Role::SsmNormBias => format!("layers.{l}.ssm.norm.bias"),
+        Role::InProj => format!("layers.{l}.ssm.in_proj.weight"),
+        Role::ConvWeight => format!("layers.{l}.ssm.conv1d.weight"),
+        Role::ConvBias => format!("layers.{l}.ssm.conv1d.bias"),
+        Role::ALog => format!("layers.{l}.ssm.ssm.A_log"),
+        Role::B => format!("layers.{l}.ssm.ssm.B"),
+        Role::C => format!("layers.{l}.ssm.ssm.C"),
+        Role::D => format!("layers.{l}.ssm.ssm.D"),
+        Role::DeltaProj => format!("layers.{l}.ssm.ssm.delta_proj.weight"),
+        Role::DeltaBias => format!("layers.{l}.ssm.ssm.delta_proj.bias"),
+        Role::OutProj => format!("layers.{l}.ssm.out_proj.weight"),
+        Role::MixNormWeight => format!("layers.{l}.{mix}.norm.weight"),
+        Role::MixNormBias => format!("layers.{l}.{mix}.norm.bias"),
+        Role::FfnW1 => format!("layers.{l}.moe.ffn.w1.weight"),
+        Role::FfnW2 => format!("layers.{l}.moe.ffn.w2.weight"),
+        Role::Gate => format!("layers.{l}.moe.layer.router.gate.weight"),
+        Role::ExpertW1 => format!("layers.{l}.moe.layer.experts.{}.w1.weight", e.expert),
+        Role::ExpertW2 => format!("layers.{l}.moe.layer.experts.{}.w2.weight", e.expert),
+        Role::FinalNormWeight => "norm.weight".into(),
+        Role::FinalNormBias => "norm.bias".into(),
+        Role::LmHead => "lm_head.weight".into(),
+    }
+}
+
+/// The checkpoint shape of a tensor with blob shape `shape`.
+fn checkpoint_shape(role: Role, shape: [u32; 2]) -> Vec<usize> {
+    let [r, c] = shape.map(|v| v as usize);
+    match role {
+        Role::ConvWeight => vec![r, 1, c],
+        _ if r == 1 && !matches!(role, Role::Gate) => vec![c],
+        _ => vec![r, c],
+    }
+}
+
+fn get<'a>(sd: &'a StateDict, name: &str) -> Result<&'a RawTensor, ConvertError> {
+    sd.get(name).ok_or_else(|| ConvertError::Missing(name.to_string()))
+}
+
+fn dim(sd: &StateDict, name: &str, axis: usize) -> Result<u32, ConvertError> {
+    let t = get(sd, name)?;
+    t.shape.get(axis).map(|&v| v as u32).ok_or_else(|| ConvertError::Structure(format!(
+        "tensor '{name}' has shape {:?}, which has no axis {axis}",
+        t.shape
+    )))
+}
+
+/// Reads the hyper-parameters off the tensor shapes.
+pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, ConvertError> {
+    let mut layers = BTreeSet::new();
+    let mut moe_layers = 0u32;
+    for name in sd.names() {
+        if let Some(rest) = name.strip_prefix("layers.") {
+            let (idx, tail) = rest.split_once('.').unwrap_or((rest, ""));
+            let l: u32 = idx.parse().map_err(|_| ConvertError::Unexpected(name.to_string()))?;
+            if l >= 32 {
+                return Err(ConvertError::Structure(format!("tensor '{name}': more than 32 layers are not supported")));
+            }
+            layers.insert(l);
+            if tail.starts_with("moe.layer.") {
+                moe_layers |= 1 << l;
+            }
+        }
+    }
+    let n_layers = layers.len() as u32;
+    if n_layers == 0 {
+        return Err(ConvertError::Missing("layers.0.ssm.in_proj.weight".into()));
+    }
+    if layers.iter().copied().ne(0..n_layers) {
+        return Err(ConvertError::Structure(format!("layer indices {layers:?} are not contiguous from 0")));
+    }
+    let first_moe = (0..n_layers).find(|l| moe_layers >> l & 1 == 1);
+    let first_ffn = (0..n_layers).find(|l| moe_layers >> l & 1 == 0);
+    let (mut n_experts, mut expert_hidden) = (0, 0);
+    if let Some(l) = first_moe {
+        let gate = format!("layers.{l}.moe.layer.router.gate.weight");
+        n_experts = dim(sd, &gate, 0)?;
+        for m in (0..n_layers).filter(|l| moe_layers >> l & 1 == 1) {
+            let name = format!("layers.{m}.moe.layer.router.gate.weight");
+            let t = get(sd, &name)?;
+            if t.shape.first() == Some(&0) {
+                return Err(ConvertError::EmptyMoe { layer: m, name, shape: t.shape.clone(), top_k: opts.top_k });
+            }
+        }
+        expert_hidden = dim(sd, &format!("layers.{l}.moe.layer.experts.0.w1.weight"), 0)?;
+        if opts.top_k == 0 || opts.top_k > n_experts {
+            return Err(ConvertError::TopK { top_k: opts.top_k, experts: n_experts });
+        }
+    }
+    let ffn_hidden = match first_ffn {
+        Some(l) => dim(sd, &format!("layers.{l}.moe.ffn.w1.weight"), 0)?,
+        None => 0,
+    };
+    let embedding = "embedding.weight";
+    let tied = match (sd.get("lm_head.weight"), sd.get(embedding)) {
+        (None, _) => true,
+        // Same storage in the checkpoint, or bit-identical values: store once either way.
+        (Some(lm), Some(e)) => lm.shape == e.shape && lm.data == e.data,
+        _ => false,
+    };
+    Ok(Config {
+        vocab: dim(sd, embedding, 0)?,
+        d_model: dim(sd, embedding, 1)?,
+        n_layers,
+        d_inner: dim(sd, "layers.0.ssm.in_proj.weight", 0)? / 2,
+        d_state: dim(sd, "layers.0.ssm.ssm.A_log", 0)?,
+        conv_kernel: dim(sd, "layers.0.ssm.conv1d.weight", 2)?,
+        max_seq: dim(sd, "position_embedding.weight", 0)?,
+        ffn_hidden,
+        n_experts,
+        expert_hidden,
+        top_k: if first_moe.is_some() { opts.top_k } else { 0 },
+        moe_layers,
+        norm_eps: opts.norm_eps,
+        tied_lm_head: tied,
+    })
+}
+
+/// Dequantized f32 values (PyTorch's `(q - zero_point) * scale`, computed in f64).
+pub fn to_f32(t: &RawTensor) -> Vec<f32> {
+    match &t.data {
+        TensorData::F32(v) => v.clone(),
+        TensorData::QInt8 { q, scale, zero_point } => {
+            q.iter().map(|&q| ((q as i64 - zero_point) as f64 * scale) as f32).collect()
+        }
+        TensorData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+    }
+}
+
+/// Checks a state dict against the config it implies and builds the blob contents.
+pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertError> {
+    let config = infer_config(sd, opts)?;
+    let mut used = BTreeSet::new();
+    let mut tensors = Vec::new();
+    for_each_expected(&config, |e| {
+        let name = checkpoint_name(&config, &e);
+        if e.role == Role::LmHead && config.tied_lm_head {
+            used.insert(name);
+            tensors.push(PendingTensor { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape, payload: Payload::SameAs(0) });
+            return Ok(());
+        }
+        let t = get(sd, &name)?;
+        let expected = checkpoint_shape(e.role, e.shape);
+        if t.shape != expected {
+            return Err(ConvertError::Shape { name, expected, found: t.shape.clone() });
+        }
+        let values = to_f32(t);
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(ConvertError::NonFinite { name, index, value });
+        }
+        used.insert(name);
+        tensors.push(PendingTensor { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape, payload: Payload::F32(values) });
+        Ok(())
+    })?;
+    if let Some(extra) = sd.names().find(|n| !used.contains(*n) && !ignored(n)) {
+        return Err(ConvertError::Unexpected(extra.to_string()));
+    }
+    let mut meta = vec![("packer".to_string(), format!("itera-pack {}", env!("CARGO_PKG_VERSION")))];
+    meta.extend(opts.meta.iter().cloned());
+    Ok(BlobBuilder { config: Some(config), tensors, tokenizer: opts.tokenizer.clone(), meta })
+}
+
+/// Reads a tokenizer JSON file (word-level `token_to_id`/`id_to_token` or char-level
+/// `token2id`/`id2token`) into a table.
+pub fn read_tokenizer(path: &std::path::Path) -> anyhow::Result<TokenizerTable> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()))?;
+    parse_tokenizer(&text).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", path.display()))
+}
