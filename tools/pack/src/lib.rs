@@ -23,5 +23,5 @@ pub fn convert_file(path: &Path, opts: &PackOptions) -> anyhow::Result<Vec<u8>> 
     let mut opts = opts.clone();
     let source = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     opts.meta.insert(0, ("source".into(), source));
-    Ok(convert::build(&sd, &opts)?.finish()?)
+    convert::build(&sd, &opts)?.finish()
 }

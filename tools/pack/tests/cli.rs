@@ -1,0 +1,144 @@
+//! `itera-pack` as a user runs it: real checkpoints, broken ones, hostile ones.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use itera_pack::checkpoint::{self, safetensors::save_safetensors, RawTensor, TensorData};
+use itera_pack::{convert_file, fixtures, PackOptions};
+
+fn pack(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_itera-pack")).args(args).output().expect("itera-pack runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("itera-pack-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+/// Asserts a clean refusal: exit 1 (not a panic's 101) with `needle` in the message.
+fn assert_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "expected exit 1, got {:?}: {stderr}", out.status.code());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(needle), "message lacks '{needle}': {stderr}");
+}
+
+fn convert_to_temp(input: &Path) -> Output {
+    let out = scratch("out.itb");
+    pack(&["convert", input.to_str().expect("utf8 path"), "-o", out.to_str().expect("utf8 path")])
+}
+
+#[test]
+fn the_zero_expert_mixed_precision_checkpoint_is_refused_naming_the_layer() {
+    let Some(dir) = fixtures::dir() else { return };
+    let out = convert_to_temp(&dir.join("itera_lite_mixed_precision.pt"));
+    assert_refused(&out, "layer 1 is a Mixture-of-Experts layer with zero experts");
+    assert_refused(&out, "layers.1.moe.layer.router.gate.weight");
+}
+
+#[test]
+fn truncated_random_and_hostile_inputs_get_clear_errors() {
+    let Some(dir) = fixtures::dir() else { return };
+    let pt = std::fs::read(dir.join("itera_lite_micro_distilled.pt")).expect("fixture");
+    let truncated = scratch("truncated.pt");
+    std::fs::write(&truncated, &pt[..pt.len() / 2]).expect("write");
+    assert_refused(&convert_to_temp(&truncated), "error:");
+
+    let random = scratch("random.pt");
+    let mut rng = itera_edge::Rng::new(9);
+    std::fs::write(&random, (0..4096).map(|_| rng.next_u32() as u8).collect::<Vec<u8>>()).expect("write");
+    assert_refused(&convert_to_temp(&random), "error:");
+
+    // A PyTorch-shaped zip whose pickle calls os.system: refused by name, nothing runs.
+    let evil = scratch("evil.pt");
+    let mut pickle = vec![0x80, 2];
+    pickle.extend_from_slice(b"cos\nsystem\n");
+    pickle.extend_from_slice(b"X\x0b\x00\x00\x00touch pwned\x85R.");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&evil).expect("create"));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", stored).expect("entry");
+    std::io::Write::write_all(&mut zip, &pickle).expect("write");
+    zip.finish().expect("finish");
+    assert_refused(&convert_to_temp(&evil), "os.system");
+    assert!(!Path::new("touch pwned").exists() && !Path::new("pwned").exists());
+
+    assert_refused(&convert_to_temp(&scratch("does-not-exist.pt")), "error:");
+}
+
+#[test]
+fn a_safetensors_twin_of_the_distilled_checkpoint_packs_to_identical_logits() {
+    let Some(dir) = fixtures::dir() else { return };
+    let pt = dir.join("itera_lite_micro_distilled.pt");
+    let sd = checkpoint::load(&pt).expect("load .pt");
+    // Write the same tensors as safetensors, with the `model.` prefix some exporters add.
+    let twin: Vec<(String, RawTensor)> = sd.tensors.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
+    let st = scratch("micro.safetensors");
+    save_safetensors(&twin, &st).expect("write safetensors");
+
+    let opts = PackOptions::default();
+    let from_pt = itera_pack::inspect::AlignedBytes::from(convert_file(&pt, &opts).expect("pt").as_slice());
+    let from_st = itera_pack::inspect::AlignedBytes::from(convert_file(&st, &opts).expect("st").as_slice());
+    let logits = |bytes: &[u8]| -> Vec<f32> {
+        let blob = itera_edge::Blob::parse(bytes).expect("parse");
+        let model = itera_edge::Model::new(&blob).expect("model");
+        let mut arena = vec![0u32; model.arena_bytes() / 4];
+        let mut s = itera_edge::Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("session");
+        [41u32, 13, 6, 42, 182, 43, 4, 16].iter().flat_map(|&t| s.step(t).expect("step").to_vec()).collect()
+    };
+    let (a, b) = (logits(&from_pt), logits(&from_st));
+    assert_eq!(a.len(), 8 * 2000);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "logits differ");
+}
+
+#[test]
+fn missing_mismatched_and_non_finite_tensors_are_named() {
+    use itera_pack::convert::{build, ConvertError};
+    use itera_pack::synthetic::{state_dict, tiny_config};
+    let opts = PackOptions::default();
+    let mut sd = state_dict(&tiny_config(), 1);
+    sd.tensors.retain(|(n, _)| n != "layers.1.ssm.ssm.B");
+    assert_eq!(build(&sd, &opts).err(), Some(ConvertError::Missing("layers.1.ssm.ssm.B".into())));
+
+    let mut sd = state_dict(&tiny_config(), 1);
+    if let Some((_, t)) = sd.tensors.iter_mut().find(|(n, _)| n == "layers.0.ssm.out_proj.weight") {
+        t.shape = vec![16, 8];
+    }
+    assert!(matches!(build(&sd, &opts), Err(ConvertError::Shape { name, .. }) if name == "layers.0.ssm.out_proj.weight"));
+
+    let mut sd = state_dict(&tiny_config(), 1);
+    if let Some((_, RawTensor { data: TensorData::F32(v), .. })) = sd.tensors.iter_mut().find(|(n, _)| n == "norm.bias") {
+        v[3] = f32::NAN;
+    }
+    let err = build(&sd, &opts).expect_err("NaN refused");
+    assert!(err.to_string().contains("'norm.bias'") && err.to_string().contains("element 3"), "{err}");
+
+    let mut sd = state_dict(&tiny_config(), 1);
+    sd.tensors.push(("layers.0.ssm.extra.weight".into(), RawTensor { shape: vec![1], data: TensorData::F32(vec![0.0]), storage: None }));
+    assert_eq!(build(&sd, &opts).err(), Some(ConvertError::Unexpected("layers.0.ssm.extra.weight".into())));
+}
+
+#[test]
+fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
+    let Some(dir) = fixtures::dir() else { return };
+    let out = scratch("micro.itb");
+    let res = pack(&[
+        "convert",
+        dir.join("itera_lite_micro_distilled.pt").to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--tokenizer",
+        dir.join("tokenizer_2000.json").to_str().expect("utf8"),
+    ]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let inspect = pack(&["inspect", out.to_str().expect("utf8"), "--json"]);
+    assert!(inspect.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("json");
+    assert_eq!(v["config"]["vocab"], 2000);
+    assert_eq!(v["config"]["moe_layers"], serde_json::json!([1]));
+    assert_eq!(v["config"]["tied_lm_head"], true);
+    assert!(v["tokenizer"].as_str().expect("tokenizer").starts_with("Word, 2000 ids") || v["tokenizer"].as_str().expect("tokenizer").starts_with("Word"));
+    assert!(v["provenance"].to_string().contains("itera_lite_micro_distilled.pt"));
+    let blob_bytes = v["blob_bytes"].as_u64().expect("size");
+    assert!(blob_bytes < 1_200_000, "tied lm_head stored once: {blob_bytes} bytes");
+}
