@@ -2,9 +2,8 @@
 
 use crate::error::Error;
 use crate::format::{
-    crc32, for_each_expected, tensor_count, Config, DType, ManifestHead, Quant, ScaleType,
-    TensorEntry, TokenizerRef, ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_EXPERTS, MAX_LAYERS,
-    MAX_META, VERSION,
+    crc32, for_each_expected, tensor_count, Config, DType, ManifestHead, Quant, ScaleType, TensorEntry, TokenizerRef,
+    ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_EXPERTS, MAX_LAYERS, MAX_META, VERSION,
 };
 use crate::tokenizer::Tokenizer;
 
@@ -123,7 +122,12 @@ impl<'a> Blob<'a> {
                 return Err(Error::UnexpectedTensor { index, expected: want.role, found: e.role, layer: want.layer });
             }
             if e.shape != want.shape {
-                return Err(Error::ShapeMismatch { role: e.role, layer: e.layer, expected: want.shape, found: e.shape });
+                return Err(Error::ShapeMismatch {
+                    role: e.role,
+                    layer: e.layer,
+                    expected: want.shape,
+                    found: e.shape,
+                });
             }
             check_entry(&e, data_offset, body)?;
             index += 1;

@@ -271,10 +271,7 @@ pub struct Expected {
 /// `FinalNormBias`, `LmHead`.
 ///
 /// Calls `f` once per tensor and stops at the first error it returns.
-pub fn for_each_expected<E>(
-    c: &Config,
-    mut f: impl FnMut(Expected) -> Result<(), E>,
-) -> Result<(), E> {
+pub fn for_each_expected<E>(c: &Config, mut f: impl FnMut(Expected) -> Result<(), E>) -> Result<(), E> {
     let d = c.d_model;
     let di = c.d_inner;
     let one = |role, layer: u32, shape| Expected { role, layer: layer as u16, expert: 0, shape };

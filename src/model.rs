@@ -60,7 +60,10 @@ struct Mlp<'a> {
 enum Mixer<'a> {
     Ffn(Mlp<'a>),
     /// Router, and where this layer's experts start in `Model::experts`.
-    Moe { gate: Matrix<'a>, first: usize },
+    Moe {
+        gate: Matrix<'a>,
+        first: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -112,8 +115,11 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
     fn matrix(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
         let e = self.next(role)?;
         let w = Weights::F32(self.f32s(&e)?);
-        Matrix::new(e.shape[0] as usize, e.shape[1] as usize, w)
-            .ok_or(Error::BadTensor { role, layer: e.layer, why: "data does not match shape" })
+        Matrix::new(e.shape[0] as usize, e.shape[1] as usize, w).ok_or(Error::BadTensor {
+            role,
+            layer: e.layer,
+            why: "data does not match shape",
+        })
     }
 
     fn norm(&mut self, weight: Role, bias: Role) -> Result<Norm<'a>, Error> {
@@ -366,18 +372,18 @@ pub(crate) fn buffer_lens(c: &Config) -> [usize; 12] {
     let hidden = (c.ffn_hidden as usize).max(if any_moe { c.expert_hidden as usize } else { 0 });
     let layers = c.n_layers as usize;
     [
-        d,                         // x
-        d,                         // h
-        2 * di,                    // ug
-        di,                        // v
-        di,                        // t
-        n,                         // bu
-        hidden,                    // hidden
-        d,                         // acc
-        c.n_experts as usize,      // z
-        c.vocab as usize,          // logits
-        layers * (k - 1) * di,     // conv history
-        layers * n,                // ssm state
+        d,                     // x
+        d,                     // h
+        2 * di,                // ug
+        di,                    // v
+        di,                    // t
+        n,                     // bu
+        hidden,                // hidden
+        d,                     // acc
+        c.n_experts as usize,  // z
+        c.vocab as usize,      // logits
+        layers * (k - 1) * di, // conv history
+        layers * n,            // ssm state
     ]
 }
 

@@ -28,7 +28,8 @@ impl<'a> Tokenizer<'a> {
             return Err(bad("table is misaligned or outside the data section"));
         }
         let table = &blob[start..start + len];
-        let index_len = (r.count as usize).checked_add(1).and_then(|n| n.checked_mul(4)).ok_or(bad("count overflows"))?;
+        let index_len =
+            (r.count as usize).checked_add(1).and_then(|n| n.checked_mul(4)).ok_or(bad("count overflows"))?;
         if index_len > len {
             return Err(bad("offset table is longer than the section"));
         }

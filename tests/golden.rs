@@ -46,11 +46,8 @@ fn every_golden_file_matches_within_1e_3_with_full_top1() {
         assert_eq!(got.len(), expected.len());
 
         let max_abs = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        let top1 = got
-            .chunks_exact(vocab)
-            .zip(expected.chunks_exact(vocab))
-            .filter(|(a, b)| argmax(a) == argmax(b))
-            .count();
+        let top1 =
+            got.chunks_exact(vocab).zip(expected.chunks_exact(vocab)).filter(|(a, b)| argmax(a) == argmax(b)).count();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         eprintln!("{name}: max |dlogit| = {max_abs:.3e}, top-1 {top1}/{}", tokens.len());
         assert!(max_abs <= 1e-3, "{name}: max |dlogit| {max_abs} > 1e-3");

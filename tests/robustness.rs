@@ -6,7 +6,8 @@ use itera_pack::inspect::AlignedBytes;
 use itera_pack::synthetic::{state_dict, tiny_config};
 
 fn tiny_blob() -> AlignedBytes {
-    let bytes = build(&state_dict(&tiny_config(), 3), &PackOptions::default()).expect("build").finish().expect("finish");
+    let bytes =
+        build(&state_dict(&tiny_config(), 3), &PackOptions::default()).expect("build").finish().expect("finish");
     AlignedBytes::from(bytes.as_slice())
 }
 
@@ -62,7 +63,10 @@ fn bad_tokens_and_a_full_session_are_typed_errors_and_leave_the_session_usable()
     let mut words = vec![0u32; model.arena_bytes().div_ceil(4)];
     let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words)).expect("session");
     assert_eq!(s.step(c.vocab).err(), Some(Error::TokenOutOfRange { token: c.vocab, vocab: c.vocab }));
-    assert_eq!(s.prefill(&[1, 2, c.vocab + 5]).err(), Some(Error::TokenOutOfRange { token: c.vocab + 5, vocab: c.vocab }));
+    assert_eq!(
+        s.prefill(&[1, 2, c.vocab + 5]).err(),
+        Some(Error::TokenOutOfRange { token: c.vocab + 5, vocab: c.vocab })
+    );
     assert_eq!(s.position(), 0, "a refused prefill runs nothing");
     let first = s.step(1).expect("step").to_vec();
     for t in 1..c.max_seq {

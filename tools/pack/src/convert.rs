@@ -48,7 +48,9 @@ pub enum ConvertError {
         found: Vec<usize>,
     },
     /// NaN or infinity in the weights.
-    #[error("tensor '{name}' holds a non-finite value ({value}) at element {index}: refusing to pack a broken checkpoint")]
+    #[error(
+        "tensor '{name}' holds a non-finite value ({value}) at element {index}: refusing to pack a broken checkpoint"
+    )]
     NonFinite {
         /// Checkpoint name.
         name: String,
@@ -135,10 +137,9 @@ fn get<'a>(sd: &'a StateDict, name: &str) -> Result<&'a RawTensor, ConvertError>
 
 fn dim(sd: &StateDict, name: &str, axis: usize) -> Result<u32, ConvertError> {
     let t = get(sd, name)?;
-    t.shape.get(axis).map(|&v| v as u32).ok_or_else(|| ConvertError::Structure(format!(
-        "tensor '{name}' has shape {:?}, which has no axis {axis}",
-        t.shape
-    )))
+    t.shape.get(axis).map(|&v| v as u32).ok_or_else(|| {
+        ConvertError::Structure(format!("tensor '{name}' has shape {:?}, which has no axis {axis}", t.shape))
+    })
 }
 
 /// Reads the hyper-parameters off the tensor shapes.
@@ -232,7 +233,13 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         let name = checkpoint_name(&config, &e);
         if e.role == Role::LmHead && config.tied_lm_head {
             used.insert(name);
-            tensors.push(PendingTensor { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape, payload: Payload::SameAs(0) });
+            tensors.push(PendingTensor {
+                role: e.role,
+                layer: e.layer,
+                expert: e.expert,
+                shape: e.shape,
+                payload: Payload::SameAs(0),
+            });
             return Ok(());
         }
         let t = get(sd, &name)?;
@@ -245,7 +252,13 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
             return Err(ConvertError::NonFinite { name, index, value });
         }
         used.insert(name);
-        tensors.push(PendingTensor { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape, payload: Payload::F32(values) });
+        tensors.push(PendingTensor {
+            role: e.role,
+            layer: e.layer,
+            expert: e.expert,
+            shape: e.shape,
+            payload: Payload::F32(values),
+        });
         Ok(())
     })?;
     if let Some(extra) = sd.names().find(|n| !used.contains(*n) && !ignored(n)) {
@@ -259,7 +272,7 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
 /// Reads a tokenizer JSON file (word-level `token_to_id`/`id_to_token` or char-level
 /// `token2id`/`id2token`) into a table.
 pub fn read_tokenizer(path: &std::path::Path) -> anyhow::Result<TokenizerTable> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()))?;
     parse_tokenizer(&text).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", path.display()))
 }

@@ -102,11 +102,19 @@ pub fn render(r: &Report) -> String {
     for (k, v) in &r.provenance {
         let _ = writeln!(s, "  {k}: {v}");
     }
-    let _ = writeln!(s, "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10}", "role", "layer", "expert", "dtype", "shape", "offset", "bytes");
+    let _ = writeln!(
+        s,
+        "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10}",
+        "role", "layer", "expert", "dtype", "shape", "offset", "bytes"
+    );
     for t in &r.tensors {
         let shape = format!("{}x{}", t.shape[0], t.shape[1]);
         let bytes = if t.shared { "(tied)".to_string() } else { t.bytes.to_string() };
-        let _ = writeln!(s, "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10}", t.role, t.layer, t.expert, t.dtype, shape, t.offset, bytes);
+        let _ = writeln!(
+            s,
+            "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10}",
+            t.role, t.layer, t.expert, t.dtype, shape, t.offset, bytes
+        );
     }
     s
 }

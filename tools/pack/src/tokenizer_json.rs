@@ -63,12 +63,16 @@ mod tests {
 
     #[test]
     fn reads_both_layouts() {
-        let w = parse_tokenizer(r#"{"vocab_size": 10, "token_to_id": {"<UNK>": 1, "the": 4}, "id_to_token": {"1": "<UNK>", "4": "the"}}"#)
-            .expect("word");
+        let w = parse_tokenizer(
+            r#"{"vocab_size": 10, "token_to_id": {"<UNK>": 1, "the": 4}, "id_to_token": {"1": "<UNK>", "4": "the"}}"#,
+        )
+        .expect("word");
         assert_eq!(w.kind, TokenizerKind::Word);
         assert_eq!(w.tokens, ["", "<UNK>", "", "", "the"]);
-        let c = parse_tokenizer(r#"{"token2id": {" ": 4, "<UNK>": 1}, "id2token": {"4": " ", "1": "<UNK>"}, "level": "char"}"#)
-            .expect("char");
+        let c = parse_tokenizer(
+            r#"{"token2id": {" ": 4, "<UNK>": 1}, "id2token": {"4": " ", "1": "<UNK>"}, "level": "char"}"#,
+        )
+        .expect("char");
         assert_eq!(c.kind, TokenizerKind::Char);
         assert_eq!(c.tokens[4], " ");
         assert!(parse_tokenizer("[1, 2]").is_err());

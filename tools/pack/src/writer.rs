@@ -2,8 +2,8 @@
 //! tensor data, optional tokenizer table, CRC32.
 
 use itera_edge::format::{
-    crc32, Config, DType, ManifestHead, Quant, Role, TensorEntry, TokenizerKind, TokenizerRef,
-    ALIGN, CRC_LEN, HEADER_LEN, MAGIC, VERSION,
+    crc32, Config, DType, ManifestHead, Quant, Role, TensorEntry, TokenizerKind, TokenizerRef, ALIGN, CRC_LEN,
+    HEADER_LEN, MAGIC, VERSION,
 };
 
 /// A tensor's bytes as they go into the blob.

@@ -104,17 +104,23 @@ fn missing_mismatched_and_non_finite_tensors_are_named() {
     if let Some((_, t)) = sd.tensors.iter_mut().find(|(n, _)| n == "layers.0.ssm.out_proj.weight") {
         t.shape = vec![16, 8];
     }
-    assert!(matches!(build(&sd, &opts), Err(ConvertError::Shape { name, .. }) if name == "layers.0.ssm.out_proj.weight"));
+    assert!(
+        matches!(build(&sd, &opts), Err(ConvertError::Shape { name, .. }) if name == "layers.0.ssm.out_proj.weight")
+    );
 
     let mut sd = state_dict(&tiny_config(), 1);
-    if let Some((_, RawTensor { data: TensorData::F32(v), .. })) = sd.tensors.iter_mut().find(|(n, _)| n == "norm.bias") {
+    if let Some((_, RawTensor { data: TensorData::F32(v), .. })) = sd.tensors.iter_mut().find(|(n, _)| n == "norm.bias")
+    {
         v[3] = f32::NAN;
     }
     let err = build(&sd, &opts).expect_err("NaN refused");
     assert!(err.to_string().contains("'norm.bias'") && err.to_string().contains("element 3"), "{err}");
 
     let mut sd = state_dict(&tiny_config(), 1);
-    sd.tensors.push(("layers.0.ssm.extra.weight".into(), RawTensor { shape: vec![1], data: TensorData::F32(vec![0.0]), storage: None }));
+    sd.tensors.push((
+        "layers.0.ssm.extra.weight".into(),
+        RawTensor { shape: vec![1], data: TensorData::F32(vec![0.0]), storage: None },
+    ));
     assert_eq!(build(&sd, &opts).err(), Some(ConvertError::Unexpected("layers.0.ssm.extra.weight".into())));
 }
 
@@ -137,7 +143,10 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
     assert_eq!(v["config"]["vocab"], 2000);
     assert_eq!(v["config"]["moe_layers"], serde_json::json!([1]));
     assert_eq!(v["config"]["tied_lm_head"], true);
-    assert!(v["tokenizer"].as_str().expect("tokenizer").starts_with("Word, 2000 ids") || v["tokenizer"].as_str().expect("tokenizer").starts_with("Word"));
+    assert!(
+        v["tokenizer"].as_str().expect("tokenizer").starts_with("Word, 2000 ids")
+            || v["tokenizer"].as_str().expect("tokenizer").starts_with("Word")
+    );
     assert!(v["provenance"].to_string().contains("itera_lite_micro_distilled.pt"));
     let blob_bytes = v["blob_bytes"].as_u64().expect("size");
     assert!(blob_bytes < 1_200_000, "tied lm_head stored once: {blob_bytes} bytes");

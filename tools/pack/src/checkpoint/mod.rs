@@ -1,0 +1,516 @@
+//! Safe readers for the checkpoints `itera-pack` consumes.
+//!
+//! * PyTorch `.pt` / `.pth` files written by `torch.save` (zip format,
+//!   PyTorch >= 1.6): read by [`torch`] through a non-executing pickle
+//!   interpreter ([`pickle`]) with an allow-list of globals.
+//! * safetensors files: read and written by [`safetensors`].
+//!
+//! Both produce a [`StateDict`]: tensor name -> [`RawTensor`], in file order.
+//! No input can make these readers panic, execute code, or allocate memory in
+//! proportion to a size the file merely *declares*; every failure is a typed
+//! [`CheckpointError`] whose message says what is wrong and what to do.
+//!
+//! ```no_run
+//! let sd = itera_pack::checkpoint::load(std::path::Path::new("model.pt"))?;
+//! for (name, t) in &sd.tensors {
+//!     println!("{name}: {:?}", t.shape);
+//! }
+//! # Ok::<(), itera_pack::checkpoint::CheckpointError>(())
+//! ```
+
+pub mod pickle;
+pub mod safetensors;
+pub mod torch;
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+pub use safetensors::{safetensors_to_vec, save_safetensors, write_safetensors};
+
+/// One tensor as read from a checkpoint, row-major, contiguous (views already
+/// materialised).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTensor {
+    /// Dimensions, outermost first. Empty for a 0-dim (scalar) tensor, which
+    /// holds one element.
+    pub shape: Vec<usize>,
+    /// The elements, `shape.iter().product()` of them.
+    pub data: TensorData,
+    /// Identity of the backing storage, so that shared memory can be detected
+    /// (e.g. a tied `lm_head`): two tensors with equal `storage` strings and
+    /// equal shapes are the same memory view.
+    ///
+    /// * PyTorch: `"pt:<key>"` for a contiguous view starting at element 0 of
+    ///   storage `<key>` (the usual case); otherwise `"pt:<key>@<offset>"`,
+    ///   followed by `"/<stride,...>"` when the view is not contiguous.
+    /// * safetensors: `"st:<name>"` (safetensors never shares storage).
+    /// * `None` for tensors not read from a file.
+    pub storage: Option<String>,
+}
+
+impl RawTensor {
+    /// Number of elements the shape describes (1 for a 0-dim tensor), or
+    /// `None` if the product overflows.
+    pub fn numel(&self) -> Option<usize> {
+        checked_numel(&self.shape)
+    }
+}
+
+/// The elements of a [`RawTensor`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    /// FP32 storage, or FP16/BF16 storage converted to f32 (exact), or F64
+    /// storage rounded to the nearest f32.
+    F32(Vec<f32>),
+    /// A PyTorch per-tensor-affine qint8 tensor, kept as stored: the real value
+    /// of element `i` is `(q[i] - zero_point) * scale`.
+    QInt8 {
+        /// Quantized values.
+        q: Vec<i8>,
+        /// Quantization scale.
+        scale: f64,
+        /// Quantization zero point.
+        zero_point: i64,
+    },
+    /// Integer storages (Long, Int, Short, Char, Byte, Bool), widened to i64.
+    I64(Vec<i64>),
+}
+
+impl TensorData {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::QInt8 { q, .. } => q.len(),
+            TensorData::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A checkpoint: tensor name -> tensor, in file order, plus which source
+/// dtype each came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateDict {
+    /// The tensors, in file order. Names are unique.
+    pub tensors: Vec<(String, RawTensor)>,
+    /// Tensor name -> dtype in the file, as PyTorch spells it: `"float32"`,
+    /// `"float16"`, `"bfloat16"`, `"float64"`, `"int64"`, `"int32"`,
+    /// `"int16"`, `"int8"`, `"uint8"`, `"bool"` or `"qint8"`. Same order as
+    /// `tensors`.
+    pub source_dtypes: Vec<(String, String)>,
+}
+
+impl StateDict {
+    /// The tensor called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&RawTensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Tensor names, in file order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The source dtype of tensor `name` (see [`StateDict::source_dtypes`]).
+    pub fn source_dtype(&self, name: &str) -> Option<&str> {
+        self.source_dtypes.iter().find(|(n, _)| n == name).map(|(_, d)| d.as_str())
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether there are no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+}
+
+/// Builds a [`StateDict`] with Python dict semantics: a repeated name
+/// replaces the earlier tensor in place (constant time per insert).
+#[derive(Default)]
+pub(crate) struct StateDictBuilder {
+    sd: StateDict,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl StateDictBuilder {
+    /// Adds (or replaces) tensor `name`, read from a `dtype` source.
+    pub(crate) fn insert(&mut self, name: String, tensor: RawTensor, dtype: &str) {
+        if let Some(&i) = self.index.get(&name) {
+            if let (Some(t), Some(d)) = (self.sd.tensors.get_mut(i), self.sd.source_dtypes.get_mut(i)) {
+                t.1 = tensor;
+                d.1 = dtype.to_string();
+            }
+        } else {
+            self.index.insert(name.clone(), self.sd.tensors.len());
+            self.sd.source_dtypes.push((name.clone(), dtype.to_string()));
+            self.sd.tensors.push((name, tensor));
+        }
+    }
+
+    /// Whether nothing was inserted.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sd.tensors.is_empty()
+    }
+
+    /// The finished state dict.
+    pub(crate) fn finish(self) -> StateDict {
+        self.sd
+    }
+}
+
+/// Why a checkpoint could not be read or written. Each message names the
+/// file, says what is wrong and what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be opened or read.
+    #[error("cannot read checkpoint '{path}': {source}; check that the path exists and is a readable file")]
+    Io {
+        /// The path as given.
+        path: String,
+        /// The operating system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output file could not be written.
+    #[error("cannot write '{path}': {source}; check that the directory exists, is writable and has free space")]
+    Write {
+        /// The path (or `<writer>`).
+        path: String,
+        /// The operating system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither a zip archive nor a safetensors file.
+    #[error("{file}: not a PyTorch zip checkpoint or safetensors file; pass a checkpoint written by torch.save (PyTorch >= 1.6) or a .safetensors file")]
+    UnknownFormat {
+        /// File name for messages.
+        file: String,
+    },
+    /// A raw pickle: PyTorch's legacy (< 1.6) serialization.
+    #[error("{file}: legacy (non-zip) PyTorch checkpoint format is not supported; load it in Python and re-save it with torch.save(state_dict, path) from PyTorch >= 1.6, or convert it to safetensors")]
+    LegacyTorchFormat {
+        /// File name for messages.
+        file: String,
+    },
+    /// The zip container is damaged (often: the file is truncated).
+    #[error("{file}: damaged or unsupported zip archive ({detail}); the file may be truncated or corrupted: copy or download it again")]
+    Zip {
+        /// File name for messages.
+        file: String,
+        /// What the zip reader reported.
+        detail: String,
+    },
+    /// A zip entry is implausibly large or compressed (zip bomb protection).
+    #[error("{file}: zip entry '{entry}' claims {size} bytes uncompressed from {compressed} compressed bytes, beyond the limits (at most {max_size} bytes and {max_ratio}x compression); refusing to decompress it. torch.save stores tensors uncompressed: re-save the checkpoint with torch.save")]
+    ZipEntryTooLarge {
+        /// File name for messages.
+        file: String,
+        /// Entry name inside the archive.
+        entry: String,
+        /// Declared uncompressed size.
+        size: u64,
+        /// Declared compressed size.
+        compressed: u64,
+        /// Size limit.
+        max_size: u64,
+        /// Compression ratio limit.
+        max_ratio: u64,
+    },
+    /// The zip has no `<archive>/data.pkl`.
+    #[error("{file}: zip archive has no '<archive>/data.pkl', so it is not a torch.save checkpoint (TorchScript and other zip files are not supported); save the weights with torch.save(model.state_dict(), path)")]
+    MissingDataPkl {
+        /// File name for messages.
+        file: String,
+    },
+    /// The checkpoint was written on a big-endian machine.
+    #[error("{file}: checkpoint byte order is '{order}', only little-endian checkpoints are supported; re-save it on a little-endian machine or convert it to safetensors")]
+    UnsupportedByteOrder {
+        /// File name for messages.
+        file: String,
+        /// Content of the `byteorder` entry.
+        order: String,
+    },
+    /// `data.pkl` could not be interpreted.
+    #[error("{file}: cannot read data.pkl: {source}")]
+    Pickle {
+        /// File name for messages.
+        file: String,
+        /// The pickle-level problem.
+        #[source]
+        source: pickle::PickleError,
+    },
+    /// The pickle's top level is not a state dict.
+    #[error("{file}: {detail}; expected a state dict (name -> tensor) or a dict with a 'model_state_dict' entry: save the weights with torch.save(model.state_dict(), path)")]
+    Structure {
+        /// File name for messages.
+        file: String,
+        /// What was found.
+        detail: String,
+    },
+    /// One tensor is inconsistent (bad view, missing storage, ...).
+    #[error("{file}: tensor '{tensor}': {detail}")]
+    Tensor {
+        /// File name for messages.
+        file: String,
+        /// Tensor name.
+        tensor: String,
+        /// What is wrong, and what to do.
+        detail: String,
+    },
+    /// The safetensors header or data is invalid.
+    #[error("{file}: invalid safetensors file: {detail}; the file may be truncated or corrupted: re-export it (e.g. with safetensors.torch.save_file)")]
+    Safetensors {
+        /// File name for messages.
+        file: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A tensor's dtype cannot be represented by [`TensorData`].
+    #[error("{file}: tensor '{tensor}' has dtype {dtype}, which is not supported; convert it to float32, float16, bfloat16, float64, int8 or int64 before packing")]
+    UnsupportedDtype {
+        /// File name for messages.
+        file: String,
+        /// Tensor name.
+        tensor: String,
+        /// The dtype as the file names it.
+        dtype: String,
+    },
+    /// A tensor handed to a writer is inconsistent.
+    #[error("cannot write tensor '{tensor}': {detail}")]
+    InvalidTensor {
+        /// Tensor name.
+        tensor: String,
+        /// What is wrong, and what to do.
+        detail: String,
+    },
+    /// A bug: a panic inside a reader was caught.
+    #[error("{file}: internal error while reading the checkpoint ({detail}); this is a bug in itera-pack: please report it together with the file")]
+    Internal {
+        /// File name for messages.
+        file: String,
+        /// The panic message.
+        detail: String,
+    },
+}
+
+/// The zip local-file-header magic that starts every `torch.save` archive.
+const ZIP_MAGIC: &[u8; 4] = b"PK\x03\x04";
+/// The magic of an empty zip archive (end-of-central-directory first).
+const ZIP_EMPTY_MAGIC: &[u8; 4] = b"PK\x05\x06";
+
+/// What the first bytes of a file say it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Zip,
+    Safetensors,
+    LegacyPickle,
+    Unknown,
+}
+
+fn sniff(head: &[u8]) -> Format {
+    if head.starts_with(ZIP_MAGIC) || head.starts_with(ZIP_EMPTY_MAGIC) {
+        Format::Zip
+    } else if head.len() >= 9 && head[8] == b'{' {
+        // u64 header length, then the JSON header; the reader validates the length.
+        Format::Safetensors
+    } else if head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
+        Format::LegacyPickle
+    } else {
+        Format::Unknown
+    }
+}
+
+/// Reads a checkpoint file: a PyTorch zip checkpoint (recognised by the zip
+/// magic `PK\x03\x04`) or a safetensors file (recognised by its header).
+///
+/// PyTorch archives are read entry by entry from the file; safetensors files
+/// are read into memory whole.
+pub fn load(path: &Path) -> Result<StateDict, CheckpointError> {
+    let shown = path.display().to_string();
+    let io_err = |source| CheckpointError::Io { path: shown.clone(), source };
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut head = Vec::with_capacity(16);
+    (&mut file).take(16).read_to_end(&mut head).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    match sniff(&head) {
+        Format::Zip => guard(&shown, || torch::load_zip(BufReader::new(file), &shown)),
+        Format::Safetensors => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io_err)?;
+            guard(&shown, || safetensors::load_safetensors_bytes(&bytes, &shown))
+        }
+        Format::LegacyPickle => Err(CheckpointError::LegacyTorchFormat { file: shown }),
+        Format::Unknown => Err(CheckpointError::UnknownFormat { file: shown }),
+    }
+}
+
+/// Like [`load`], for a checkpoint already in memory. `name_for_errors` is
+/// used in error messages (e.g. the file name).
+pub fn load_bytes(bytes: &[u8], name_for_errors: &str) -> Result<StateDict, CheckpointError> {
+    let file = name_for_errors.to_string();
+    match sniff(bytes) {
+        Format::Zip => guard(&file, || torch::load_zip(std::io::Cursor::new(bytes), &file)),
+        Format::Safetensors => guard(&file, || safetensors::load_safetensors_bytes(bytes, &file)),
+        Format::LegacyPickle => Err(CheckpointError::LegacyTorchFormat { file }),
+        Format::Unknown => Err(CheckpointError::UnknownFormat { file }),
+    }
+}
+
+/// Runs a reader, turning a panic (a bug here or in the zip crate) into
+/// [`CheckpointError::Internal`] so that callers always get a `Result`.
+fn guard<T>(file: &str, f: impl FnOnce() -> Result<T, CheckpointError>) -> Result<T, CheckpointError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        Err(CheckpointError::Internal { file: file.to_string(), detail })
+    })
+}
+
+/// Product of `shape` (1 for an empty shape), `None` on overflow.
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::PathBuf;
+
+    /// The Itera-Lite fixtures directory: `$ITERA_FIXTURES`, or
+    /// `<crate>/../../../shared/fixtures/itera-lite`. `None` (with a note) if
+    /// it is missing, unless `CI=true`, where a missing directory is a failure.
+    pub(crate) fn fixtures_dir() -> Option<PathBuf> {
+        let dir = std::env::var_os("ITERA_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/itera-lite"));
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("fixtures directory {} is missing (set ITERA_FIXTURES)", dir.display());
+        }
+        eprintln!(
+            "note: fixtures directory {} not found; skipping (set ITERA_FIXTURES to run this test)",
+            dir.display()
+        );
+        None
+    }
+
+    /// Reads one fixture file, or `None` when fixtures are unavailable.
+    pub(crate) fn fixture(name: &str) -> Option<(PathBuf, Vec<u8>)> {
+        let path = fixtures_dir()?.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Some((path, bytes)),
+            Err(e) => panic!("fixture {} unreadable: {e}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::fixture;
+    use super::*;
+
+    #[test]
+    fn sniffing_and_garbage() {
+        assert!(matches!(load_bytes(b"", "empty"), Err(CheckpointError::UnknownFormat { .. })));
+        assert!(matches!(load_bytes(b"hello world, not a model", "text"), Err(CheckpointError::UnknownFormat { .. })));
+        let err = load_bytes(b"hello", "x.bin").expect_err("unknown");
+        assert_eq!(err.to_string(), "x.bin: not a PyTorch zip checkpoint or safetensors file; pass a checkpoint written by torch.save (PyTorch >= 1.6) or a .safetensors file");
+        assert!(matches!(load_bytes(b"\x80\x02\x8a\x0a", "old.pt"), Err(CheckpointError::LegacyTorchFormat { .. })));
+        assert!(matches!(load_bytes(b"PK\x03\x04garbage", "z.pt"), Err(CheckpointError::Zip { .. })));
+        assert!(matches!(load_bytes(b"PK\x05\x06", "z.pt"), Err(CheckpointError::Zip { .. })));
+    }
+
+    #[test]
+    fn random_bytes_are_errors() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [1usize, 7, 8, 9, 100, 4096, 100_000] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            assert!(load_bytes(&bytes, "random").is_err());
+            let mut zipish = ZIP_MAGIC.to_vec();
+            zipish.extend_from_slice(&bytes);
+            assert!(load_bytes(&zipish, "random.pt").is_err());
+            let mut st = 64u64.to_le_bytes().to_vec();
+            st.push(b'{');
+            st.extend_from_slice(&bytes);
+            assert!(load_bytes(&st, "random.safetensors").is_err());
+        }
+    }
+
+    #[test]
+    fn missing_file_is_io_error() {
+        let err = load(Path::new("definitely/not/here.pt")).expect_err("missing");
+        assert!(matches!(err, CheckpointError::Io { .. }));
+        assert!(err.to_string().contains("check that the path exists"), "{err}");
+    }
+
+    #[test]
+    fn truncated_fixtures_are_errors() {
+        for name in ["itera_lite_micro_distilled.pt", "itera_lite_tiny_int8.pt", "itera_lite_mixed_precision.pt"] {
+            let Some((_, bytes)) = fixture(name) else {
+                return;
+            };
+            for cut in [0, 3, 4, 100, bytes.len() / 2, bytes.len() - 1] {
+                let err = load_bytes(&bytes[..cut], name).expect_err("truncated must fail");
+                assert!(!matches!(err, CheckpointError::Internal { .. }), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_fixture_bytes_never_panic() {
+        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+            return;
+        };
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Flip bytes inside the pickle and the zip directories (the start and
+        // the end of the file), where damage changes the parse.
+        let pickle_end = 10_000.min(bytes.len());
+        for _ in 0..150 {
+            let mut copy = bytes.clone();
+            for _ in 0..1 + next() % 4 {
+                let r = next() as usize;
+                let at = if r & 1 == 0 { r / 2 % pickle_end } else { bytes.len() - 1 - (r / 2 % 6_000) };
+                copy[at] = next() as u8;
+            }
+            if let Err(e) = load_bytes(&copy, "corrupt.pt") {
+                assert!(!matches!(e, CheckpointError::Internal { .. }), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn load_from_path_matches_load_bytes() {
+        let Some((path, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+            return;
+        };
+        let a = load(&path).expect("load");
+        let b = load_bytes(&bytes, "micro").expect("load_bytes");
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,1077 @@
+//! A safe, non-executing reader for the subset of Python's pickle format that
+//! `torch.save` writes (protocol 2, plus the few protocol-4 opcodes newer
+//! writers emit).
+//!
+//! The interpreter never imports or calls anything. It builds a flat value
+//! tree (an arena of [`Node`]s addressed by [`NodeId`]):
+//!
+//! * `GLOBAL` / `STACK_GLOBAL` only produce a [`Node::Global`] record, and only
+//!   for names on the caller's allow-list; any other name is refused *by
+//!   name* before anything else happens.
+//! * `REDUCE` produces a [`Node::Call`] record (function + argument tuple) that
+//!   the caller may interpret. The single exception is `collections.OrderedDict`,
+//!   which directly yields a [`Node::Dict`] so that `SETITEM(S)` can fill it.
+//! * `BINPERSID` produces a [`Node::PersistentId`] record wrapping the id value.
+//! * `BUILD` on a dict or a call record ignores the state (an `OrderedDict`'s
+//!   state is its `_metadata`, which a weights reader does not need).
+//!
+//! Because values live in an arena, deeply nested or even self-referencing
+//! structures (a list appended to itself) cannot overflow the native stack,
+//! neither while parsing nor when the tree is dropped. Resource use is
+//! bounded by [`Limits`]; see its fields for the exact bounds.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// Index of a node inside a [`Tree`].
+pub type NodeId = usize;
+
+/// One value of the pickle value tree.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Node {
+    /// Python `None`.
+    None,
+    /// Python `bool`.
+    Bool(bool),
+    /// Python `int` (only values that fit in an `i64` are accepted).
+    Int(i64),
+    /// Python `float`.
+    Float(f64),
+    /// Python `str`.
+    Str(String),
+    /// Python `bytes`.
+    Bytes(Vec<u8>),
+    /// Python `tuple`.
+    Tuple(Vec<NodeId>),
+    /// Python `list`.
+    List(Vec<NodeId>),
+    /// Python `dict` / `collections.OrderedDict`, in insertion order.
+    /// Duplicate keys are kept as they appear; consumers resolve them.
+    Dict(Vec<(NodeId, NodeId)>),
+    /// A reference to an allow-listed global, e.g. `torch._utils._rebuild_tensor_v2`.
+    Global {
+        /// Module part, e.g. `torch._utils`.
+        module: String,
+        /// Attribute part, e.g. `_rebuild_tensor_v2`.
+        name: String,
+    },
+    /// A `REDUCE` that was recorded, not executed: `func(*args)`.
+    Call {
+        /// The callee, always a [`Node::Global`].
+        func: NodeId,
+        /// The argument tuple, always a [`Node::Tuple`].
+        args: NodeId,
+    },
+    /// A `BINPERSID` record: the persistent id value (for PyTorch, a tuple
+    /// `('storage', StorageType, key, location, numel)`).
+    PersistentId(NodeId),
+}
+
+impl Node {
+    /// Short Python-ish name of the node's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::None => "None",
+            Node::Bool(_) => "bool",
+            Node::Int(_) => "int",
+            Node::Float(_) => "float",
+            Node::Str(_) => "str",
+            Node::Bytes(_) => "bytes",
+            Node::Tuple(_) => "tuple",
+            Node::List(_) => "list",
+            Node::Dict(_) => "dict",
+            Node::Global { .. } => "global",
+            Node::Call { .. } => "call record",
+            Node::PersistentId(_) => "persistent id",
+        }
+    }
+}
+
+/// Resource bounds for [`parse`]. Exceeding any of them is an error
+/// ([`PickleError::LimitExceeded`]), never a crash or an unbounded allocation.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest accepted pickle, in bytes (default 256 MiB; a state-dict pickle
+    /// is normally a few KiB to a few MiB).
+    pub max_input_bytes: usize,
+    /// Most values on the stack at once (default 1,000,000).
+    pub max_stack: usize,
+    /// Deepest `MARK` nesting, i.e. nesting depth of tuples/lists/dicts built
+    /// with `MARK` (default 10,000).
+    pub max_mark_depth: usize,
+    /// Most memo entries (default 1,000,000).
+    pub max_memo: usize,
+    /// Most values created in total (default 16,000,000).
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_input_bytes: 256 << 20,
+            max_stack: 1_000_000,
+            max_mark_depth: 10_000,
+            max_memo: 1_000_000,
+            max_nodes: 16_000_000,
+        }
+    }
+}
+
+/// What went wrong while reading a pickle. Every message names the problem,
+/// where it happened (byte offset inside the pickle) and what to do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PickleError {
+    /// The data ends in the middle of an opcode, or before `STOP`.
+    #[error("pickle is truncated at byte {offset} (while reading {what}); the file is incomplete or corrupted: copy or download it again")]
+    Truncated {
+        /// Byte offset where more data was needed.
+        offset: usize,
+        /// What was being read.
+        what: &'static str,
+    },
+    /// An opcode this reader does not implement (or that is not a pickle opcode at all).
+    #[error("unsupported pickle opcode 0x{opcode:02x}{} at byte {offset}; only the protocol-2 subset that torch.save writes is understood: re-save the weights with torch.save(model.state_dict(), path) or convert them to safetensors", opcode_label(*.opcode))]
+    UnknownOpcode {
+        /// The opcode byte.
+        opcode: u8,
+        /// Its byte offset.
+        offset: usize,
+    },
+    /// A `GLOBAL`/`STACK_GLOBAL` naming something outside the allow-list.
+    #[error("pickle global '{name}' is not allowed (allowed: {allowed}); a weights checkpoint never needs it, so it was refused without being resolved. Do not open this file with torch.load; re-export only the state dict (torch.save(model.state_dict(), path)) or use safetensors")]
+    GlobalNotAllowed {
+        /// `module.name` as written in the file (control characters escaped, long names shortened).
+        name: String,
+        /// The allow-list, comma separated.
+        allowed: String,
+    },
+    /// The pickle protocol version is unknown.
+    #[error("pickle protocol {version} is not supported (0 to 5 are); re-save the checkpoint with torch.save")]
+    UnsupportedProtocol {
+        /// Version byte after `PROTO`.
+        version: u8,
+    },
+    /// An opcode needed more stack values than were available (above the current `MARK`).
+    #[error("malformed pickle: {opcode} at byte {offset} needs more values than are on the stack; the file is corrupted: re-export it")]
+    StackUnderflow {
+        /// Opcode name.
+        opcode: &'static str,
+        /// Its byte offset.
+        offset: usize,
+    },
+    /// An opcode that consumes a `MARK` found none.
+    #[error("malformed pickle: {opcode} at byte {offset} has no matching MARK; the file is corrupted: re-export it")]
+    MissingMark {
+        /// Opcode name.
+        opcode: &'static str,
+        /// Its byte offset.
+        offset: usize,
+    },
+    /// A memo read of an index that was never written.
+    #[error("malformed pickle: memo entry {index} read at byte {offset} was never stored; the file is corrupted: re-export it")]
+    BadMemo {
+        /// Memo index.
+        index: u32,
+        /// Byte offset of the read.
+        offset: usize,
+    },
+    /// An opcode was applied to a value of the wrong kind.
+    #[error("malformed or unsupported pickle: {opcode} at byte {offset} expects {expected} but found {found}; re-save the weights with torch.save(model.state_dict(), path) or convert them to safetensors")]
+    TypeMismatch {
+        /// Opcode name.
+        opcode: &'static str,
+        /// Its byte offset.
+        offset: usize,
+        /// What was expected.
+        expected: &'static str,
+        /// What was found.
+        found: &'static str,
+    },
+    /// A string is not valid UTF-8.
+    #[error("malformed pickle: invalid UTF-8 text at byte {offset}; the file is corrupted: re-export it")]
+    InvalidUtf8 {
+        /// Byte offset of the string data.
+        offset: usize,
+    },
+    /// An integer does not fit in 64 bits.
+    #[error("pickle integer at byte {offset} does not fit in 64 bits; a weights checkpoint never needs such values: re-export it")]
+    IntegerTooLarge {
+        /// Byte offset of the opcode.
+        offset: usize,
+    },
+    /// One of the [`Limits`] was exceeded.
+    #[error("pickle exceeds the {what} limit of {limit} at byte {offset}; a state-dict pickle never needs this much, so the file is malformed or hostile: re-export it")]
+    LimitExceeded {
+        /// Which limit.
+        what: &'static str,
+        /// The limit's value.
+        limit: usize,
+        /// Byte offset where it was hit.
+        offset: usize,
+    },
+}
+
+/// The value tree built by [`parse`].
+#[derive(Clone, Debug)]
+pub struct Tree {
+    nodes: Vec<Node>,
+    root: NodeId,
+}
+
+/// Returned by [`Tree::node`] for an id that does not belong to the tree.
+static NONE_NODE: Node = Node::None;
+
+impl Tree {
+    /// The value returned by `STOP`.
+    pub fn root(&self) -> NodeId {
+        self.root
+    }
+
+    /// The node with this id (`Node::None` for an id not from this tree).
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.nodes.get(id).unwrap_or(&NONE_NODE)
+    }
+
+    /// Number of nodes in the arena.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the arena is empty (never true for a parsed tree).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The string value of `id`, if it is a `str`.
+    pub fn as_str(&self, id: NodeId) -> Option<&str> {
+        match self.node(id) {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer value of `id`, if it is an `int` (or a `bool`).
+    pub fn as_int(&self, id: NodeId) -> Option<i64> {
+        match self.node(id) {
+            Node::Int(v) => Some(*v),
+            Node::Bool(b) => Some(i64::from(*b)),
+            _ => None,
+        }
+    }
+
+    /// The numeric value of `id` as `f64`, if it is a `float` or an `int`.
+    pub fn as_f64(&self, id: NodeId) -> Option<f64> {
+        match self.node(id) {
+            Node::Float(v) => Some(*v),
+            Node::Int(v) => Some(*v as f64),
+            _ => None,
+        }
+    }
+
+    /// The items of `id`, if it is a `tuple`.
+    pub fn as_tuple(&self, id: NodeId) -> Option<&[NodeId]> {
+        match self.node(id) {
+            Node::Tuple(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The items of `id`, if it is a `tuple` or a `list`.
+    pub fn as_sequence(&self, id: NodeId) -> Option<&[NodeId]> {
+        match self.node(id) {
+            Node::Tuple(items) | Node::List(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The `(key, value)` pairs of `id`, if it is a dict.
+    pub fn as_dict(&self, id: NodeId) -> Option<&[(NodeId, NodeId)]> {
+        match self.node(id) {
+            Node::Dict(pairs) => Some(pairs),
+            _ => None,
+        }
+    }
+
+    /// `module.name` of `id`, if it is a global.
+    pub fn global_name(&self, id: NodeId) -> Option<String> {
+        match self.node(id) {
+            Node::Global { module, name } => Some(format!("{module}.{name}")),
+            _ => None,
+        }
+    }
+
+    /// The value stored under the string key `key` in dict `id` (the last
+    /// one if the key repeats, as Python would keep).
+    pub fn dict_get(&self, id: NodeId, key: &str) -> Option<NodeId> {
+        self.as_dict(id)?.iter().rev().find(|(k, _)| self.as_str(*k) == Some(key)).map(|(_, v)| *v)
+    }
+}
+
+/// Parses `data` as a pickle without executing anything.
+///
+/// `allowed_globals` lists the `module.name` globals the pickle may reference;
+/// any other global is refused with [`PickleError::GlobalNotAllowed`].
+pub fn parse(data: &[u8], allowed_globals: &[&str], limits: &Limits) -> Result<Tree, PickleError> {
+    if data.len() > limits.max_input_bytes {
+        return Err(PickleError::LimitExceeded { what: "input size", limit: limits.max_input_bytes, offset: 0 });
+    }
+    Machine {
+        data,
+        pos: 0,
+        op_start: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        limits,
+        allowed: allowed_globals,
+    }
+    .run()
+}
+
+// Opcodes (names as in CPython's pickletools).
+const MARK: u8 = b'(';
+const STOP: u8 = b'.';
+const BININT: u8 = b'J';
+const BININT1: u8 = b'K';
+const BININT2: u8 = b'M';
+const NONE: u8 = b'N';
+const BINPERSID: u8 = b'Q';
+const REDUCE: u8 = b'R';
+const BINUNICODE: u8 = b'X';
+const BINBYTES: u8 = b'B';
+const SHORT_BINBYTES: u8 = b'C';
+const APPEND: u8 = b'a';
+const BUILD: u8 = b'b';
+const GLOBAL: u8 = b'c';
+const EMPTY_DICT: u8 = b'}';
+const APPENDS: u8 = b'e';
+const BINGET: u8 = b'h';
+const LONG_BINGET: u8 = b'j';
+const EMPTY_LIST: u8 = b']';
+const BINPUT: u8 = b'q';
+const LONG_BINPUT: u8 = b'r';
+const SETITEM: u8 = b's';
+const TUPLE: u8 = b't';
+const EMPTY_TUPLE: u8 = b')';
+const SETITEMS: u8 = b'u';
+const BINFLOAT: u8 = b'G';
+const PROTO: u8 = 0x80;
+const TUPLE1: u8 = 0x85;
+const TUPLE2: u8 = 0x86;
+const TUPLE3: u8 = 0x87;
+const NEWTRUE: u8 = 0x88;
+const NEWFALSE: u8 = 0x89;
+const LONG1: u8 = 0x8a;
+const SHORT_BINUNICODE: u8 = 0x8c;
+const STACK_GLOBAL: u8 = 0x93;
+const MEMOIZE: u8 = 0x94;
+const FRAME: u8 = 0x95;
+
+/// Name of a known pickle opcode (supported or not), for error messages.
+fn opcode_name(op: u8) -> Option<&'static str> {
+    Some(match op {
+        b'(' => "MARK",
+        b'.' => "STOP",
+        b'0' => "POP",
+        b'1' => "POP_MARK",
+        b'2' => "DUP",
+        b'F' => "FLOAT",
+        b'I' => "INT",
+        b'J' => "BININT",
+        b'K' => "BININT1",
+        b'L' => "LONG",
+        b'M' => "BININT2",
+        b'N' => "NONE",
+        b'P' => "PERSID",
+        b'Q' => "BINPERSID",
+        b'R' => "REDUCE",
+        b'S' => "STRING",
+        b'T' => "BINSTRING",
+        b'U' => "SHORT_BINSTRING",
+        b'V' => "UNICODE",
+        b'X' => "BINUNICODE",
+        b'a' => "APPEND",
+        b'b' => "BUILD",
+        b'c' => "GLOBAL",
+        b'd' => "DICT",
+        b'}' => "EMPTY_DICT",
+        b'e' => "APPENDS",
+        b'g' => "GET",
+        b'h' => "BINGET",
+        b'i' => "INST",
+        b'j' => "LONG_BINGET",
+        b'l' => "LIST",
+        b']' => "EMPTY_LIST",
+        b'o' => "OBJ",
+        b'p' => "PUT",
+        b'q' => "BINPUT",
+        b'r' => "LONG_BINPUT",
+        b's' => "SETITEM",
+        b't' => "TUPLE",
+        b')' => "EMPTY_TUPLE",
+        b'u' => "SETITEMS",
+        b'G' => "BINFLOAT",
+        b'B' => "BINBYTES",
+        b'C' => "SHORT_BINBYTES",
+        0x80 => "PROTO",
+        0x81 => "NEWOBJ",
+        0x82 => "EXT1",
+        0x83 => "EXT2",
+        0x84 => "EXT4",
+        0x85 => "TUPLE1",
+        0x86 => "TUPLE2",
+        0x87 => "TUPLE3",
+        0x88 => "NEWTRUE",
+        0x89 => "NEWFALSE",
+        0x8a => "LONG1",
+        0x8b => "LONG4",
+        0x8c => "SHORT_BINUNICODE",
+        0x8d => "BINUNICODE8",
+        0x8e => "BINBYTES8",
+        0x8f => "EMPTY_SET",
+        0x90 => "ADDITEMS",
+        0x91 => "FROZENSET",
+        0x92 => "NEWOBJ_EX",
+        0x93 => "STACK_GLOBAL",
+        0x94 => "MEMOIZE",
+        0x95 => "FRAME",
+        0x96 => "BYTEARRAY8",
+        0x97 => "NEXT_BUFFER",
+        0x98 => "READONLY_BUFFER",
+        _ => return None,
+    })
+}
+
+fn opcode_label(op: u8) -> String {
+    match opcode_name(op) {
+        Some(name) => format!(" ({name})"),
+        None => String::new(),
+    }
+}
+
+/// Shortens and escapes an untrusted name for display.
+fn display_name(module: &str, name: &str) -> String {
+    const MAX: usize = 200;
+    let full = format!("{module}.{name}");
+    let mut out: String = full.escape_debug().take(MAX).collect();
+    if full.escape_debug().nth(MAX).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    /// Offset of the opcode being executed (for error messages).
+    op_start: usize,
+    nodes: Vec<Node>,
+    stack: Vec<NodeId>,
+    /// Stack lengths at each open `MARK`.
+    marks: Vec<usize>,
+    memo: HashMap<u32, NodeId>,
+    limits: &'a Limits,
+    allowed: &'a [&'a str],
+}
+
+impl<'a> Machine<'a> {
+    fn run(mut self) -> Result<Tree, PickleError> {
+        loop {
+            self.op_start = self.pos;
+            let op = self.read_u8("an opcode")?;
+            match op {
+                PROTO => {
+                    let version = self.read_u8("PROTO version")?;
+                    if version > 5 {
+                        return Err(PickleError::UnsupportedProtocol { version });
+                    }
+                }
+                FRAME => {
+                    // Framing only groups opcodes for buffered reading; the
+                    // data is already in memory, so the frame length is skipped.
+                    self.take(8, "FRAME length")?;
+                }
+                STOP => {
+                    let root = self.pop("STOP")?;
+                    return Ok(Tree { nodes: self.nodes, root });
+                }
+                MARK => {
+                    if self.marks.len() >= self.limits.max_mark_depth {
+                        return Err(self.limit("MARK nesting depth", self.limits.max_mark_depth));
+                    }
+                    self.marks.push(self.stack.len());
+                }
+                NONE => self.push_new(Node::None)?,
+                NEWTRUE => self.push_new(Node::Bool(true))?,
+                NEWFALSE => self.push_new(Node::Bool(false))?,
+                BININT => {
+                    let b = self.take_array::<4>("BININT")?;
+                    self.push_new(Node::Int(i64::from(i32::from_le_bytes(b))))?;
+                }
+                BININT1 => {
+                    let v = self.read_u8("BININT1")?;
+                    self.push_new(Node::Int(i64::from(v)))?;
+                }
+                BININT2 => {
+                    let b = self.take_array::<2>("BININT2")?;
+                    self.push_new(Node::Int(i64::from(u16::from_le_bytes(b))))?;
+                }
+                LONG1 => {
+                    let n = usize::from(self.read_u8("LONG1 length")?);
+                    let bytes = self.take(n, "LONG1 bytes")?;
+                    let v = decode_long(bytes).ok_or(PickleError::IntegerTooLarge { offset: self.op_start })?;
+                    self.push_new(Node::Int(v))?;
+                }
+                BINFLOAT => {
+                    let b = self.take_array::<8>("BINFLOAT")?;
+                    self.push_new(Node::Float(f64::from_be_bytes(b)))?;
+                }
+                BINUNICODE => {
+                    let n = u32::from_le_bytes(self.take_array::<4>("BINUNICODE length")?);
+                    let s = self.read_str(n as usize, "BINUNICODE text")?;
+                    self.push_new(Node::Str(s))?;
+                }
+                SHORT_BINUNICODE => {
+                    let n = self.read_u8("SHORT_BINUNICODE length")?;
+                    let s = self.read_str(usize::from(n), "SHORT_BINUNICODE text")?;
+                    self.push_new(Node::Str(s))?;
+                }
+                BINBYTES => {
+                    let n = u32::from_le_bytes(self.take_array::<4>("BINBYTES length")?);
+                    let b = self.take(n as usize, "BINBYTES data")?.to_vec();
+                    self.push_new(Node::Bytes(b))?;
+                }
+                SHORT_BINBYTES => {
+                    let n = self.read_u8("SHORT_BINBYTES length")?;
+                    let b = self.take(usize::from(n), "SHORT_BINBYTES data")?.to_vec();
+                    self.push_new(Node::Bytes(b))?;
+                }
+                EMPTY_DICT => self.push_new(Node::Dict(Vec::new()))?,
+                EMPTY_LIST => self.push_new(Node::List(Vec::new()))?,
+                EMPTY_TUPLE => self.push_new(Node::Tuple(Vec::new()))?,
+                TUPLE => {
+                    let items = self.pop_mark("TUPLE")?;
+                    self.push_new(Node::Tuple(items))?;
+                }
+                TUPLE1 | TUPLE2 | TUPLE3 => {
+                    let n = usize::from(op - TUPLE1 + 1);
+                    let name = ["TUPLE1", "TUPLE2", "TUPLE3"][n - 1];
+                    let items = self.pop_n(n, name)?;
+                    self.push_new(Node::Tuple(items))?;
+                }
+                GLOBAL => {
+                    let module = self.read_line("GLOBAL module")?;
+                    let name = self.read_line("GLOBAL name")?;
+                    self.push_global(module, name)?;
+                }
+                STACK_GLOBAL => {
+                    let name_id = self.pop("STACK_GLOBAL")?;
+                    let module_id = self.pop("STACK_GLOBAL")?;
+                    let name = self.string_of(name_id, "STACK_GLOBAL")?;
+                    let module = self.string_of(module_id, "STACK_GLOBAL")?;
+                    self.push_global(module, name)?;
+                }
+                BINPERSID => {
+                    let pid = self.pop("BINPERSID")?;
+                    self.push_new(Node::PersistentId(pid))?;
+                }
+                REDUCE => self.reduce()?,
+                BUILD => {
+                    let _state = self.pop("BUILD")?;
+                    let target = self.peek("BUILD")?;
+                    match self.node(target) {
+                        // OrderedDict state (`_metadata`) and tensor state carry
+                        // nothing a weights reader needs: ignore them.
+                        Node::Dict(_) | Node::Call { .. } => {}
+                        other => {
+                            return Err(self.mismatch("BUILD", "a dict or a call record", other.kind()));
+                        }
+                    }
+                }
+                BINPUT => {
+                    let idx = self.read_u8("BINPUT index")?;
+                    self.memo_put(u32::from(idx))?;
+                }
+                LONG_BINPUT => {
+                    let idx = u32::from_le_bytes(self.take_array::<4>("LONG_BINPUT index")?);
+                    self.memo_put(idx)?;
+                }
+                MEMOIZE => {
+                    let idx = u32::try_from(self.memo.len()).unwrap_or(u32::MAX);
+                    self.memo_put(idx)?;
+                }
+                BINGET => {
+                    let idx = self.read_u8("BINGET index")?;
+                    self.memo_get(u32::from(idx))?;
+                }
+                LONG_BINGET => {
+                    let idx = u32::from_le_bytes(self.take_array::<4>("LONG_BINGET index")?);
+                    self.memo_get(idx)?;
+                }
+                SETITEM => {
+                    let pair = self.pop_n(2, "SETITEM")?;
+                    self.extend_dict(pair, "SETITEM")?;
+                }
+                SETITEMS => {
+                    let items = self.pop_mark("SETITEMS")?;
+                    if items.len() & 1 != 0 {
+                        return Err(self.mismatch("SETITEMS", "key/value pairs", "an odd number of values"));
+                    }
+                    self.extend_dict(items, "SETITEMS")?;
+                }
+                APPEND => {
+                    let item = self.pop("APPEND")?;
+                    self.extend_list(vec![item], "APPEND")?;
+                }
+                APPENDS => {
+                    let items = self.pop_mark("APPENDS")?;
+                    self.extend_list(items, "APPENDS")?;
+                }
+                other => return Err(PickleError::UnknownOpcode { opcode: other, offset: self.op_start }),
+            }
+        }
+    }
+
+    // ---- reading the byte stream ----
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], PickleError> {
+        let data = self.data;
+        let end = self.pos.checked_add(n).filter(|&e| e <= data.len());
+        match end.and_then(|e| data.get(self.pos..e)) {
+            Some(slice) => {
+                self.pos += n;
+                Ok(slice)
+            }
+            None => Err(PickleError::Truncated { offset: self.pos, what }),
+        }
+    }
+
+    fn take_array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], PickleError> {
+        let offset = self.pos;
+        let slice = self.take(N, what)?;
+        slice.try_into().map_err(|_| PickleError::Truncated { offset, what })
+    }
+
+    fn read_u8(&mut self, what: &'static str) -> Result<u8, PickleError> {
+        Ok(self.take_array::<1>(what)?[0])
+    }
+
+    fn read_str(&mut self, n: usize, what: &'static str) -> Result<String, PickleError> {
+        let offset = self.pos;
+        let bytes = self.take(n, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| PickleError::InvalidUtf8 { offset })
+    }
+
+    /// Reads up to (not including) the next `\n`, as used by `GLOBAL`.
+    fn read_line(&mut self, what: &'static str) -> Result<String, PickleError> {
+        let offset = self.pos;
+        let rest = self.data.get(self.pos..).unwrap_or(&[]);
+        let len = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated { offset, what })?;
+        let line = self.read_str(len, what)?;
+        self.pos += 1; // the newline, known to exist
+        Ok(line)
+    }
+
+    // ---- stack, memo and arena ----
+
+    fn limit(&self, what: &'static str, limit: usize) -> PickleError {
+        PickleError::LimitExceeded { what, limit, offset: self.op_start }
+    }
+
+    fn mismatch(&self, opcode: &'static str, expected: &'static str, found: &'static str) -> PickleError {
+        PickleError::TypeMismatch { opcode, offset: self.op_start, expected, found }
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        self.nodes.get(id).unwrap_or(&NONE_NODE)
+    }
+
+    fn new_node(&mut self, node: Node) -> Result<NodeId, PickleError> {
+        if self.nodes.len() >= self.limits.max_nodes {
+            return Err(self.limit("value count", self.limits.max_nodes));
+        }
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
+    }
+
+    fn push(&mut self, id: NodeId) -> Result<(), PickleError> {
+        if self.stack.len() >= self.limits.max_stack {
+            return Err(self.limit("stack size", self.limits.max_stack));
+        }
+        self.stack.push(id);
+        Ok(())
+    }
+
+    fn push_new(&mut self, node: Node) -> Result<(), PickleError> {
+        let id = self.new_node(node)?;
+        self.push(id)
+    }
+
+    /// Lowest stack index usable by the current opcode (values below the
+    /// innermost `MARK` belong to an enclosing frame, as in CPython).
+    fn floor(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self, opcode: &'static str) -> Result<NodeId, PickleError> {
+        if self.stack.len() <= self.floor() {
+            return Err(PickleError::StackUnderflow { opcode, offset: self.op_start });
+        }
+        self.stack.pop().ok_or(PickleError::StackUnderflow { opcode, offset: self.op_start })
+    }
+
+    fn peek(&self, opcode: &'static str) -> Result<NodeId, PickleError> {
+        if self.stack.len() <= self.floor() {
+            return Err(PickleError::StackUnderflow { opcode, offset: self.op_start });
+        }
+        self.stack.last().copied().ok_or(PickleError::StackUnderflow { opcode, offset: self.op_start })
+    }
+
+    fn pop_n(&mut self, n: usize, opcode: &'static str) -> Result<Vec<NodeId>, PickleError> {
+        let available = self.stack.len().saturating_sub(self.floor());
+        if available < n {
+            return Err(PickleError::StackUnderflow { opcode, offset: self.op_start });
+        }
+        Ok(self.stack.split_off(self.stack.len() - n))
+    }
+
+    fn pop_mark(&mut self, opcode: &'static str) -> Result<Vec<NodeId>, PickleError> {
+        let mark = self.marks.pop().ok_or(PickleError::MissingMark { opcode, offset: self.op_start })?;
+        if mark > self.stack.len() {
+            return Err(PickleError::StackUnderflow { opcode, offset: self.op_start });
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn memo_put(&mut self, idx: u32) -> Result<(), PickleError> {
+        let top = self.peek("memo put")?;
+        if !self.memo.contains_key(&idx) && self.memo.len() >= self.limits.max_memo {
+            return Err(self.limit("memo size", self.limits.max_memo));
+        }
+        self.memo.insert(idx, top);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, idx: u32) -> Result<(), PickleError> {
+        let id = *self.memo.get(&idx).ok_or(PickleError::BadMemo { index: idx, offset: self.op_start })?;
+        self.push(id)
+    }
+
+    fn string_of(&self, id: NodeId, opcode: &'static str) -> Result<String, PickleError> {
+        match self.node(id) {
+            Node::Str(s) => Ok(s.clone()),
+            other => Err(self.mismatch(opcode, "a str", other.kind())),
+        }
+    }
+
+    // ---- opcodes with structure ----
+
+    fn push_global(&mut self, module: String, name: String) -> Result<(), PickleError> {
+        let full = format!("{module}.{name}");
+        let allowed = self.allowed.contains(&full.as_str());
+        if !allowed {
+            return Err(PickleError::GlobalNotAllowed {
+                name: display_name(&module, &name),
+                allowed: self.allowed.join(", "),
+            });
+        }
+        self.push_new(Node::Global { module, name })
+    }
+
+    fn reduce(&mut self) -> Result<(), PickleError> {
+        let args = self.pop("REDUCE")?;
+        let func = self.pop("REDUCE")?;
+        let (module, name) = match self.node(func) {
+            Node::Global { module, name } => (module.as_str(), name.as_str()),
+            other => return Err(self.mismatch("REDUCE", "a global as callee", other.kind())),
+        };
+        let arg_items = match self.node(args) {
+            Node::Tuple(items) => items,
+            other => return Err(self.mismatch("REDUCE", "an argument tuple", other.kind())),
+        };
+        if module == "collections" && name == "OrderedDict" {
+            let pairs = match arg_items.as_slice() {
+                [] => Vec::new(),
+                [items] => self.pairs_of(*items)?,
+                _ => return Err(self.mismatch("REDUCE", "OrderedDict() or OrderedDict(pairs)", "more arguments")),
+            };
+            return self.push_new(Node::Dict(pairs));
+        }
+        self.push_new(Node::Call { func, args })
+    }
+
+    /// Key/value pairs from a list or tuple of 2-tuples (`OrderedDict(pairs)`).
+    fn pairs_of(&self, id: NodeId) -> Result<Vec<(NodeId, NodeId)>, PickleError> {
+        let items = match self.node(id) {
+            Node::List(items) | Node::Tuple(items) => items,
+            Node::Dict(pairs) => return Ok(pairs.clone()),
+            other => return Err(self.mismatch("REDUCE", "a sequence of pairs for OrderedDict", other.kind())),
+        };
+        items
+            .iter()
+            .map(|&item| match self.node(item) {
+                Node::Tuple(kv) if kv.len() == 2 => Ok((kv[0], kv[1])),
+                other => Err(self.mismatch("REDUCE", "(key, value) pairs for OrderedDict", other.kind())),
+            })
+            .collect()
+    }
+
+    fn extend_dict(&mut self, items: Vec<NodeId>, opcode: &'static str) -> Result<(), PickleError> {
+        let target = self.peek(opcode)?;
+        let offset = self.op_start;
+        match self.nodes.get_mut(target) {
+            Some(Node::Dict(pairs)) => {
+                pairs.extend(items.chunks_exact(2).map(|kv| (kv[0], kv[1])));
+                Ok(())
+            }
+            other => {
+                let found = other.map_or("nothing", |n| n.kind());
+                Err(PickleError::TypeMismatch { opcode, offset, expected: "a dict", found })
+            }
+        }
+    }
+
+    fn extend_list(&mut self, items: Vec<NodeId>, opcode: &'static str) -> Result<(), PickleError> {
+        let target = self.peek(opcode)?;
+        let offset = self.op_start;
+        match self.nodes.get_mut(target) {
+            Some(Node::List(list)) => {
+                list.extend(items);
+                Ok(())
+            }
+            other => {
+                let found = other.map_or("nothing", |n| n.kind());
+                Err(PickleError::TypeMismatch { opcode, offset, expected: "a list", found })
+            }
+        }
+    }
+}
+
+/// Decodes a little-endian two's-complement integer of up to 8 bytes
+/// (longer encodings are accepted when the extra bytes are sign extension).
+fn decode_long(bytes: &[u8]) -> Option<i64> {
+    let Some(&last) = bytes.last() else {
+        return Some(0);
+    };
+    let negative = last & 0x80 != 0;
+    let fill = if negative { 0xff } else { 0x00 };
+    let mut buf = [fill; 8];
+    for (i, &b) in bytes.iter().enumerate() {
+        if i < 8 {
+            buf[i] = b;
+        } else if b != fill {
+            return None;
+        }
+    }
+    let v = i64::from_le_bytes(buf);
+    // For >8-byte encodings the sign of the 8-byte value must agree.
+    if bytes.len() > 8 && (v < 0) != negative {
+        return None;
+    }
+    Some(v)
+}
+
+impl fmt::Display for Tree {
+    /// A one-line, bounded summary of the root (for diagnostics).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pickle tree with {} values, root is a {}", self.nodes.len(), self.node(self.root).kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALLOWED: &[&str] = &["collections.OrderedDict", "torch._utils._rebuild_tensor_v2"];
+
+    fn run(data: &[u8]) -> Result<Tree, PickleError> {
+        parse(data, ALLOWED, &Limits::default())
+    }
+
+    fn binunicode(s: &str) -> Vec<u8> {
+        let mut v = vec![b'X'];
+        v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    #[test]
+    fn ordered_dict_with_items() {
+        // OrderedDict(); d['a'] = 7; d['b'] = (1.5, None, True); BUILD with {} state
+        let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
+        p.extend(binunicode("a"));
+        p.extend_from_slice(b"K\x07");
+        p.extend(binunicode("b"));
+        p.extend_from_slice(b"G\x3f\xf8\x00\x00\x00\x00\x00\x00N\x88\x87u}b.");
+        let tree = run(&p).expect("parses");
+        let root = tree.root();
+        let pairs = tree.as_dict(root).expect("dict");
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(tree.as_str(pairs[0].0), Some("a"));
+        assert_eq!(tree.as_int(pairs[0].1), Some(7));
+        let b = tree.dict_get(root, "b").expect("b");
+        let items = tree.as_tuple(b).expect("tuple");
+        assert_eq!(tree.as_f64(items[0]), Some(1.5));
+        assert_eq!(tree.node(items[1]), &Node::None);
+        assert_eq!(tree.node(items[2]), &Node::Bool(true));
+    }
+
+    #[test]
+    fn plain_dict_list_memo_and_long() {
+        // {'x': [1, 2, 300, -2**40], 'y': memo-get of 'x' list}
+        let mut p = b"\x80\x02}q\x00(".to_vec();
+        p.extend(binunicode("x"));
+        p.extend_from_slice(b"]q\x01(K\x01K\x02M\x2c\x01\x8a\x06\x00\x00\x00\x00\x00\xffe");
+        p.extend(binunicode("y"));
+        p.extend_from_slice(b"h\x01u.");
+        let tree = run(&p).expect("parses");
+        let root = tree.root();
+        let x = tree.dict_get(root, "x").expect("x");
+        let y = tree.dict_get(root, "y").expect("y");
+        assert_eq!(x, y, "memo returns the same list");
+        let ints: Vec<_> = tree.as_sequence(x).expect("list").iter().map(|&i| tree.as_int(i)).collect();
+        assert_eq!(ints, vec![Some(1), Some(2), Some(300), Some(-(1i64 << 40))]);
+    }
+
+    #[test]
+    fn stack_global_and_short_strings() {
+        let p =
+            b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93)R\x94.";
+        let tree = run(p).expect("parses");
+        assert_eq!(tree.as_dict(tree.root()).map(|d| d.len()), Some(0));
+    }
+
+    #[test]
+    fn disallowed_globals_are_refused_by_name() {
+        for (module, name) in [("os", "system"), ("builtins", "eval"), ("posix", "system")] {
+            let mut p = format!("\x02c{module}\n{name}\n").into_bytes();
+            p.insert(0, 0x80);
+            p.extend(binunicode("echo pwned"));
+            p.extend_from_slice(b"\x85R.");
+            let err = run(&p).expect_err("must refuse");
+            assert!(matches!(err, PickleError::GlobalNotAllowed { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!(
+                    "pickle global '{module}.{name}' is not allowed (allowed: collections.OrderedDict"
+                )),
+                "{msg}"
+            );
+        }
+        // STACK_GLOBAL form, too.
+        let p = b"\x80\x04\x8c\x02os\x8c\x06system\x93.";
+        let err = run(p).expect_err("must refuse");
+        assert!(err.to_string().contains("'os.system'"), "{err}");
+        // A prefix of an allowed name is not allowed.
+        let p = b"\x80\x02ccollections\nOrdered\n.";
+        assert!(matches!(run(p), Err(PickleError::GlobalNotAllowed { .. })));
+    }
+
+    #[test]
+    fn unknown_opcode_is_named() {
+        let err = run(b"\x80\x02S'abc'\n.").expect_err("STRING unsupported");
+        assert_eq!(err, PickleError::UnknownOpcode { opcode: b'S', offset: 2 });
+        assert!(err.to_string().contains("0x53 (STRING) at byte 2"), "{err}");
+        let err = run(b"\x80\x02\xff.").expect_err("not an opcode");
+        assert!(err.to_string().contains("0xff at byte 2"), "{err}");
+        // INST / OBJ / NEWOBJ would construct arbitrary objects: unsupported.
+        for op in [b'i', b'o', 0x81] {
+            assert!(matches!(run(&[0x80, 2, op]), Err(PickleError::UnknownOpcode { .. })));
+        }
+    }
+
+    #[test]
+    fn truncated_pickles_are_errors() {
+        assert!(matches!(run(b""), Err(PickleError::Truncated { .. })));
+        assert!(matches!(run(b"\x80\x02X\x10\x00\x00\x00ab"), Err(PickleError::Truncated { .. })));
+        assert!(matches!(run(b"\x80\x02N"), Err(PickleError::Truncated { .. })));
+        assert!(matches!(run(b"\x80\x02ccollections"), Err(PickleError::Truncated { .. })));
+        assert!(matches!(run(b"\x80\x02J\x01\x02"), Err(PickleError::Truncated { .. })));
+        // Every prefix of a valid pickle fails cleanly.
+        let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
+        p.extend(binunicode("key"));
+        p.extend_from_slice(b"G\x3f\xf8\x00\x00\x00\x00\x00\x00u.");
+        assert!(run(&p).is_ok());
+        for cut in 0..p.len() {
+            assert!(run(&p[..cut]).is_err(), "prefix {cut}");
+        }
+    }
+
+    #[test]
+    fn malformed_structure_is_an_error() {
+        assert!(matches!(run(b"\x80\x02."), Err(PickleError::StackUnderflow { .. })));
+        assert!(matches!(run(b"\x80\x02h\x05."), Err(PickleError::BadMemo { index: 5, .. })));
+        assert!(matches!(run(b"\x80\x02t."), Err(PickleError::MissingMark { .. })));
+        assert!(matches!(run(b"\x80\x02NNs."), Err(PickleError::StackUnderflow { .. })));
+        assert!(matches!(run(b"\x80\x02NNNs."), Err(PickleError::TypeMismatch { .. })));
+        assert!(matches!(run(b"\x80\x02NN\x85R."), Err(PickleError::TypeMismatch { .. })));
+        // Values below a MARK cannot be consumed by opcodes inside it.
+        assert!(matches!(run(b"\x80\x02}(K\x01s."), Err(PickleError::StackUnderflow { .. })));
+        assert!(matches!(run(b"\x80\x09N."), Err(PickleError::UnsupportedProtocol { version: 9 })));
+        assert!(matches!(run(b"\x80\x02X\x02\x00\x00\x00\xff\xfe."), Err(PickleError::InvalidUtf8 { .. })));
+        let long9 = b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.";
+        assert!(matches!(run(long9), Err(PickleError::IntegerTooLarge { .. })));
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        // 20,000 nested MARKs exceed the default mark depth of 10,000.
+        let mut p = vec![0x80, 2];
+        p.extend([b'('; 20_000]);
+        let err = run(&p).expect_err("too deep");
+        assert!(matches!(err, PickleError::LimitExceeded { what: "MARK nesting depth", limit: 10_000, .. }), "{err:?}");
+
+        // 9,000 nested MARK..TUPLE levels are fine.
+        let mut p = vec![0x80, 2];
+        p.extend([b'('; 9_000]);
+        p.extend([b't'; 9_000]);
+        p.push(b'.');
+        assert!(run(&p).is_ok());
+
+        // A million TUPLE1 levels: no recursion anywhere (parse or drop).
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(vec![0x85u8; 1_000_000]);
+        p.push(b'.');
+        let tree = run(&p).expect("flat arena handles depth");
+        assert_eq!(tree.len(), 1_000_001);
+
+        // A list that contains itself does not hang or overflow.
+        let tree = run(b"\x80\x02]q\x00h\x00a.").expect("self-reference");
+        assert_eq!(tree.as_sequence(tree.root()), Some(&[tree.root()][..]));
+
+        // Small explicit limits are honoured.
+        let limits = Limits { max_stack: 10, ..Limits::default() };
+        let mut p = vec![0x80, 2];
+        p.extend([b'N'; 20]);
+        assert!(matches!(parse(&p, ALLOWED, &limits), Err(PickleError::LimitExceeded { what: "stack size", .. })));
+        let limits = Limits { max_input_bytes: 4, ..Limits::default() };
+        assert!(matches!(parse(b"\x80\x02NN.", ALLOWED, &limits), Err(PickleError::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"(.JKMNQRXBCabc}ehj]qrstu)G\x80\x85\x86\x87\x88\x89\x8a\x8c\x93\x94\x95\n";
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 4 == 0 {
+                        (r >> 8) as u8
+                    } else {
+                        alphabet[((r >> 8) % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            let _ = run(&bytes);
+        }
+    }
+}

@@ -1,0 +1,1086 @@
+//! Reader for PyTorch zip checkpoints (`torch.save`, PyTorch >= 1.6).
+//!
+//! Layout: a zip archive with one top folder `<archive>/` holding
+//! `data.pkl` (a pickle describing the object), `data/<key>` (raw
+//! little-endian storages), `byteorder` and `version`. The pickle is read by
+//! the safe interpreter in [`super::pickle`] with the allow-list
+//! [`ALLOWED_GLOBALS`]; tensors are then rebuilt from the recorded
+//! `_rebuild_tensor_v2` / `_rebuild_parameter` / `_rebuild_qtensor` calls.
+//!
+//! Bounds (all violations are errors, never panics or huge allocations):
+//! * zip entries larger than [`MAX_ENTRY_BYTES`] or compressed more than
+//!   [`MAX_COMPRESSION_RATIO`]x are refused before decompression;
+//! * `data.pkl` is at most 256 MiB and parsed under [`pickle::Limits::default`];
+//! * a storage's declared size (`numel * element size`) is checked against
+//!   its zip entry before the entry is read;
+//! * every view index is bounds-checked with checked arithmetic;
+//! * the total size of materialised tensors is at most
+//!   [`OUTPUT_BUDGET_FACTOR`]x the bytes of storages actually read, plus
+//!   1 MiB, so overlapping or repeated views cannot amplify memory use.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek};
+
+use zip::result::ZipError;
+use zip::ZipArchive;
+
+use super::pickle::{self, Node, NodeId, Tree};
+use super::{checked_numel, CheckpointError, RawTensor, StateDict, StateDictBuilder, TensorData};
+
+/// Globals a checkpoint pickle may reference. Everything else is refused by
+/// name without being resolved.
+pub const ALLOWED_GLOBALS: &[&str] = &[
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_qtensor",
+    "torch.FloatStorage",
+    "torch.HalfStorage",
+    "torch.BFloat16Storage",
+    "torch.DoubleStorage",
+    "torch.LongStorage",
+    "torch.IntStorage",
+    "torch.ShortStorage",
+    "torch.CharStorage",
+    "torch.ByteStorage",
+    "torch.BoolStorage",
+    "torch.QInt8Storage",
+    "torch.qint8",
+    "torch.per_tensor_affine",
+    // Only so that a per-channel checkpoint gets a clear "unsupported" message.
+    "torch.per_channel_affine",
+];
+
+/// Largest zip entry that will be decompressed (4 GiB).
+pub const MAX_ENTRY_BYTES: u64 = 4 << 30;
+/// Largest accepted ratio of uncompressed to compressed entry size.
+pub const MAX_COMPRESSION_RATIO: u64 = 1000;
+/// Largest accepted `data.pkl` (256 MiB).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+/// Materialised tensors may total this many times the storage bytes read.
+pub const OUTPUT_BUDGET_FACTOR: u64 = 16;
+/// Extra output allowance on top of the factor (covers tiny storages).
+const OUTPUT_BUDGET_SLACK: u64 = 1 << 20;
+/// Deepest nesting of `_rebuild_parameter(_rebuild_...(...))` followed.
+const MAX_REBUILD_DEPTH: usize = 8;
+
+/// Element type of a PyTorch storage class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StorageKind {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+    QInt8,
+}
+
+impl StorageKind {
+    fn from_global(name: &str) -> Option<Self> {
+        Some(match name {
+            "torch.FloatStorage" => Self::F32,
+            "torch.HalfStorage" => Self::F16,
+            "torch.BFloat16Storage" => Self::BF16,
+            "torch.DoubleStorage" => Self::F64,
+            "torch.LongStorage" => Self::I64,
+            "torch.IntStorage" => Self::I32,
+            "torch.ShortStorage" => Self::I16,
+            "torch.CharStorage" => Self::I8,
+            "torch.ByteStorage" => Self::U8,
+            "torch.BoolStorage" => Self::Bool,
+            "torch.QInt8Storage" => Self::QInt8,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element in the file.
+    pub(crate) fn elem_size(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool | Self::QInt8 => 1,
+        }
+    }
+
+    /// Bytes per element once materialised as [`TensorData`].
+    fn output_size(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 | Self::BF16 | Self::F64 => 4,
+            Self::I64 | Self::I32 | Self::I16 | Self::I8 | Self::U8 | Self::Bool => 8,
+            Self::QInt8 => 1,
+        }
+    }
+
+    /// PyTorch's dtype name.
+    pub(crate) fn dtype_name(self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::F16 => "float16",
+            Self::BF16 => "bfloat16",
+            Self::F64 => "float64",
+            Self::I64 => "int64",
+            Self::I32 => "int32",
+            Self::I16 => "int16",
+            Self::I8 => "int8",
+            Self::U8 => "uint8",
+            Self::Bool => "bool",
+            Self::QInt8 => "qint8",
+        }
+    }
+}
+
+/// A `('storage', StorageType, key, location, numel)` persistent id.
+#[derive(Clone, Debug)]
+struct StorageRef {
+    kind: StorageKind,
+    key: String,
+    numel: u64,
+}
+
+/// A strided view over a storage.
+#[derive(Clone, Debug)]
+struct View {
+    offset: usize,
+    shape: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+impl View {
+    /// The `storage` identity string documented on [`RawTensor::storage`].
+    fn identity(&self, key: &str) -> String {
+        let contiguous = is_contiguous(&self.shape, &self.stride);
+        let mut id = format!("pt:{key}");
+        if self.offset != 0 || !contiguous {
+            id.push_str(&format!("@{}", self.offset));
+        }
+        if !contiguous {
+            let strides: Vec<String> = self.stride.iter().map(|s| s.to_string()).collect();
+            id.push('/');
+            id.push_str(&strides.join(","));
+        }
+        id
+    }
+}
+
+/// Whether `stride` is the row-major contiguous stride of `shape`
+/// (dimensions of size 1 may have any stride).
+fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
+    let mut expected = 1usize;
+    for (&d, &s) in shape.iter().zip(stride).rev() {
+        if d != 1 && s != expected {
+            return false;
+        }
+        expected = expected.saturating_mul(d);
+    }
+    true
+}
+
+/// Source of raw storage bytes, keyed by the persistent-id key.
+trait StorageSource {
+    /// Makes storage `key` available, checking that it holds at least
+    /// `min_bytes`; `Ok(false)` if there is no such storage. Errors are
+    /// complete messages (problem and remedy).
+    fn load(&mut self, key: &str, min_bytes: u64) -> Result<bool, String>;
+    /// The bytes of a storage made available by [`StorageSource::load`].
+    fn get(&self, key: &str) -> Option<&[u8]>;
+    /// Total bytes of storages read so far (for the output budget).
+    fn bytes_read(&self) -> u64;
+}
+
+/// Storages read lazily from the zip archive, each at most once.
+struct ZipStorages<'z, R: Read + Seek> {
+    zip: &'z mut ZipArchive<R>,
+    prefix: String,
+    file: String,
+    cache: HashMap<String, Vec<u8>>,
+    bytes_read: u64,
+}
+
+impl<R: Read + Seek> StorageSource for ZipStorages<'_, R> {
+    fn load(&mut self, key: &str, min_bytes: u64) -> Result<bool, String> {
+        if self.cache.contains_key(key) {
+            let len = self.cache.get(key).map_or(0, Vec::len) as u64;
+            if len < min_bytes {
+                return Err(format!("storage '{key}' holds {len} bytes but the tensor declares {min_bytes}; the file is corrupted: re-export it"));
+            }
+            return Ok(true);
+        }
+        let entry = format!("{}/data/{key}", self.prefix);
+        match read_entry(self.zip, &entry, MAX_ENTRY_BYTES, min_bytes, &self.file) {
+            Ok(Some(bytes)) => {
+                self.bytes_read = self.bytes_read.saturating_add(bytes.len() as u64);
+                self.cache.insert(key.to_string(), bytes);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            // Drop the "<file>: " prefix: the caller adds file and tensor name.
+            Err(e) => {
+                let msg = e.to_string();
+                Err(msg.strip_prefix(&format!("{}: ", self.file)).map_or(msg.clone(), str::to_string))
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        self.cache.get(key).map(Vec::as_slice)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}
+
+fn zip_error(file: &str, e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Zip { file: file.to_string(), detail: e.to_string() }
+}
+
+/// Reads zip entry `name` fully, after checking the zip-bomb limits and that
+/// it holds at least `min_bytes`. `Ok(None)` if there is no such entry.
+fn read_entry<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    name: &str,
+    max_size: u64,
+    min_bytes: u64,
+    file: &str,
+) -> Result<Option<Vec<u8>>, CheckpointError> {
+    let mut entry = match zip.by_name(name) {
+        Ok(entry) => entry,
+        Err(ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(zip_error(file, format!("entry '{name}': {e}"))),
+    };
+    let size = entry.size();
+    let compressed = entry.compressed_size();
+    if size > max_size || size > compressed.saturating_mul(MAX_COMPRESSION_RATIO) {
+        return Err(CheckpointError::ZipEntryTooLarge {
+            file: file.to_string(),
+            entry: name.to_string(),
+            size,
+            compressed,
+            max_size,
+            max_ratio: MAX_COMPRESSION_RATIO,
+        });
+    }
+    if size < min_bytes {
+        return Err(CheckpointError::Zip {
+            file: file.to_string(),
+            detail: format!("entry '{name}' holds {size} bytes but the checkpoint declares {min_bytes} bytes for it"),
+        });
+    }
+    // Grow the buffer as data actually arrives; never trust `size` for more
+    // than a modest up-front reservation.
+    let mut bytes = Vec::with_capacity(size.min(64 << 20) as usize);
+    (&mut entry)
+        .take(size)
+        .read_to_end(&mut bytes)
+        .map_err(|e| zip_error(file, format!("reading entry '{name}': {e}")))?;
+    if (bytes.len() as u64) != size {
+        return Err(zip_error(file, format!("entry '{name}' ends after {} of {size} bytes", bytes.len())));
+    }
+    Ok(Some(bytes))
+}
+
+/// Finds `<archive>/data.pkl` and returns `<archive>`.
+fn find_prefix<R: Read + Seek>(zip: &ZipArchive<R>) -> Option<String> {
+    let mut best: Option<&str> = None;
+    for name in zip.file_names() {
+        if let Some(prefix) = name.strip_suffix("/data.pkl") {
+            let depth = |p: &str| p.matches('/').count();
+            // Prefer the shallowest folder (normally exactly one level).
+            let better = match best {
+                Some(b) => depth(prefix) < depth(b),
+                None => true,
+            };
+            if better {
+                best = Some(prefix);
+            }
+        }
+    }
+    best.map(str::to_string)
+}
+
+/// Reads a PyTorch zip checkpoint from `reader`. `file` names it in errors.
+pub fn load_zip<R: Read + Seek>(reader: R, file: &str) -> Result<StateDict, CheckpointError> {
+    let mut zip = ZipArchive::new(reader).map_err(|e| zip_error(file, e))?;
+    let prefix = find_prefix(&zip).ok_or_else(|| CheckpointError::MissingDataPkl { file: file.to_string() })?;
+
+    if let Some(order) = read_entry(&mut zip, &format!("{prefix}/byteorder"), 64, 0, file)? {
+        let order = String::from_utf8_lossy(&order).trim().to_string();
+        if order != "little" {
+            return Err(CheckpointError::UnsupportedByteOrder { file: file.to_string(), order });
+        }
+    }
+
+    let pkl = read_entry(&mut zip, &format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES, 0, file)?
+        .ok_or_else(|| CheckpointError::MissingDataPkl { file: file.to_string() })?;
+    let tree = pickle::parse(&pkl, ALLOWED_GLOBALS, &pickle::Limits::default())
+        .map_err(|source| CheckpointError::Pickle { file: file.to_string(), source })?;
+
+    let mut storages =
+        ZipStorages { zip: &mut zip, prefix, file: file.to_string(), cache: HashMap::new(), bytes_read: 0 };
+    build_state_dict(&tree, &mut storages, file)
+}
+
+/// Finds the state dict inside the pickled object: the object itself, or its
+/// `model_state_dict` (or `state_dict`) entry.
+fn state_dict_pairs<'t>(tree: &'t Tree, file: &str) -> Result<&'t [(NodeId, NodeId)], CheckpointError> {
+    let root = tree.root();
+    let Some(pairs) = tree.as_dict(root) else {
+        return Err(CheckpointError::Structure {
+            file: file.to_string(),
+            detail: format!("the checkpoint's top-level object is a {}, not a dict", tree.node(root).kind()),
+        });
+    };
+    for key in ["model_state_dict", "state_dict"] {
+        if let Some(inner) = tree.dict_get(root, key).and_then(|id| tree.as_dict(id)) {
+            return Ok(inner);
+        }
+    }
+    Ok(pairs)
+}
+
+const PACKED_SUFFIX: &str = "._packed_params._packed_params";
+
+/// Turns the state dict of `tree` into a [`StateDict`], materialising tensors
+/// from `storages`.
+fn build_state_dict(tree: &Tree, storages: &mut dyn StorageSource, file: &str) -> Result<StateDict, CheckpointError> {
+    let pairs = state_dict_pairs(tree, file)?;
+    let named: Vec<(&str, NodeId)> = pairs.iter().filter_map(|&(k, v)| tree.as_str(k).map(|k| (k, v))).collect();
+
+    // Dynamic-quantized Linear modules: `<base>._packed_params._packed_params`.
+    let packed_bases: HashSet<&str> = named.iter().filter_map(|(k, _)| k.strip_suffix(PACKED_SUFFIX)).collect();
+    let is_unused_qparam = |key: &str| {
+        [".scale", ".zero_point"]
+            .iter()
+            .any(|suffix| key.strip_suffix(suffix).is_some_and(|base| packed_bases.contains(base)))
+    };
+
+    let mut ctx = Materialiser { tree, storages, file, produced: 0 };
+    let mut out = StateDictBuilder::default();
+    for &(key, value) in &named {
+        if let Some(base) = key.strip_suffix(PACKED_SUFFIX) {
+            const RESAVE: &str = "re-save the quantized model's state_dict with torch.save";
+            let kind = |id: NodeId| tree.node(id).kind();
+            let items = tree.as_sequence(value).ok_or_else(|| {
+                ctx.tensor_error(key, format!("expected a (weight, bias) tuple, found a {}; {RESAVE}", kind(value)))
+            })?;
+            let Some(&weight) = items.first() else {
+                return Err(ctx.tensor_error(key, format!("packed parameters are empty; {RESAVE}")));
+            };
+            let weight_name = format!("{base}.weight");
+            let (t, dtype) = ctx.tensor(weight, &weight_name, 0)?.ok_or_else(|| {
+                ctx.tensor_error(&weight_name, format!("packed weight is a {}, not a tensor; {RESAVE}", kind(weight)))
+            })?;
+            out.insert(weight_name, t, dtype);
+            if let Some(&bias) = items.get(1).filter(|&&b| tree.node(b) != &Node::None) {
+                let bias_name = format!("{base}.bias");
+                let (t, dtype) = ctx.tensor(bias, &bias_name, 0)?.ok_or_else(|| {
+                    ctx.tensor_error(
+                        &bias_name,
+                        format!("packed bias is a {}, not a tensor or None; {RESAVE}", kind(bias)),
+                    )
+                })?;
+                out.insert(bias_name, t, dtype);
+            }
+        } else if is_unused_qparam(key) {
+            // Output scale/zero_point of a dynamically quantized Linear: unused.
+        } else if let Some((t, dtype)) = ctx.tensor(value, key, 0)? {
+            out.insert(key.to_string(), t, dtype);
+        }
+        // Anything else (e.g. `._packed_params.dtype` = torch.qint8) is not a tensor: skipped.
+    }
+    if out.is_empty() {
+        let keys: Vec<String> = named.iter().take(8).map(|(k, _)| k.chars().take(80).collect()).collect();
+        return Err(CheckpointError::Structure {
+            file: file.to_string(),
+            detail: format!("no tensors found (first keys: {keys:?})"),
+        });
+    }
+    Ok(out.finish())
+}
+
+/// Rebuilds tensors from recorded calls.
+struct Materialiser<'a> {
+    tree: &'a Tree,
+    storages: &'a mut dyn StorageSource,
+    file: &'a str,
+    /// Bytes of tensor data produced so far.
+    produced: u64,
+}
+
+impl Materialiser<'_> {
+    fn tensor_error(&self, tensor: &str, detail: String) -> CheckpointError {
+        CheckpointError::Tensor { file: self.file.to_string(), tensor: tensor.to_string(), detail }
+    }
+
+    fn corrupt(&self, tensor: &str, what: String) -> CheckpointError {
+        self.tensor_error(
+            tensor,
+            format!("{what}; the checkpoint is corrupted or was not written by torch.save: re-export it"),
+        )
+    }
+
+    /// The tensor that node `id` rebuilds, with its source dtype, or `None`
+    /// if the node is not a tensor.
+    fn tensor(
+        &mut self,
+        id: NodeId,
+        name: &str,
+        depth: usize,
+    ) -> Result<Option<(RawTensor, &'static str)>, CheckpointError> {
+        let tree = self.tree;
+        let Node::Call { func, args } = tree.node(id) else {
+            return Ok(None);
+        };
+        let Some(func) = tree.global_name(*func) else {
+            return Ok(None);
+        };
+        let args = tree.as_tuple(*args).unwrap_or(&[]);
+        match func.as_str() {
+            "torch._utils._rebuild_tensor_v2" => self.rebuild_tensor(args, name).map(Some),
+            "torch._utils._rebuild_qtensor" => self.rebuild_qtensor(args, name).map(Some),
+            "torch._utils._rebuild_parameter" => {
+                if depth >= MAX_REBUILD_DEPTH {
+                    return Err(self.corrupt(name, format!("parameter rebuilds nest deeper than {MAX_REBUILD_DEPTH}")));
+                }
+                let Some(&data) = args.first() else {
+                    return Err(self.corrupt(name, "_rebuild_parameter has no data argument".to_string()));
+                };
+                self.tensor(data, name, depth + 1)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])`.
+    fn rebuild_tensor(&mut self, args: &[NodeId], name: &str) -> Result<(RawTensor, &'static str), CheckpointError> {
+        let (storage, view) = self.storage_and_view(args, name, "_rebuild_tensor_v2")?;
+        if storage.kind == StorageKind::QInt8 {
+            return Err(self.corrupt(name, "QInt8Storage used outside _rebuild_qtensor".to_string()));
+        }
+        let bytes = self.view_bytes(&storage, &view, name)?;
+        let data = decode(storage.kind, &bytes);
+        let tensor = RawTensor { storage: Some(view.identity(&storage.key)), shape: view.shape, data };
+        Ok((tensor, storage.kind.dtype_name()))
+    }
+
+    /// `_rebuild_qtensor(storage, storage_offset, size, stride, quantizer_params, requires_grad, backward_hooks)`
+    /// with `quantizer_params = (torch.per_tensor_affine, scale, zero_point)`.
+    fn rebuild_qtensor(&mut self, args: &[NodeId], name: &str) -> Result<(RawTensor, &'static str), CheckpointError> {
+        let tree = self.tree;
+        let qparams = args
+            .get(4)
+            .and_then(|&id| tree.as_tuple(id))
+            .ok_or_else(|| self.corrupt(name, "_rebuild_qtensor has no quantizer parameters tuple".to_string()))?;
+        let scheme = qparams.first().and_then(|&id| tree.global_name(id)).unwrap_or_default();
+        if scheme != "torch.per_tensor_affine" {
+            let scheme = if scheme.is_empty() { "an unknown scheme".to_string() } else { scheme };
+            return Err(self.tensor_error(name, format!("quantization scheme {scheme} is not supported, only per-tensor affine qint8 is; quantize with torch.quantization.quantize_dynamic(model, dtype=torch.qint8) (per-tensor) or pack the FP32 checkpoint")));
+        }
+        let scale = qparams.get(1).and_then(|&id| tree.as_f64(id));
+        let zero_point = qparams.get(2).and_then(|&id| tree.as_int(id));
+        let (Some(scale), Some(zero_point)) = (scale, zero_point) else {
+            return Err(
+                self.corrupt(name, "quantizer parameters are not (scheme, scale: float, zero_point: int)".to_string())
+            );
+        };
+        let (storage, view) = self.storage_and_view(args, name, "_rebuild_qtensor")?;
+        if storage.kind != StorageKind::QInt8 {
+            return Err(self.tensor_error(name, format!("quantized tensor over {} storage; only qint8 quantized tensors are supported: quantize with dtype=torch.qint8", storage.kind.dtype_name())));
+        }
+        let bytes = self.view_bytes(&storage, &view, name)?;
+        let q = bytes.iter().map(|&b| b as i8).collect();
+        let tensor = RawTensor {
+            storage: Some(view.identity(&storage.key)),
+            shape: view.shape,
+            data: TensorData::QInt8 { q, scale, zero_point },
+        };
+        Ok((tensor, "qint8"))
+    }
+
+    /// Parses the common `(storage, storage_offset, size, stride, ...)` arguments.
+    fn storage_and_view(&self, args: &[NodeId], name: &str, func: &str) -> Result<(StorageRef, View), CheckpointError> {
+        let tree = self.tree;
+        if args.len() < 4 {
+            return Err(self.corrupt(name, format!("{func} has {} arguments, expected at least 4", args.len())));
+        }
+        let storage = self.storage_ref(args[0], name)?;
+        let offset = tree
+            .as_int(args[1])
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or_else(|| self.corrupt(name, "storage offset is not a non-negative int".to_string()))?;
+        let shape = self
+            .usize_tuple(args[2])
+            .ok_or_else(|| self.corrupt(name, "size is not a tuple of non-negative ints".to_string()))?;
+        let stride = self
+            .usize_tuple(args[3])
+            .ok_or_else(|| self.corrupt(name, "stride is not a tuple of non-negative ints".to_string()))?;
+        if shape.len() != stride.len() {
+            return Err(
+                self.corrupt(name, format!("size has {} dimensions but stride has {}", shape.len(), stride.len()))
+            );
+        }
+        Ok((storage, View { offset, shape, stride }))
+    }
+
+    fn usize_tuple(&self, id: NodeId) -> Option<Vec<usize>> {
+        let tree = self.tree;
+        tree.as_sequence(id)?.iter().map(|&i| tree.as_int(i).and_then(|v| usize::try_from(v).ok())).collect()
+    }
+
+    /// Parses a `BINPERSID` record `('storage', StorageType, key, location, numel)`.
+    fn storage_ref(&self, id: NodeId, name: &str) -> Result<StorageRef, CheckpointError> {
+        let tree = self.tree;
+        let bad = || {
+            self.corrupt(name, "storage reference is not ('storage', StorageType, key, location, numel)".to_string())
+        };
+        let Node::PersistentId(pid) = tree.node(id) else {
+            return Err(bad());
+        };
+        let items = tree.as_tuple(*pid).ok_or_else(bad)?;
+        if items.len() < 5 || tree.as_str(items[0]) != Some("storage") {
+            return Err(bad());
+        }
+        let type_name = tree.global_name(items[1]).ok_or_else(bad)?;
+        let kind = StorageKind::from_global(&type_name).ok_or_else(|| {
+            self.tensor_error(name, format!("storage type {type_name} is not supported; convert the tensor to float32, float16, bfloat16, float64 or an integer type before saving"))
+        })?;
+        let key = match tree.node(items[2]) {
+            Node::Str(s) => s.clone(),
+            Node::Int(v) => v.to_string(),
+            _ => return Err(bad()),
+        };
+        let numel = tree.as_int(items[4]).and_then(|v| u64::try_from(v).ok()).ok_or_else(bad)?;
+        Ok(StorageRef { kind, key, numel })
+    }
+
+    /// The view's elements as contiguous bytes in the storage's element type,
+    /// after all bounds and budget checks.
+    fn view_bytes(&mut self, storage: &StorageRef, view: &View, name: &str) -> Result<Vec<u8>, CheckpointError> {
+        let elem = storage.kind.elem_size();
+        let numel =
+            checked_numel(&view.shape).ok_or_else(|| self.corrupt(name, format!("size {:?} overflows", view.shape)))?;
+        let declared = storage
+            .numel
+            .checked_mul(elem as u64)
+            .ok_or_else(|| self.corrupt(name, format!("storage '{}' declares an impossible size", storage.key)))?;
+
+        // Read the storage entry (once per archive), checking its size first.
+        let present = self.storages.load(&storage.key, declared).map_err(|detail| self.tensor_error(name, detail))?;
+        if !present && declared != 0 {
+            return Err(self.tensor_error(name, format!("storage '{}' is missing from the archive; the file is truncated or corrupted: copy or download it again", storage.key)));
+        }
+        if numel == 0 {
+            return Ok(Vec::new());
+        }
+
+        // Highest element index the view touches, with checked arithmetic.
+        let max_index = view.shape.iter().zip(&view.stride).try_fold(view.offset, |acc, (&d, &s)| {
+            d.checked_sub(1).and_then(|d| d.checked_mul(s)).and_then(|x| acc.checked_add(x))
+        });
+        let in_bounds = matches!(max_index, Some(m) if (m as u64) < storage.numel);
+        if !in_bounds {
+            return Err(self.corrupt(
+                name,
+                format!(
+                    "view (offset {}, size {:?}, stride {:?}) reaches past the end of storage '{}' ({} elements)",
+                    view.offset, view.shape, view.stride, storage.key, storage.numel
+                ),
+            ));
+        }
+
+        // Output budget: materialised data may not outgrow what was read.
+        let read = self.storages.bytes_read();
+        let out_bytes = (numel as u64).saturating_mul(storage.kind.output_size() as u64);
+        let budget = read.saturating_mul(OUTPUT_BUDGET_FACTOR).saturating_add(OUTPUT_BUDGET_SLACK);
+        let produced = self.produced.saturating_add(out_bytes);
+        if produced > budget {
+            return Err(self.tensor_error(name, format!("materialising this view would bring the tensors to {produced} bytes, more than {OUTPUT_BUDGET_FACTOR}x the {read} bytes of storage read; its strides overlap implausibly: save contiguous tensors (tensor.clone()) instead")));
+        }
+        self.produced = produced;
+
+        let bytes = self.storages.get(&storage.key).unwrap_or(&[]);
+        // Only the declared part of the entry is addressable.
+        let bytes = usize::try_from(declared).ok().and_then(|d| bytes.get(..d)).unwrap_or(bytes);
+        match gather(bytes, elem, view, numel) {
+            Some(out) => Ok(out.into_owned()),
+            None => Err(self.corrupt(name, "view reaches outside its storage".to_string())),
+        }
+    }
+}
+
+/// Copies the view's elements out of `storage` in row-major order. The caller
+/// has verified that every index is in bounds; any index that is not (which
+/// would be a bug) yields `None` rather than a panic.
+fn gather<'s>(storage: &'s [u8], elem: usize, view: &View, numel: usize) -> Option<Cow<'s, [u8]>> {
+    // Dimensions of size 1 do not move through memory.
+    let (shape, stride): (Vec<usize>, Vec<usize>) =
+        view.shape.iter().zip(&view.stride).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).unzip();
+    if is_contiguous(&shape, &stride) {
+        let start = view.offset.checked_mul(elem)?;
+        let end = view.offset.checked_add(numel)?.checked_mul(elem)?;
+        return storage.get(start..end).map(Cow::Borrowed);
+    }
+    let mut out = Vec::with_capacity(numel.checked_mul(elem)?);
+    let mut index = vec![0usize; shape.len()];
+    let mut pos = view.offset;
+    for _ in 0..numel {
+        let start = pos.checked_mul(elem)?;
+        out.extend_from_slice(storage.get(start..start.checked_add(elem)?)?);
+        // Odometer increment; wrapping arithmetic is exact modulo 2^64 and
+        // every position actually used was bounds-checked above.
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            pos = pos.wrapping_add(stride[d]);
+            if index[d] < shape[d] {
+                break;
+            }
+            pos = pos.wrapping_sub(stride[d].wrapping_mul(shape[d]));
+            index[d] = 0;
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// Converts contiguous little-endian elements of `kind` into [`TensorData`]
+/// (qint8 is handled by the caller).
+pub(crate) fn decode(kind: StorageKind, bytes: &[u8]) -> TensorData {
+    fn arr<const N: usize>(c: &[u8]) -> [u8; N] {
+        // `chunks_exact(N)` always yields N bytes.
+        c.try_into().unwrap_or([0; N])
+    }
+    match kind {
+        StorageKind::F32 => TensorData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(arr(c))).collect()),
+        StorageKind::F16 => {
+            TensorData::F32(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes(arr(c)).to_f32()).collect())
+        }
+        StorageKind::BF16 => {
+            TensorData::F32(bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes(arr(c)).to_f32()).collect())
+        }
+        StorageKind::F64 => TensorData::F32(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(arr(c)) as f32).collect()),
+        StorageKind::I64 => TensorData::I64(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(arr(c))).collect()),
+        StorageKind::I32 => {
+            TensorData::I64(bytes.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(arr(c)))).collect())
+        }
+        StorageKind::I16 => {
+            TensorData::I64(bytes.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes(arr(c)))).collect())
+        }
+        StorageKind::I8 | StorageKind::QInt8 => TensorData::I64(bytes.iter().map(|&b| i64::from(b as i8)).collect()),
+        StorageKind::U8 | StorageKind::Bool => TensorData::I64(bytes.iter().map(|&b| i64::from(b)).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::fixture;
+    use super::super::{load_bytes, safetensors_to_vec};
+    use super::*;
+
+    fn data_f32(t: &RawTensor) -> &[f32] {
+        match &t.data {
+            TensorData::F32(v) => v,
+            other => panic!("expected F32, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn micro_distilled() {
+        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+            return;
+        };
+        let sd = load_bytes(&bytes, "itera_lite_micro_distilled.pt").expect("loads");
+        assert_eq!(sd.len(), 61);
+        assert_eq!(sd.names().next(), Some("embedding.weight"));
+        assert_eq!(sd.names().last(), Some("lm_head.weight"));
+        let shape = |n: &str| sd.get(n).map(|t| t.shape.clone());
+        assert_eq!(shape("embedding.weight"), Some(vec![2000, 64]));
+        assert_eq!(shape("layers.1.moe.layer.experts.3.w2.weight"), Some(vec![64, 32]));
+        assert_eq!(shape("layers.0.ssm.conv1d.weight"), Some(vec![128, 1, 4]));
+        assert_eq!(shape("layers.1.moe.layer.router.expert_counts"), Some(vec![4]));
+        for (name, t) in &sd.tensors {
+            assert_eq!(t.data.len(), t.numel().expect("numel"), "{name}");
+            assert_eq!(sd.source_dtype(name), Some("float32"), "{name}");
+        }
+        let emb = sd.get("embedding.weight").expect("embedding");
+        let head = sd.get("lm_head.weight").expect("lm_head");
+        assert_eq!(emb.storage.as_deref(), Some("pt:0"));
+        assert_eq!(emb.storage, head.storage, "tied weights share storage");
+        assert_eq!(emb.data, head.data);
+        assert_ne!(sd.get("position_embedding.weight").expect("pos").storage, emb.storage);
+        assert!(data_f32(emb).iter().all(|v| v.is_finite()));
+        assert!(data_f32(emb).iter().any(|&v| v != 0.0));
+        // Values checked independently against the raw storage bytes.
+        let conv = data_f32(sd.get("layers.0.ssm.conv1d.weight").expect("conv"));
+        let head: Vec<f64> = conv[..4].iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(head, [0.3285997807979584, 0.039287347346544266, -0.2973250448703766, -0.004147959407418966]);
+    }
+
+    #[test]
+    fn tiny_int8() {
+        let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
+            return;
+        };
+        let sd = load_bytes(&bytes, "itera_lite_tiny_int8.pt").expect("loads");
+        let w = sd.get("layers.0.ssm.in_proj.weight").expect("in_proj");
+        assert_eq!(w.shape, vec![512, 128]);
+        match &w.data {
+            TensorData::QInt8 { q, scale, zero_point } => {
+                assert_eq!(q.len(), 512 * 128);
+                assert!((scale - 0.0007620919495820999).abs() < 1e-15, "{scale}");
+                assert_eq!(*zero_point, 0);
+                assert_eq!(&q[..8], &[-17, -28, 7, 31, -3, -8, 44, 8]);
+                assert_eq!(q.iter().map(|&v| i64::from(v)).sum::<i64>(), -5744);
+            }
+            other => panic!("expected QInt8, got {other:?}"),
+        }
+        assert_eq!(sd.source_dtype("layers.0.ssm.in_proj.weight"), Some("qint8"));
+        // in_proj has no bias; its output qparams and dtype marker are dropped.
+        for gone in [
+            "layers.0.ssm.in_proj.bias",
+            "layers.0.ssm.in_proj.scale",
+            "layers.0.ssm.in_proj.zero_point",
+            "layers.0.ssm.in_proj._packed_params.dtype",
+            "layers.0.ssm.in_proj._packed_params._packed_params",
+        ] {
+            assert!(sd.get(gone).is_none(), "{gone}");
+        }
+        let b = sd.get("layers.0.ssm.ssm.delta_proj.bias").expect("delta bias");
+        assert_eq!(b.shape, vec![256]);
+        assert_eq!(data_f32(b).len(), 256);
+        assert!(matches!(
+            sd.get("layers.0.ssm.ssm.delta_proj.weight").map(|t| &t.data),
+            Some(TensorData::QInt8 { .. })
+        ));
+        let head = sd.get("lm_head.weight").expect("lm_head");
+        assert_eq!(head.shape, vec![2000, 128]);
+        assert!(matches!(head.data, TensorData::QInt8 { .. }));
+        assert_ne!(head.storage, sd.get("embedding.weight").expect("emb").storage);
+        assert_eq!(sd.get("embedding.weight").map(|t| t.shape.clone()), Some(vec![2000, 128]));
+        assert!(!sd
+            .names()
+            .any(|n| n.contains("_packed_params") || n.ends_with(".scale") || n.ends_with(".zero_point")));
+    }
+
+    #[test]
+    fn mixed_precision() {
+        let Some((_, bytes)) = fixture("itera_lite_mixed_precision.pt") else {
+            return;
+        };
+        let sd = load_bytes(&bytes, "itera_lite_mixed_precision.pt").expect("loads");
+        let gate = sd.get("layers.1.moe.layer.router.gate.weight").expect("gate");
+        assert_eq!(gate.shape, vec![0, 128]);
+        assert!(gate.data.is_empty());
+        let emb = sd.get("embedding.weight").expect("embedding");
+        assert_eq!(emb.shape, vec![8000, 128]);
+        assert_eq!(sd.source_dtype("embedding.weight"), Some("float16"));
+        assert_eq!(sd.source_dtype("layers.0.ssm.ssm.B"), Some("float32"));
+        assert!(data_f32(emb).iter().all(|v| v.is_finite()));
+        // FP16 -> f32 is exact: values and their f64 sum match the raw storage.
+        let head: Vec<f64> = data_f32(emb)[..4].iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(head, [-0.03564453125, 0.024810791015625, -0.06597900390625, -0.032440185546875]);
+        let sum: f64 = data_f32(emb).iter().map(|&v| f64::from(v)).sum();
+        assert!((sum - -1541.209254026413).abs() < 1e-9, "{sum}");
+        for (name, t) in &sd.tensors {
+            assert_eq!(t.data.len(), t.numel().expect("numel"), "{name}");
+        }
+    }
+
+    /// A hand-made storage source for view tests.
+    struct MemStorages(HashMap<String, Vec<u8>>, u64);
+    impl StorageSource for MemStorages {
+        fn load(&mut self, key: &str, min_bytes: u64) -> Result<bool, String> {
+            match self.0.get(key) {
+                Some(b) if (b.len() as u64) < min_bytes => Err("too small".into()),
+                Some(b) => {
+                    self.1 += b.len() as u64;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+        fn get(&self, key: &str) -> Option<&[u8]> {
+            self.0.get(key).map(Vec::as_slice)
+        }
+        fn bytes_read(&self) -> u64 {
+            self.1
+        }
+    }
+
+    fn binunicode(s: &str) -> Vec<u8> {
+        let mut v = vec![b'X'];
+        v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    fn small_int(v: usize) -> Vec<u8> {
+        let mut b = vec![b'J'];
+        b.extend_from_slice(&(v as i32).to_le_bytes());
+        b
+    }
+
+    /// Pickle of `{name: _rebuild_tensor_v2(storage(key, numel), offset, size, stride, False, OrderedDict())}`.
+    /// `(name, storage type, storage key, storage numel, offset, size, stride)`.
+    type TensorSpec<'a> = (&'a str, &'a str, &'a str, usize, usize, &'a [usize], &'a [usize]);
+
+    fn tensor_pickle(entries: &[TensorSpec]) -> Vec<u8> {
+        let mut p = b"\x80\x02}(".to_vec();
+        for &(name, ty, key, numel, offset, size, stride) in entries {
+            p.extend(binunicode(name));
+            p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+            p.extend(binunicode("storage"));
+            p.extend_from_slice(format!("ctorch\n{ty}\n").as_bytes());
+            p.extend(binunicode(key));
+            p.extend(binunicode("cpu"));
+            p.extend(small_int(numel));
+            p.extend_from_slice(b"tQ");
+            p.extend(small_int(offset));
+            p.push(b'(');
+            for &d in size {
+                p.extend(small_int(d));
+            }
+            p.push(b't');
+            p.push(b'(');
+            for &s in stride {
+                p.extend(small_int(s));
+            }
+            p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
+        }
+        p.extend_from_slice(b"u.");
+        p
+    }
+
+    fn build(p: &[u8], storages: &[(&str, Vec<u8>)]) -> Result<StateDict, CheckpointError> {
+        let tree = pickle::parse(p, ALLOWED_GLOBALS, &pickle::Limits::default())
+            .map_err(|source| CheckpointError::Pickle { file: "t".into(), source })?;
+        let mut src = MemStorages(storages.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), 0);
+        build_state_dict(&tree, &mut src, "t")
+    }
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn strided_views_and_scalars() {
+        let data: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let halfs: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        let p = tensor_pickle(&[
+            ("full", "FloatStorage", "0", 12, 0, &[3, 4], &[4, 1]),
+            ("transposed", "FloatStorage", "0", 12, 0, &[4, 3], &[1, 4]),
+            ("column", "FloatStorage", "0", 12, 1, &[3], &[4]),
+            ("scalar", "FloatStorage", "0", 12, 5, &[], &[]),
+            ("expanded", "FloatStorage", "0", 12, 2, &[2, 3], &[0, 1]),
+            ("empty", "FloatStorage", "0", 12, 100, &[0, 5], &[5, 1]),
+            ("half", "HalfStorage", "1", 2, 0, &[2], &[1]),
+            ("long", "LongStorage", "2", 1, 0, &[], &[]),
+        ]);
+        let sd =
+            build(&p, &[("0", f32_bytes(&data)), ("1", halfs), ("2", (-7i64).to_le_bytes().to_vec())]).expect("builds");
+        let get = |n: &str| sd.get(n).expect(n).clone();
+        assert_eq!(get("full").data, TensorData::F32(data.clone()));
+        assert_eq!(get("full").storage.as_deref(), Some("pt:0"));
+        assert_eq!(get("transposed").data, TensorData::F32(vec![0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]));
+        assert_eq!(get("transposed").storage.as_deref(), Some("pt:0@0/1,4"));
+        assert_eq!(get("column").data, TensorData::F32(vec![1., 5., 9.]));
+        assert_eq!(get("scalar").data, TensorData::F32(vec![5.]));
+        assert_eq!(get("scalar").storage.as_deref(), Some("pt:0@5"));
+        assert_eq!(get("expanded").data, TensorData::F32(vec![2., 3., 4., 2., 3., 4.]));
+        assert_eq!(get("empty").data, TensorData::F32(vec![]));
+        assert_eq!(get("half").data, TensorData::F32(vec![1.5, -2.0]));
+        assert_eq!(sd.source_dtype("half"), Some("float16"));
+        assert_eq!(get("long").data, TensorData::I64(vec![-7]));
+        assert_eq!(get("long").shape, Vec::<usize>::new());
+    }
+
+    #[test]
+    fn bad_views_are_errors() {
+        let data = f32_bytes(&[0.0; 12]);
+        type Case<'a> = (&'a str, usize, usize, &'a [usize], &'a [usize]);
+        let cases: &[Case] = &[
+            ("past_end", 12, 1, &[12], &[1]),
+            ("stride_past_end", 12, 0, &[3, 4], &[5, 1]),
+            ("huge", 12, 0, &[1 << 30, 1 << 30], &[0, 0]),
+            ("rank_mismatch", 12, 0, &[3, 4], &[1]),
+            ("declares_more", 13, 0, &[12], &[1]),
+            ("overflow", 12, usize::MAX >> 34, &[2], &[i32::MAX as usize]),
+        ];
+        for &(name, numel, offset, size, stride) in cases {
+            let p = tensor_pickle(&[(name, "FloatStorage", "0", numel, offset, size, stride)]);
+            let err = build(&p, &[("0", data.clone())]).expect_err(name);
+            assert!(matches!(err, CheckpointError::Tensor { .. }), "{name}: {err}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let p = tensor_pickle(&[("missing", "FloatStorage", "9", 4, 0, &[4], &[1])]);
+        let err = build(&p, &[]).expect_err("missing storage");
+        assert!(err.to_string().contains("storage '9' is missing"), "{err}");
+        let p = tensor_pickle(&[("q", "QInt8Storage", "0", 4, 0, &[4], &[1])]);
+        assert!(build(&p, &[("0", data.clone())]).is_err());
+    }
+
+    #[test]
+    fn top_level_shapes() {
+        // A dict without tensors, and a non-dict root.
+        let err = build(b"\x80\x02}(X\x01\x00\x00\x00aK\x01u.", &[]).expect_err("no tensors");
+        assert!(matches!(err, CheckpointError::Structure { .. }) && err.to_string().contains("no tensors"), "{err}");
+        let err = build(b"\x80\x02K\x01.", &[]).expect_err("int root");
+        assert!(err.to_string().contains("top-level object is a int"), "{err}");
+        // Wrapped in {'model_state_dict': ..., 'other': ...}.
+        let inner = tensor_pickle(&[("w", "FloatStorage", "0", 1, 0, &[1], &[1])]);
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(binunicode("epoch"));
+        p.extend_from_slice(b"K\x03");
+        p.extend(binunicode("model_state_dict"));
+        p.extend_from_slice(&inner[2..inner.len() - 1]);
+        p.extend_from_slice(b"u.");
+        let sd = build(&p, &[("0", f32_bytes(&[4.0]))]).expect("wrapped");
+        assert_eq!(sd.get("w").map(|t| t.data.clone()), Some(TensorData::F32(vec![4.0])));
+    }
+
+    #[test]
+    fn corrupted_pickles_never_panic() {
+        // Mutate the real data.pkl (with the real storages) many times.
+        let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
+            return;
+        };
+        let mut zip = ZipArchive::new(std::io::Cursor::new(&bytes)).expect("zip");
+        let prefix = find_prefix(&zip).expect("prefix");
+        let pkl = read_entry(&mut zip, &format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES, 0, "t")
+            .expect("read")
+            .expect("present");
+        let mut storages =
+            ZipStorages { zip: &mut zip, prefix, file: "t".into(), cache: HashMap::new(), bytes_read: 0 };
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut ok = 0;
+        for _ in 0..3000 {
+            let mut p = pkl.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % p.len() as u64) as usize;
+                p[at] = match next() % 3 {
+                    0 => next() as u8,
+                    1 => p[at].wrapping_add(1),
+                    _ => {
+                        let ops = b"(tRsuhjqK\x85\x86\x87NJ";
+                        ops[(next() % ops.len() as u64) as usize]
+                    }
+                };
+            }
+            if let Ok(tree) = pickle::parse(&p, ALLOWED_GLOBALS, &pickle::Limits::default()) {
+                if build_state_dict(&tree, &mut storages, "t").is_ok() {
+                    ok += 1;
+                }
+            }
+        }
+        assert!(ok < 3000, "mutations should break something");
+    }
+
+    /// Builds a zip archive in memory from `(name, bytes, deflate?)` entries.
+    fn make_zip(entries: &[(&str, &[u8], bool)]) -> Vec<u8> {
+        use std::io::Write;
+        use zip::write::SimpleFileOptions;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for &(name, bytes, deflate) in entries {
+            let opts = if deflate {
+                SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated)
+                    .compression_level(Some(9))
+            } else {
+                SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored)
+            };
+            w.start_file(name, opts).expect("start");
+            w.write_all(bytes).expect("write");
+        }
+        w.finish().expect("finish").into_inner()
+    }
+
+    #[test]
+    fn synthetic_archives() {
+        let p = tensor_pickle(&[("w", "FloatStorage", "0", 3, 0, &[3], &[1])]);
+        let data = f32_bytes(&[1.0, 2.0, 3.0]);
+        // A well-formed archive with an arbitrary top folder name.
+        let ok = make_zip(&[
+            ("any_name/data.pkl", &p, false),
+            ("any_name/byteorder", b"little", false),
+            ("any_name/data/0", &data, false),
+        ]);
+        let sd = load_bytes(&ok, "ok.pt").expect("loads");
+        assert_eq!(sd.get("w").map(|t| t.data.clone()), Some(TensorData::F32(vec![1.0, 2.0, 3.0])));
+        // Deflated entries are fine too.
+        let deflated = make_zip(&[("a/data.pkl", &p, true), ("a/data/0", &data, true)]);
+        assert_eq!(load_bytes(&deflated, "d.pt").expect("loads").len(), 1);
+
+        // A pickle that names os.system inside a real archive.
+        let evil = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsR.";
+        let err = load_bytes(&make_zip(&[("a/data.pkl", evil, false)]), "evil.pt").expect_err("refused");
+        assert!(
+            matches!(&err, CheckpointError::Pickle { source: pickle::PickleError::GlobalNotAllowed { .. }, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pickle global 'os.system' is not allowed (allowed: "), "{err}");
+
+        // Big-endian, missing data.pkl, missing and short storages.
+        let be = make_zip(&[("a/data.pkl", &p, false), ("a/byteorder", b"big", false), ("a/data/0", &data, false)]);
+        assert!(matches!(load_bytes(&be, "be.pt"), Err(CheckpointError::UnsupportedByteOrder { .. })));
+        let no_pkl = make_zip(&[("a/weights.bin", &data, false)]);
+        assert!(matches!(load_bytes(&no_pkl, "x.pt"), Err(CheckpointError::MissingDataPkl { .. })));
+        let missing = make_zip(&[("a/data.pkl", &p, false)]);
+        let err = load_bytes(&missing, "m.pt").expect_err("missing storage");
+        assert!(err.to_string().contains("storage '0' is missing"), "{err}");
+        let short = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data[..8], false)]);
+        let err = load_bytes(&short, "s.pt").expect_err("short storage");
+        assert!(
+            matches!(err, CheckpointError::Tensor { .. })
+                && err.to_string().contains("holds 8 bytes but the checkpoint declares 12"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zip_bombs_are_refused_before_decompression() {
+        // 64 MiB of zeros deflates by more than 1000x.
+        let zeros = vec![0u8; 64 << 20];
+        let bomb = make_zip(&[("a/data.pkl", &zeros, true)]);
+        assert!(bomb.len() < (64 << 20) / 1000, "deflate ratio {}", (64 << 20) / bomb.len());
+        let err = load_bytes(&bomb, "bomb.pt").expect_err("bomb");
+        assert!(matches!(err, CheckpointError::ZipEntryTooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("refusing to decompress"), "{err}");
+    }
+
+    #[test]
+    fn safetensors_twin_of_a_torch_checkpoint() {
+        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+            return;
+        };
+        let sd = load_bytes(&bytes, "micro").expect("loads");
+        let st = safetensors_to_vec(&sd.tensors).expect("writes");
+        let twin = load_bytes(&st, "micro.safetensors").expect("reads back");
+        assert_eq!(twin.names().collect::<Vec<_>>(), sd.names().collect::<Vec<_>>());
+        for (name, t) in &sd.tensors {
+            let u = twin.get(name).expect(name);
+            assert_eq!((&u.shape, &u.data), (&t.shape, &t.data), "{name}");
+        }
+        let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
+            return;
+        };
+        let sd = load_bytes(&bytes, "tiny").expect("loads");
+        let twin =
+            load_bytes(&safetensors_to_vec(&sd.tensors).expect("writes"), "tiny.safetensors").expect("reads back");
+        for (name, t) in &sd.tensors {
+            let u = twin.get(name).expect(name);
+            assert_eq!((&u.shape, &u.data), (&t.shape, &t.data), "{name}");
+            assert_eq!(twin.source_dtype(name), sd.source_dtype(name), "{name}");
+        }
+    }
+}
