@@ -1,1 +1,454 @@
-fn main(){}
+//! `itera-sim`: the itera-edge core on a host. Thin command line over the `itera_sim` library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use itera_edge::Model;
+use itera_sim::demo::{run_demo, DemoOptions, SYNTHETIC_NOTE};
+use itera_sim::engine::provenance_source;
+use itera_sim::generate::{generate, Sampling};
+use itera_sim::progress::Progress;
+use itera_sim::text::{decode, encode, TextStream};
+use itera_sim::{golden, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
+use serde_json::json;
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  # See the whole pipeline run, no files needed (synthetic weights, so the text is noise):
+  itera-sim demo
+
+  # Pack a real checkpoint, then generate from it:
+  itera-pack convert itera_lite_micro_distilled.pt -o micro.itb --tokenizer tokenizer_2000.json
+  itera-sim run micro.itb --prompt \"once upon a time\" -n 40
+
+  # Prove the engine computes what the published model computes:
+  itera-sim check micro.itb --golden golden/micro_distilled_random40.json
+
+  # Dump raw logits for your own comparison:
+  itera-sim logits micro.itb --tokens 5,17,2 --out logits.f32
+
+Exit status: 0 on success (check: PASS), 1 on any error or a failed check.";
+
+/// Runs itera-edge model blobs on this machine with the same no_std core a board runs:
+/// generate text, dump logits, and check them against golden references.
+///
+/// Blobs (.itb) come from `itera-pack convert`. Every command validates the blob first
+/// (magic, version, CRC32, every tensor), so a corrupt or truncated file is an error, not a
+/// crash.
+#[derive(Parser)]
+#[command(name = "itera-sim", version, about, long_about, after_help = MAIN_EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Feed tokens one by one and write the logits after each (raw little-endian f32).
+    ///
+    /// The output is row-major [positions][vocab] little-endian f32, the layout of golden
+    /// `.f32` files: row p holds the logits after tokens[0..=p], from an empty session.
+    #[command(after_help = "\
+Examples:
+  itera-sim logits micro.itb --tokens 5,17,2 --out logits.f32
+  itera-sim logits micro.itb --tokens \"5 17 2\" --out logits.f32 --json
+
+Read it back in NumPy: np.fromfile(\"logits.f32\", \"<f4\").reshape(3, vocab)")]
+    Logits {
+        /// The blob (.itb).
+        blob: PathBuf,
+        /// Token ids to feed, separated by commas or spaces.
+        #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
+        tokens: String,
+        /// Output file for the logits.
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+        /// Print a JSON summary (positions, vocab, bytes written) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the engine's logits with a golden reference over a whole sequence.
+    ///
+    /// Runs the golden's tokens from an empty session and reports max |Δlogit|, RMSE, the
+    /// cosine similarity of the flattened logits and top-1 agreement (fraction of positions
+    /// whose argmax matches). Passes when max_abs_diff <= --tol and top1_agreement >=
+    /// --min-top1; otherwise says which bound failed and exits with status 1.
+    #[command(after_help = "\
+Examples:
+  itera-sim check micro.itb --golden golden/micro_distilled_random40.json
+  itera-sim check micro.itb --golden golden/micro_distilled_story128.json --tol 1e-4 --json
+
+The golden JSON gives `tokens`, `positions`, `vocab` and `logits_file` (relative to the
+JSON's folder); that file is row-major [positions][vocab] little-endian f32.")]
+    Check {
+        /// The blob (.itb).
+        blob: PathBuf,
+        /// Golden description (JSON); its logits file is found next to it.
+        #[arg(long, value_name = "JSON")]
+        golden: PathBuf,
+        /// Largest accepted |Δlogit|.
+        #[arg(long, default_value_t = 1e-3, value_name = "X", allow_negative_numbers = true)]
+        tol: f64,
+        /// Smallest accepted fraction of positions whose top-1 token agrees.
+        #[arg(long = "min-top1", default_value_t = 1.0, value_name = "F", allow_negative_numbers = true)]
+        min_top1: f64,
+        /// Print one JSON object (max_abs_diff, rmse, cosine, top1_agreement, positions,
+        /// vocab, pass, ...) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text from a prompt, streaming tokens to stdout as they come.
+    ///
+    /// The prompt is encoded with the blob's tokenizer (word level: lower-cased,
+    /// whitespace-split words; char level: characters; unknown input becomes the unknown id),
+    /// fed in one prefill, then -n tokens are sampled one at a time. A summary (prompt and
+    /// generated tokens, tok/s) goes to stderr. Generation stops early, cleanly, when the
+    /// model's max_seq positions are used up.
+    #[command(after_help = "\
+Examples:
+  itera-sim run micro.itb --prompt \"once upon a time\"                 # greedy, 40 tokens
+  itera-sim run micro.itb --prompt \"the fox\" -n 20 --temperature 0.8 --top-k 40 --seed 7
+  itera-sim run micro.itb --tokens 4,16,6 --json                      # ids in, ids out
+
+A blob packed without --tokenizer has no text side: give --tokens instead of --prompt.")]
+    #[command(group(ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
+    Run {
+        /// The blob (.itb).
+        blob: PathBuf,
+        /// Prompt text, encoded with the blob's tokenizer.
+        #[arg(long, short, value_name = "TEXT")]
+        prompt: Option<String>,
+        /// Prompt as token ids (commas or spaces); output is ids unless the blob has a tokenizer.
+        #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
+        tokens: Option<String>,
+        /// Tokens to generate.
+        #[arg(short, long = "max-tokens", default_value_t = 40, value_name = "N")]
+        n: usize,
+        /// Print the prompt (as the model sees it, unknown words shown as such) before the output.
+        #[arg(long)]
+        echo: bool,
+        /// Stream token ids even when the blob has a tokenizer.
+        #[arg(long)]
+        ids: bool,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// Print one JSON object (prompt_tokens, generated ids, text, tok_per_s, ...) at the
+        /// end instead of streaming.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the whole pipeline on a synthetic model: no files, no downloads.
+    ///
+    /// Builds a seeded random checkpoint with the shapes of itera_lite_micro_distilled.pt
+    /// (vocab 2000, d_model 64, 3 layers, one MoE layer of 4 experts), gives it a made-up
+    /// word tokenizer, packs it with the real packer, parses the blob with the core, prefills
+    /// a prompt and generates. Prints the text, prefill and generation speed, arena and blob
+    /// bytes, MACs per token and the kernel. The weights are random, so the text is noise.
+    #[command(after_help = "\
+Examples:
+  itera-sim demo
+  itera-sim demo --seed 7 -n 64 --temperature 1.0 --top-p 0.9
+  itera-sim demo --json
+
+For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer.json
+                  itera-sim run model.itb --prompt \"once upon a time\"")]
+    Demo {
+        /// Seed of the random weights (and of the sampler when --temperature > 0).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Tokens to generate.
+        #[arg(short, long = "max-tokens", default_value_t = 32, value_name = "N")]
+        n: usize,
+        /// Prompt text (words outside the made-up vocabulary become <UNK>).
+        #[arg(long, short, value_name = "TEXT", default_value = "once upon a time there was a little fox")]
+        prompt: String,
+        /// Temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
+        temperature: f32,
+        /// Keep only the K most likely tokens (0: no limit, at most 64).
+        #[arg(long = "top-k", default_value_t = 0, value_name = "K")]
+        top_k: usize,
+        /// Nucleus sampling mass (1: no limit).
+        #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
+        top_p: f32,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct SamplingArgs {
+    /// Temperature: 0 picks the most likely token (greedy); higher is more random.
+    #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
+    temperature: f32,
+    /// Keep only the K most likely tokens (0: no limit, at most 64).
+    #[arg(long = "top-k", default_value_t = 0, value_name = "K")]
+    top_k: usize,
+    /// Keep the smallest set of likely tokens whose probability reaches P (1: no limit).
+    #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
+    top_p: f32,
+    /// Seed of the sampler (same seed, same output).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl From<&SamplingArgs> for Sampling {
+    fn from(a: &SamplingArgs) -> Self {
+        Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed }
+    }
+}
+
+/// What a command reports besides printing: success, or a failed check (already explained).
+enum Outcome {
+    Ok,
+    Failed(String),
+}
+
+/// Writes to stdout; a closed pipe is an error, not a panic.
+fn say(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("cannot write to stdout")
+}
+
+fn load<'b>(path: &Path, bytes: &'b [u8]) -> anyhow::Result<Model<'b>> {
+    open_model(bytes).with_context(|| format!("{} is not a usable blob", path.display()))
+}
+
+fn cmd_logits(blob: &Path, tokens: &str, out: &Path, json: bool) -> anyhow::Result<Outcome> {
+    let tokens = parse_tokens(tokens).context("--tokens")?;
+    let bytes = read_blob(blob)?;
+    let model = load(blob, &bytes)?;
+    let mut progress = Progress::new("logits");
+    let logits = logits_for_tokens(&model, &tokens, |d, t| progress.update(d, t))?;
+    progress.finish();
+    golden::write_f32_le(out, &logits)?;
+    let vocab = model.config().vocab;
+    if json {
+        let v = json!({ "out": out.display().to_string(), "positions": tokens.len(), "vocab": vocab, "bytes": logits.len() * 4 });
+        say(&format!("{v}\n"))?;
+    } else {
+        say(&format!(
+            "wrote {} ({} positions × {vocab} logits, {} bytes, little-endian f32)\n",
+            out.display(),
+            tokens.len(),
+            logits.len() * 4
+        ))?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn cmd_check(blob: &Path, golden: &Path, bounds: Bounds, json: bool) -> anyhow::Result<Outcome> {
+    let tol_ok = bounds.tol >= 0.0; // false for NaN too
+    if !tol_ok {
+        bail!("--tol must be >= 0, got {}", bounds.tol);
+    }
+    if !(0.0..=1.0).contains(&bounds.min_top1) {
+        bail!("--min-top1 must be between 0 and 1, got {}", bounds.min_top1);
+    }
+    let bytes = read_blob(blob)?;
+    let model = load(blob, &bytes)?;
+    let g = Golden::load(golden)?;
+    let warnings = [g.top_k_warning(model.config()), g.checkpoint_warning(provenance_source(&bytes).as_deref())];
+    for w in warnings.into_iter().flatten() {
+        eprintln!("warning: {w}");
+    }
+    let mut progress = Progress::new("check");
+    let m = g
+        .check(&model, |d, t| progress.update(d, t))
+        .with_context(|| format!("cannot check against {}", golden.display()))?;
+    progress.finish();
+    if json {
+        say(&format!("{}\n", m.to_json(&bounds)))?;
+    } else {
+        say(&m.render(&bounds))?;
+    }
+    Ok(match m.verdict(&bounds) {
+        Ok(()) => Outcome::Ok,
+        Err(why) => Outcome::Failed(format!("check failed: {}", why.join("; "))),
+    })
+}
+
+struct RunArgs<'a> {
+    blob: &'a Path,
+    prompt: Option<&'a str>,
+    tokens: Option<&'a str>,
+    n: usize,
+    echo: bool,
+    ids: bool,
+    sampling: Sampling,
+    json: bool,
+}
+
+fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
+    let mut sampler = a.sampling.sampler()?;
+    let bytes = read_blob(a.blob)?;
+    let model = load(a.blob, &bytes)?;
+    let tok = model.tokenizer();
+    let prompt = match (a.prompt, a.tokens) {
+        (Some(text), _) => {
+            let tok = tok.with_context(|| {
+                format!(
+                    "{} has no tokenizer, so --prompt cannot be encoded; repack it with `itera-pack convert ... --tokenizer tokenizer.json`, or give token ids with --tokens 1,2,3",
+                    a.blob.display()
+                )
+            })?;
+            let ids = encode(tok, text);
+            if ids.is_empty() {
+                bail!("--prompt has no tokens (it is empty or only whitespace)");
+            }
+            ids
+        }
+        (None, Some(list)) => parse_tokens(list).context("--tokens")?,
+        (None, None) => bail!("give a prompt: --prompt \"text\" or --tokens 1,2,3"),
+    };
+    // Text out when there is a tokenizer (and ids were not asked for), ids otherwise.
+    let text_tok = tok.filter(|_| !a.ids);
+    let stream = !a.json;
+    let mut out = std::io::stdout().lock();
+    if a.echo && stream {
+        match text_tok {
+            Some(t) => write!(out, "{}", decode(t, &prompt))?,
+            None => write!(out, "{}", join_ids(&prompt))?,
+        }
+    }
+    let mut text = TextStream::new();
+    if a.echo {
+        text = TextStream::continuing();
+    }
+    let mut first = !a.echo;
+    let mut write_err = None;
+    let g = generate(&model, &prompt, a.n, &mut sampler, |id| {
+        if !stream || write_err.is_some() {
+            return;
+        }
+        let piece = match text_tok {
+            Some(t) => text.piece(t, id),
+            None if first => id.to_string(),
+            None => format!(" {id}"),
+        };
+        first = false;
+        if let Err(e) = out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
+            write_err = Some(e);
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e).context("cannot write to stdout");
+    }
+    let text = tok.map(|t| decode(t, &g.generated));
+    if a.json {
+        let v = json!({
+            "prompt_tokens": g.prompt.len(),
+            "prompt_ids": g.prompt,
+            "generated": g.generated,
+            "text": text,
+            "tok_per_s": g.tok_per_s(),
+            "prefill_tok_per_s": g.prefill_tok_per_s(),
+            "stopped_at_max_seq": g.stopped_at_max_seq,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out)?;
+    }
+    drop(out);
+    if g.stopped_at_max_seq {
+        eprintln!(
+            "stopped: the session holds the model's {} positions (max_seq); {} of {} tokens generated",
+            model.config().max_seq,
+            g.generated.len(),
+            a.n
+        );
+    }
+    eprintln!(
+        "prompt: {} tokens ({:.0} tok/s prefill), generated: {} tokens ({:.1} tok/s)",
+        g.prompt.len(),
+        g.prefill_tok_per_s(),
+        g.generated.len(),
+        g.tok_per_s()
+    );
+    Ok(Outcome::Ok)
+}
+
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+}
+
+fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
+    if json {
+        let r = run_demo(&opts, |_| ())?;
+        say(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
+        return Ok(Outcome::Ok);
+    }
+    eprintln!("note: {SYNTHETIC_NOTE}");
+    eprintln!("packing a synthetic micro model (seed {}) with itera-pack, parsing it with itera-edge...", opts.seed);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "prompt: {}", opts.prompt)?;
+    write!(out, "output: ")?;
+    out.flush()?;
+    let r = run_demo(&opts, |piece| {
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+    })?;
+    writeln!(out)?;
+    writeln!(out, "synthetic:  yes (random weights, seed {}): the text above is noise", r.seed)?;
+    writeln!(out, "generate:   {} tokens, {:.0} tok/s", r.generated.len(), r.tok_per_s)?;
+    writeln!(out, "prefill:    {} tokens, {:.0} tok/s", r.prompt_tokens, r.prefill_tok_per_s)?;
+    writeln!(out, "arena:      {} bytes per session", r.arena_bytes)?;
+    writeln!(out, "blob:       {} bytes (made and packed in {:.0} ms)", r.blob_bytes, r.pack_secs * 1e3)?;
+    writeln!(out, "macs/token: {}", r.macs_per_token)?;
+    writeln!(out, "kernel:     {}", r.kernel)?;
+    if r.stopped_at_max_seq {
+        writeln!(out, "stopped early: the session reached the model's max_seq positions")?;
+    }
+    writeln!(out, "real models: itera-pack convert model.pt -o model.itb --tokenizer tokenizer.json")?;
+    writeln!(out, "             itera-sim run model.itb --prompt \"once upon a time\"")?;
+    Ok(Outcome::Ok)
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match &cli.cmd {
+        Cmd::Logits { blob, tokens, out, json } => cmd_logits(blob, tokens, out, *json),
+        Cmd::Check { blob, golden, tol, min_top1, json } => {
+            cmd_check(blob, golden, Bounds { tol: *tol, min_top1: *min_top1 }, *json)
+        }
+        Cmd::Run { blob, prompt, tokens, n, echo, ids, sampling, json } => cmd_run(RunArgs {
+            blob,
+            prompt: prompt.as_deref(),
+            tokens: tokens.as_deref(),
+            n: *n,
+            echo: *echo,
+            ids: *ids,
+            sampling: sampling.into(),
+            json: *json,
+        }),
+        Cmd::Demo { seed, n, prompt, temperature, top_k, top_p, json } => {
+            let sampling = Sampling { temperature: *temperature, top_k: *top_k, top_p: *top_p, seed: *seed };
+            cmd_demo(DemoOptions { seed: *seed, n: *n, prompt: prompt.clone(), sampling }, *json)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version go to stdout with status 0; usage errors are errors (1).
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed(why)) => {
+            eprintln!("error: {why}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Loading blobs and running the core: the same calls a board makes, on host memory.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use itera_edge::{Blob, Config, Model, Session};
+use itera_pack::inspect::{read_aligned, AlignedBytes};
+
+/// Reads a blob file into a 4-aligned buffer (the core reads f32 weights in place).
+///
+/// The error names the path and says why it could not be read.
+pub fn read_blob(path: &Path) -> anyhow::Result<AlignedBytes> {
+    read_aligned(path).with_context(|| format!("cannot read blob {}", path.display()))
+}
+
+/// Validates `bytes` as a blob ([`Blob::parse`]: magic, version, CRC, manifest, every tensor)
+/// and builds the model's weight views ([`Model::new`]). `bytes` must be 4-aligned, as
+/// [`read_blob`] and [`AlignedBytes`] provide.
+pub fn open_model(bytes: &[u8]) -> Result<Model<'_>, itera_edge::Error> {
+    let blob = Blob::parse(bytes)?;
+    Model::new(&blob)
+}
+
+/// The `source` provenance entry of a blob (the checkpoint file it was packed from), if the
+/// blob parses and records one.
+pub fn provenance_source(bytes: &[u8]) -> Option<String> {
+    let blob = Blob::parse(bytes).ok()?;
+    let source = blob.provenance().find(|(k, _)| *k == "source").map(|(_, v)| v.to_string());
+    source
+}
+
+/// A zeroed, 4-aligned arena of exactly [`Model::arena_bytes`] bytes for one session.
+pub fn new_arena(model: &Model<'_>) -> Vec<u32> {
+    vec![0u32; model.arena_bytes().div_ceil(4)]
+}
+
+/// Starts an empty session of `model` working in `arena` (from [`new_arena`]).
+pub fn new_session<'s, 'a>(model: &'s Model<'a>, arena: &'s mut [u32]) -> Result<Session<'s, 'a>, itera_edge::Error> {
+    Session::new(model, bytemuck::cast_slice_mut(arena))
+}
+
+/// Parses a token list such as `5,17,2` (commas and/or whitespace between ids).
+///
+/// ```
+/// assert_eq!(itera_sim::parse_tokens("5, 17 2").unwrap(), vec![5, 17, 2]);
+/// assert!(itera_sim::parse_tokens("5,x").is_err());
+/// ```
+pub fn parse_tokens(list: &str) -> anyhow::Result<Vec<u32>> {
+    let ids = list
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>().map_err(|_| {
+                anyhow::anyhow!(
+                    "'{s}' is not a token id: expected non-negative integers separated by commas, e.g. 5,17,2"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<u32>>>()?;
+    if ids.is_empty() {
+        bail!("the token list is empty: give at least one id, e.g. 5,17,2");
+    }
+    Ok(ids)
+}
+
+/// Checks that every id is below the vocabulary size and that the sequence fits the
+/// model's positions, so a run never stops half-way on bad input.
+pub fn check_tokens(tokens: &[u32], config: &Config) -> anyhow::Result<()> {
+    if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t >= config.vocab) {
+        bail!(
+            "token id {t} (position {i}) is out of range: the model's vocabulary has {v} ids (0..{v})",
+            v = config.vocab
+        );
+    }
+    if tokens.len() > config.max_seq as usize {
+        bail!("{} tokens do not fit: the model holds at most {} positions (max_seq)", tokens.len(), config.max_seq);
+    }
+    Ok(())
+}
+
+/// Feeds `tokens` one by one from an empty session and returns the logits after each,
+/// row-major `[tokens.len()][vocab]`: row `p` is what the model predicts after
+/// `tokens[0..=p]`. `progress(done, total)` is called after each token.
+pub fn logits_for_tokens(
+    model: &Model<'_>,
+    tokens: &[u32],
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<Vec<f32>> {
+    check_tokens(tokens, model.config())?;
+    let vocab = model.config().vocab as usize;
+    let mut arena = new_arena(model);
+    let mut session = new_session(model, &mut arena)?;
+    let mut out = Vec::with_capacity(tokens.len() * vocab);
+    for (i, &t) in tokens.iter().enumerate() {
+        out.extend_from_slice(session.step(t)?);
+        progress(i + 1, tokens.len());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_blob() -> AlignedBytes {
+        let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 3);
+        let bytes = itera_pack::convert::build(&sd, &Default::default()).unwrap().finish().unwrap();
+        AlignedBytes::from(bytes.as_slice())
+    }
+
+    #[test]
+    fn token_lists_parse_and_reject_garbage() {
+        assert_eq!(parse_tokens("1,2,3").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_tokens(" 4 ,5\n6 ").unwrap(), vec![4, 5, 6]);
+        assert!(parse_tokens("").is_err());
+        assert!(parse_tokens("-1").unwrap_err().to_string().contains("not a token id"));
+    }
+
+    #[test]
+    fn logits_have_one_row_per_token_and_bad_ids_are_refused() {
+        let bytes = tiny_blob();
+        let model = open_model(&bytes).unwrap();
+        let vocab = model.config().vocab as usize;
+        let mut calls = 0;
+        let logits = logits_for_tokens(&model, &[1, 2, 3], |_, _| calls += 1).unwrap();
+        assert_eq!((logits.len(), calls), (3 * vocab, 3));
+        assert!(logits.iter().all(|v| v.is_finite()));
+        let err = logits_for_tokens(&model, &[1, vocab as u32], |_, _| ()).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let long = vec![1; model.config().max_seq as usize + 1];
+        assert!(logits_for_tokens(&model, &long, |_, _| ()).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! End-to-end tests of the `itera-sim` binary on small synthetic blobs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use itera_edge::{Blob, Model, Session};
+use itera_pack::inspect::AlignedBytes;
+use itera_pack::synthetic::{state_dict, tiny_config};
+use itera_pack::PackOptions;
+
+const BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
+/// `tiny_config().vocab`.
+const VOCAB: usize = 48;
+
+/// A fresh folder under the temp dir, unique per process and test, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("itera-sim-cli-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Packs the tiny synthetic model (seed 1), with `opts`, into a temp file.
+fn tiny_blob_with(s: &Scratch, opts: &PackOptions) -> (PathBuf, Vec<u8>) {
+    let sd = state_dict(&tiny_config(), 1);
+    let bytes = itera_pack::convert::build(&sd, opts).unwrap().finish().unwrap();
+    let path = s.path("tiny.itb");
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+fn tiny_blob(s: &Scratch) -> (PathBuf, Vec<u8>) {
+    tiny_blob_with(s, &PackOptions::default())
+}
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run itera-sim")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A clean failure: status 1, an `error:` line, no panic.
+fn assert_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Logits after each of `tokens`, computed in this process with the core.
+fn in_process_logits(blob: &[u8], tokens: &[u32]) -> Vec<f32> {
+    let bytes = AlignedBytes::from(blob);
+    let blob = Blob::parse(&bytes).unwrap();
+    let model = Model::new(&blob).unwrap();
+    let mut arena = vec![0u32; model.arena_bytes() / 4];
+    let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+    tokens.iter().flat_map(|&t| session.step(t).unwrap().to_vec()).collect()
+}
+
+fn write_golden(s: &Scratch, dir_name: &str, tokens: &[u32], logits: &[f32]) -> PathBuf {
+    let dir = s.path(dir_name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("ref.f32"), bytes).unwrap();
+    let json = serde_json::json!({
+        "tokens": tokens, "positions": tokens.len(), "vocab": VOCAB, "logits_file": "ref.f32",
+        "layout": "row-major [positions][vocab], little-endian f32",
+    });
+    let path = dir.join("ref.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn demo_json_runs_and_says_synthetic() {
+    let o = sim(&["demo", "--json", "-n", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "synthetic",
+        "note",
+        "prompt_tokens",
+        "generated",
+        "text",
+        "tok_per_s",
+        "prefill_tok_per_s",
+        "arena_bytes",
+        "blob_bytes",
+        "macs_per_token",
+        "kernel",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["synthetic"], true);
+    assert!(v["note"].as_str().unwrap().contains("synthetic"));
+    assert_eq!(v["generated"].as_array().unwrap().len(), 8);
+    assert!(v["arena_bytes"].as_u64().unwrap() > 0 && v["blob_bytes"].as_u64().unwrap() > 1_000_000);
+}
+
+#[test]
+fn demo_text_says_synthetic_and_points_to_real_tools() {
+    let o = sim(&["demo", "-n", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("synthetic") && out.contains("itera-pack convert") && out.contains("itera-sim run"), "{out}");
+    assert!(out.contains("tok/s") && out.contains("arena") && out.contains("kernel"), "{out}");
+}
+
+#[test]
+fn logits_file_matches_an_in_process_session_bit_for_bit() {
+    let s = Scratch::new();
+    let (blob, bytes) = tiny_blob(&s);
+    let out = s.path("logits.f32");
+    let o = sim(&["logits", p(&blob), "--tokens", "1,2,3", "--out", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read(&out).unwrap();
+    assert_eq!(written.len(), 3 * VOCAB * 4);
+    let want = in_process_logits(&bytes, &[1, 2, 3]);
+    let got: Vec<u32> = written.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(got, want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+    let o = sim(&["logits", p(&blob), "--tokens", "1 2", "--out", p(&out), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["positions"].as_u64(), v["vocab"].as_u64()), (Some(2), Some(VOCAB as u64)));
+}
+
+#[test]
+fn check_passes_on_own_logits_and_fails_after_a_perturbation() {
+    let s = Scratch::new();
+    let (blob, bytes) = tiny_blob(&s);
+    let tokens = [5u32, 17, 2, 40, 0, 47];
+    let mut logits = in_process_logits(&bytes, &tokens);
+    let golden = write_golden(&s, "golden-ok", &tokens, &logits);
+
+    let o = sim(&["check", p(&blob), "--golden", p(&golden)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("max_abs_diff") && out.contains("cosine") && out.lines().last() == Some("PASS"), "{out}");
+
+    let o = sim(&["check", p(&blob), "--golden", p(&golden), "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["max_abs_diff", "rmse", "cosine", "top1_agreement", "positions", "vocab", "pass"] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(
+        (v["max_abs_diff"].as_f64(), v["top1_agreement"].as_f64(), v["pass"].as_bool()),
+        (Some(0.0), Some(1.0), Some(true))
+    );
+    assert_eq!(v["positions"], tokens.len());
+
+    // One logit off by 0.01 (not the row's maximum, so top-1 still agrees).
+    let row = 2 * VOCAB;
+    let max = itera_edge::sample::argmax(&logits[row..row + VOCAB]) as usize;
+    logits[row + (max + 1) % VOCAB] += 0.01;
+    let golden = write_golden(&s, "golden-bad", &tokens, &logits);
+    let o = sim(&["check", p(&blob), "--golden", p(&golden)]);
+    assert_error(&o, "--tol");
+    assert!(stdout(&o).contains("FAIL"), "{}", stdout(&o));
+    let o = sim(&["check", p(&blob), "--golden", p(&golden), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["pass"], false);
+    assert!((v["max_abs_diff"].as_f64().unwrap() - 0.01).abs() < 1e-5);
+    // A looser tolerance accepts it.
+    assert!(sim(&["check", p(&blob), "--golden", p(&golden), "--tol", "0.02"]).status.success());
+}
+
+#[test]
+fn check_refuses_a_golden_for_another_model() {
+    let s = Scratch::new();
+    let (blob, _) = tiny_blob(&s);
+    let golden = write_golden(&s, "golden-vocab", &[1, 2], &[0.0; 2 * VOCAB]);
+    let text = std::fs::read_to_string(&golden).unwrap().replace("\"vocab\":48", "\"vocab\":24");
+    std::fs::write(&golden, text).unwrap();
+    assert_error(&sim(&["check", p(&blob), "--golden", p(&golden)]), "vocab");
+
+    let golden = write_golden(&s, "golden-short", &[1, 2], &[0.0; VOCAB]);
+    assert_error(&sim(&["check", p(&blob), "--golden", p(&golden)]), "bytes");
+}
+
+#[test]
+fn run_takes_token_ids_on_a_blob_without_tokenizer() {
+    let s = Scratch::new();
+    let (blob, _) = tiny_blob(&s);
+    let o = sim(&["run", p(&blob), "--tokens", "1,2,3", "-n", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ids: Vec<u32> = stdout(&o).split_whitespace().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 5);
+    assert!(ids.iter().all(|&i| (i as usize) < VOCAB));
+    assert!(stderr(&o).contains("tok/s"), "{}", stderr(&o));
+
+    let o = sim(&["run", p(&blob), "--tokens", "1,2,3", "-n", "5", "--json", "--temperature", "0.9", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["generated"].as_array().unwrap().len(), 5);
+    assert_eq!(v["prompt_tokens"], 3);
+    assert!(v["tok_per_s"].as_f64().is_some() && v["text"].is_null());
+
+    // Text needs a tokenizer.
+    assert_error(&sim(&["run", p(&blob), "--prompt", "hello"]), "--tokenizer");
+}
+
+#[test]
+fn run_stops_cleanly_at_max_seq() {
+    let s = Scratch::new();
+    let (blob, _) = tiny_blob(&s);
+    // tiny_config: max_seq 16.
+    let o = sim(&["run", p(&blob), "--tokens", "1,2,3,4,5,6,7,8,9,10", "-n", "50", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["generated"].as_array().unwrap().len(), 7);
+    assert_eq!(v["stopped_at_max_seq"], true);
+    assert!(stderr(&o).contains("max_seq"));
+}
+
+#[test]
+fn run_streams_text_with_the_blob_tokenizer() {
+    let s = Scratch::new();
+    use itera_edge::format::TokenizerKind;
+    use itera_pack::writer::TokenizerTable;
+    let mut tokens: Vec<String> = ["<PAD>", "<UNK>", "once", "upon", "a", "time"].map(String::from).to_vec();
+    tokens.extend((6..VOCAB).map(|i| format!("w{i}")));
+    let opts = PackOptions {
+        tokenizer: Some(TokenizerTable { kind: TokenizerKind::Word, unk_id: 1, tokens }),
+        ..Default::default()
+    };
+    let (blob, _) = tiny_blob_with(&s, &opts);
+    let o = sim(&["run", p(&blob), "--prompt", "Once upon a TIME zebra", "-n", "6", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["prompt_ids"], serde_json::json!([2, 3, 4, 5, 1]));
+    assert_eq!(v["text"].as_str().unwrap().split(' ').count(), 6);
+    let o = sim(&["run", p(&blob), "--prompt", "once upon a time", "-n", "6", "--echo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("once upon a time "), "{out}");
+    assert_eq!(out.split_whitespace().count(), 10, "{out}");
+}
+
+#[test]
+fn token_ids_out_of_range_are_errors_not_panics() {
+    let s = Scratch::new();
+    let (blob, _) = tiny_blob(&s);
+    let out = s.path("never.f32");
+    let o = sim(&["logits", p(&blob), "--tokens", "1,48", "--out", p(&out)]);
+    assert_error(&o, "out of range");
+    assert!(!out.exists(), "no output on error");
+    assert_error(&sim(&["run", p(&blob), "--tokens", "4000000000"]), "out of range");
+    assert_error(&sim(&["logits", p(&blob), "--tokens", "1,-2", "--out", p(&out)]), "not a token id");
+    let long = vec!["1"; 17].join(",");
+    assert_error(&sim(&["logits", p(&blob), "--tokens", &long, "--out", p(&out)]), "max_seq");
+}
+
+#[test]
+fn bad_sampling_flags_are_errors() {
+    let s = Scratch::new();
+    let (blob, _) = tiny_blob(&s);
+    assert_error(&sim(&["run", p(&blob), "--tokens", "1", "--top-p", "0"]), "--top-p");
+    assert_error(&sim(&["run", p(&blob), "--tokens", "1", "--temperature", "-1"]), "--temperature");
+}
+
+#[test]
+fn missing_and_corrupt_blobs_are_errors() {
+    let s = Scratch::new();
+    let missing = s.path("does-not-exist.itb");
+    assert_error(&sim(&["logits", p(&missing), "--tokens", "1", "--out", p(&s.path("x.f32"))]), "cannot read blob");
+    assert_error(&sim(&["run", p(&missing), "--tokens", "1"]), "cannot read blob");
+
+    let (blob, mut bytes) = tiny_blob(&s);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&blob, &bytes).unwrap();
+    assert_error(&sim(&["run", p(&blob), "--tokens", "1"]), "corrupt");
+    assert_error(&sim(&["logits", p(&blob), "--tokens", "1", "--out", p(&s.path("y.f32"))]), "corrupt");
+
+    std::fs::write(&blob, &bytes[..100]).unwrap();
+    assert_error(&sim(&["run", p(&blob), "--tokens", "1"]), "truncated");
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    let o = sim(&["logits"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("error:"));
+    let o = sim(&["--help"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("Examples:"));
+    for sub in ["logits", "check", "run", "demo"] {
+        let o = sim(&[sub, "--help"]);
+        assert!(o.status.success() && stdout(&o).contains("Examples:"), "{sub}");
+    }
+}
