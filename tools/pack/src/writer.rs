@@ -1,9 +1,10 @@
 //! Writes blob format v1 (see `docs/FORMAT.md`): header, postcard manifest, 64-aligned
 //! tensor data, optional tokenizer table, CRC32.
 
+use half::f16;
 use itera_edge::format::{
-    crc32, Config, DType, ManifestHead, Quant, Role, TensorEntry, TokenizerKind, TokenizerRef, ALIGN, CRC_LEN,
-    HEADER_LEN, MAGIC, VERSION,
+    crc32, Config, DType, ManifestHead, Quant, Role, ScaleType, TensorEntry, TokenizerKind, TokenizerRef, ALIGN,
+    CRC_LEN, HEADER_LEN, MAGIC, VERSION,
 };
 
 /// A tensor's bytes as they go into the blob.
@@ -11,8 +12,75 @@ use itera_edge::format::{
 pub enum Payload {
     /// Row-major f32 elements.
     F32(Vec<f32>),
+    /// Row-major f16 elements (computed in f32).
+    F16(Vec<f16>),
+    /// Row-major symmetric int8 with one f32 scale per `group` elements of a row
+    /// (`group == cols`: per row): `value = q * scales[row * groups_per_row + col / group]`.
+    I8Grouped {
+        /// Elements.
+        q: Vec<i8>,
+        /// Elements per scale.
+        group: u32,
+        /// Scales, `rows * ceil(cols / group)`.
+        scales: Vec<f32>,
+    },
+    /// Row-major int8 with one affine pair (PyTorch per-tensor affine, kept exactly):
+    /// `value = (q - zero_point) * scale`.
+    I8PerTensor {
+        /// Elements.
+        q: Vec<i8>,
+        /// Scale.
+        scale: f32,
+        /// Zero point.
+        zero_point: i32,
+    },
+    /// Row-major int4 in -8..=7 (one value per `i8` here; packed two per byte, low nibble
+    /// first, when written), one f16 scale per `group` elements of a row.
+    I4Grouped {
+        /// Elements, each in -8..=7.
+        q: Vec<i8>,
+        /// Elements per scale.
+        group: u32,
+        /// Scales, `rows * ceil(cols / group)`.
+        scales: Vec<f16>,
+    },
     /// The same bytes as an earlier tensor (index into the builder's list): a tied `lm_head`.
     SameAs(usize),
+}
+
+impl Payload {
+    /// Dtype, element bytes, and scale-table bytes (empty if none) as written.
+    fn encode(&self, cols: usize) -> Option<(DType, Vec<u8>, Vec<u8>, Quant)> {
+        let none = Quant::None;
+        Some(match self {
+            Payload::F32(v) => (DType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect(), Vec::new(), none),
+            Payload::F16(v) => (DType::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect(), Vec::new(), none),
+            Payload::I8Grouped { q, group, scales } => {
+                let s = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let quant = Quant::Grouped { group: *group, scales_offset: 0, scale_type: ScaleType::F32 };
+                (DType::I8, q.iter().map(|&x| x as u8).collect(), s, quant)
+            }
+            Payload::I8PerTensor { q, scale, zero_point } => {
+                let quant = Quant::PerTensor { scale: *scale, zero_point: *zero_point };
+                (DType::I8, q.iter().map(|&x| x as u8).collect(), Vec::new(), quant)
+            }
+            Payload::I4Grouped { q, group, scales } => {
+                // Rows are packed independently so every row starts on a byte (cols is even
+                // for every Itera-Lite matrix; an odd row ends in a zero high nibble).
+                let packed = if cols == 0 {
+                    Vec::new()
+                } else {
+                    q.chunks(cols)
+                        .flat_map(|row| row.chunks(2).map(|p| (p[0] as u8 & 0x0F) | ((*p.get(1).unwrap_or(&0) as u8) << 4)))
+                        .collect()
+                };
+                let s = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let quant = Quant::Grouped { group: *group, scales_offset: 0, scale_type: ScaleType::F16 };
+                (DType::I4, packed, s, quant)
+            }
+            Payload::SameAs(_) => return None,
+        })
+    }
 }
 
 /// One tensor to write.
@@ -83,27 +151,33 @@ impl BlobBuilder {
         let mut at = data_offset;
         let mut entries: Vec<TensorEntry> = Vec::with_capacity(self.tensors.len());
         for t in &self.tensors {
-            let (offset, len) = match &t.payload {
-                Payload::F32(v) => {
-                    let offset = at;
-                    at = align(at + v.len() * 4, ALIGN);
-                    (offset as u32, (v.len() * 4) as u32)
-                }
+            let entry = match &t.payload {
                 Payload::SameAs(i) => {
                     let e = entries.get(*i).ok_or_else(|| anyhow::anyhow!("tied tensor points forward"))?;
-                    (e.offset, e.len)
+                    TensorEntry { role: t.role, layer: t.layer, expert: t.expert, shape: t.shape, ..*e }
+                }
+                p => {
+                    let (dtype, data, scales, mut quant) =
+                        p.encode(t.shape[1] as usize).ok_or_else(|| anyhow::anyhow!("unencodable tensor"))?;
+                    let offset = at as u32;
+                    at = align(at + data.len(), ALIGN);
+                    if let Quant::Grouped { scales_offset, .. } = &mut quant {
+                        *scales_offset = at as u32;
+                        at = align(at + scales.len(), ALIGN);
+                    }
+                    TensorEntry {
+                        role: t.role,
+                        layer: t.layer,
+                        expert: t.expert,
+                        dtype,
+                        shape: t.shape,
+                        offset,
+                        len: data.len() as u32,
+                        quant,
+                    }
                 }
             };
-            entries.push(TensorEntry {
-                role: t.role,
-                layer: t.layer,
-                expert: t.expert,
-                dtype: DType::F32,
-                shape: t.shape,
-                offset,
-                len,
-                quant: Quant::None,
-            });
+            entries.push(entry);
         }
         let tokenizer = match (&self.tokenizer, tokenizer_len) {
             (Some(t), Some(len)) => {
@@ -165,10 +239,10 @@ impl BlobBuilder {
         out[20..24].copy_from_slice(&(total as u32).to_le_bytes());
         out[HEADER_LEN..HEADER_LEN + manifest.len()].copy_from_slice(&manifest);
         for (t, e) in self.tensors.iter().zip(&layout.entries) {
-            if let Payload::F32(v) = &t.payload {
-                let dst = &mut out[e.offset as usize..(e.offset + e.len) as usize];
-                for (d, x) in dst.chunks_exact_mut(4).zip(v) {
-                    d.copy_from_slice(&x.to_le_bytes());
+            if let Some((_, data, scales, _)) = t.payload.encode(t.shape[1] as usize) {
+                out[e.offset as usize..e.offset as usize + data.len()].copy_from_slice(&data);
+                if let Quant::Grouped { scales_offset, .. } = e.quant {
+                    out[scales_offset as usize..scales_offset as usize + scales.len()].copy_from_slice(&scales);
                 }
             }
         }
