@@ -7,8 +7,10 @@
 compile_error!("itera-edge reads little-endian weights in place and needs a little-endian target");
 
 pub mod blob;
+pub mod checksum;
 pub mod error;
 pub mod format;
+pub mod greedy;
 pub mod kernels;
 pub mod model;
 pub mod sample;

@@ -7,8 +7,10 @@
 
 pub mod checkpoint;
 pub mod convert;
+pub mod emit;
 pub mod fixtures;
 pub mod inspect;
+pub mod quant;
 pub mod synthetic;
 pub mod tokenizer_json;
 pub mod writer;
