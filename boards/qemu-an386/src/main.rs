@@ -48,6 +48,18 @@ fn ticks() -> u64 {
     }
 }
 
+/// Runs exactly `2 * n` instructions (a `subs`/`bne` loop) and returns the instructions the
+/// SysTick figure accounts for them: checks the ticks-to-instructions conversion in the output.
+fn calibrate(n: u32) -> u64 {
+    let t = ticks();
+    // SAFETY: a register-only countdown loop; it touches no memory and clobbers only the
+    // register it is given and the flags.
+    unsafe {
+        core::arch::asm!("1:", "subs {0}, {0}, #1", "bne 1b", inout(reg) n => _, options(nomem, nostack));
+    }
+    (ticks() - t) * INSTRUCTIONS_PER_TICK
+}
+
 fn fail(what: &str, e: itera_edge::Error) -> ! {
     hprintln!("error: {}: {}", what, e);
     debug::exit(debug::EXIT_FAILURE);
@@ -71,6 +83,7 @@ fn main() -> ! {
     let mut session = Session::new(&model, arena.as_mut_bytes()).unwrap_or_else(|e| fail("session", e));
 
     hprintln!("itera-edge on qemu-an386 (Cortex-M4F)");
+    hprintln!("calibration: 2000000 instructions measure as {}", calibrate(1_000_000));
     hprintln!(
         "model: blob_bytes={} arena_bytes={} macs_per_token={} kernel={}",
         BLOB_BYTES,
