@@ -9,6 +9,8 @@
 //! * [`compare`](mod@compare): agreement metrics between two logit tables (max |Δ|, RMSE, cosine, top-1);
 //! * [`text`]: prompt encoding and streamed decoding with a blob's tokenizer;
 //! * [`generate`]: prefill + sampling loop with timings;
+//! * [`eval`]: perplexity on text and agreement with a reference model (KL divergence, ...);
+//! * [`bench`]: prefill and generation speed, several models interleaved in one run;
 //! * [`demo`]: the whole pipeline (synthetic checkpoint → packer → blob → session) with no
 //!   input files.
 //!
@@ -28,9 +30,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod compare;
 pub mod demo;
 pub mod engine;
+pub mod eval;
 pub mod generate;
 pub mod golden;
 pub mod progress;

@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use itera_edge::Model;
+use itera_sim::bench::{bench, BenchOptions, BenchResult};
 use itera_sim::demo::{run_demo, DemoOptions, SYNTHETIC_NOTE};
 use itera_sim::engine::provenance_source;
+use itera_sim::eval::evaluate;
 use itera_sim::generate::{generate, Sampling};
 use itera_sim::progress::Progress;
-use itera_sim::text::{decode, encode, TextStream};
+use itera_sim::text::{decode, encode, encode_with_table, TextStream};
 use itera_sim::{golden, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
 use serde_json::json;
 
@@ -29,6 +31,13 @@ Examples:
 
   # Dump raw logits for your own comparison:
   itera-sim logits micro.itb --tokens 5,17,2 --out logits.f32
+
+  # Perplexity on text, and agreement (KL divergence, top-1) with a reference blob:
+  itera-sim eval micro_int8.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json \
+      --reference micro.itb --max-tokens 2048
+
+  # Speed (prefill and generation tok/s), two blobs interleaved in one run:
+  itera-sim bench micro_int8.itb --compare micro.itb
 
 Exit status: 0 on success (check: PASS), 1 on any error or a failed check.";
 
@@ -137,6 +146,83 @@ A blob packed without --tokenizer has no text side: give --tokens instead of --p
         sampling: SamplingArgs,
         /// Print one JSON object (prompt_tokens, generated ids, text, tok_per_s, ...) at the
         /// end instead of streaming.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Perplexity of a blob on a text file, optionally with its agreement with a reference blob.
+    ///
+    /// The text is encoded with the tokenizer JSON (word level: lower-cased, whitespace-split
+    /// words; char level: characters; unknown input becomes the unknown id), truncated to
+    /// --max-tokens, and cut into consecutive windows of the model's max_seq positions, each
+    /// from an empty session. Within a window the logits after position p predict token p+1;
+    /// perplexity is exp(mean NLL) over all predicted positions.
+    ///
+    /// With --reference, both blobs run the same windows and, over the same positions, the
+    /// report adds KL(reference ‖ this) per position (softmax in f64: mean, 99th percentile,
+    /// max), top-1 agreement, mean |Δp| of the reference's top token, RMSE and cosine of the
+    /// logits, and the reference's perplexity.
+    #[command(after_help = "\
+Examples:
+  itera-sim eval micro.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json
+  itera-sim eval micro_int8.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json \\
+      --reference micro.itb --max-tokens 2048 --json
+
+JSON keys: perplexity, mean_nll, positions, tokens, windows, window, reference_perplexity,
+kld_mean, kld_p99, kld_max, top1_agreement, mean_abs_dp_top, rmse, cosine (the reference
+keys are null without --reference; a non-finite value is null).")]
+    Eval {
+        /// The blob (.itb) to evaluate.
+        blob: PathBuf,
+        /// Plain text file to evaluate on.
+        #[arg(long, value_name = "FILE")]
+        text: PathBuf,
+        /// Tokenizer JSON (token_to_id/id_to_token, or token2id/id2token with "level": "char").
+        #[arg(long, value_name = "JSON")]
+        tokenizer: PathBuf,
+        /// Reference blob (e.g. the FP32 model) to compare with, on the same windows.
+        #[arg(long, value_name = "BLOB")]
+        reference: Option<PathBuf>,
+        /// Evaluate only the first N tokens of the text (default: all).
+        #[arg(long = "max-tokens", value_name = "N")]
+        max_tokens: Option<usize>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure prefill and greedy generation speed (tokens per second) on this machine.
+    ///
+    /// Prefill feeds a fixed, deterministic sequence of --tokens ids (clamped to max_seq) from
+    /// an empty session; generation picks the argmax and feeds it back, one token at a time,
+    /// for --tokens tokens from a 4-token prompt (starting again, untimed, when the session
+    /// is full). After a warm-up, each repeat times both; the medians are reported. Without
+    /// --repeat, as many repeats as fit about one second (at least 3).
+    ///
+    /// With --compare, the other blob is measured in the same run, interleaved repeat by
+    /// repeat, and the speed ratio (this blob / other) is printed.
+    #[command(after_help = "\
+Examples:
+  itera-sim bench micro.itb
+  itera-sim bench micro_int8.itb --compare micro.itb          # INT8 vs FP32, same run
+  itera-sim bench micro.itb --tokens 64 --repeat 20 --json
+
+JSON keys: prefill_tok_per_s, generate_tok_per_s, kernel, macs_per_token, gmacs_per_s
+(macs_per_token x prefill_tok_per_s / 1e9), blob_bytes, arena_bytes, prefill_tokens,
+generate_tokens, repeats, prefill_runs, generate_runs; with --compare also `compare` (the
+same keys for the other blob) and `ratio` {prefill, generate} (this / other).
+Speeds depend on the machine and its load: compare blobs in one run.")]
+    Bench {
+        /// The blob (.itb).
+        blob: PathBuf,
+        /// Tokens per prefill and per generation run.
+        #[arg(long, default_value_t = 128, value_name = "N")]
+        tokens: usize,
+        /// Timed repeats (default: as many as fit about one second, at least 3).
+        #[arg(long, value_name = "N")]
+        repeat: Option<usize>,
+        /// Another blob to measure in the same run, interleaved; prints the speed ratio.
+        #[arg(long, value_name = "BLOB")]
+        compare: Option<PathBuf>,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -376,6 +462,110 @@ fn join_ids(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
 }
 
+struct EvalArgs<'a> {
+    blob: &'a Path,
+    text: &'a Path,
+    tokenizer: &'a Path,
+    reference: Option<&'a Path>,
+    max_tokens: Option<usize>,
+    json: bool,
+}
+
+fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
+    let table = itera_pack::convert::read_tokenizer(a.tokenizer)?;
+    let text = std::fs::read_to_string(a.text).with_context(|| format!("cannot read text {}", a.text.display()))?;
+    let mut tokens = encode_with_table(&table, &text);
+    if let Some(n) = a.max_tokens {
+        tokens.truncate(n);
+    }
+    let bytes = read_blob(a.blob)?;
+    let model = load(a.blob, &bytes)?;
+    let ref_bytes = a.reference.map(read_blob).transpose()?;
+    let reference = match (a.reference, ref_bytes.as_ref()) {
+        (Some(path), Some(b)) => Some(load(path, b)?),
+        _ => None,
+    };
+    let mut progress = Progress::new("eval");
+    let r = evaluate(&model, reference.as_ref(), &tokens, |d, t| progress.update(d, t))
+        .with_context(|| format!("cannot evaluate {} on {}", a.blob.display(), a.text.display()))?;
+    progress.finish();
+    if a.json {
+        say(&format!("{}\n", r.to_json()))?;
+    } else {
+        say(&r.render())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) -> anyhow::Result<Outcome> {
+    let bytes = read_blob(blob)?;
+    let model = load(blob, &bytes)?;
+    let other_bytes = other.map(read_blob).transpose()?;
+    let other_model = match (other, other_bytes.as_ref()) {
+        (Some(path), Some(b)) => Some((load(path, b)?, b.len())),
+        _ => None,
+    };
+    let mut models = vec![(&model, bytes.len())];
+    if let Some((m, len)) = &other_model {
+        models.push((m, *len));
+    }
+    if !json {
+        match opts.repeat {
+            Some(n) => eprintln!("benchmarking {} blob(s): warm-up, then {n} repeats...", models.len()),
+            None => eprintln!(
+                "benchmarking {} blob(s): warm-up, then about {:.0} s of repeats...",
+                models.len(),
+                opts.budget.as_secs_f64()
+            ),
+        }
+    }
+    let results = bench(&models, &opts)?;
+    let this = &results[0];
+    let ratio = results
+        .get(1)
+        .map(|o| (this.prefill_tok_per_s / o.prefill_tok_per_s, this.generate_tok_per_s / o.generate_tok_per_s));
+    if json {
+        let mut v = serde_json::to_value(this)?;
+        v["blob"] = json!(blob.display().to_string());
+        if let (Some(o), Some((p, g)), Some(path)) = (results.get(1), ratio, other) {
+            let mut ov = serde_json::to_value(o)?;
+            ov["blob"] = json!(path.display().to_string());
+            v["compare"] = ov;
+            v["ratio"] = json!({ "prefill": p, "generate": g });
+        }
+        say(&format!("{v}\n"))?;
+        return Ok(Outcome::Ok);
+    }
+    let mut text = String::new();
+    let named: Vec<(&Path, &BenchResult)> = std::iter::once(blob).chain(other).zip(&results).collect();
+    for (path, r) in &named {
+        text += &format!(
+            "{}\n  prefill:    {:.0} tok/s ({} tokens, median of {})\n  generate:   {:.0} tok/s ({} tokens, greedy)\n  \
+             compute:    {:.3} GMAC/s ({} MACs/token)\n  kernel:     {}\n  blob:       {} bytes, arena {} bytes\n",
+            path.display(),
+            r.prefill_tok_per_s,
+            r.prefill_tokens,
+            r.repeats,
+            r.generate_tok_per_s,
+            r.generate_tokens,
+            r.gmacs_per_s,
+            r.macs_per_token,
+            r.kernel,
+            r.blob_bytes,
+            r.arena_bytes
+        );
+    }
+    if let (Some((p, g)), Some(o)) = (ratio, other) {
+        text += &format!(
+            "ratio {} / {}: prefill {p:.2}x, generate {g:.2}x (same run, interleaved)\n",
+            blob.display(),
+            o.display()
+        );
+    }
+    say(&text)?;
+    Ok(Outcome::Ok)
+}
+
 fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
     if json {
         let r = run_demo(&opts, |_| ())?;
@@ -424,6 +614,18 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             sampling: sampling.into(),
             json: *json,
         }),
+        Cmd::Eval { blob, text, tokenizer, reference, max_tokens, json } => cmd_eval(EvalArgs {
+            blob,
+            text,
+            tokenizer,
+            reference: reference.as_deref(),
+            max_tokens: *max_tokens,
+            json: *json,
+        }),
+        Cmd::Bench { blob, tokens, repeat, compare, json } => {
+            let opts = BenchOptions { tokens: *tokens, repeat: *repeat, ..BenchOptions::default() };
+            cmd_bench(blob, compare.as_deref(), opts, *json)
+        }
         Cmd::Demo { seed, n, prompt, temperature, top_k, top_p, json } => {
             let sampling = Sampling { temperature: *temperature, top_k: *top_k, top_p: *top_p, seed: *seed };
             cmd_demo(DemoOptions { seed: *seed, n: *n, prompt: prompt.clone(), sampling }, *json)

@@ -1,7 +1,68 @@
-//! Prompt encoding and streamed decoding with the tokenizer stored in a blob.
+//! Prompt encoding and streamed decoding with the tokenizer stored in a blob, or with a
+//! tokenizer JSON read by the packer ([`TokenizerTable`]). Encoding lives here only:
+//! [`encode`] works on anything that can look a token up ([`Vocab`]).
+
+use std::collections::HashMap;
 
 use itera_edge::format::TokenizerKind;
 use itera_edge::Tokenizer;
+use itera_pack::writer::TokenizerTable;
+
+/// A token table that text can be encoded with.
+pub trait Vocab {
+    /// Word or char level.
+    fn kind(&self) -> TokenizerKind;
+    /// Id that unknown input maps to.
+    fn unk_id(&self) -> u32;
+    /// The id of one token's exact text, if named (the first id when named twice).
+    fn id_of(&self, text: &str) -> Option<u32>;
+}
+
+impl Vocab for Tokenizer<'_> {
+    fn kind(&self) -> TokenizerKind {
+        Tokenizer::kind(self)
+    }
+    fn unk_id(&self) -> u32 {
+        Tokenizer::unk_id(self)
+    }
+    fn id_of(&self, text: &str) -> Option<u32> {
+        Tokenizer::id_of(self, text)
+    }
+}
+
+/// A [`TokenizerTable`] (e.g. from `itera_pack::convert::read_tokenizer`) indexed for fast
+/// lookup. Empty entries (ids the JSON does not name) never match.
+#[derive(Clone, Debug)]
+pub struct TableVocab {
+    kind: TokenizerKind,
+    unk_id: u32,
+    ids: HashMap<String, u32>,
+}
+
+impl TableVocab {
+    /// Indexes `table`; when a text is named by several ids, the first wins (as in the core).
+    pub fn new(table: &TokenizerTable) -> Self {
+        let mut ids = HashMap::with_capacity(table.tokens.len());
+        for (i, t) in table.tokens.iter().enumerate() {
+            if !t.is_empty() {
+                ids.entry(t.clone()).or_insert(i as u32);
+            }
+        }
+        TableVocab { kind: table.kind, unk_id: table.unk_id, ids }
+    }
+}
+
+impl Vocab for TableVocab {
+    fn kind(&self) -> TokenizerKind {
+        self.kind
+    }
+    fn unk_id(&self) -> u32 {
+        self.unk_id
+    }
+    fn id_of(&self, text: &str) -> Option<u32> {
+        self.ids.get(text).copied()
+    }
+}
 
 /// Encodes `text` as the Itera-Lite tokenizers do.
 ///
@@ -9,7 +70,7 @@ use itera_edge::Tokenizer;
 ///   unknown id if the table does not name it (punctuation stays part of the word, as in
 ///   the source tokenizer: `day,` is its own token);
 /// * char level: each character → its id, or the unknown id.
-pub fn encode(tok: &Tokenizer<'_>, text: &str) -> Vec<u32> {
+pub fn encode<V: Vocab + ?Sized>(tok: &V, text: &str) -> Vec<u32> {
     let unk = tok.unk_id();
     match tok.kind() {
         TokenizerKind::Word => text.to_lowercase().split_whitespace().map(|w| tok.id_of(w).unwrap_or(unk)).collect(),
@@ -18,6 +79,11 @@ pub fn encode(tok: &Tokenizer<'_>, text: &str) -> Vec<u32> {
             text.chars().map(|c| tok.id_of(c.encode_utf8(&mut buf)).unwrap_or(unk)).collect()
         }
     }
+}
+
+/// Encodes `text` with a tokenizer table (see [`encode`]).
+pub fn encode_with_table(table: &TokenizerTable, text: &str) -> Vec<u32> {
+    encode(&TableVocab::new(table), text)
 }
 
 /// Decodes a whole sequence, tokens joined by the tokenizer's separator.
@@ -56,7 +122,6 @@ impl TextStream {
 mod tests {
     use super::*;
     use itera_pack::inspect::AlignedBytes;
-    use itera_pack::writer::TokenizerTable;
 
     fn blob_with(kind: TokenizerKind, tokens: &[&str]) -> AlignedBytes {
         let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1);
@@ -85,5 +150,21 @@ mod tests {
         let tok = blob.tokenizer().unwrap();
         assert_eq!(encode(&tok, "ab é!"), vec![2, 3, 4, 5, 1]);
         assert_eq!(decode(&tok, &[3, 2, 4, 5]), "ba é");
+    }
+
+    #[test]
+    fn tables_encode_like_the_blob_tokenizer() {
+        for (kind, tokens, text) in [
+            (TokenizerKind::Word, &["<PAD>", "<UNK>", "once", "", "a", "once"][..], "Once upon A  once"),
+            (TokenizerKind::Char, &["", "?", "a", "b", " ", "a"][..], "ab a!"),
+        ] {
+            let table = TokenizerTable { kind, unk_id: 1, tokens: tokens.iter().map(|s| s.to_string()).collect() };
+            let bytes = blob_with(kind, tokens);
+            let blob = itera_edge::Blob::parse(&bytes).unwrap();
+            let tok = blob.tokenizer().unwrap();
+            assert_eq!(encode_with_table(&table, text), encode(&tok, text), "{kind:?}");
+        }
+        let words = TokenizerTable { kind: TokenizerKind::Word, unk_id: 1, tokens: vec!["".into(), "<UNK>".into()] };
+        assert_eq!(encode_with_table(&words, "x"), vec![1]);
     }
 }
