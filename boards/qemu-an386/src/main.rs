@@ -60,6 +60,46 @@ fn calibrate(n: u32) -> u64 {
     (ticks() - t) * INSTRUCTIONS_PER_TICK
 }
 
+/// Stack below the entry point's frame that [`paint_stack`] marks and [`stack_used`] scans.
+const STACK_PROBE: usize = 64 * 1024;
+const PAINT: u32 = 0x5A5A_A5A5;
+
+/// Fills the `STACK_PROBE` bytes below the current stack pointer with a pattern; returns the
+/// stack pointer it started from.
+fn paint_stack() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    let bottom = sp - STACK_PROBE;
+    for addr in (bottom..sp - 256).step_by(4) {
+        // SAFETY: QEMU's mps2-an386 has 4 MiB of RAM and the stack starts at its top, far from
+        // .bss; these words lie below the live stack (256 bytes of margin for this frame), so
+        // nothing uses them yet. Volatile so the writes are not elided.
+        unsafe { core::ptr::write_volatile(addr as *mut u32, PAINT) };
+    }
+    sp
+}
+
+/// Bytes between the top of the stack (`_stack_start`, from cortex-m-rt's linker script) and `sp`:
+/// the frames already live when painting starts (`main`'s own frame holds the `Model`).
+fn stack_above(sp: usize) -> usize {
+    extern "C" {
+        static _stack_start: u32;
+    }
+    // Only the linker symbol's address is taken (safe since Rust 2024's rules); it is never read.
+    let top = core::ptr::addr_of!(_stack_start) as usize;
+    top.saturating_sub(sp)
+}
+
+/// Bytes of stack used below `sp` since [`paint_stack`]: the deepest overwritten word.
+fn stack_used(sp: usize) -> usize {
+    let bottom = sp - STACK_PROBE;
+    let untouched = (bottom..sp - 256)
+        .step_by(4)
+        // SAFETY: the same painted, in-RAM, aligned words as in `paint_stack`.
+        .take_while(|&addr| unsafe { core::ptr::read_volatile(addr as *const u32) } == PAINT)
+        .count();
+    STACK_PROBE - untouched * 4
+}
+
 fn fail(what: &str, e: itera_edge::Error) -> ! {
     hprintln!("error: {}: {}", what, e);
     debug::exit(debug::EXIT_FAILURE);
@@ -75,6 +115,7 @@ fn main() -> ! {
     core.SYST.enable_interrupt();
     core.SYST.enable_counter();
 
+    let sp = paint_stack();
     let arena = cortex_m::singleton!(: Arena<ARENA_BYTES> = Arena::new()).unwrap_or_else(|| loop {});
     let t0 = ticks();
     let blob = Blob::parse(&BLOB.0).unwrap_or_else(|e| fail("blob", e));
@@ -114,6 +155,7 @@ fn main() -> ! {
     hprintln!("logits_fnv1a: {:#018x}", run.checksum());
 
     let per_token = step_ticks * INSTRUCTIONS_PER_TICK / GENERATE.max(1) as u64;
+    hprintln!("stack_bytes: {}", stack_above(sp) + stack_used(sp));
     hprintln!("parse_instructions: {}", parse_ticks * INSTRUCTIONS_PER_TICK);
     hprintln!("prefill_instructions_per_token: {}", prefill_ticks * INSTRUCTIONS_PER_TICK / PROMPT.len().max(1) as u64);
     hprintln!("instructions_per_token: {}", per_token);
