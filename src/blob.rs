@@ -233,7 +233,12 @@ fn check_entry(e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), E
     if start < data_offset || start.checked_add(len).is_none_or(|end| end > body) {
         return Err(bad("data lies outside the data section"));
     }
-    if e.dtype.bytes_for(n) != Some(len) {
+    // Int4 rows are packed independently (each starts on a byte): `rows * ceil(cols / 2)`.
+    let expected_len = match e.dtype {
+        DType::I4 => (e.shape[0] as usize).checked_mul((e.shape[1] as usize).div_ceil(2)),
+        d => d.bytes_for(n),
+    };
+    if expected_len != Some(len) {
         return Err(bad("data length does not match shape and dtype"));
     }
     match (e.dtype, e.quant) {

@@ -1,12 +1,84 @@
 //! The kernels: every weight matrix of the model is a [`Matrix`], and the forward pass only
-//! ever asks one for `y = W·x` or for one of its rows. Each storage format (f32 now; f16,
-//! int8 and int4 later) implements those two operations here and nowhere else.
+//! ever asks one for `y = W·x` or for one of its rows. Each storage format (f32, f16, int8,
+//! int4) implements those two operations here and nowhere else.
+//!
+//! Integer matrices compute with integers: [`Matrix::matvec`] quantizes the input once per
+//! call to symmetric int8 (`sx = max|x| / 127`, `xq = round(x / sx)` clamped to ±127) into a
+//! caller-provided scratch buffer, accumulates `q·xq` exactly in `i32` per scale group, and
+//! rescales once per group: `y = (Σ_g (Σ q·xq − zp·Σ xq) as f32 · scale_g) · sx`. Integer sums
+//! are exact and every float operation runs in a fixed order (no fused multiply-add), so the
+//! result is bit-identical on every target.
+
+use half::f16;
+use libm::roundf;
+
+/// Longest row (`cols`) an integer matrix may have: keeps every per-group `i32` sum of
+/// `q · xq` (each at most 128 · 127 in magnitude) far from overflow.
+pub const MAX_INT_COLS: usize = 1 << 16;
+
+/// A quantized matrix's scale table, borrowed from the blob.
+#[derive(Clone, Copy, Debug)]
+pub enum Scales<'a> {
+    /// One f32 scale per group.
+    F32(&'a [f32]),
+    /// One f16 scale per group (converted exactly to f32 when used).
+    F16(&'a [f16]),
+    /// One scale for the whole tensor (per-tensor affine int8).
+    One(f32),
+}
+
+impl Scales<'_> {
+    /// Scale number `i` (row-major over `rows × groups_per_row`).
+    #[inline]
+    fn get(&self, i: usize) -> f32 {
+        match *self {
+            Scales::F32(s) => s.get(i).copied().unwrap_or(0.0),
+            Scales::F16(s) => s.get(i).map_or(0.0, |v| v.to_f32()),
+            Scales::One(s) => s,
+        }
+    }
+
+    /// Whether the table holds the `count` scales a matrix needs.
+    fn holds(&self, count: usize) -> bool {
+        match self {
+            Scales::F32(s) => s.len() == count,
+            Scales::F16(s) => s.len() == count,
+            Scales::One(s) => s.is_finite(),
+        }
+    }
+}
 
 /// How a matrix's elements are stored, borrowed in place from the blob.
 #[derive(Clone, Copy, Debug)]
 pub enum Weights<'a> {
     /// Row-major f32.
     F32(&'a [f32]),
+    /// Row-major IEEE binary16, computed in f32.
+    F16(&'a [f16]),
+    /// Row-major int8: `value = (q − zero_point) · scale_g`, one scale per `group` consecutive
+    /// elements of a row (`group >= cols`: one per row). Grouped tensors have `zero_point` 0;
+    /// a per-tensor affine tensor is [`Scales::One`] with its zero point.
+    I8 {
+        /// Elements, `rows * cols`.
+        q: &'a [i8],
+        /// Scales, `rows * ceil(cols / group)` (or one).
+        scales: Scales<'a>,
+        /// Elements per scale along a row.
+        group: usize,
+        /// Zero point subtracted from every `q`.
+        zero_point: i32,
+    },
+    /// Row-major int4 in −8..=7, two per byte (low nibble first); every row starts on a byte
+    /// (`ceil(cols / 2)` bytes per row). `value = q · scale_g`, one scale per `group` elements
+    /// of a row; `group` is even unless it covers the whole row.
+    I4 {
+        /// Packed elements, `rows * ceil(cols / 2)` bytes.
+        packed: &'a [u8],
+        /// Scales, `rows * ceil(cols / group)`.
+        scales: Scales<'a>,
+        /// Elements per scale along a row.
+        group: usize,
+    },
 }
 
 /// A `rows × cols` row-major weight matrix.
@@ -18,12 +90,28 @@ pub struct Matrix<'a> {
 }
 
 impl<'a> Matrix<'a> {
-    /// A matrix over `weights`; `None` unless they hold exactly `rows * cols` elements.
+    /// A matrix over `weights`; `None` unless they hold exactly `rows * cols` elements (and,
+    /// for quantized weights, the scales those need, a nonzero group, at most
+    /// [`MAX_INT_COLS`] columns, and for int4 an even group or one group per row).
     pub fn new(rows: usize, cols: usize, weights: Weights<'a>) -> Option<Self> {
-        let n = match weights {
-            Weights::F32(w) => w.len(),
+        let n = rows.checked_mul(cols)?;
+        let scale_count = |group: usize| rows.checked_mul(cols.div_ceil(group));
+        let ok = match weights {
+            Weights::F32(w) => w.len() == n,
+            Weights::F16(w) => w.len() == n,
+            Weights::I8 { q, scales, group, .. } => {
+                group > 0 && cols <= MAX_INT_COLS && q.len() == n && scales.holds(scale_count(group)?)
+            }
+            Weights::I4 { packed, scales, group } => {
+                group > 0
+                    && (group % 2 == 0 || group >= cols)
+                    && cols <= MAX_INT_COLS
+                    && Some(packed.len()) == rows.checked_mul(cols.div_ceil(2))
+                    && !matches!(scales, Scales::One(_))
+                    && scales.holds(scale_count(group)?)
+            }
         };
-        (rows.checked_mul(cols) == Some(n)).then_some(Matrix { rows, cols, weights })
+        ok.then_some(Matrix { rows, cols, weights })
     }
 
     /// Output length of [`Matrix::matvec`].
@@ -36,52 +124,244 @@ impl<'a> Matrix<'a> {
         self.cols
     }
 
+    /// The storage this matrix reads.
+    pub fn weights(&self) -> &Weights<'a> {
+        &self.weights
+    }
+
+    /// Whether [`Matrix::matvec`] needs `cols` bytes of int8 scratch.
+    pub fn needs_scratch(&self) -> bool {
+        matches!(self.weights, Weights::I8 { .. } | Weights::I4 { .. })
+    }
+
     /// Which kernel computes with this matrix (for reports).
     pub fn kernel_name(&self) -> &'static str {
         match self.weights {
             Weights::F32(_) => "f32-scalar",
+            Weights::F16(_) => "f16",
+            Weights::I8 { .. } => "i8-scalar",
+            Weights::I4 { .. } => "i4-scalar",
         }
     }
 
-    /// `y = W·x`. `x` must hold `cols` values and `y` `rows`; shorter slices compute a
-    /// prefix (the model sizes every buffer from the same config, so they always match).
-    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+    /// `y = W·x`. `x` must hold `cols` values and `y` `rows`; integer matrices also need
+    /// `scratch` of `cols` bytes (float ones ignore it). Shorter slices compute a prefix (the
+    /// model sizes every buffer from the same config, so they always match). Never panics.
+    pub fn matvec(&self, x: &[f32], y: &mut [f32], scratch: &mut [i8]) {
+        let cols = self.cols;
         match self.weights {
             Weights::F32(w) => {
-                for (row, out) in w.chunks_exact(self.cols).zip(y.iter_mut()) {
+                for (row, out) in w.chunks_exact(cols.max(1)).zip(y.iter_mut()) {
                     *out = dot_f32(row, x);
+                }
+            }
+            Weights::F16(w) => {
+                for (row, out) in w.chunks_exact(cols.max(1)).zip(y.iter_mut()) {
+                    *out = dot_f16(row, x);
+                }
+            }
+            Weights::I8 { q, scales, group, zero_point } => {
+                let n = cols.min(x.len()).min(scratch.len());
+                let xq = &mut scratch[..n];
+                let Some(sx) = quantize(&x[..n], xq) else {
+                    y.iter_mut().take(self.rows).for_each(|v| *v = 0.0);
+                    return;
+                };
+                let xq = &*xq;
+                let groups = cols.div_ceil(group);
+                for (r, (row, out)) in q.chunks_exact(cols.max(1)).zip(y.iter_mut()).enumerate() {
+                    let mut sum = 0.0f32;
+                    for (g, (wg, xg)) in row[..n].chunks(group).zip(xq.chunks(group)).enumerate() {
+                        let mut acc = dot_i8(wg, xg) as i64;
+                        if zero_point != 0 {
+                            acc -= zero_point as i64 * sum_i8(xg) as i64;
+                        }
+                        sum += acc as f32 * scales.get(r * groups + g);
+                    }
+                    *out = sum * sx;
+                }
+            }
+            Weights::I4 { packed, scales, group } => {
+                let n = cols.min(x.len()).min(scratch.len());
+                let xq = &mut scratch[..n];
+                let Some(sx) = quantize(&x[..n], xq) else {
+                    y.iter_mut().take(self.rows).for_each(|v| *v = 0.0);
+                    return;
+                };
+                let xq = &*xq;
+                let groups = cols.div_ceil(group);
+                let row_bytes = cols.div_ceil(2).max(1);
+                // `group` is even (or covers the row), so every group starts on a byte.
+                let group_bytes = group.div_ceil(2);
+                for (r, (row, out)) in packed.chunks_exact(row_bytes).zip(y.iter_mut()).enumerate() {
+                    let mut sum = 0.0f32;
+                    for (g, (pg, xg)) in row.chunks(group_bytes).zip(xq.chunks(group)).enumerate() {
+                        sum += dot_i4(pg, xg) as f32 * scales.get(r * groups + g);
+                    }
+                    *out = sum * sx;
                 }
             }
         }
     }
 
-    /// `out += W[row, ..]` (embedding lookup).
+    /// `out += W[row, ..]`, dequantized (embedding lookup).
     pub fn add_row(&self, row: usize, out: &mut [f32]) {
+        if row >= self.rows {
+            return;
+        }
+        let cols = self.cols;
         match self.weights {
             Weights::F32(w) => {
-                let r = w.chunks_exact(self.cols).nth(row).unwrap_or(&[]);
+                let r = w.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
                 for (o, v) in out.iter_mut().zip(r) {
                     *o += v;
+                }
+            }
+            Weights::F16(w) => {
+                let r = w.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
+                for (o, v) in out.iter_mut().zip(r) {
+                    *o += f16_to_f32(*v);
+                }
+            }
+            Weights::I8 { q, scales, group, zero_point } => {
+                let r = q.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
+                let groups = cols.div_ceil(group);
+                for (j, (o, &v)) in out.iter_mut().zip(r).enumerate() {
+                    *o += (v as i32 - zero_point) as f32 * scales.get(row * groups + j / group);
+                }
+            }
+            Weights::I4 { packed, scales, group } => {
+                let rb = cols.div_ceil(2);
+                let r = packed.get(row * rb..(row + 1) * rb).unwrap_or(&[]);
+                let groups = cols.div_ceil(group);
+                for (j, o) in out.iter_mut().take(cols).enumerate() {
+                    let b = r.get(j / 2).copied().unwrap_or(0);
+                    let v = if j % 2 == 0 { lo_nibble(b) } else { hi_nibble(b) };
+                    *o += v as f32 * scales.get(row * groups + j / group);
                 }
             }
         }
     }
 }
 
+/// Symmetric per-vector int8 quantization: `sx = max|x| / 127`, `xq = round(x / sx)` clamped
+/// to −127..=127. Returns `sx`, or `None` (and leaves `xq` alone) if `x` is all zeros or
+/// not finite.
+pub fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if !(amax > 0.0 && amax.is_finite()) {
+        return None;
+    }
+    let sx = amax / 127.0;
+    for (q, v) in xq.iter_mut().zip(x) {
+        *q = roundf(v / sx).clamp(-127.0, 127.0) as i8;
+    }
+    Some(sx)
+}
+
+/// The low nibble of `b` as a signed int4.
+#[inline]
+fn lo_nibble(b: u8) -> i8 {
+    ((b << 4) as i8) >> 4
+}
+
+/// The high nibble of `b` as a signed int4.
+#[inline]
+fn hi_nibble(b: u8) -> i8 {
+    (b as i8) >> 4
+}
+
+/// Exact `Σ a·b` over int8, 16 independent `i32` lanes (vectorises to `pmaddwd` / `SMLAD`).
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    const L: usize = 16;
+    let mut acc = [0i32; L];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let tail: i32 = ac.remainder().iter().zip(bc.remainder()).map(|(&x, &y)| x as i32 * y as i32).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..L {
+            acc[i] += x[i] as i32 * y[i] as i32;
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// Exact `Σ x` over int8.
+#[inline]
+fn sum_i8(x: &[i8]) -> i32 {
+    x.iter().map(|&v| v as i32).sum()
+}
+
+/// Exact `Σ q·x` where `q` is int4 packed two per byte (low nibble first) and `x` holds the
+/// matching int8 values (an odd `x` uses only the last byte's low nibble).
+#[inline]
+pub fn dot_i4(packed: &[u8], x: &[i8]) -> i32 {
+    const B: usize = 16;
+    let mut acc = 0i32;
+    let (pc, xc) = (packed.chunks_exact(B), x.chunks_exact(2 * B));
+    let (pr, xr) = (pc.remainder(), xc.remainder());
+    for (p, xs) in pc.zip(xc) {
+        let mut w = [0i8; 2 * B];
+        for i in 0..B {
+            w[2 * i] = lo_nibble(p[i]);
+            w[2 * i + 1] = hi_nibble(p[i]);
+        }
+        let mut lanes = [0i32; 2 * B];
+        for i in 0..2 * B {
+            lanes[i] = w[i] as i32 * xs[i] as i32;
+        }
+        acc += lanes.iter().sum::<i32>();
+    }
+    for (j, &v) in xr.iter().enumerate() {
+        let b = pr.get(j / 2).copied().unwrap_or(0);
+        let w = if j % 2 == 0 { lo_nibble(b) } else { hi_nibble(b) };
+        acc += w as i32 * v as i32;
+    }
+    acc
+}
+
 /// Dot product with eight independent accumulators, a shape LLVM vectorises.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b, |v| v)
+}
+
+/// [`dot_f32`] of `a` converted (exactly) to f32, in the same order of operations.
+pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
+    dot_lanes(a, b, f16_to_f32)
+}
+
+/// Exact binary16 → binary32 (same value as `half`'s; NaNs stay NaN with their payload),
+/// branch-free bit arithmetic that vectorises, with no subnormal float arithmetic.
+#[inline(always)]
+pub fn f16_to_f32(h: f16) -> f32 {
+    let h = h.to_bits() as u32;
+    let sign = (h & 0x8000) << 16;
+    let exp = (h >> 10) & 0x1F;
+    let mant = h & 0x03FF;
+    // Every candidate is computed and one selected, so the loop stays branch-free.
+    let normal = ((exp + 112) << 23) | (mant << 13);
+    // Zero or subnormal: mant · 2^-24, exact and normal in f32.
+    let subnormal = (mant as i32 as f32 * (1.0 / 16_777_216.0)).to_bits();
+    let special = 0x7F80_0000 | (mant << 13);
+    let bits = if exp == 0 { subnormal } else { normal };
+    let bits = if exp == 0x1F { special } else { bits };
+    f32::from_bits(sign | bits)
+}
+
+#[inline(always)]
+fn dot_lanes<T: Copy>(a: &[T], b: &[f32], f: impl Fn(T) -> f32) -> f32 {
     const L: usize = 8;
     let mut acc = [0.0f32; L];
     let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for i in 0..L {
-            acc[i] += x[i] * y[i];
+            acc[i] += f(x[i]) * y[i];
         }
     }
     let mut tail = 0.0;
     for (x, y) in ar.iter().zip(br) {
-        tail += x * y;
+        tail += f(*x) * y;
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
@@ -95,7 +375,7 @@ mod tests {
         let w: [f32; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let m = Matrix::new(2, 3, Weights::F32(&w)).expect("shape");
         let mut y = [0.0; 2];
-        m.matvec(&[1.0, 0.5, -1.0], &mut y);
+        m.matvec(&[1.0, 0.5, -1.0], &mut y, &mut []);
         assert_eq!(y, [1.0 + 1.0 - 3.0, 4.0 + 2.5 - 6.0]);
         assert!(Matrix::new(4, 2, Weights::F32(&w)).is_none());
     }
@@ -105,5 +385,71 @@ mod tests {
         let a: [f32; 19] = core::array::from_fn(|i| i as f32);
         let b = [2.0f32; 19];
         assert_eq!(dot_f32(&a, &b), 2.0 * (0..19).sum::<i32>() as f32);
+    }
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_value() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            let (ours, theirs) = (f16_to_f32(h), h.to_f32());
+            if theirs.is_nan() {
+                assert!(ours.is_nan(), "{bits:#06x}");
+                assert_eq!(ours.to_bits() & 0x8000_0000, theirs.to_bits() & 0x8000_0000);
+            } else {
+                assert_eq!(ours.to_bits(), theirs.to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn nibbles_sign_extend() {
+        for v in -8i8..=7 {
+            let b = (v as u8 & 0x0F) | ((v as u8) << 4);
+            assert_eq!(lo_nibble(b), v);
+            assert_eq!(hi_nibble(b), v);
+        }
+    }
+
+    #[test]
+    fn int8_matvec_is_exact_on_representable_inputs() {
+        // x = [127, -127, 0] quantizes with sx = 1 exactly; scales are powers of two.
+        let q: [i8; 6] = [1, 2, 3, -4, 5, -6];
+        let scales = [0.5f32, 0.25];
+        let m = Matrix::new(2, 3, Weights::I8 { q: &q, scales: Scales::F32(&scales), group: 3, zero_point: 0 })
+            .expect("shape");
+        let mut y = [0.0; 2];
+        let mut s = [0i8; 3];
+        m.matvec(&[127.0, -127.0, 0.0], &mut y, &mut s);
+        assert_eq!(y, [(127.0 - 254.0) * 0.5, (-508.0 - 635.0) * 0.25]);
+        // Per-tensor affine: (q - zp) * scale.
+        let m =
+            Matrix::new(2, 3, Weights::I8 { q: &q, scales: Scales::One(0.5), group: 3, zero_point: 1 }).expect("shape");
+        m.matvec(&[127.0, -127.0, 0.0], &mut y, &mut s);
+        assert_eq!(y, [(0.0 - 127.0) * 0.5, (-5.0 * 127.0 - 4.0 * 127.0) * 0.5]);
+        let mut row = [0.0; 3];
+        m.add_row(1, &mut row);
+        assert_eq!(row, [-2.5, 2.0, -3.5]);
+        // Zero input: zero output.
+        m.matvec(&[0.0; 3], &mut y, &mut s);
+        assert_eq!(y, [0.0; 2]);
+    }
+
+    #[test]
+    fn int4_rows_start_on_a_byte() {
+        // 2 x 3, rows packed separately: [1, -2, 3 | pad], [-8, 7, -1 | pad].
+        let packed = [0xE1u8, 0x03, 0x78, 0x0F];
+        let scales = [f16::from_f32(1.0), f16::from_f32(2.0)];
+        let m =
+            Matrix::new(2, 3, Weights::I4 { packed: &packed, scales: Scales::F16(&scales), group: 3 }).expect("shape");
+        let mut row = [0.0; 3];
+        m.add_row(1, &mut row);
+        assert_eq!(row, [-16.0, 14.0, -2.0]);
+        let mut y = [0.0; 2];
+        let mut s = [0i8; 3];
+        m.matvec(&[127.0, 0.0, -127.0], &mut y, &mut s);
+        assert_eq!(y, [(127.0 - 381.0), (-1016.0 + 127.0) * 2.0]);
+        assert!(Matrix::new(2, 4, Weights::I4 { packed: &packed, scales: Scales::F16(&scales), group: 2 }).is_none());
+        let odd = Matrix::new(1, 6, Weights::I4 { packed: &packed[..3], scales: Scales::F16(&scales), group: 3 });
+        assert!(odd.is_none(), "an odd group that splits a row is refused");
     }
 }

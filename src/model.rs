@@ -17,8 +17,8 @@ use libm::{erff, expf, log1pf, sqrtf};
 
 use crate::blob::Blob;
 use crate::error::Error;
-use crate::format::{Config, DType, Role, TensorEntry, MAX_EXPERTS, MAX_LAYERS};
-use crate::kernels::{Matrix, Weights};
+use crate::format::{Config, DType, Quant, Role, ScaleType, TensorEntry, MAX_EXPERTS, MAX_LAYERS};
+use crate::kernels::{Matrix, Scales, Weights};
 use crate::tokenizer::Tokenizer;
 
 /// Most expert weight pairs (over all MoE layers) a [`Model`] holds.
@@ -84,12 +84,16 @@ pub struct Model<'a> {
     final_norm: Norm<'a>,
     lm_head: Matrix<'a>,
     tokenizer: Option<Tokenizer<'a>>,
+    /// Bytes of int8 scratch `matvec` needs: the widest integer matrix's `cols` (0 if none).
+    scratch_len: usize,
 }
 
 /// Walks the blob's tensor table in canonical order, handing out typed views.
 struct Tensors<'b, 'a, I> {
     blob: &'b Blob<'a>,
     rows: I,
+    /// Widest `cols` of an integer matrix that `matvec` runs on so far.
+    scratch_len: usize,
 }
 
 impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
@@ -112,14 +116,62 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
         self.f32s(&e)
     }
 
-    fn matrix(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
+    fn scales(&self, e: &TensorEntry, scale_type: ScaleType) -> Result<Scales<'a>, Error> {
+        let bytes = self.blob.scales(e);
+        Ok(match scale_type {
+            ScaleType::F32 => Scales::F32(bytemuck::try_cast_slice(bytes).map_err(|_| Error::BlobNotAligned)?),
+            ScaleType::F16 => Scales::F16(bytemuck::try_cast_slice(bytes).map_err(|_| Error::BlobNotAligned)?),
+        })
+    }
+
+    /// A weight matrix in whatever dtype the blob stores it.
+    fn weights(&self, e: &TensorEntry) -> Result<Weights<'a>, Error> {
+        let data = self.blob.data(e);
+        let aligned = |_| Error::BlobNotAligned;
+        Ok(match (e.dtype, e.quant) {
+            (DType::F32, Quant::None) => Weights::F32(bytemuck::try_cast_slice(data).map_err(aligned)?),
+            (DType::F16, Quant::None) => Weights::F16(bytemuck::try_cast_slice(data).map_err(aligned)?),
+            (DType::I8, Quant::PerTensor { scale, zero_point }) => Weights::I8 {
+                q: bytemuck::cast_slice(data),
+                scales: Scales::One(scale),
+                group: (e.shape[1] as usize).max(1),
+                zero_point,
+            },
+            (DType::I8, Quant::Grouped { group, scale_type, .. }) => Weights::I8 {
+                q: bytemuck::cast_slice(data),
+                scales: self.scales(e, scale_type)?,
+                group: group as usize,
+                zero_point: 0,
+            },
+            (DType::I4, Quant::Grouped { group, scale_type, .. }) => {
+                Weights::I4 { packed: data, scales: self.scales(e, scale_type)?, group: group as usize }
+            }
+            _ => return Err(Error::UnsupportedDType { role: e.role, layer: e.layer, dtype: e.dtype }),
+        })
+    }
+
+    /// The next tensor as a matrix; `matvec`: whether the forward pass multiplies with it
+    /// (then its int8 scratch need counts), or only reads rows.
+    fn matrix_for(&mut self, role: Role, matvec: bool) -> Result<Matrix<'a>, Error> {
         let e = self.next(role)?;
-        let w = Weights::F32(self.f32s(&e)?);
-        Matrix::new(e.shape[0] as usize, e.shape[1] as usize, w).ok_or(Error::BadTensor {
+        let w = self.weights(&e)?;
+        let m = Matrix::new(e.shape[0] as usize, e.shape[1] as usize, w).ok_or(Error::BadTensor {
             role,
             layer: e.layer,
-            why: "data does not match shape",
-        })
+            why: "data does not match shape and quantization",
+        })?;
+        if matvec && m.needs_scratch() {
+            self.scratch_len = self.scratch_len.max(m.cols());
+        }
+        Ok(m)
+    }
+
+    fn matrix(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
+        self.matrix_for(role, true)
+    }
+
+    fn table(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
+        self.matrix_for(role, false)
     }
 
     fn norm(&mut self, weight: Role, bias: Role) -> Result<Norm<'a>, Error> {
@@ -135,9 +187,9 @@ impl<'a> Model<'a> {
     /// Builds the weight views of a parsed blob. Fails only on a dtype this build cannot run.
     pub fn new(blob: &Blob<'a>) -> Result<Self, Error> {
         let config = *blob.config();
-        let mut t = Tensors { blob, rows: blob.tensors() };
-        let embedding = t.matrix(Role::Embedding)?;
-        let position = t.matrix(Role::Position)?;
+        let mut t = Tensors { blob, rows: blob.tensors(), scratch_len: 0 };
+        let embedding = t.table(Role::Embedding)?;
+        let position = t.table(Role::Position)?;
         let mut layers = Vec::new();
         let mut experts = Vec::new();
         for l in 0..config.n_layers {
@@ -179,7 +231,18 @@ impl<'a> Model<'a> {
         }
         let final_norm = t.norm(Role::FinalNormWeight, Role::FinalNormBias)?;
         let lm_head = t.matrix(Role::LmHead)?;
-        Ok(Model { config, embedding, position, layers, experts, final_norm, lm_head, tokenizer: blob.tokenizer() })
+        let scratch_len = t.scratch_len;
+        Ok(Model {
+            config,
+            embedding,
+            position,
+            layers,
+            experts,
+            final_norm,
+            lm_head,
+            tokenizer: blob.tokenizer(),
+            scratch_len,
+        })
     }
 
     /// Hyper-parameters.
@@ -192,14 +255,21 @@ impl<'a> Model<'a> {
         self.tokenizer.as_ref()
     }
 
-    /// Exact bytes of arena a [`crate::Session`] needs (a 4-aligned buffer).
+    /// Exact bytes of arena a [`crate::Session`] needs (a 4-aligned buffer): the f32
+    /// buffers, then the int8 scratch of the integer kernels (none for float-only models).
     pub fn arena_bytes(&self) -> usize {
-        buffer_lens(&self.config).iter().sum::<usize>() * 4
+        self.float_count() * 4 + self.scratch_len
     }
 
-    /// Name of the kernel the largest matrix (`lm_head`) runs on.
+    /// f32s at the start of the arena.
+    pub(crate) fn float_count(&self) -> usize {
+        buffer_lens(&self.config).iter().sum::<usize>()
+    }
+
+    /// Name of the kernel the bulk of the work runs on (layer 0's `in_proj`; every
+    /// projection of a blob normally shares one dtype).
     pub fn kernel_name(&self) -> &'static str {
-        self.lm_head.kernel_name()
+        self.layers.first().map_or(self.lm_head, |l| l.ssm.in_proj).kernel_name()
     }
 
     /// Multiply-accumulates of one token through the weights (experts: the `top_k` picked).
@@ -234,7 +304,7 @@ impl<'a> Model<'a> {
             // ---- SSM block: x += out_proj · (y ⊙ silu(g)) ----
             let p = &layer.ssm;
             layer_norm(s.x, &p.norm, eps, s.h);
-            p.in_proj.matvec(s.h, s.ug);
+            p.in_proj.matvec(s.h, s.ug, s.xq);
             let (u, g) = s.ug.split_at(c.d_inner as usize);
 
             // Causal depthwise conv over time: each channel keeps its last K-1 inputs,
@@ -250,32 +320,32 @@ impl<'a> Model<'a> {
             }
 
             // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
-            p.delta_proj.matvec(s.v, s.t);
+            p.delta_proj.matvec(s.v, s.t, s.xq);
             let dt = s.t.iter().zip(p.delta_bias).map(|(z, b)| softplus(z + b)).sum::<f32>() / c.d_inner as f32;
 
             // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
-            p.b.matvec(s.v, s.bu);
+            p.b.matvec(s.v, s.bu, s.xq);
             for ((s_n, a_log), bu) in state.iter_mut().zip(p.a_log).zip(s.bu.iter()) {
                 *s_n = expf(-dt * expf(*a_log)) * *s_n + dt * bu;
             }
 
             // y = C·s + D ⊙ u, gated by silu(g)
-            p.c.matvec(state, s.t);
+            p.c.matvec(state, s.t, s.xq);
             for (((y, d), v), g) in s.t.iter_mut().zip(p.d).zip(s.v.iter()).zip(g) {
                 *y = (*y + d * v) * silu(*g);
             }
-            p.out_proj.matvec(s.t, s.h);
+            p.out_proj.matvec(s.t, s.h, s.xq);
             add(s.x, s.h);
 
             // ---- FFN or MoE: x += mixer(LN(x)) ----
             layer_norm(s.x, &layer.mix_norm, eps, s.h);
             match layer.mixer {
                 Mixer::Ffn(mlp) => {
-                    mlp.apply(s.h, s.hidden, s.acc);
+                    mlp.apply(s.h, s.hidden, s.acc, s.xq);
                     add(s.x, s.acc);
                 }
                 Mixer::Moe { gate, first } => {
-                    gate.matvec(s.h, s.z);
+                    gate.matvec(s.h, s.z, s.xq);
                     let picked = top_k(s.z, c.top_k as usize);
                     // Softmax over the picked router logits only.
                     let max = picked.iter().map(|&i| s.z[i]).fold(f32::NEG_INFINITY, f32::max);
@@ -283,7 +353,7 @@ impl<'a> Model<'a> {
                     for &i in &picked {
                         let weight = expf(s.z[i] - max) / total;
                         if let Some(expert) = self.experts.get(first + i) {
-                            expert.apply(s.h, s.hidden, s.acc);
+                            expert.apply(s.h, s.hidden, s.acc, s.xq);
                             for (x, y) in s.x.iter_mut().zip(s.acc.iter()) {
                                 *x += weight * y;
                             }
@@ -295,18 +365,18 @@ impl<'a> Model<'a> {
 
         // logits = lm_head · LN(x)
         layer_norm(s.x, &self.final_norm, eps, s.h);
-        self.lm_head.matvec(s.h, s.logits);
+        self.lm_head.matvec(s.h, s.logits, s.xq);
     }
 }
 
 impl Mlp<'_> {
-    /// `out = w2 · gelu(w1 · x)`, with `hidden` as scratch.
-    fn apply(&self, x: &[f32], hidden: &mut [f32], out: &mut [f32]) {
+    /// `out = w2 · gelu(w1 · x)`, with `hidden` (and `scratch` for integer kernels) as scratch.
+    fn apply(&self, x: &[f32], hidden: &mut [f32], out: &mut [f32], scratch: &mut [i8]) {
         let rows = self.w1.rows().min(hidden.len());
         let hidden = &mut hidden[..rows];
-        self.w1.matvec(x, hidden);
+        self.w1.matvec(x, hidden, scratch);
         hidden.iter_mut().for_each(|h| *h = gelu(*h));
-        self.w2.matvec(hidden, out);
+        self.w2.matvec(hidden, out, scratch);
     }
 }
 
@@ -413,11 +483,14 @@ pub(crate) struct State<'s> {
     pub conv: &'s mut [f32],
     /// Per layer: SSM state, `[layers][N]`.
     pub ssm: &'s mut [f32],
+    /// The integer kernels' quantized input, `[widest integer matrix cols]` (may be empty).
+    pub xq: &'s mut [i8],
 }
 
 impl<'s> State<'s> {
-    /// Splits `floats` (exactly `buffer_lens` long in total) into the buffers.
-    pub(crate) fn carve(c: &Config, mut floats: &'s mut [f32]) -> Self {
+    /// Splits `floats` (exactly `buffer_lens` long in total) into the buffers; `xq` is the
+    /// int8 scratch (`Model::scratch_len` bytes).
+    pub(crate) fn carve(c: &Config, mut floats: &'s mut [f32], xq: &'s mut [i8]) -> Self {
         let lens = buffer_lens(c);
         let mut parts: [&'s mut [f32]; 12] = Default::default();
         for (part, len) in parts.iter_mut().zip(lens) {
@@ -426,7 +499,7 @@ impl<'s> State<'s> {
             floats = tail;
         }
         let [x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm] = parts;
-        State { x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm }
+        State { x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm, xq }
     }
 
     /// Zeroes the recurrent state (conv history and SSM state) and the logits.

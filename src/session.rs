@@ -47,9 +47,10 @@ impl<'s, 'a> Session<'s, 'a> {
         if arena.len() < needed {
             return Err(Error::ArenaTooSmall { needed, available: arena.len() });
         }
-        let floats: &mut [f32] =
-            bytemuck::try_cast_slice_mut(&mut arena[..needed]).map_err(|_| Error::ArenaNotAligned)?;
-        let mut state = State::carve(model.config(), floats);
+        let (floats, xq) = arena[..needed].split_at_mut(model.float_count() * 4);
+        let floats: &mut [f32] = bytemuck::try_cast_slice_mut(floats).map_err(|_| Error::ArenaNotAligned)?;
+        let xq: &mut [i8] = bytemuck::cast_slice_mut(xq);
+        let mut state = State::carve(model.config(), floats, xq);
         state.reset();
         Ok(Session { model, state, pos: 0 })
     }

@@ -1,0 +1,445 @@
+//! The f16, int8 and int4 kernels against independent references, and whole models packed
+//! with each dtype against the same model in f32.
+
+use half::f16;
+use itera_edge::format::Role;
+use itera_edge::kernels::{Matrix, Scales, Weights};
+use itera_edge::{sample::argmax, Blob, Error, Model, Rng, Session};
+use itera_pack::convert::{build, PackOptions};
+use itera_pack::inspect::AlignedBytes;
+use itera_pack::synthetic::{micro_config, state_dict, tiny_config};
+use itera_pack::writer::{BlobBuilder, Payload};
+
+fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| scale * (2.0 * rng.next_f32() - 1.0)).collect()
+}
+
+/// The input quantization, written out independently: symmetric, `max|x| / 127`.
+fn quantize_ref(x: &[f32]) -> Option<(f32, Vec<i8>)> {
+    let amax = x.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    if amax == 0.0 {
+        return None;
+    }
+    let sx = amax / 127.0;
+    Some((sx, x.iter().map(|v| (v / sx).round().clamp(-127.0, 127.0) as i8).collect()))
+}
+
+/// A quantized matrix as plain values: `w[r][c] = (q - zp) * scale[r][c / group]`.
+struct Quantized {
+    rows: usize,
+    cols: usize,
+    q: Vec<i8>,
+    group: usize,
+    scales: Vec<f32>,
+    zero_point: i32,
+}
+
+impl Quantized {
+    fn groups(&self) -> usize {
+        self.cols.div_ceil(self.group)
+    }
+
+    fn scale(&self, r: usize, c: usize) -> f32 {
+        if self.scales.len() == 1 {
+            self.scales[0]
+        } else {
+            self.scales[r * self.groups() + c / self.group]
+        }
+    }
+
+    fn value(&self, r: usize, c: usize) -> f32 {
+        (self.q[r * self.cols + c] as i32 - self.zero_point) as f32 * self.scale(r, c)
+    }
+
+    /// Bit-exact scalar model of the integer kernel: exact integer sums per group, then
+    /// `Σ_g acc_g as f32 * s_g` in group order, times `sx`.
+    fn int_ref(&self, x: &[f32]) -> Vec<f32> {
+        let Some((sx, xq)) = quantize_ref(x) else { return vec![0.0; self.rows] };
+        (0..self.rows)
+            .map(|r| {
+                let mut sum = 0.0f32;
+                for g in 0..self.groups() {
+                    let cols = g * self.group..((g + 1) * self.group).min(self.cols);
+                    let acc: i64 = cols
+                        .clone()
+                        .map(|c| (self.q[r * self.cols + c] as i64 - self.zero_point as i64) * xq[c] as i64)
+                        .sum();
+                    sum += acc as f32 * self.scale(r, g * self.group);
+                }
+                sum * sx
+            })
+            .collect()
+    }
+
+    /// f64 product of the dequantized weights with the dequantized input; also returns
+    /// `Σ |w·x|` per row, the scale the error is measured against.
+    fn f64_ref(&self, x: &[f32]) -> Vec<(f64, f64)> {
+        let Some((sx, xq)) = quantize_ref(x) else { return vec![(0.0, 0.0); self.rows] };
+        (0..self.rows)
+            .map(|r| {
+                let terms = (0..self.cols).map(|c| self.value(r, c) as f64 * (xq[c] as f64 * sx as f64));
+                terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()))
+            })
+            .collect()
+    }
+}
+
+fn quantize_i8(rng: &mut Rng, rows: usize, cols: usize, group: usize) -> Quantized {
+    let q = (0..rows * cols).map(|_| (rng.next_u32() % 256) as u8 as i8).collect();
+    let scales = random(rng, rows * cols.div_ceil(group), 0.01).iter().map(|s| s.abs() + 1e-3).collect();
+    Quantized { rows, cols, q, group, scales, zero_point: 0 }
+}
+
+fn quantize_i4(rng: &mut Rng, rows: usize, cols: usize, group: usize) -> Quantized {
+    let q = (0..rows * cols).map(|_| (rng.next_u32() % 16) as i8 - 8).collect();
+    let scales =
+        random(rng, rows * cols.div_ceil(group), 0.05).iter().map(|s| f16::from_f32(s.abs() + 1e-3).to_f32()).collect();
+    Quantized { rows, cols, q, group, scales, zero_point: 0 }
+}
+
+/// Packs int4 values row by row, low nibble first (as the packer writes them).
+fn pack_i4(q: &[i8], cols: usize) -> Vec<u8> {
+    q.chunks(cols)
+        .flat_map(|row| row.chunks(2).map(|p| (p[0] as u8 & 0x0F) | ((*p.get(1).unwrap_or(&0) as u8) << 4)))
+        .collect()
+}
+
+fn check(name: &str, m: &Matrix<'_>, reference: &Quantized, x: &[f32]) {
+    let mut y = vec![f32::NAN; m.rows()];
+    let mut scratch = vec![0i8; m.cols()];
+    m.matvec(x, &mut y, &mut scratch);
+    assert_eq!(
+        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        reference.int_ref(x).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "{name}: integer kernel differs from the scalar integer reference"
+    );
+    for (r, (&got, (want, mag))) in y.iter().zip(reference.f64_ref(x)).enumerate() {
+        assert!((got as f64 - want).abs() <= 1e-4 * mag.max(1e-30), "{name} row {r}: {got} vs {want} (Σ|t| {mag})");
+    }
+    for r in [0, m.rows() / 2, m.rows() - 1] {
+        let mut row = vec![1.0f32; m.cols()];
+        m.add_row(r, &mut row);
+        for (c, v) in row.iter().enumerate() {
+            assert_eq!(*v, 1.0 + reference.value(r, c), "{name}: add_row({r})[{c}]");
+        }
+    }
+}
+
+const SHAPES: [(usize, usize, usize); 8] =
+    [(5, 64, 64), (7, 96, 32), (3, 19, 19), (4, 40, 8), (6, 128, 32), (3, 13, 13), (4, 50, 10), (2, 200, 200)];
+
+#[test]
+fn int8_grouped_and_per_row_match_both_references() {
+    let mut rng = Rng::new(7);
+    for (rows, cols, group) in SHAPES {
+        let r = quantize_i8(&mut rng, rows, cols, group);
+        let w = Weights::I8 { q: &r.q, scales: Scales::F32(&r.scales), group, zero_point: 0 };
+        let m = Matrix::new(rows, cols, w).expect("shape");
+        assert_eq!(m.kernel_name(), "i8-scalar");
+        for scale in [1.0, 1e-3, 50.0] {
+            check(&format!("i8 {rows}x{cols}/{group}"), &m, &r, &random(&mut rng, cols, scale));
+        }
+        let zeros = vec![0.0; cols];
+        check("i8 zero input", &m, &r, &zeros);
+    }
+}
+
+#[test]
+fn int8_per_tensor_affine_matches_both_references() {
+    let mut rng = Rng::new(8);
+    for (rows, cols, _) in SHAPES {
+        for zero_point in [0, -3, 17, -128] {
+            let mut r = quantize_i8(&mut rng, rows, cols, cols);
+            r.scales = vec![0.0123];
+            r.zero_point = zero_point;
+            let w = Weights::I8 { q: &r.q, scales: Scales::One(0.0123), group: cols, zero_point };
+            let m = Matrix::new(rows, cols, w).expect("shape");
+            check(&format!("i8 affine zp {zero_point} {rows}x{cols}"), &m, &r, &random(&mut rng, cols, 2.0));
+        }
+    }
+}
+
+#[test]
+fn int4_matches_both_references() {
+    let mut rng = Rng::new(9);
+    for (rows, cols, group) in SHAPES {
+        if group % 2 == 1 && group < cols {
+            continue;
+        }
+        let r = quantize_i4(&mut rng, rows, cols, group);
+        let packed = pack_i4(&r.q, cols);
+        let scales: Vec<f16> = r.scales.iter().map(|&s| f16::from_f32(s)).collect();
+        let m = Matrix::new(rows, cols, Weights::I4 { packed: &packed, scales: Scales::F16(&scales), group })
+            .expect("shape");
+        assert_eq!(m.kernel_name(), "i4-scalar");
+        for scale in [1.0, 1e-3, 50.0] {
+            check(&format!("i4 {rows}x{cols}/{group}"), &m, &r, &random(&mut rng, cols, scale));
+        }
+    }
+}
+
+#[test]
+fn f16_equals_f32_of_the_converted_weights() {
+    let mut rng = Rng::new(10);
+    for (rows, cols, _) in SHAPES {
+        let w: Vec<f16> = random(&mut rng, rows * cols, 0.3).into_iter().map(f16::from_f32).collect();
+        let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        let (a, b) =
+            (Matrix::new(rows, cols, Weights::F16(&w)).unwrap(), Matrix::new(rows, cols, Weights::F32(&wf)).unwrap());
+        assert_eq!(a.kernel_name(), "f16");
+        let x = random(&mut rng, cols, 1.0);
+        let (mut ya, mut yb) = (vec![0.0; rows], vec![0.0; rows]);
+        a.matvec(&x, &mut ya, &mut []);
+        b.matvec(&x, &mut yb, &mut []);
+        assert_eq!(ya, yb);
+        let (mut ra, mut rb) = (vec![0.5; cols], vec![0.5; cols]);
+        a.add_row(rows - 1, &mut ra);
+        b.add_row(rows - 1, &mut rb);
+        assert_eq!(ra, rb);
+    }
+}
+
+#[test]
+fn malformed_quantized_matrices_are_refused_not_run() {
+    let q = [0i8; 12];
+    let i8m = |rows, cols, group, scales: &'static [f32]| {
+        Matrix::new(rows, cols, Weights::I8 { q: &q, scales: Scales::F32(scales), group, zero_point: 0 }).is_some()
+    };
+    assert!(i8m(3, 4, 4, &[1.0; 3]));
+    assert!(!i8m(3, 4, 4, &[1.0; 2]), "too few scales");
+    assert!(!i8m(3, 4, 0, &[1.0; 3]), "group 0");
+    assert!(!i8m(4, 4, 4, &[1.0; 4]), "too few elements");
+    let packed = [0u8; 6];
+    let s16 = [f16::ONE; 6];
+    assert!(Matrix::new(3, 4, Weights::I4 { packed: &packed, scales: Scales::F16(&s16[..3]), group: 4 }).is_some());
+    assert!(Matrix::new(3, 3, Weights::I4 { packed: &packed, scales: Scales::F16(&s16[..3]), group: 3 }).is_some());
+    assert!(Matrix::new(3, 4, Weights::I4 { packed: &packed[..5], scales: Scales::F16(&s16[..3]), group: 4 }).is_none());
+    assert!(Matrix::new(3, 4, Weights::I4 { packed: &packed, scales: Scales::F16(&s16), group: 1 }).is_none());
+    assert!(Matrix::new(3, 4, Weights::I4 { packed: &packed, scales: Scales::One(1.0), group: 4 }).is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole models.
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    F16,
+    I8,
+    I8Affine,
+    I4,
+}
+
+fn is_matrix(role: Role) -> bool {
+    use Role::*;
+    matches!(
+        role,
+        Embedding
+            | Position
+            | InProj
+            | B
+            | C
+            | DeltaProj
+            | OutProj
+            | FfnW1
+            | FfnW2
+            | Gate
+            | ExpertW1
+            | ExpertW2
+            | LmHead
+    )
+}
+
+/// Symmetric per-group quantization with `qmax` levels each side.
+fn symmetric(w: &[f32], cols: usize, group: usize, qmax: f32) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::new();
+    for row in w.chunks(cols) {
+        for g in row.chunks(group) {
+            let amax = g.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = if amax > 0.0 { amax / qmax } else { 1.0 };
+            let s = if qmax < 100.0 { f16::from_f32(s).to_f32() } else { s };
+            scales.push(s);
+            q.extend(g.iter().map(|v| (v / s).round().clamp(-qmax - 1.0, qmax) as i8));
+        }
+    }
+    (q, scales)
+}
+
+fn convert(b: &mut BlobBuilder, kind: Kind) {
+    for t in &mut b.tensors {
+        let Payload::F32(w) = &t.payload else { continue };
+        if !is_matrix(t.role) {
+            continue;
+        }
+        let cols = t.shape[1] as usize;
+        t.payload = match kind {
+            Kind::F16 => Payload::F16(w.iter().map(|&v| f16::from_f32(v)).collect()),
+            Kind::I8 => {
+                let (q, scales) = symmetric(w, cols, cols, 127.0);
+                Payload::I8Grouped { q, group: cols as u32, scales }
+            }
+            Kind::I8Affine => {
+                let (lo, hi) = w.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+                let scale = (hi - lo) / 255.0;
+                let zero_point = (-128.0 - lo / scale).round() as i32;
+                let q =
+                    w.iter().map(|v| ((v / scale).round() + zero_point as f32).clamp(-128.0, 127.0) as i8).collect();
+                Payload::I8PerTensor { q, scale, zero_point }
+            }
+            Kind::I4 => {
+                let (q, scales) = symmetric(w, cols, 32, 7.0);
+                Payload::I4Grouped { q, group: 32, scales: scales.into_iter().map(f16::from_f32).collect() }
+            }
+        };
+    }
+}
+
+fn blob(config: &itera_edge::Config, kind: Option<Kind>) -> AlignedBytes {
+    let mut b = build(&state_dict(config, 11), &PackOptions::default()).expect("build");
+    if let Some(kind) = kind {
+        convert(&mut b, kind);
+    }
+    AlignedBytes::from(b.finish().expect("finish").as_slice())
+}
+
+const TOKENS: [u32; 12] = [1, 17, 5, 42, 3, 9, 1999, 0, 250, 77, 8, 1024];
+
+fn run(bytes: &[u8], tokens: &[u32]) -> (Vec<Vec<f32>>, &'static str, usize) {
+    let blob = Blob::parse(bytes).expect("parse");
+    let model = Model::new(&blob).expect("model");
+    let vocab = model.config().vocab;
+    let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
+    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("session");
+    let logits = tokens.iter().map(|&t| s.step(t % vocab).expect("step").to_vec()).collect();
+    (logits, model.kernel_name(), model.arena_bytes())
+}
+
+fn fnv1a(logits: &[Vec<f32>]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in logits.iter().flatten().flat_map(|v| v.to_bits().to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// (top-1 agreement, max |Δ| / logit range) of `b` against `a`.
+fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f32) {
+    let agree = a.iter().zip(b).filter(|(x, y)| argmax(x) == argmax(y)).count() as f64 / a.len() as f64;
+    let mut worst = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        let (lo, hi) = x.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+        worst = worst.max(d / (hi - lo));
+    }
+    (agree, worst)
+}
+
+#[test]
+fn quantized_models_track_the_f32_model() {
+    let config = micro_config();
+    let (base, kernel, arena) = run(&blob(&config, None), &TOKENS);
+    assert_eq!(kernel, "f32-scalar");
+    for (kind, name, min_agree, max_rel) in [
+        (Kind::F16, "f16", 1.0, 1e-3),
+        (Kind::I8, "i8-scalar", 0.9, 0.02),
+        (Kind::I8Affine, "i8-scalar", 0.9, 0.03),
+        (Kind::I4, "i4-scalar", 0.75, 0.2),
+    ] {
+        let (logits, k, a) = run(&blob(&config, Some(kind)), &TOKENS);
+        let (agree, rel) = compare(&base, &logits);
+        eprintln!("{kind:?}: kernel {k}, arena {a} bytes (f32: {arena}), top-1 {agree:.3}, max|Δ|/range {rel:.5}");
+        assert_eq!(k, name);
+        assert!(agree >= min_agree && rel <= max_rel, "{kind:?}: top-1 {agree}, max|Δ|/range {rel}");
+        let scratch = if kind == Kind::F16 { 0 } else { config.d_inner as usize };
+        assert_eq!(a, arena + scratch, "{kind:?}: arena = f32 buffers + widest integer row");
+    }
+}
+
+#[test]
+fn int8_logits_are_bit_identical_run_to_run() {
+    for (config, kind) in [(micro_config(), Kind::I8), (micro_config(), Kind::I4), (tiny_config(), Kind::I8)] {
+        let bytes = blob(&config, Some(kind));
+        let (a, _, _) = run(&bytes, &TOKENS);
+        let (b, _, _) = run(&bytes, &TOKENS);
+        let (ha, hb) = (fnv1a(&a), fnv1a(&b));
+        eprintln!("{kind:?} vocab {}: FNV-1a of logits for {TOKENS:?}: {ha:#018x}", config.vocab);
+        assert_eq!(ha, hb);
+        // A reset session reproduces the same logits too.
+        let blob = Blob::parse(&bytes).unwrap();
+        let model = Model::new(&blob).unwrap();
+        let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
+        let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+        for _ in 0..2 {
+            let again: Vec<Vec<f32>> = TOKENS.iter().map(|&t| s.step(t % config.vocab).unwrap().to_vec()).collect();
+            assert_eq!(fnv1a(&again), ha);
+            s.reset();
+        }
+    }
+}
+
+#[test]
+fn an_integer_model_arena_one_byte_short_is_refused() {
+    let bytes = blob(&tiny_config(), Some(Kind::I4));
+    let blob = Blob::parse(&bytes).expect("parse");
+    let model = Model::new(&blob).expect("model");
+    let needed = model.arena_bytes();
+    let mut words = vec![0u32; needed.div_ceil(4) + 1];
+    let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    let err = Session::new(&model, &mut arena[..needed - 1]).err();
+    assert_eq!(err, Some(Error::ArenaTooSmall { needed, available: needed - 1 }));
+    let mut s = Session::new(&model, &mut arena[..needed]).expect("exact arena");
+    assert!(s.step(3).expect("step").iter().all(|v| v.is_finite()));
+}
+
+/// Host timing of one matvec per dtype and of whole micro-model tokens (not a check; run
+/// with `cargo test --release -p itera-edge --test kernels -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing() {
+    use std::time::Instant;
+    let config = micro_config();
+    for kind in [None, Some(Kind::F16), Some(Kind::I8), Some(Kind::I4)] {
+        let bytes = blob(&config, kind);
+        let blob = Blob::parse(&bytes).unwrap();
+        let model = Model::new(&blob).unwrap();
+        let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
+        let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+        let n = 2000;
+        let start = Instant::now();
+        for i in 0..n {
+            if s.position() == config.max_seq {
+                s.reset();
+            }
+            std::hint::black_box(s.step(i % config.vocab).unwrap());
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        eprintln!("micro {:?} ({}): {us:.1} us/token", kind, model.kernel_name());
+    }
+    let mut rng = Rng::new(1);
+    let (rows, cols) = (2048, 512);
+    let w = random(&mut rng, rows * cols, 0.1);
+    let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let (q8, s8) = symmetric(&w, cols, cols, 127.0);
+    let (q4, s4) = symmetric(&w, cols, 32, 7.0);
+    let p4 = pack_i4(&q4, cols);
+    let s4: Vec<f16> = s4.iter().map(|&s| f16::from_f32(s)).collect();
+    let mats = [
+        Matrix::new(rows, cols, Weights::F32(&w)).unwrap(),
+        Matrix::new(rows, cols, Weights::F16(&w16)).unwrap(),
+        Matrix::new(rows, cols, Weights::I8 { q: &q8, scales: Scales::F32(&s8), group: cols, zero_point: 0 }).unwrap(),
+        Matrix::new(rows, cols, Weights::I4 { packed: &p4, scales: Scales::F16(&s4), group: 32 }).unwrap(),
+    ];
+    let x = random(&mut rng, cols, 1.0);
+    let mut y = vec![0.0; rows];
+    let mut scratch = vec![0i8; cols];
+    for m in mats {
+        let n = 200;
+        let start = Instant::now();
+        for _ in 0..n {
+            m.matvec(std::hint::black_box(&x), &mut y, &mut scratch);
+        }
+        let s = start.elapsed().as_secs_f64() / n as f64;
+        eprintln!("{rows}x{cols} {}: {:.1} us, {:.2} GMAC/s", m.kernel_name(), s * 1e6, (rows * cols) as f64 / s / 1e9);
+    }
+}
