@@ -6,6 +6,7 @@ use itera_edge::format::{for_each_expected, Config, Expected, Role};
 use thiserror::Error;
 
 use crate::checkpoint::{RawTensor, StateDict, TensorData};
+use crate::quant::{self, QDType, QuantPolicy};
 use crate::tokenizer_json::parse_tokenizer;
 use crate::writer::{BlobBuilder, Payload, PendingTensor, TokenizerTable};
 
@@ -20,11 +21,13 @@ pub struct PackOptions {
     pub tokenizer: Option<TokenizerTable>,
     /// Provenance pairs to record (the packer adds its own version).
     pub meta: Vec<(String, String)>,
+    /// Which dtype each tensor is stored in (default: all f32, qint8 tensors dequantized).
+    pub quant: QuantPolicy,
 }
 
 impl Default for PackOptions {
     fn default() -> Self {
-        PackOptions { top_k: 2, norm_eps: 1e-5, tokenizer: None, meta: Vec::new() }
+        PackOptions { top_k: 2, norm_eps: 1e-5, tokenizer: None, meta: Vec::new(), quant: QuantPolicy::default() }
     }
 }
 
@@ -82,6 +85,9 @@ pub enum ConvertError {
     /// Inconsistent structure.
     #[error("{0}")]
     Structure(String),
+    /// A `--quant` policy rule that cannot be applied (names its file and line).
+    #[error("quantization policy {0}")]
+    Policy(String),
 }
 
 /// Training-only buffers that carry no inference weight.
@@ -227,8 +233,12 @@ pub fn to_f32(t: &RawTensor) -> Vec<f32> {
 /// Checks a state dict against the config it implies and builds the blob contents.
 pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertError> {
     let config = infer_config(sd, opts)?;
+    let policy = &opts.quant;
     let mut used = BTreeSet::new();
     let mut tensors = Vec::new();
+    let mut sqnr: Vec<(String, f64)> = Vec::new();
+    // Per rule: (matched a quantizable matrix, matched an always-f32 tensor).
+    let mut hits = vec![(false, false); policy.rules.len()];
     for_each_expected(&config, |e| {
         let name = checkpoint_name(&config, &e);
         if e.role == Role::LmHead && config.tied_lm_head {
@@ -251,22 +261,72 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(ConvertError::NonFinite { name, index, value });
         }
+        let qint8 = matches!(t.data, TensorData::QInt8 { .. });
+        let quantizable = quant::is_quantizable(e.role);
+        for (rule, hit) in policy.rules.iter().zip(hits.iter_mut()) {
+            if quant::glob_match(&rule.pattern, &name) {
+                if quantizable {
+                    hit.0 = true;
+                } else {
+                    hit.1 = true;
+                }
+            }
+        }
+        let (dtype, _) = policy.resolve(&name, e.role, qint8);
+        let cols = e.shape[1] as usize;
+        let payload = match (&t.data, dtype) {
+            (TensorData::QInt8 { q, scale, zero_point }, QDType::Int8) => keep_qint8(q, *scale, *zero_point, e.shape),
+            (_, dtype) => quant::quantize(&values, cols, dtype),
+        };
+        if dtype != QDType::F32 {
+            let deq = quant::dequantize(&payload, cols).unwrap_or_default();
+            if let Some((index, &value)) = deq.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ConvertError::Structure(format!(
+                    "tensor '{name}' overflows {} at element {index} ({value}); store it as f32",
+                    dtype.name()
+                )));
+            }
+            sqnr.push((name.clone(), quant::sqnr_db(&values, &deq)));
+        }
         used.insert(name);
-        tensors.push(PendingTensor {
-            role: e.role,
-            layer: e.layer,
-            expert: e.expert,
-            shape: e.shape,
-            payload: Payload::F32(values),
-        });
+        tensors.push(PendingTensor { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape, payload });
         Ok(())
     })?;
     if let Some(extra) = sd.names().find(|n| !used.contains(*n) && !ignored(n)) {
         return Err(ConvertError::Unexpected(extra.to_string()));
     }
+    for (rule, &(matrix, fixed)) in policy.rules.iter().zip(&hits) {
+        if fixed && !matrix && rule.dtype != QDType::F32 {
+            return Err(ConvertError::Policy(format!(
+                "{}: `{} = {}` names only tensors that always stay f32 (norms, conv, A_log, D, delta_proj bias, router gate, positions)",
+                rule.location(),
+                rule.pattern,
+                rule.dtype.name()
+            )));
+        }
+        if !fixed && !matrix {
+            eprintln!("warning: {}: pattern `{}` matches no tensor", rule.location(), rule.pattern);
+        }
+    }
     let mut meta = vec![("packer".to_string(), format!("itera-pack {}", env!("CARGO_PKG_VERSION")))];
     meta.extend(opts.meta.iter().cloned());
+    if !policy.is_all_f32() {
+        meta.push(("quant".into(), policy.describe()));
+        let pairs: Vec<String> = sqnr.iter().map(|(n, db)| format!("{n}={}", quant::format_db(*db))).collect();
+        meta.push(("sqnr_db".into(), pairs.join(";")));
+    }
     Ok(BlobBuilder { config: Some(config), tensors, tokenizer: opts.tokenizer.clone(), meta })
+}
+
+/// A PyTorch qint8 tensor stored as it is: per-row scales when symmetric (exact), else the
+/// per-tensor affine pair.
+fn keep_qint8(q: &[i8], scale: f64, zero_point: i64, shape: [u32; 2]) -> Payload {
+    let [rows, cols] = shape;
+    if zero_point == 0 {
+        Payload::I8Grouped { q: q.to_vec(), group: cols, scales: vec![scale as f32; rows as usize] }
+    } else {
+        Payload::I8PerTensor { q: q.to_vec(), scale: scale as f32, zero_point: zero_point as i32 }
+    }
 }
 
 /// Reads a tokenizer JSON file (word-level `token_to_id`/`id_to_token` or char-level

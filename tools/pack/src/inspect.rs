@@ -1,11 +1,27 @@
 //! What a blob holds, for people (`itera-pack inspect`) and machines (`--json`).
 
+use std::collections::BTreeMap;
+
+use itera_edge::format::Expected;
 use itera_edge::{Blob, Model};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use crate::convert::checkpoint_name;
+use crate::quant::parse_sqnr_meta;
+
+fn ser_db<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(db) if db.is_finite() => s.serialize_f64(*db),
+        Some(_) => s.serialize_str("inf"),
+        None => s.serialize_none(),
+    }
+}
 
 /// One tensor row of the report.
 #[derive(Serialize, Debug)]
 pub struct TensorRow {
+    /// Checkpoint tensor name.
+    pub name: String,
     /// Role name.
     pub role: String,
     /// Layer.
@@ -20,8 +36,14 @@ pub struct TensorRow {
     pub offset: u32,
     /// Bytes.
     pub bytes: u32,
+    /// Bytes of its scale table (grouped int8/int4), 0 otherwise.
+    pub scale_bytes: u32,
     /// Shares its bytes with an earlier tensor (tied).
     pub shared: bool,
+    /// Quantization SQNR in dB against the checkpoint (`null` when stored losslessly as f32,
+    /// the string `"inf"` when the stored values are exact, e.g. kept qint8).
+    #[serde(serialize_with = "ser_db")]
+    pub sqnr_db: Option<f64>,
 }
 
 /// Everything `inspect` prints.
@@ -48,7 +70,11 @@ pub struct Report {
 /// Parses `bytes` (4-aligned) and describes them.
 pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
     let blob = Blob::parse(bytes)?;
+    // Quantized dtypes the core cannot run yet are still described: no arena/MAC figures.
     let model = Model::new(&blob);
+    let sqnr: BTreeMap<String, f64> =
+        blob.provenance().filter(|(k, _)| *k == "sqnr_db").flat_map(|(_, v)| parse_sqnr_meta(v)).collect();
+    let c = *blob.config();
     let mut seen = std::collections::BTreeSet::new();
     let mut weight_bytes = 0u64;
     let tensors = blob
@@ -58,7 +84,13 @@ pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
             if !shared {
                 weight_bytes += e.len as u64;
             }
+            let name =
+                checkpoint_name(&c, &Expected { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape });
+            let scale_bytes = if shared { 0 } else { blob.scales(&e).len() as u32 };
+            weight_bytes += scale_bytes as u64;
             TensorRow {
+                sqnr_db: sqnr.get(&name).copied(),
+                name,
                 role: format!("{:?}", e.role),
                 layer: e.layer,
                 expert: e.expert,
@@ -66,11 +98,11 @@ pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
                 shape: e.shape,
                 offset: e.offset,
                 bytes: e.len,
+                scale_bytes,
                 shared,
             }
         })
         .collect();
-    let c = blob.config();
     let config = serde_json::json!({
         "vocab": c.vocab, "d_model": c.d_model, "n_layers": c.n_layers, "d_inner": c.d_inner,
         "d_state": c.d_state, "conv_kernel": c.conv_kernel, "max_seq": c.max_seq,
@@ -104,18 +136,142 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10}",
-        "role", "layer", "expert", "dtype", "shape", "offset", "bytes"
+        "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10} {:>8}",
+        "role", "layer", "expert", "dtype", "shape", "offset", "bytes", "sqnr dB"
     );
     for t in &r.tensors {
         let shape = format!("{}x{}", t.shape[0], t.shape[1]);
-        let bytes = if t.shared { "(tied)".to_string() } else { t.bytes.to_string() };
+        let bytes = if t.shared { "(tied)".to_string() } else { (t.bytes + t.scale_bytes).to_string() };
+        let db = match t.sqnr_db {
+            None => "-".to_string(),
+            Some(db) => crate::quant::format_db(db),
+        };
         let _ = writeln!(
             s,
-            "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10}",
-            t.role, t.layer, t.expert, t.dtype, shape, t.offset, bytes
+            "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10} {:>8}",
+            t.role, t.layer, t.expert, t.dtype, shape, t.offset, bytes, db
         );
     }
+    s
+}
+
+/// Bytes per group (`embedding/positions`, `layer N`, `head`) and dtype, in display order.
+pub fn size_breakdown(r: &Report) -> Vec<(String, BTreeMap<String, u64>)> {
+    let n_layers = r.config["n_layers"].as_u64().unwrap_or(0) as usize;
+    let mut groups: Vec<(String, BTreeMap<String, u64>)> = std::iter::once("embedding/positions".to_string())
+        .chain((0..n_layers).map(|l| format!("layer {l}")))
+        .chain(std::iter::once("head".to_string()))
+        .map(|g| (g, BTreeMap::new()))
+        .collect();
+    let head = groups.len() - 1;
+    for t in r.tensors.iter().filter(|t| !t.shared) {
+        let idx = match t.role.as_str() {
+            "Embedding" | "Position" => 0,
+            "FinalNormWeight" | "FinalNormBias" | "LmHead" => head,
+            _ => (t.layer as usize + 1).min(head),
+        };
+        *groups[idx].1.entry(t.dtype.clone()).or_default() += (t.bytes + t.scale_bytes) as u64;
+    }
+    groups
+}
+
+fn dtype_color(d: &str) -> &'static str {
+    match d {
+        "F32" => "#4e79a7",
+        "F16" => "#59a14f",
+        "I8" => "#f28e2b",
+        "I4" => "#e15759",
+        _ => "#9c9c9c",
+    }
+}
+
+/// An SVG bar chart of where the blob's bytes go: one horizontal bar per group, stacked by dtype.
+pub fn size_chart_svg(r: &Report) -> String {
+    use std::fmt::Write;
+    let groups = size_breakdown(r);
+    let dtypes = ["F32", "F16", "I8", "I4"];
+    let labels = ["f32", "f16", "int8", "int4"];
+    let max = groups.iter().map(|(_, m)| m.values().sum::<u64>()).max().unwrap_or(0).max(1);
+    // Round the axis up to a 1/2/5 step in KiB.
+    let max_kib = max as f64 / 1024.0;
+    let mag = 10f64.powf(max_kib.log10().floor().max(0.0));
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag / 2.0).find(|s| max_kib / s <= 8.0).unwrap_or(mag * 2.0);
+    let axis_kib = (max_kib / step).ceil().max(1.0) * step;
+    let (left, top, bar_h, gap, plot_w) = (150.0, 60.0, 22.0, 8.0, 560.0);
+    let plot_h = groups.len() as f64 * (bar_h + gap);
+    let (width, height) = (left + plot_w + 90.0, top + plot_h + 60.0);
+    let x = |bytes: f64| left + bytes / 1024.0 / axis_kib * plot_w;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="20" font-size="15" font-weight="bold">Blob bytes by layer and dtype ({} bytes total)</text>"#,
+        left, r.blob_bytes
+    );
+    // Legend.
+    for (i, (d, l)) in dtypes.iter().zip(labels).enumerate() {
+        let lx = left + i as f64 * 90.0;
+        let _ = writeln!(s, r#"<rect x="{lx}" y="32" width="14" height="14" fill="{}"/>"#, dtype_color(d));
+        let _ = writeln!(s, r#"<text x="{}" y="44">{l}</text>"#, lx + 20.0);
+    }
+    // Grid and x axis.
+    let ticks = (axis_kib / step).round() as usize;
+    for i in 0..=ticks {
+        let kib = i as f64 * step;
+        let tx = x(kib * 1024.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{tx}" y1="{top}" x2="{tx}" y2="{}" stroke="#ddd"/><text x="{tx}" y="{}" text-anchor="middle">{}</text>"##,
+            top + plot_h,
+            top + plot_h + 16.0,
+            if step < 1.0 { format!("{kib:.1}") } else { format!("{kib:.0}") }
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        top + plot_h,
+        left + plot_w,
+        top + plot_h
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">size (KiB)</text>"#,
+        left + plot_w / 2.0,
+        top + plot_h + 40.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">tensor group</text>"#,
+        top + plot_h / 2.0
+    );
+    // Bars.
+    for (i, (name, by_dtype)) in groups.iter().enumerate() {
+        let y = top + gap / 2.0 + i as f64 * (bar_h + gap);
+        let _ =
+            writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{name}</text>"#, left - 8.0, y + bar_h / 2.0 + 4.0);
+        let mut acc = 0u64;
+        for d in dtypes.iter().copied().chain(by_dtype.keys().map(String::as_str).filter(|k| !dtypes.contains(k))) {
+            let Some(&b) = by_dtype.get(d) else { continue };
+            if b == 0 {
+                continue;
+            }
+            let (x0, x1) = (x(acc as f64), x((acc + b) as f64));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x0:.2}" y="{y}" width="{:.2}" height="{bar_h}" fill="{}"><title>{name}: {d} {b} bytes</title></rect>"#,
+                (x1 - x0).max(0.5),
+                dtype_color(d)
+            );
+            acc += b;
+        }
+        let _ = writeln!(s, r#"<text x="{:.2}" y="{}">{acc}</text>"#, x(acc as f64) + 4.0, y + bar_h / 2.0 + 4.0);
+    }
+    s.push_str("</svg>\n");
     s
 }
 

@@ -5,7 +5,36 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use itera_pack::quant::QuantPolicy;
 use itera_pack::{convert, inspect, PackOptions};
+
+const QUANT_HELP: &str = "\
+Storage dtype policy: f32 | f16 | int8 | int4 | mixed | keep, optionally PRESET:POLICY_FILE.
+
+  f32    everything f32; PyTorch qint8 tensors are dequantized (default)
+  f16    weight matrices f16
+  int8   all weight matrices int8, one scale per row; qint8 checkpoint tensors are kept
+         bit-exactly (never dequantized and requantized)
+  int4   weight matrices int4 (groups of 32, MSE-chosen f16 scales), embedding int8
+  mixed  recommended for size: embedding, delta_proj, B, C int8; in_proj, out_proj,
+         FFN/expert w1 w2 and an untied lm_head int4
+  keep   f32, except tensors stored as qint8 in the checkpoint, kept as int8
+
+Norms, conv, A_log, D, delta_proj bias, the MoE router gate and the position table
+always stay f32. A tied lm_head shares the embedding's bytes and dtype. Tensors the
+policy stores as int8 that the checkpoint already holds as qint8 are kept exactly.
+
+A policy file holds `pattern = dtype` lines over checkpoint tensor names (`*` matches
+anything, `#` starts a comment); later lines win, on top of the preset. Example,
+used as --quant mixed:policy.txt:
+
+  # keep the first layer's projections precise
+  layers.0.ssm.in_proj.weight = int8
+  *.out_proj.weight = int4
+  *.ssm.ssm.B = f32
+  embedding.weight = f16
+
+Per-tensor SQNR is recorded in the blob's provenance and shown by `inspect`.";
 
 /// Packs Itera-Lite checkpoints into itera-edge blobs (.itb) and inspects blobs.
 ///
@@ -40,6 +69,9 @@ enum Cmd {
         /// Experts mixed per token in MoE layers (not stored in checkpoints).
         #[arg(long = "top-k", default_value_t = 2, value_name = "N")]
         top_k: u32,
+        /// Storage dtypes (see --help): f32 | f16 | int8 | int4 | mixed | keep [:POLICY_FILE].
+        #[arg(long, default_value = "f32", value_name = "POLICY", long_help = QUANT_HELP)]
+        quant: String,
         /// Print a JSON summary instead of text.
         #[arg(long)]
         json: bool,
@@ -51,21 +83,27 @@ enum Cmd {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Also write an SVG bar chart of the bytes per layer, by dtype.
+        #[arg(long, value_name = "SIZES.svg")]
+        chart: Option<PathBuf>,
     },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Convert { checkpoint, output, tokenizer, top_k, json } => {
-            let mut opts = PackOptions { top_k, ..PackOptions::default() };
+        Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, json } => {
+            let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
+            let mut opts = PackOptions { top_k, quant, ..PackOptions::default() };
             if let Some(t) = &tokenizer {
                 opts.tokenizer = Some(convert::read_tokenizer(t)?);
             }
             let bytes = itera_pack::convert_file(&checkpoint, &opts)
                 .with_context(|| format!("cannot convert {}", checkpoint.display()))?;
             std::fs::write(&output, &bytes).with_context(|| format!("cannot write {}", output.display()))?;
-            let report = inspect::report(&inspect::AlignedBytes::from(bytes.as_slice()))
-                .context("the blob just written does not parse back (packer bug)")?;
+            // Parse only: quantized dtypes need not run in this build of the core.
+            let aligned = inspect::AlignedBytes::from(bytes.as_slice());
+            itera_edge::Blob::parse(&aligned).context("the blob just written does not parse back (packer bug)")?;
+            let report = inspect::report(&aligned).context("the blob just written does not parse back (packer bug)")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -76,11 +114,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     report.arena_bytes,
                     report.tensors.len()
                 );
+                let quantized: Vec<_> = report.tensors.iter().filter_map(|t| t.sqnr_db.map(|d| (t, d))).collect();
+                if let Some((worst, db)) = quantized.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
+                    println!(
+                        "quantized {} tensors; lowest SQNR {} dB ({})",
+                        quantized.len(),
+                        itera_pack::quant::format_db(*db),
+                        worst.name
+                    );
+                }
             }
         }
-        Cmd::Inspect { blob, json } => {
+        Cmd::Inspect { blob, json, chart } => {
             let bytes = inspect::read_aligned(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
             let report = inspect::report(&bytes).with_context(|| format!("{} is not a valid blob", blob.display()))?;
+            if let Some(path) = &chart {
+                std::fs::write(path, inspect::size_chart_svg(&report))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -71,7 +71,9 @@ impl Payload {
                     Vec::new()
                 } else {
                     q.chunks(cols)
-                        .flat_map(|row| row.chunks(2).map(|p| (p[0] as u8 & 0x0F) | ((*p.get(1).unwrap_or(&0) as u8) << 4)))
+                        .flat_map(|row| {
+                            row.chunks(2).map(|p| (p[0] as u8 & 0x0F) | ((*p.get(1).unwrap_or(&0) as u8) << 4))
+                        })
                         .collect()
                 };
                 let s = scales.iter().flat_map(|x| x.to_le_bytes()).collect();

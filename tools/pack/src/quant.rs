@@ -1,0 +1,517 @@
+//! Weight quantization on the packer side: quantizers (int8 per row, int4 grouped with an
+//! MSE-searched scale, f16), their inverses, SQNR, and the `--quant` policy that decides
+//! which tensor gets which dtype.
+//!
+//! Vector tensors (norms, conv, `A_log`, `D`, `delta_proj` bias), the MoE router gate and the
+//! position table always stay f32: they are small and precision-sensitive.
+
+use half::f16;
+use itera_edge::format::Role;
+
+use crate::writer::Payload;
+
+/// Elements per int4 scale.
+pub const INT4_GROUP: usize = 32;
+
+/// A storage dtype the policy can pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QDType {
+    /// IEEE binary32 (no loss).
+    F32,
+    /// IEEE binary16.
+    F16,
+    /// Symmetric int8, one f32 scale per row.
+    Int8,
+    /// Symmetric int4, one f16 scale per 32 elements of a row.
+    Int4,
+}
+
+impl QDType {
+    /// Parses `f32`, `f16`, `int8`/`i8`, `int4`/`i4`.
+    pub fn parse(s: &str) -> Option<QDType> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => QDType::F32,
+            "f16" | "fp16" => QDType::F16,
+            "int8" | "i8" => QDType::Int8,
+            "int4" | "i4" => QDType::Int4,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            QDType::F32 => "f32",
+            QDType::F16 => "f16",
+            QDType::Int8 => "int8",
+            QDType::Int4 => "int4",
+        }
+    }
+}
+
+/// A built-in policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// Everything f32; qint8 checkpoint tensors are dequantized.
+    F32,
+    /// Matrices f16.
+    F16,
+    /// All matrices int8 (qint8 checkpoint tensors kept exactly).
+    Int8,
+    /// Matrices int4, embedding int8.
+    Int4,
+    /// Embedding, `delta_proj`, `B`, `C` int8; `in_proj`, `out_proj`, FFN, experts and an
+    /// untied `lm_head` int4. The recommended preset for size.
+    Mixed,
+    /// f32, except tensors stored as qint8 in the checkpoint, which keep their int8 values.
+    Keep,
+}
+
+impl Preset {
+    /// Parses a preset name.
+    pub fn parse(s: &str) -> Option<Preset> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Preset::F32,
+            "f16" | "fp16" => Preset::F16,
+            "int8" | "i8" => Preset::Int8,
+            "int4" | "i4" => Preset::Int4,
+            "mixed" => Preset::Mixed,
+            "keep" => Preset::Keep,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::F32 => "f32",
+            Preset::F16 => "f16",
+            Preset::Int8 => "int8",
+            Preset::Int4 => "int4",
+            Preset::Mixed => "mixed",
+            Preset::Keep => "keep",
+        }
+    }
+
+    /// The dtype this preset gives a matrix role (`qint8`: stored as qint8 in the checkpoint).
+    pub fn matrix_dtype(self, role: Role, qint8: bool) -> QDType {
+        match self {
+            Preset::F32 => QDType::F32,
+            Preset::F16 => QDType::F16,
+            Preset::Int8 => QDType::Int8,
+            Preset::Int4 => match role {
+                Role::Embedding => QDType::Int8,
+                _ => QDType::Int4,
+            },
+            Preset::Mixed => match role {
+                Role::Embedding | Role::DeltaProj | Role::B | Role::C => QDType::Int8,
+                _ => QDType::Int4,
+            },
+            Preset::Keep if qint8 => QDType::Int8,
+            Preset::Keep => QDType::F32,
+        }
+    }
+}
+
+/// Whether a role is a weight matrix the policy may quantize. Every other role (vectors, the
+/// router gate, positions) always stays f32.
+pub fn is_quantizable(role: Role) -> bool {
+    matches!(
+        role,
+        Role::Embedding
+            | Role::InProj
+            | Role::B
+            | Role::C
+            | Role::DeltaProj
+            | Role::OutProj
+            | Role::FfnW1
+            | Role::FfnW2
+            | Role::ExpertW1
+            | Role::ExpertW2
+            | Role::LmHead
+    )
+}
+
+/// One `pattern = dtype` line of a policy file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Glob over checkpoint tensor names; `*` matches any run of characters.
+    pub pattern: String,
+    /// Dtype for matching tensors.
+    pub dtype: QDType,
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// Where the rule came from (file name), for messages.
+    pub origin: String,
+}
+
+impl Rule {
+    /// `origin:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.origin, self.line)
+    }
+}
+
+/// Which dtype each tensor is stored in: a preset plus file rules (later rules win).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuantPolicy {
+    /// Base preset.
+    pub preset: Preset,
+    /// Overrides, in file order.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for QuantPolicy {
+    /// All f32 (the packer's historical behaviour).
+    fn default() -> Self {
+        QuantPolicy { preset: Preset::F32, rules: Vec::new() }
+    }
+}
+
+/// Glob match: `*` matches any (possibly empty) run of characters, everything else literally.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p = pattern.as_bytes();
+    let n = name.as_bytes();
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+impl QuantPolicy {
+    /// A bare preset.
+    pub fn preset(preset: Preset) -> Self {
+        QuantPolicy { preset, rules: Vec::new() }
+    }
+
+    /// Parses policy-file text (`pattern = dtype` lines, `#` comments, blank lines) on top of
+    /// `preset`. Errors name the line.
+    pub fn from_rules(preset: Preset, text: &str, origin: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let body = raw.split('#').next().unwrap_or("").trim();
+            if body.is_empty() {
+                continue;
+            }
+            let Some((pattern, dtype)) = body.split_once('=') else {
+                return Err(format!("{origin}:{line}: expected `pattern = dtype`, found `{}`", raw.trim()));
+            };
+            let pattern = pattern.trim();
+            if pattern.is_empty() || pattern.contains(char::is_whitespace) {
+                return Err(format!("{origin}:{line}: bad tensor name pattern `{pattern}`"));
+            }
+            let dtype = QDType::parse(dtype).ok_or_else(|| {
+                format!("{origin}:{line}: unknown dtype `{}` (expected f32, f16, int8 or int4)", dtype.trim())
+            })?;
+            rules.push(Rule { pattern: pattern.to_string(), dtype, line, origin: origin.to_string() });
+        }
+        Ok(QuantPolicy { preset, rules })
+    }
+
+    /// Parses a `--quant` value: `f32`, `f16`, `int8`, `int4`, `mixed`, `keep`, optionally
+    /// followed by `:FILE` (rules on top of that preset; `mixed:FILE` is the usual form).
+    pub fn parse_spec(spec: &str) -> Result<Self, String> {
+        let (name, file) = match spec.split_once(':') {
+            Some((n, f)) => (n, Some(f)),
+            None => (spec, None),
+        };
+        let preset = Preset::parse(name).ok_or_else(|| {
+            format!("unknown --quant preset `{name}` (expected f32, f16, int8, int4, mixed or keep, optionally :POLICY_FILE)")
+        })?;
+        match file {
+            None => Ok(QuantPolicy::preset(preset)),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read policy file {path}: {e}"))?;
+                QuantPolicy::from_rules(preset, &text, path)
+            }
+        }
+    }
+
+    /// True when every tensor stays f32 (no quantization metadata is recorded then).
+    pub fn is_all_f32(&self) -> bool {
+        self.preset == Preset::F32 && self.rules.iter().all(|r| r.dtype == QDType::F32)
+    }
+
+    /// The dtype for tensor `name` with `role`, and the index of the deciding rule, if any.
+    /// Non-quantizable roles are always f32 (rules do not apply to them).
+    pub fn resolve(&self, name: &str, role: Role, qint8: bool) -> (QDType, Option<usize>) {
+        if !is_quantizable(role) {
+            return (QDType::F32, None);
+        }
+        match self.rules.iter().rposition(|r| glob_match(&r.pattern, name)) {
+            Some(i) => (self.rules[i].dtype, Some(i)),
+            None => (self.preset.matrix_dtype(role, qint8), None),
+        }
+    }
+
+    /// One-line description for provenance.
+    pub fn describe(&self) -> String {
+        let mut s = self.preset.name().to_string();
+        for r in &self.rules {
+            s.push_str(&format!("; {}={}", r.pattern, r.dtype.name()));
+        }
+        s
+    }
+}
+
+/// Symmetric int8, one scale per row: `scale = max|row| / 127`, `q = round(w / scale)`.
+/// An all-zero row gets scale 1 and zeros.
+pub fn quantize_int8_rows(w: &[f32], cols: usize) -> Payload {
+    let cols = cols.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len().div_ceil(cols));
+    for row in w.chunks(cols) {
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        scales.push(scale);
+        q.extend(row.iter().map(|&v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+    }
+    Payload::I8Grouped { q, group: cols as u32, scales }
+}
+
+/// Squared error of `group` quantized to int4 with `scale`.
+fn int4_error(group: &[f32], scale: f32) -> f64 {
+    group
+        .iter()
+        .map(|&v| {
+            let q = (v / scale).round().clamp(-8.0, 7.0);
+            let e = (v - q * scale) as f64;
+            e * e
+        })
+        .sum()
+}
+
+/// The f16 scale minimising the squared error of one int4 group. Candidates are
+/// `max|w| / 7 * f` and `max|w| / 8 * f` for `f` in 0.50..=1.20 (41 steps, plus `f = 1`),
+/// each rounded to f16 before its error is measured (that is what gets stored).
+pub fn int4_best_scale(group: &[f32]) -> f16 {
+    let amax = group.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        return f16::ONE;
+    }
+    let mut best: Option<(f64, f16)> = None;
+    let mut consider = |s: f32| {
+        let s16 = if s >= f16::MAX.to_f32() { f16::MAX } else { f16::from_f32(s) };
+        let sf = s16.to_f32();
+        if !(sf > 0.0 && sf.is_finite()) {
+            return;
+        }
+        let err = int4_error(group, sf);
+        if best.is_none_or(|(b, _)| err < b) {
+            best = Some((err, s16));
+        }
+    };
+    consider(amax / 7.0);
+    for i in 0..=40 {
+        let f = 0.5 + 0.7 * i as f32 / 40.0;
+        consider(amax / 7.0 * f);
+        consider(amax / 8.0 * f);
+    }
+    // Every candidate underflowed f16: the smallest positive f16 (values round to 0 or ±1).
+    best.map_or(f16::from_bits(1), |(_, s)| s)
+}
+
+/// Int4 with a `max|w| / 7` scale (the baseline the MSE search must beat).
+pub fn quantize_int4_absmax(w: &[f32], cols: usize) -> Payload {
+    quantize_int4_with(w, cols, |g| {
+        let amax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if amax == 0.0 {
+            f16::ONE
+        } else {
+            f16::from_f32(amax / 7.0)
+        }
+    })
+}
+
+/// Int4 in groups of [`INT4_GROUP`] along each row (the last group of a row may be shorter),
+/// one MSE-optimal f16 scale per group, values in -8..=7.
+pub fn quantize_int4(w: &[f32], cols: usize) -> Payload {
+    quantize_int4_with(w, cols, int4_best_scale)
+}
+
+fn quantize_int4_with(w: &[f32], cols: usize, pick: impl Fn(&[f32]) -> f16) -> Payload {
+    let cols = cols.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::new();
+    for row in w.chunks(cols) {
+        for g in row.chunks(INT4_GROUP) {
+            let s16 = pick(g);
+            let s = s16.to_f32();
+            scales.push(s16);
+            q.extend(g.iter().map(|&v| if s > 0.0 { (v / s).round().clamp(-8.0, 7.0) as i8 } else { 0 }));
+        }
+    }
+    Payload::I4Grouped { q, group: INT4_GROUP as u32, scales }
+}
+
+/// Rounds to f16.
+pub fn quantize_f16(w: &[f32]) -> Payload {
+    Payload::F16(w.iter().map(|&v| f16::from_f32(v)).collect())
+}
+
+/// Quantizes `w` (row-major, `cols` per row) to `dtype`.
+pub fn quantize(w: &[f32], cols: usize, dtype: QDType) -> Payload {
+    match dtype {
+        QDType::F32 => Payload::F32(w.to_vec()),
+        QDType::F16 => quantize_f16(w),
+        QDType::Int8 => quantize_int8_rows(w, cols),
+        QDType::Int4 => quantize_int4(w, cols),
+    }
+}
+
+fn dequant_grouped(q: &[i8], group: usize, cols: usize, scale: impl Fn(usize) -> f32) -> Vec<f32> {
+    let cols = cols.max(1);
+    let group = group.max(1);
+    let per_row = cols.div_ceil(group);
+    q.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (r, c) = (i / cols, i % cols);
+            v as f32 * scale(r * per_row + c / group)
+        })
+        .collect()
+}
+
+/// Real values of grouped int8.
+pub fn dequantize_int8_grouped(q: &[i8], group: usize, scales: &[f32], cols: usize) -> Vec<f32> {
+    dequant_grouped(q, group, cols, |i| scales.get(i).copied().unwrap_or(0.0))
+}
+
+/// Real values of per-tensor affine int8: `(q - zero_point) * scale`.
+pub fn dequantize_int8_per_tensor(q: &[i8], scale: f32, zero_point: i32) -> Vec<f32> {
+    q.iter().map(|&v| (v as i32 - zero_point) as f32 * scale).collect()
+}
+
+/// Real values of grouped int4 (one `i8` per value).
+pub fn dequantize_int4_grouped(q: &[i8], group: usize, scales: &[f16], cols: usize) -> Vec<f32> {
+    dequant_grouped(q, group, cols, |i| scales.get(i).map_or(0.0, |s| s.to_f32()))
+}
+
+/// Real values of any payload (`None` for `SameAs`).
+pub fn dequantize(p: &Payload, cols: usize) -> Option<Vec<f32>> {
+    Some(match p {
+        Payload::F32(v) => v.clone(),
+        Payload::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        Payload::I8Grouped { q, group, scales } => dequantize_int8_grouped(q, *group as usize, scales, cols),
+        Payload::I8PerTensor { q, scale, zero_point } => dequantize_int8_per_tensor(q, *scale, *zero_point),
+        Payload::I4Grouped { q, group, scales } => dequantize_int4_grouped(q, *group as usize, scales, cols),
+        Payload::SameAs(_) => return None,
+    })
+}
+
+/// Signal-to-quantization-noise ratio in dB: `10 log10(Σw² / Σ(w − ŵ)²)`; infinite when exact.
+pub fn sqnr_db(original: &[f32], dequantized: &[f32]) -> f64 {
+    let (mut sig, mut err) = (0f64, 0f64);
+    for (&a, &b) in original.iter().zip(dequantized) {
+        sig += (a as f64) * (a as f64);
+        err += (a as f64 - b as f64) * (a as f64 - b as f64);
+    }
+    if err == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (sig / err).log10()
+}
+
+/// Formats a dB value for provenance: two decimals, `inf` when exact.
+pub fn format_db(db: f64) -> String {
+    if db.is_infinite() && db > 0.0 {
+        "inf".into()
+    } else {
+        format!("{db:.2}")
+    }
+}
+
+/// Parses the provenance value `name=db;name=db;...` (`inf` allowed).
+pub fn parse_sqnr_meta(v: &str) -> Vec<(String, f64)> {
+    v.split(';')
+        .filter_map(|kv| {
+            let (k, d) = kv.split_once('=')?;
+            let d = d.trim();
+            let db = if d == "inf" { f64::INFINITY } else { d.parse().ok()? };
+            Some((k.trim().to_string(), db))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                // Sum of uniforms: roughly gaussian.
+                (0..4)
+                    .map(|_| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                    })
+                    .sum::<f32>()
+                    * 0.1
+            })
+            .collect()
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*.in_proj.weight", "layers.0.ssm.in_proj.weight"));
+        assert!(glob_match("embedding.weight", "embedding.weight"));
+        assert!(!glob_match("embedding.weight", "position_embedding.weight"));
+        assert!(glob_match("*embedding.weight", "position_embedding.weight"));
+        assert!(glob_match("layers.*.ssm.ssm.B", "layers.12.ssm.ssm.B"));
+        assert!(!glob_match("layers.*.ssm.ssm.B", "layers.12.ssm.ssm.C"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+    }
+
+    #[test]
+    fn int8_rows_bound_and_zero_row() {
+        let mut w = noise(6 * 40, 1);
+        w[40..80].fill(0.0);
+        let p = quantize_int8_rows(&w, 40);
+        let Payload::I8Grouped { q, group, scales } = &p else { panic!() };
+        assert_eq!(*group, 40);
+        assert_eq!(scales.len(), 6);
+        assert_eq!(&q[40..80], &[0i8; 40]);
+        let d = dequantize(&p, 40).expect("deq");
+        for (i, (a, b)) in w.iter().zip(&d).enumerate() {
+            assert!((a - b).abs() <= scales[i / 40] / 2.0 * 1.0001, "{i}");
+        }
+    }
+
+    #[test]
+    fn int4_search_no_worse_than_absmax() {
+        let w = noise(64 * 70, 7);
+        let best = dequantize(&quantize_int4(&w, 70), 70).expect("deq");
+        let base = dequantize(&quantize_int4_absmax(&w, 70), 70).expect("deq");
+        let (s_best, s_base) = (sqnr_db(&w, &best), sqnr_db(&w, &base));
+        assert!(s_best > s_base + 0.3, "{s_best} vs {s_base}");
+        let Payload::I4Grouped { q, scales, .. } = quantize_int4(&w, 70) else { panic!() };
+        assert_eq!(scales.len(), 64 * 3);
+        assert!(q.iter().all(|v| (-8..=7).contains(v)));
+    }
+
+    #[test]
+    fn sqnr_exact_is_infinite() {
+        assert_eq!(sqnr_db(&[1.0, 2.0], &[1.0, 2.0]), f64::INFINITY);
+        assert!((sqnr_db(&[1.0], &[0.9]) - 20.0).abs() < 1e-3);
+        assert_eq!(parse_sqnr_meta("a=1.50;b=inf"), vec![("a".into(), 1.5), ("b".into(), f64::INFINITY)]);
+    }
+}
