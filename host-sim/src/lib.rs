@@ -43,3 +43,5 @@ pub mod text;
 pub use compare::{compare, Bounds, Metrics};
 pub use engine::{logits_for_tokens, new_arena, open_model, parse_tokens, read_blob};
 pub use golden::Golden;
+/// Board support: the reference run firmware is checked against, and board fit.
+pub mod board;

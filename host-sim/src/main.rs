@@ -226,6 +226,47 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
         #[arg(long)]
         json: bool,
     },
+    /// Replay a board's greedy run: the tokens and logits checksum its firmware must print.
+    ///
+    /// Prefills the prompt, generates N tokens greedily and prints `tokens: …` and
+    /// `logits_fnv1a: …` exactly as the firmware under `boards/` prints them, so the two
+    /// outputs can be compared line for line (boards/qemu-an386/check.sh does).
+    #[command(after_help = "Example:\n  itera-sim greedy micro_int8.itb --tokens 41,13,6,42 -n 16")]
+    Greedy {
+        /// The blob.
+        blob: PathBuf,
+        /// Prompt token ids (comma separated).
+        #[arg(long, value_name = "IDS")]
+        tokens: String,
+        /// Tokens to generate.
+        #[arg(short, default_value_t = 16, value_name = "N")]
+        n: usize,
+        /// Print one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Does a blob fit each board's flash and RAM?
+    ///
+    /// Flash needed = blob + firmware code; RAM needed = arena (exact) + stack + statics.
+    /// Firmware costs are estimates measured on the qemu-an386 firmware (see `--help`
+    /// output); with `--elf` the firmware's real section sizes replace the flash and static
+    /// estimates (the stack, which no ELF shows, stays estimated).
+    #[command(
+        after_help = "Examples:\n  itera-sim fit micro_int8.itb\n  itera-sim fit micro_int8.itb --board stm32f411 --elf firmware.elf --json"
+    )]
+    Fit {
+        /// The blob.
+        blob: PathBuf,
+        /// Only this board (qemu-an386, stm32f411, rp2040, esp32c3).
+        #[arg(long, value_name = "NAME")]
+        board: Option<String>,
+        /// A firmware ELF built with this blob linked in: use its section sizes.
+        #[arg(long, value_name = "FILE")]
+        elf: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole pipeline on a synthetic model: no files, no downloads.
     ///
     /// Builds a seeded random checkpoint with the shapes of itera_lite_micro_distilled.pt
@@ -566,6 +607,74 @@ fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) 
     Ok(Outcome::Ok)
 }
 
+fn cmd_greedy(blob: &Path, tokens: &str, n: usize, json: bool) -> anyhow::Result<Outcome> {
+    let prompt = parse_tokens(tokens).context("--tokens")?;
+    let bytes = read_blob(blob)?;
+    let model = load(blob, &bytes)?;
+    let run = itera_sim::board::greedy_reference(&model, &prompt, n).context("greedy run")?;
+    say(&if json { format!("{}\n", serde_json::to_string_pretty(&run)?) } else { run.firmware_lines() })?;
+    Ok(Outcome::Ok)
+}
+
+fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> anyhow::Result<Outcome> {
+    use itera_sim::board::{elf_sizes, fit, FirmwareCost, BOARDS, FIRMWARE_ESTIMATE};
+    let bytes = read_blob(blob)?;
+    let model = load(blob, &bytes)?;
+    let boards: Vec<_> = match board {
+        Some(name) => vec![*BOARDS.iter().find(|b| b.name == name).with_context(|| {
+            let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
+            format!("unknown board '{name}' (known: {})", names.join(", "))
+        })?],
+        None => BOARDS.to_vec(),
+    };
+    let mut cost = FIRMWARE_ESTIMATE;
+    let mut elf_report = None;
+    if let Some(path) = elf {
+        let file = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let sizes = elf_sizes(&file).map_err(anyhow::Error::msg).with_context(|| path.display().to_string())?;
+        // The ELF already holds the blob and the arena: what is left is the firmware's own.
+        cost = FirmwareCost {
+            code_bytes: sizes.flash_bytes.saturating_sub(bytes.len()),
+            static_bytes: sizes.ram_bytes.saturating_sub(model.arena_bytes()),
+            stack_bytes: FIRMWARE_ESTIMATE.stack_bytes,
+        };
+        elf_report = Some(sizes);
+    }
+    let fits = fit(bytes.len(), model.arena_bytes(), &cost, &boards);
+    if json {
+        let v = json!({ "blob_bytes": bytes.len(), "arena_bytes": model.arena_bytes(), "firmware": cost, "elf": elf_report, "boards": fits });
+        say(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    } else {
+        let mut text = format!(
+            "blob {} B, arena {} B; firmware {} code {} B, statics {} B, stack {} B\n{:<12} {:>10} {:>10} {:>10} {:>10}  fits\n",
+            bytes.len(),
+            model.arena_bytes(),
+            if elf.is_some() { "(from ELF)" } else { "(estimate)" },
+            cost.code_bytes,
+            cost.static_bytes,
+            cost.stack_bytes,
+            "board",
+            "flash need",
+            "flash has",
+            "RAM need",
+            "RAM has"
+        );
+        for f in &fits {
+            text += &format!(
+                "{:<12} {:>10} {:>10} {:>10} {:>10}  {}\n",
+                f.board.name,
+                f.flash_needed,
+                f.board.flash_bytes,
+                f.ram_needed,
+                f.board.ram_bytes,
+                if f.fits { "yes" } else { "NO" }
+            );
+        }
+        say(&text)?;
+    }
+    Ok(Outcome::Ok)
+}
+
 fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
     if json {
         let r = run_demo(&opts, |_| ())?;
@@ -626,6 +735,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let opts = BenchOptions { tokens: *tokens, repeat: *repeat, ..BenchOptions::default() };
             cmd_bench(blob, compare.as_deref(), opts, *json)
         }
+        Cmd::Greedy { blob, tokens, n, json } => cmd_greedy(blob, tokens, *n, *json),
+        Cmd::Fit { blob, board, elf, json } => cmd_fit(blob, board.as_deref(), elf.as_deref(), *json),
         Cmd::Demo { seed, n, prompt, temperature, top_k, top_p, json } => {
             let sampling = Sampling { temperature: *temperature, top_k: *top_k, top_p: *top_p, seed: *seed };
             cmd_demo(DemoOptions { seed: *seed, n: *n, prompt: prompt.clone(), sampling }, *json)
