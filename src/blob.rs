@@ -16,7 +16,7 @@ use crate::tokenizer::Tokenizer;
 ///
 /// The bytes must start at a 4-aligned address so f32 weights can be read in place; on a
 /// host read the file into a `Vec<u32>`-backed buffer, on a board link it with
-/// `#[repr(align(64))]` or a linker section.
+/// `#[repr(align(16))]` or a linker section.
 #[derive(Clone, Copy, Debug)]
 pub struct Blob<'a> {
     bytes: &'a [u8],
@@ -228,7 +228,7 @@ fn check_entry(e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), E
     let start = e.offset as usize;
     let len = e.len as usize;
     if start % ALIGN != 0 {
-        return Err(bad("data is not 64-byte aligned"));
+        return Err(bad("data is not 16-byte aligned"));
     }
     if start < data_offset || start.checked_add(len).is_none_or(|end| end > body) {
         return Err(bad("data lies outside the data section"));

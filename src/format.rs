@@ -6,7 +6,7 @@
 //! ```text
 //! 0        8        10      12            16            20          24        32
 //! | magic  | version | flags | manifest_len | data_offset | total_len | reserved |
-//! | manifest (postcard) ... | zero padding | tensor data (each tensor 64-aligned) ... | CRC32 |
+//! | manifest (postcard) ... | zero padding | tensor data (each tensor 16-aligned) ... | CRC32 |
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 32;
 /// Every tensor (and the data section itself) starts at a multiple of this, counted from the
 /// blob's first byte, so the core can read weights in place (flash) with SIMD-friendly alignment.
-pub const ALIGN: usize = 64;
+pub const ALIGN: usize = 16;
 /// Size of the trailing CRC32.
 pub const CRC_LEN: usize = 4;
 /// Most layers a blob may declare (bounded so the core needs no heap).

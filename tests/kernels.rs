@@ -276,7 +276,7 @@ fn convert(b: &mut BlobBuilder, kind: Kind) {
             Kind::F16 => Payload::F16(w.iter().map(|&v| f16::from_f32(v)).collect()),
             Kind::I8 => {
                 let (q, scales) = symmetric(w, cols, cols, 127.0);
-                Payload::I8Grouped { q, group: cols as u32, scales }
+                Payload::I8Grouped { q, group: cols as u32, scales, f16_scales: false }
             }
             Kind::I8Affine => {
                 let (lo, hi) = w.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));

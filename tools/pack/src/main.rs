@@ -38,7 +38,7 @@ Per-tensor SQNR is recorded in the blob's provenance and shown by `inspect`.";
 
 /// Packs Itera-Lite checkpoints into itera-edge blobs (.itb) and inspects blobs.
 ///
-/// A blob is one flat file the no_std core reads in place: config, tensor table, 64-byte
+/// A blob is one flat file the no_std core reads in place: config, tensor table, 16-byte
 /// aligned weights, optional tokenizer, provenance and a CRC32 (docs/FORMAT.md).
 #[derive(Parser)]
 #[command(name = "itera-pack", version, about, long_about)]

@@ -1,4 +1,4 @@
-//! Writes blob format v1 (see `docs/FORMAT.md`): header, postcard manifest, 64-aligned
+//! Writes blob format v1 (see `docs/FORMAT.md`): header, postcard manifest, 16-aligned
 //! tensor data, optional tokenizer table, CRC32.
 
 use half::f16;
@@ -23,6 +23,8 @@ pub enum Payload {
         group: u32,
         /// Scales, `rows * ceil(cols / group)`.
         scales: Vec<f32>,
+        /// Store the scales as f16 (each must be exactly representable: round first).
+        f16_scales: bool,
     },
     /// Row-major int8 with one affine pair (PyTorch per-tensor affine, kept exactly):
     /// `value = (q - zero_point) * scale`.
@@ -55,9 +57,13 @@ impl Payload {
         Some(match self {
             Payload::F32(v) => (DType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect(), Vec::new(), none),
             Payload::F16(v) => (DType::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect(), Vec::new(), none),
-            Payload::I8Grouped { q, group, scales } => {
-                let s = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
-                let quant = Quant::Grouped { group: *group, scales_offset: 0, scale_type: ScaleType::F32 };
+            Payload::I8Grouped { q, group, scales, f16_scales } => {
+                let (s, scale_type) = if *f16_scales {
+                    (scales.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(), ScaleType::F16)
+                } else {
+                    (scales.iter().flat_map(|x| x.to_le_bytes()).collect(), ScaleType::F32)
+                };
+                let quant = Quant::Grouped { group: *group, scales_offset: 0, scale_type };
                 (DType::I8, q.iter().map(|&x| x as u8).collect(), s, quant)
             }
             Payload::I8PerTensor { q, scale, zero_point } => {
