@@ -74,14 +74,14 @@ impl<'a> Blob<'a> {
         }
         // From here on the bytes are what the packer wrote; the checks below still hold
         // against a packer bug or a crafted blob with a recomputed CRC.
-        if bytes.as_ptr() as usize % 4 != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::BlobNotAligned);
         }
         let manifest_len = read_u32(bytes, 12) as usize;
         let data_offset = read_u32(bytes, 16) as usize;
         if HEADER_LEN.checked_add(manifest_len).is_none_or(|end| end > data_offset)
             || data_offset > body
-            || data_offset % ALIGN != 0
+            || !data_offset.is_multiple_of(ALIGN)
         {
             return Err(Error::Malformed("header offsets are inconsistent"));
         }
@@ -227,7 +227,7 @@ fn check_entry(e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), E
     let n = (e.shape[0] as usize).checked_mul(e.shape[1] as usize).ok_or(bad("element count overflows"))?;
     let start = e.offset as usize;
     let len = e.len as usize;
-    if start % ALIGN != 0 {
+    if !start.is_multiple_of(ALIGN) {
         return Err(bad("data is not 16-byte aligned"));
     }
     if start < data_offset || start.checked_add(len).is_none_or(|end| end > body) {
@@ -248,7 +248,7 @@ fn check_entry(e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), E
             let count = scale_count(e.shape, group).ok_or(bad("quantization group is zero"))?;
             let s = scales_offset as usize;
             let bytes = count.checked_mul(scale_width(scale_type)).ok_or(bad("scale table overflows"))?;
-            if s % 4 != 0 || s < data_offset || s.checked_add(bytes).is_none_or(|end| end > body) {
+            if !s.is_multiple_of(4) || s < data_offset || s.checked_add(bytes).is_none_or(|end| end > body) {
                 return Err(bad("scale table is misaligned or outside the data section"));
             }
             Ok(())

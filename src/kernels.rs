@@ -10,7 +10,11 @@
 //! result is bit-identical on every target.
 
 use half::f16;
-use libm::roundf;
+
+// The only unsafe code of the core: SIMD intrinsics behind runtime detection.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86;
 
 /// Longest row (`cols`) an integer matrix may have: keeps every per-group `i32` sum of
 /// `q · xq` (each at most 128 · 127 in magnitude) far from overflow.
@@ -33,7 +37,7 @@ impl Scales<'_> {
     fn get(&self, i: usize) -> f32 {
         match *self {
             Scales::F32(s) => s.get(i).copied().unwrap_or(0.0),
-            Scales::F16(s) => s.get(i).map_or(0.0, |v| v.to_f32()),
+            Scales::F16(s) => s.get(i).map_or(0.0, |v| f16_to_f32(*v)),
             Scales::One(s) => s,
         }
     }
@@ -137,9 +141,12 @@ impl<'a> Matrix<'a> {
     /// Which kernel computes with this matrix (for reports).
     pub fn kernel_name(&self) -> &'static str {
         match self.weights {
+            Weights::F32(_) if simd_path() == "avx2" => "f32-avx2",
             Weights::F32(_) => "f32-scalar",
             Weights::F16(_) => "f16",
+            Weights::I8 { .. } if simd_path() == "avx2" => "i8-avx2",
             Weights::I8 { .. } => "i8-scalar",
+            Weights::I4 { .. } if simd_path() == "avx2" => "i4-avx2",
             Weights::I4 { .. } => "i4-scalar",
         }
     }
@@ -147,16 +154,24 @@ impl<'a> Matrix<'a> {
     /// `y = W·x`. `x` must hold `cols` values and `y` `rows`; integer matrices also need
     /// `scratch` of `cols` bytes (float ones ignore it). Shorter slices compute a prefix (the
     /// model sizes every buffer from the same config, so they always match). Never panics.
+    #[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
     pub fn matvec(&self, x: &[f32], y: &mut [f32], scratch: &mut [i8]) {
-        let cols = self.cols;
+        let cols = self.cols.max(1);
+        let rows = self.rows.min(y.len());
+        let y = &mut y[..rows];
         match self.weights {
             Weights::F32(w) => {
-                for (row, out) in w.chunks_exact(cols.max(1)).zip(y.iter_mut()) {
-                    *out = dot_f32(row, x);
+                let x = &x[..cols.min(x.len())];
+                #[cfg(target_arch = "x86_64")]
+                if x86::avx2() {
+                    // SAFETY: `x86::avx2()` is true only after `enable_avx2`, whose caller
+                    // guarantees that this CPU has AVX2.
+                    return unsafe { x86::f32_rows(w, cols, x, y) };
                 }
+                f32_rows(w, cols, x, y);
             }
             Weights::F16(w) => {
-                for (row, out) in w.chunks_exact(cols.max(1)).zip(y.iter_mut()) {
+                for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
                     *out = dot_f16(row, x);
                 }
             }
@@ -164,47 +179,65 @@ impl<'a> Matrix<'a> {
                 let n = cols.min(x.len()).min(scratch.len());
                 let xq = &mut scratch[..n];
                 let Some(sx) = quantize(&x[..n], xq) else {
-                    y.iter_mut().take(self.rows).for_each(|v| *v = 0.0);
+                    y.iter_mut().for_each(|v| *v = 0.0);
                     return;
                 };
                 let xq = &*xq;
                 let groups = cols.div_ceil(group);
-                for (r, (row, out)) in q.chunks_exact(cols.max(1)).zip(y.iter_mut()).enumerate() {
-                    let mut sum = 0.0f32;
-                    for (g, (wg, xg)) in row[..n].chunks(group).zip(xq.chunks(group)).enumerate() {
+                if groups == 1 && zero_point == 0 && n == cols {
+                    // One scale per row: whole-row integer dots, four rows at a time.
+                    #[cfg(target_arch = "x86_64")]
+                    if x86::avx2() {
+                        // SAFETY: as above, AVX2 is present; q holds rows x cols, xq cols.
+                        unsafe { x86::i8_rows(q, cols, xq, &scales, sx, y) };
+                        return;
+                    }
+                    let row_sum = |r: usize, acc: i32| row_value(core::iter::once((acc as i64, scales.get(r))), sx);
+                    i8_rows(q, cols, xq, y, row_sum);
+                    return;
+                }
+                for (r, (row, out)) in q.chunks_exact(cols).zip(y.iter_mut()).enumerate() {
+                    let accs = row[..n].chunks(group).zip(xq.chunks(group)).enumerate().map(|(g, (wg, xg))| {
                         let mut acc = dot_i8(wg, xg) as i64;
                         if zero_point != 0 {
                             acc -= zero_point as i64 * sum_i8(xg) as i64;
                         }
-                        sum += acc as f32 * scales.get(r * groups + g);
-                    }
-                    *out = sum * sx;
+                        (acc, scales.get(r * groups + g))
+                    });
+                    *out = row_value(accs, sx);
                 }
             }
             Weights::I4 { packed, scales, group } => {
                 let n = cols.min(x.len()).min(scratch.len());
                 let xq = &mut scratch[..n];
                 let Some(sx) = quantize(&x[..n], xq) else {
-                    y.iter_mut().take(self.rows).for_each(|v| *v = 0.0);
+                    y.iter_mut().for_each(|v| *v = 0.0);
                     return;
                 };
+                #[cfg(target_arch = "x86_64")]
+                if x86::avx2() && group == 32 && n == cols && cols.is_multiple_of(32) {
+                    // SAFETY: as above, AVX2 is present; packed holds rows x cols/2 bytes.
+                    unsafe { x86::i4_rows(packed, cols, xq, &scales, sx, y) };
+                    return;
+                }
                 let xq = &*xq;
                 let groups = cols.div_ceil(group);
-                let row_bytes = cols.div_ceil(2).max(1);
+                let row_bytes = cols.div_ceil(2);
                 // `group` is even (or covers the row), so every group starts on a byte.
                 let group_bytes = group.div_ceil(2);
                 for (r, (row, out)) in packed.chunks_exact(row_bytes).zip(y.iter_mut()).enumerate() {
-                    let mut sum = 0.0f32;
-                    for (g, (pg, xg)) in row.chunks(group_bytes).zip(xq.chunks(group)).enumerate() {
-                        sum += dot_i4(pg, xg) as f32 * scales.get(r * groups + g);
-                    }
-                    *out = sum * sx;
+                    let accs = row
+                        .chunks(group_bytes)
+                        .zip(xq.chunks(group))
+                        .enumerate()
+                        .map(|(g, (pg, xg))| (dot_i4(pg, xg) as i64, scales.get(r * groups + g)));
+                    *out = row_value(accs, sx);
                 }
             }
         }
     }
 
-    /// `out += W[row, ..]`, dequantized (embedding lookup).
+    /// `out += W[row, ..]` (embedding and position lookup), dequantizing as stored.
     pub fn add_row(&self, row: usize, out: &mut [f32]) {
         if row >= self.rows {
             return;
@@ -247,16 +280,115 @@ impl<'a> Matrix<'a> {
 /// Symmetric per-vector int8 quantization: `sx = max|x| / 127`, `xq = round(x / sx)` clamped
 /// to −127..=127. Returns `sx`, or `None` (and leaves `xq` alone) if `x` is all zeros or
 /// not finite.
+/// One row's output from its integer group sums and their scales, in a fixed order:
+/// `(0 + Σ_g acc_g·scale_g) · sx`. Every kernel path ends here, so all give the same bits.
+#[inline(always)]
+fn row_value(groups: impl Iterator<Item = (i64, f32)>, sx: f32) -> f32 {
+    let mut sum = 0.0f32;
+    for (acc, scale) in groups {
+        sum += acc as f32 * scale;
+    }
+    sum * sx
+}
+
+/// `y[r] = W[r]·x` for row-major f32 `w`, four rows at a time so each load of `x` serves
+/// four rows and four accumulator chains run in parallel.
+#[inline(always)]
+fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    let mut rows = w.chunks_exact(cols);
+    let mut outs = y.chunks_exact_mut(4);
+    for out in &mut outs {
+        let (Some(a), Some(b), Some(c), Some(d)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
+            return;
+        };
+        let v = dot_f32_x4([a, b, c, d], x);
+        out.copy_from_slice(&v);
+    }
+    for (out, row) in outs.into_remainder().iter_mut().zip(rows) {
+        *out = dot_f32(row, x);
+    }
+}
+
+/// Four dot products against one `x`, each summed in the order of [`dot_f32`].
+#[inline(always)]
+fn dot_f32_x4(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+    const L: usize = 8;
+    let (xc, xr) = x.as_chunks::<L>();
+    let (r0, t0) = rows[0].as_chunks::<L>();
+    let (r1, t1) = rows[1].as_chunks::<L>();
+    let (r2, t2) = rows[2].as_chunks::<L>();
+    let (r3, t3) = rows[3].as_chunks::<L>();
+    let mut acc = [[0.0f32; L]; 4];
+    for ((((xv, a), b), c), d) in xc.iter().zip(r0).zip(r1).zip(r2).zip(r3) {
+        for i in 0..L {
+            acc[0][i] += a[i] * xv[i];
+            acc[1][i] += b[i] * xv[i];
+            acc[2][i] += c[i] * xv[i];
+            acc[3][i] += d[i] * xv[i];
+        }
+    }
+    let tails = [t0, t1, t2, t3];
+    core::array::from_fn(|k| {
+        let tail = tails[k].iter().zip(xr).fold(0.0f32, |t, (a, b)| t + a * b);
+        reduce8(&acc[k]) + tail
+    })
+}
+
+/// The fixed reduction order of eight lanes.
+#[inline(always)]
+fn reduce8(a: &[f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// Whole-row int8 dots, four rows at a time; `finish(row, acc)` turns each into the output.
+#[inline(always)]
+fn i8_rows(q: &[i8], cols: usize, xq: &[i8], y: &mut [f32], finish: impl Fn(usize, i32) -> f32) {
+    let mut r = 0;
+    let mut rows = q.chunks_exact(cols);
+    let mut outs = y.chunks_exact_mut(4);
+    for out in &mut outs {
+        let (Some(a), Some(b), Some(c), Some(d)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
+            return;
+        };
+        let acc = [dot_i8(a, xq), dot_i8(b, xq), dot_i8(c, xq), dot_i8(d, xq)];
+        for (k, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
+            *o = finish(r + k, acc);
+        }
+        r += 4;
+    }
+    for (k, (out, row)) in outs.into_remainder().iter_mut().zip(rows).enumerate() {
+        *out = finish(r + k, dot_i8(row, xq));
+    }
+}
+
+/// Which SIMD path the kernels take on this machine: `"avx2"` after [`enable_avx2`] on
+/// x86-64, otherwise `"scalar"` (portable code, auto-vectorised for the build target).
+pub fn simd_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if x86::avx2() {
+        return "avx2";
+    }
+    "scalar"
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{disable_avx2, enable_avx2};
+
+/// Quantizes `x` to symmetric int8 in `xq`; returns the scale `sx = max|x| / 127`, or `None`
+/// when `x` is all zero or not finite (the product is then zero).
 pub fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     if !(amax > 0.0 && amax.is_finite()) {
         return None;
     }
-    let sx = amax / 127.0;
+    let inv = 127.0 / amax;
+    // Adding 1.5·2^23 rounds to the nearest integer (ties to even) in one exact f32 step;
+    // |x·inv| <= 127 (plus rounding) keeps it far inside the trick's range.
+    const MAGIC: f32 = 12_582_912.0;
     for (q, v) in xq.iter_mut().zip(x) {
-        *q = roundf(v / sx).clamp(-127.0, 127.0) as i8;
+        *q = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0) as i8;
     }
-    Some(sx)
+    Some(amax / 127.0)
 }
 
 /// The low nibble of `b` as a signed int4.
@@ -271,18 +403,21 @@ fn hi_nibble(b: u8) -> i8 {
     (b as i8) >> 4
 }
 
-/// Exact `Σ a·b` over int8, 16 independent `i32` lanes (vectorises to `pmaddwd` / `SMLAD`).
+/// Exact `Σ a·b` over int8: adjacent products are summed in pairs into eight `i32` lanes,
+/// the shape of `pmaddwd` (x86) and `SMLAD` (Cortex-M4 DSP).
 #[inline]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    const L: usize = 16;
-    let mut acc = [0i32; L];
-    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
-    let tail: i32 = ac.remainder().iter().zip(bc.remainder()).map(|(&x, &y)| x as i32 * y as i32).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..L {
-            acc[i] += x[i] as i32 * y[i] as i32;
+    let (ac, ar) = a.as_chunks::<16>();
+    let (bc, br) = b.as_chunks::<16>();
+    let mut acc = [0i32; 8];
+    for (x, y) in ac.iter().zip(bc) {
+        for i in 0..8 {
+            let even = x[2 * i] as i16 as i32 * y[2 * i] as i16 as i32;
+            let odd = x[2 * i + 1] as i16 as i32 * y[2 * i + 1] as i16 as i32;
+            acc[i] += even + odd;
         }
     }
+    let tail: i32 = ar.iter().zip(br).map(|(&x, &y)| x as i32 * y as i32).sum();
     acc.iter().sum::<i32>() + tail
 }
 
@@ -322,7 +457,17 @@ pub fn dot_i4(packed: &[u8], x: &[i8]) -> i32 {
 
 /// Dot product with eight independent accumulators, a shape LLVM vectorises.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b, |v| v)
+    const L: usize = 8;
+    let (ac, ar) = a.as_chunks::<L>();
+    let (bc, br) = b.as_chunks::<L>();
+    let mut acc = [0.0f32; L];
+    for (x, y) in ac.iter().zip(bc) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail = ar.iter().zip(br).fold(0.0f32, |t, (x, y)| t + x * y);
+    reduce8(&acc) + tail
 }
 
 /// [`dot_f32`] of `a` converted (exactly) to f32, in the same order of operations.

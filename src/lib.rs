@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 #[cfg(target_endian = "big")]
 compile_error!("itera-edge reads little-endian weights in place and needs a little-endian target");
@@ -12,6 +12,7 @@ pub mod error;
 pub mod format;
 pub mod greedy;
 pub mod kernels;
+pub mod math;
 pub mod model;
 pub mod sample;
 pub mod session;

@@ -13,7 +13,9 @@
 //! ```
 
 use heapless::Vec;
-use libm::{erff, expf, log1pf, sqrtf};
+use libm::{erff, sqrtf};
+
+use crate::math::{exp, silu, softplus};
 
 use crate::blob::Blob;
 use crate::error::Error;
@@ -314,19 +316,25 @@ impl<'a> Model<'a> {
             for ((((v, w), window), &u), &bias) in s.v.iter_mut().zip(taps).zip(windows).zip(u).zip(p.conv_bias) {
                 let (w_past, w_now) = w.split_at(k - 1);
                 let conv = bias + w_now[0] * u + w_past.iter().zip(window.iter()).map(|(a, b)| a * b).sum::<f32>();
-                *v = silu(conv);
-                window.rotate_left(1);
+                *v = conv;
+                // Shift the window by one (a loop: K-1 is tiny, a memmove call is not).
+                for j in 1..window.len() {
+                    window[j - 1] = window[j];
+                }
                 window[k - 2] = u;
             }
+            // Elementwise loops on their own vectorise.
+            s.v.iter_mut().for_each(|v| *v = silu(*v));
 
             // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
             p.delta_proj.matvec(s.v, s.t, s.xq);
-            let dt = s.t.iter().zip(p.delta_bias).map(|(z, b)| softplus(z + b)).sum::<f32>() / c.d_inner as f32;
+            s.t.iter_mut().zip(p.delta_bias).for_each(|(z, b)| *z = softplus(*z + b));
+            let dt = s.t.iter().sum::<f32>() / c.d_inner as f32;
 
             // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
             p.b.matvec(s.v, s.bu, s.xq);
             for ((s_n, a_log), bu) in state.iter_mut().zip(p.a_log).zip(s.bu.iter()) {
-                *s_n = expf(-dt * expf(*a_log)) * *s_n + dt * bu;
+                *s_n = exp(-dt * exp(*a_log)) * *s_n + dt * bu;
             }
 
             // y = C·s + D ⊙ u, gated by silu(g)
@@ -349,9 +357,9 @@ impl<'a> Model<'a> {
                     let picked = top_k(s.z, c.top_k as usize);
                     // Softmax over the picked router logits only.
                     let max = picked.iter().map(|&i| s.z[i]).fold(f32::NEG_INFINITY, f32::max);
-                    let total: f32 = picked.iter().map(|&i| expf(s.z[i] - max)).sum();
+                    let total: f32 = picked.iter().map(|&i| exp(s.z[i] - max)).sum();
                     for &i in &picked {
-                        let weight = expf(s.z[i] - max) / total;
+                        let weight = exp(s.z[i] - max) / total;
                         if let Some(expert) = self.experts.get(first + i) {
                             expert.apply(s.h, s.hidden, s.acc, s.xq);
                             for (x, y) in s.x.iter_mut().zip(s.acc.iter()) {
@@ -417,22 +425,9 @@ fn add(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + expf(-x))
-}
-
 /// The exact (erf) GELU.
 fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erff(x * core::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// `ln(1 + e^x)`, linear above 20 as PyTorch's.
-fn softplus(x: f32) -> f32 {
-    if x > 20.0 {
-        x
-    } else {
-        log1pf(expf(x))
-    }
 }
 
 /// Lengths (in f32s) of the buffers a session carves from its arena, in [`State`] order.

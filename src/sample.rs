@@ -116,15 +116,20 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value; the first of equals. NaN never wins.
+/// Index of the largest value; the first of equals. NaN never wins (all NaN: 0).
+///
+/// Two passes (the maximum in eight independent lanes, then its first position) instead of
+/// one index-chasing loop: both vectorise, and `vocab` is the longest vector of a token.
 pub fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] || v[best].is_nan() {
-            best = i;
+    let (chunks, rest) = v.as_chunks::<8>();
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for c in chunks {
+        for i in 0..8 {
+            lanes[i] = lanes[i].max(c[i]);
         }
     }
-    best as u32
+    let max = rest.iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)), |m, &x| m.max(x));
+    v.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -134,6 +139,11 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 3.0, 1.0, 3.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, -1.0, f32::NAN, 2.0, 2.0]), 3, "NaN never wins");
+        assert_eq!(argmax(&[f32::NAN; 3]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY]), 0);
+        let long: [f32; 37] = core::array::from_fn(|i| (i % 11) as f32);
+        assert_eq!(argmax(&long), 10);
         assert_eq!(Sampler::greedy().sample(&[0.0, 3.0, 1.0, 3.0]), 1);
     }
 

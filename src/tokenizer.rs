@@ -24,7 +24,7 @@ impl<'a> Tokenizer<'a> {
         let bad = Error::BadTokenizer;
         let start = r.offset as usize;
         let len = r.len as usize;
-        if start % 4 != 0 || start < lo || start.checked_add(len).is_none_or(|e| e > hi) {
+        if !start.is_multiple_of(4) || start < lo || start.checked_add(len).is_none_or(|e| e > hi) {
             return Err(bad("table is misaligned or outside the data section"));
         }
         let table = &blob[start..start + len];

@@ -10,6 +10,25 @@ use itera_pack::inspect::AlignedBytes;
 use itera_pack::synthetic::{micro_config, state_dict, tiny_config};
 use itera_pack::writer::{BlobBuilder, Payload};
 
+static PATH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` once per kernel path this machine has (portable, then AVX2 where the CPU has it),
+/// with the path's name. Tests hold a lock so the global path never switches under another.
+#[allow(unsafe_code)]
+fn for_each_path(mut f: impl FnMut(&str)) {
+    let _guard = PATH.lock().unwrap_or_else(|e| e.into_inner());
+    #[cfg(target_arch = "x86_64")]
+    itera_edge::kernels::disable_avx2();
+    f("scalar");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
+        // SAFETY: both features were just detected.
+        unsafe { itera_edge::kernels::enable_avx2() };
+        f("avx2");
+        itera_edge::kernels::disable_avx2();
+    }
+}
+
 fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| scale * (2.0 * rng.next_f32() - 1.0)).collect()
 }
@@ -125,78 +144,98 @@ fn check(name: &str, m: &Matrix<'_>, reference: &Quantized, x: &[f32]) {
     }
 }
 
-const SHAPES: [(usize, usize, usize); 8] =
-    [(5, 64, 64), (7, 96, 32), (3, 19, 19), (4, 40, 8), (6, 128, 32), (3, 13, 13), (4, 50, 10), (2, 200, 200)];
+const SHAPES: [(usize, usize, usize); 10] = [
+    (5, 64, 64),
+    (7, 96, 32),
+    (3, 19, 19),
+    (4, 40, 8),
+    (6, 128, 32),
+    (3, 13, 13),
+    (4, 50, 10),
+    (2, 200, 200),
+    (11, 72, 72),
+    (9, 128, 128),
+];
 
 #[test]
 fn int8_grouped_and_per_row_match_both_references() {
-    let mut rng = Rng::new(7);
-    for (rows, cols, group) in SHAPES {
-        let r = quantize_i8(&mut rng, rows, cols, group);
-        let w = Weights::I8 { q: &r.q, scales: Scales::F32(&r.scales), group, zero_point: 0 };
-        let m = Matrix::new(rows, cols, w).expect("shape");
-        assert_eq!(m.kernel_name(), "i8-scalar");
-        for scale in [1.0, 1e-3, 50.0] {
-            check(&format!("i8 {rows}x{cols}/{group}"), &m, &r, &random(&mut rng, cols, scale));
+    for_each_path(|path| {
+        let mut rng = Rng::new(7);
+        for (rows, cols, group) in SHAPES {
+            let r = quantize_i8(&mut rng, rows, cols, group);
+            let w = Weights::I8 { q: &r.q, scales: Scales::F32(&r.scales), group, zero_point: 0 };
+            let m = Matrix::new(rows, cols, w).expect("shape");
+            assert_eq!(m.kernel_name(), format!("i8-{path}"));
+            for scale in [1.0, 1e-3, 50.0] {
+                check(&format!("i8 {rows}x{cols}/{group}"), &m, &r, &random(&mut rng, cols, scale));
+            }
+            let zeros = vec![0.0; cols];
+            check("i8 zero input", &m, &r, &zeros);
         }
-        let zeros = vec![0.0; cols];
-        check("i8 zero input", &m, &r, &zeros);
-    }
+    });
 }
 
 #[test]
 fn int8_per_tensor_affine_matches_both_references() {
-    let mut rng = Rng::new(8);
-    for (rows, cols, _) in SHAPES {
-        for zero_point in [0, -3, 17, -128] {
-            let mut r = quantize_i8(&mut rng, rows, cols, cols);
-            r.scales = vec![0.0123];
-            r.zero_point = zero_point;
-            let w = Weights::I8 { q: &r.q, scales: Scales::One(0.0123), group: cols, zero_point };
-            let m = Matrix::new(rows, cols, w).expect("shape");
-            check(&format!("i8 affine zp {zero_point} {rows}x{cols}"), &m, &r, &random(&mut rng, cols, 2.0));
+    for_each_path(|_path| {
+        let mut rng = Rng::new(8);
+        for (rows, cols, _) in SHAPES {
+            for zero_point in [0, -3, 17, -128] {
+                let mut r = quantize_i8(&mut rng, rows, cols, cols);
+                r.scales = vec![0.0123];
+                r.zero_point = zero_point;
+                let w = Weights::I8 { q: &r.q, scales: Scales::One(0.0123), group: cols, zero_point };
+                let m = Matrix::new(rows, cols, w).expect("shape");
+                check(&format!("i8 affine zp {zero_point} {rows}x{cols}"), &m, &r, &random(&mut rng, cols, 2.0));
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn int4_matches_both_references() {
-    let mut rng = Rng::new(9);
-    for (rows, cols, group) in SHAPES {
-        if group % 2 == 1 && group < cols {
-            continue;
+    for_each_path(|path| {
+        let mut rng = Rng::new(9);
+        for (rows, cols, group) in SHAPES {
+            if group % 2 == 1 && group < cols {
+                continue;
+            }
+            let r = quantize_i4(&mut rng, rows, cols, group);
+            let packed = pack_i4(&r.q, cols);
+            let scales: Vec<f16> = r.scales.iter().map(|&s| f16::from_f32(s)).collect();
+            let m = Matrix::new(rows, cols, Weights::I4 { packed: &packed, scales: Scales::F16(&scales), group })
+                .expect("shape");
+            assert_eq!(m.kernel_name(), format!("i4-{path}"));
+            for scale in [1.0, 1e-3, 50.0] {
+                check(&format!("i4 {rows}x{cols}/{group}"), &m, &r, &random(&mut rng, cols, scale));
+            }
         }
-        let r = quantize_i4(&mut rng, rows, cols, group);
-        let packed = pack_i4(&r.q, cols);
-        let scales: Vec<f16> = r.scales.iter().map(|&s| f16::from_f32(s)).collect();
-        let m = Matrix::new(rows, cols, Weights::I4 { packed: &packed, scales: Scales::F16(&scales), group })
-            .expect("shape");
-        assert_eq!(m.kernel_name(), "i4-scalar");
-        for scale in [1.0, 1e-3, 50.0] {
-            check(&format!("i4 {rows}x{cols}/{group}"), &m, &r, &random(&mut rng, cols, scale));
-        }
-    }
+    });
 }
 
 #[test]
 fn f16_equals_f32_of_the_converted_weights() {
-    let mut rng = Rng::new(10);
-    for (rows, cols, _) in SHAPES {
-        let w: Vec<f16> = random(&mut rng, rows * cols, 0.3).into_iter().map(f16::from_f32).collect();
-        let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
-        let (a, b) =
-            (Matrix::new(rows, cols, Weights::F16(&w)).unwrap(), Matrix::new(rows, cols, Weights::F32(&wf)).unwrap());
-        assert_eq!(a.kernel_name(), "f16");
-        let x = random(&mut rng, cols, 1.0);
-        let (mut ya, mut yb) = (vec![0.0; rows], vec![0.0; rows]);
-        a.matvec(&x, &mut ya, &mut []);
-        b.matvec(&x, &mut yb, &mut []);
-        assert_eq!(ya, yb);
-        let (mut ra, mut rb) = (vec![0.5; cols], vec![0.5; cols]);
-        a.add_row(rows - 1, &mut ra);
-        b.add_row(rows - 1, &mut rb);
-        assert_eq!(ra, rb);
-    }
+    for_each_path(|_path| {
+        let mut rng = Rng::new(10);
+        for (rows, cols, _) in SHAPES {
+            let w: Vec<f16> = random(&mut rng, rows * cols, 0.3).into_iter().map(f16::from_f32).collect();
+            let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+            let (a, b) = (
+                Matrix::new(rows, cols, Weights::F16(&w)).unwrap(),
+                Matrix::new(rows, cols, Weights::F32(&wf)).unwrap(),
+            );
+            assert_eq!(a.kernel_name(), "f16");
+            let x = random(&mut rng, cols, 1.0);
+            let (mut ya, mut yb) = (vec![0.0; rows], vec![0.0; rows]);
+            a.matvec(&x, &mut ya, &mut []);
+            b.matvec(&x, &mut yb, &mut []);
+            assert_eq!(ya, yb);
+            let (mut ra, mut rb) = (vec![0.5; cols], vec![0.5; cols]);
+            a.add_row(rows - 1, &mut ra);
+            b.add_row(rows - 1, &mut rb);
+            assert_eq!(ra, rb);
+        }
+    });
 }
 
 #[test]
@@ -337,45 +376,58 @@ fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f32) {
 
 #[test]
 fn quantized_models_track_the_f32_model() {
-    let config = micro_config();
-    let (base, kernel, arena) = run(&blob(&config, None), &TOKENS);
-    assert_eq!(kernel, "f32-scalar");
-    for (kind, name, min_agree, max_rel) in [
-        (Kind::F16, "f16", 1.0, 1e-3),
-        (Kind::I8, "i8-scalar", 0.9, 0.02),
-        (Kind::I8Affine, "i8-scalar", 0.9, 0.03),
-        (Kind::I4, "i4-scalar", 0.75, 0.2),
-    ] {
-        let (logits, k, a) = run(&blob(&config, Some(kind)), &TOKENS);
-        let (agree, rel) = compare(&base, &logits);
-        eprintln!("{kind:?}: kernel {k}, arena {a} bytes (f32: {arena}), top-1 {agree:.3}, max|Δ|/range {rel:.5}");
-        assert_eq!(k, name);
-        assert!(agree >= min_agree && rel <= max_rel, "{kind:?}: top-1 {agree}, max|Δ|/range {rel}");
-        let scratch = if kind == Kind::F16 { 0 } else { config.d_inner as usize };
-        assert_eq!(a, arena + scratch, "{kind:?}: arena = f32 buffers + widest integer row");
-    }
+    for_each_path(|path| {
+        let config = micro_config();
+        let (base, kernel, arena) = run(&blob(&config, None), &TOKENS);
+        assert_eq!(kernel, format!("f32-{path}"));
+        for (kind, name, min_agree, max_rel) in [
+            (Kind::F16, "f16", 1.0, 1e-3),
+            (Kind::I8, "i8", 0.9, 0.02),
+            (Kind::I8Affine, "i8", 0.9, 0.03),
+            (Kind::I4, "i4", 0.75, 0.2),
+        ] {
+            let (logits, k, a) = run(&blob(&config, Some(kind)), &TOKENS);
+            let (agree, rel) = compare(&base, &logits);
+            eprintln!("{kind:?}: kernel {k}, arena {a} bytes (f32: {arena}), top-1 {agree:.3}, max|Δ|/range {rel:.5}");
+            assert!(k == name || k == format!("{name}-{path}"), "{k} on {path}");
+            assert!(agree >= min_agree && rel <= max_rel, "{kind:?}: top-1 {agree}, max|Δ|/range {rel}");
+            let scratch = if kind == Kind::F16 { 0 } else { config.d_inner as usize };
+            assert_eq!(a, arena + scratch, "{kind:?}: arena = f32 buffers + widest integer row");
+        }
+    });
 }
 
 #[test]
 fn int8_logits_are_bit_identical_run_to_run() {
-    for (config, kind) in [(micro_config(), Kind::I8), (micro_config(), Kind::I4), (tiny_config(), Kind::I8)] {
-        let bytes = blob(&config, Some(kind));
-        let (a, _, _) = run(&bytes, &TOKENS);
-        let (b, _, _) = run(&bytes, &TOKENS);
-        let (ha, hb) = (fnv1a(&a), fnv1a(&b));
-        eprintln!("{kind:?} vocab {}: FNV-1a of logits for {TOKENS:?}: {ha:#018x}", config.vocab);
-        assert_eq!(ha, hb);
-        // A reset session reproduces the same logits too.
-        let blob = Blob::parse(&bytes).unwrap();
-        let model = Model::new(&blob).unwrap();
-        let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-        let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
-        for _ in 0..2 {
-            let again: Vec<Vec<f32>> = TOKENS.iter().map(|&t| s.step(t % config.vocab).unwrap().to_vec()).collect();
-            assert_eq!(fnv1a(&again), ha);
-            s.reset();
+    // Integer paths are exact and the float epilogue runs in one fixed order, so every kernel
+    // path on every target must give these bits. The firmware reproduces them on a Cortex-M4
+    // (boards/qemu-an386); a change here is a change of results and must be deliberate.
+    const PINNED: [(Kind, u64); 3] =
+        [(Kind::I8, 0x6b54_c52f_950b_68d6), (Kind::I4, 0xc65b_44aa_b4c4_a12f), (Kind::I8, 0x15de_b492_ad6e_a05d)];
+    for_each_path(|path| {
+        for ((config, kind), (pinned_kind, pinned)) in
+            [(micro_config(), Kind::I8), (micro_config(), Kind::I4), (tiny_config(), Kind::I8)].into_iter().zip(PINNED)
+        {
+            assert_eq!(kind, pinned_kind);
+            let bytes = blob(&config, Some(kind));
+            let (a, _, _) = run(&bytes, &TOKENS);
+            let (b, _, _) = run(&bytes, &TOKENS);
+            let (ha, hb) = (fnv1a(&a), fnv1a(&b));
+            eprintln!("{kind:?} vocab {} on {path}: FNV-1a of logits for {TOKENS:?}: {ha:#018x}", config.vocab);
+            assert_eq!(ha, hb);
+            assert_eq!(ha, pinned, "{kind:?} vocab {} on {path}: logits changed", config.vocab);
+            // A reset session reproduces the same logits too.
+            let blob = Blob::parse(&bytes).unwrap();
+            let model = Model::new(&blob).unwrap();
+            let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
+            let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+            for _ in 0..2 {
+                let again: Vec<Vec<f32>> = TOKENS.iter().map(|&t| s.step(t % config.vocab).unwrap().to_vec()).collect();
+                assert_eq!(fnv1a(&again), ha);
+                s.reset();
+            }
         }
-    }
+    });
 }
 
 #[test]

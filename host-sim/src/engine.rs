@@ -98,6 +98,21 @@ pub fn logits_for_tokens(
     Ok(out)
 }
 
+/// Switches the core's kernels to the fastest path this CPU supports (AVX2 on x86-64 when
+/// and F16C are detected) unless `ITERA_KERNELS=scalar`; returns the path in use.
+#[allow(unsafe_code)] // the one call that needs the detection above
+pub fn select_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if std::env::var("ITERA_KERNELS").as_deref() != Ok("scalar")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: AVX2 and F16C were just detected on this CPU.
+        unsafe { itera_edge::kernels::enable_avx2() };
+    }
+    itera_edge::kernels::simd_path()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -745,6 +745,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 fn main() -> ExitCode {
+    itera_sim::engine::select_kernels();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
