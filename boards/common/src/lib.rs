@@ -1,0 +1,298 @@
+//! The itera-edge demo every board runs, written once against `embedded-hal` 1.0.
+//!
+//! A board firmware provides four things and calls [`run`]:
+//! - a text sink: anything `core::fmt::Write` (a UART, `esp-println`'s printer, or
+//!   [`LineBuffer`] in front of `defmt`),
+//! - a [`Clock`] in microseconds, for the cost per token,
+//! - an `embedded_hal::digital::OutputPin` LED that toggles once per generated token,
+//! - an `embedded_hal::delay::DelayNs`, for pacing between tokens and the idle blink.
+//!
+//! The model comes from [`include_model!`], which links the blob and constants written by the
+//! board's build script (`itera-board-build`) into flash. [`run`] prefills the fixed prompt,
+//! generates greedily with [`itera_edge::greedy::Greedy`] and prints:
+//!
+//! ```text
+//! itera-edge on stm32f411 (Cortex-M4F, 100 MHz)
+//! model: synthetic micro int8 (seed 42) blob_bytes=… arena_bytes=… macs_per_token=… kernel=…
+//! prompt: 41,13,6,42,182,43,4,16
+//! tokens: …                       (ids, one line, as qemu-an386 and `itera-sim greedy` print)
+//! text: …                         (decoded with the blob's tokenizer; ids when it has none)
+//! logits_fnv1a: 0x…
+//! prefill_us_per_token: …
+//! us_per_token: …
+//! done
+//! ```
+//!
+//! `tokens:` and `logits_fnv1a:` match `itera-sim greedy BLOB --tokens PROMPT -n N` bit for bit.
+
+#![no_std]
+
+use core::fmt::{self, Write};
+
+use embedded_hal::delay::DelayNs;
+use embedded_hal::digital::OutputPin;
+use itera_edge::{greedy::Greedy, Blob, Model, Session};
+
+pub use itera_edge;
+
+/// A free-running time source for the cost figures.
+pub trait Clock {
+    /// Microseconds since some fixed point; must not wrap during a run.
+    fn now_us(&mut self) -> u64;
+}
+
+/// Aligns the blob so its weights are read in place from flash.
+#[repr(C, align(64))]
+pub struct Aligned<B: ?Sized>(pub B);
+
+/// Links the model written by `itera-board-build` into the calling crate: the generated
+/// constants (`BLOB_BYTES`, `ARENA_BYTES`, `MACS_PER_TOKEN`, `VOCAB`, `MAX_SEQ`, `PROMPT`,
+/// `GENERATE`, `BLOB_SOURCE`) and `static BLOB: &Aligned<[u8]>`.
+#[macro_export]
+macro_rules! include_model {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/model_consts.rs"));
+        /// The model blob, in flash, aligned for in-place reads.
+        static BLOB: &$crate::Aligned<[u8]> =
+            &$crate::Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.itb")));
+    };
+}
+
+/// What one demo run prints about.
+pub struct Demo<'a> {
+    /// Board name and core, for the banner.
+    pub board: &'a str,
+    /// The blob bytes (`&BLOB.0`).
+    pub blob: &'a [u8],
+    /// Where the blob came from (`BLOB_SOURCE`).
+    pub source: &'a str,
+    /// The prompt to prefill (`PROMPT`).
+    pub prompt: &'a [u32],
+    /// Tokens to generate (`GENERATE`).
+    pub generate: usize,
+    /// Pause after each token, so the LED blink is visible (not counted in the timing).
+    pub pause_ms: u32,
+}
+
+/// The figures of a finished run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    /// FNV-1a over every logit vector (as `itera-sim greedy` computes it).
+    pub checksum: u64,
+    /// Arena bytes the session used.
+    pub arena_bytes: usize,
+    /// Prefill microseconds per prompt token.
+    pub prefill_us_per_token: u64,
+    /// Generation microseconds per token (model step only).
+    pub us_per_token: u64,
+}
+
+/// Why a run stopped.
+#[derive(Debug)]
+pub enum DemoError {
+    /// The engine refused the blob, the arena or a step.
+    Engine(&'static str, itera_edge::Error),
+    /// The text sink failed.
+    Console,
+}
+
+impl From<fmt::Error> for DemoError {
+    fn from(_: fmt::Error) -> Self {
+        DemoError::Console
+    }
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DemoError::Engine(what, e) => write!(f, "{what}: {e}"),
+            DemoError::Console => f.write_str("console write failed"),
+        }
+    }
+}
+
+fn engine(what: &'static str) -> impl FnOnce(itera_edge::Error) -> DemoError {
+    move |e| DemoError::Engine(what, e)
+}
+
+/// Runs the demo once: parse the blob in place, prefill, generate, print the figures.
+/// The LED toggles once per generated token and is left off at the end. Errors are returned
+/// (and a `error: …` line printed when the console still works).
+pub fn run<W, C, L, D>(
+    demo: &Demo<'_>,
+    arena: &mut [u8],
+    out: &mut W,
+    clock: &mut C,
+    led: &mut L,
+    delay: &mut D,
+) -> Result<Summary, DemoError>
+where
+    W: Write,
+    C: Clock,
+    L: OutputPin,
+    D: DelayNs,
+{
+    let result = run_inner(demo, arena, out, clock, led, delay);
+    if let Err(e) = &result {
+        let _ = writeln!(out, "error: {e}");
+    }
+    result
+}
+
+fn run_inner<W, C, L, D>(
+    demo: &Demo<'_>,
+    arena: &mut [u8],
+    out: &mut W,
+    clock: &mut C,
+    led: &mut L,
+    delay: &mut D,
+) -> Result<Summary, DemoError>
+where
+    W: Write,
+    C: Clock,
+    L: OutputPin,
+    D: DelayNs,
+{
+    writeln!(out, "itera-edge on {}", demo.board)?;
+    let t0 = clock.now_us();
+    let blob = Blob::parse(demo.blob).map_err(engine("blob"))?;
+    let model = Model::new(&blob).map_err(engine("model"))?;
+    let parse_us = clock.now_us() - t0;
+    let arena_bytes = model.arena_bytes();
+    writeln!(
+        out,
+        "model: {} blob_bytes={} arena_bytes={} macs_per_token={} kernel={} parse_us={}",
+        demo.source,
+        demo.blob.len(),
+        arena_bytes,
+        model.macs_per_token(),
+        model.kernel_name(),
+        parse_us
+    )?;
+    write_ids(out, "prompt:", demo.prompt.iter().copied())?;
+
+    let tokenizer = model.tokenizer().copied();
+    let mut session = Session::new(&model, arena).map_err(engine("session"))?;
+    let t1 = clock.now_us();
+    let mut run = Greedy::start(&mut session, demo.prompt).map_err(engine("prefill"))?;
+    let prefill_us = clock.now_us() - t1;
+
+    // Tokens are printed as they come (the `tokens:` line, comparable with `itera-sim greedy`);
+    // the decoded text follows once the line is complete.
+    let mut step_us = 0;
+    let mut led_on = false;
+    write!(out, "tokens:")?;
+    let mut tokens = [0u32; 64];
+    for i in 0..demo.generate {
+        let s = clock.now_us();
+        let token = run.step().map_err(engine("step"))?;
+        step_us += clock.now_us() - s;
+        if let Some(slot) = tokens.get_mut(i) {
+            *slot = token;
+        }
+        write!(out, "{}{}", if i == 0 { " " } else { "," }, token)?;
+        led_on = !led_on;
+        // An LED that cannot be driven does not stop the demo.
+        let _ = if led_on { led.set_high() } else { led.set_low() };
+        if demo.pause_ms > 0 {
+            delay.delay_ms(demo.pause_ms);
+        }
+    }
+    writeln!(out)?;
+    let _ = led.set_low();
+
+    let shown = demo.generate.min(tokens.len());
+    match tokenizer {
+        Some(t) => {
+            write!(out, "text:")?;
+            for (i, &id) in tokens[..shown].iter().enumerate() {
+                write!(out, "{}{}", if i == 0 { " " } else { t.separator() }, t.decode(id))?;
+            }
+            if shown < demo.generate {
+                write!(out, " …")?;
+            }
+            writeln!(out)?;
+        }
+        None => writeln!(out, "text: (the blob has no tokenizer; ids above)")?,
+    }
+
+    let summary = Summary {
+        checksum: run.checksum(),
+        arena_bytes,
+        prefill_us_per_token: prefill_us / demo.prompt.len().max(1) as u64,
+        us_per_token: step_us / demo.generate.max(1) as u64,
+    };
+    writeln!(out, "logits_fnv1a: {:#018x}", summary.checksum)?;
+    writeln!(out, "prefill_us_per_token: {}", summary.prefill_us_per_token)?;
+    writeln!(out, "us_per_token: {}", summary.us_per_token)?;
+    if summary.us_per_token > 0 {
+        let milli = 1_000_000_000 / summary.us_per_token;
+        writeln!(out, "tokens_per_second: {}.{:03}", milli / 1000, milli % 1000)?;
+    }
+    writeln!(out, "done")?;
+    Ok(summary)
+}
+
+fn write_ids<W: Write>(out: &mut W, label: &str, ids: impl Iterator<Item = u32>) -> fmt::Result {
+    out.write_str(label)?;
+    for (i, t) in ids.enumerate() {
+        write!(out, "{}{}", if i == 0 { " " } else { "," }, t)?;
+    }
+    writeln!(out)
+}
+
+/// Blinks the LED forever: slowly after a run that finished, quickly after one that failed.
+pub fn blink_forever<L: OutputPin, D: DelayNs>(led: &mut L, delay: &mut D, ok: bool) -> ! {
+    let half_period = if ok { 500 } else { 100 };
+    loop {
+        let _ = led.set_high();
+        delay.delay_ms(half_period);
+        let _ = led.set_low();
+        delay.delay_ms(half_period);
+    }
+}
+
+/// A `core::fmt::Write` that collects text into lines of up to `N` bytes and hands each
+/// complete line (without its newline) to a function: puts `defmt::info!("{=str}", line)`
+/// or any line-oriented logger behind the demo's `write!`s. Longer lines are split.
+pub struct LineBuffer<const N: usize, F: FnMut(&str)> {
+    buf: [u8; N],
+    len: usize,
+    emit: F,
+}
+
+impl<const N: usize, F: FnMut(&str)> LineBuffer<N, F> {
+    /// A buffer that calls `emit` for each line.
+    pub fn new(emit: F) -> Self {
+        LineBuffer { buf: [0; N], len: 0, emit }
+    }
+
+    /// Emits the pending partial line, if any.
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            // Only whole UTF-8 characters are ever pushed, so the buffer is valid UTF-8.
+            let line = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<utf8>");
+            (self.emit)(line);
+            self.len = 0;
+        }
+    }
+}
+
+impl<const N: usize, F: FnMut(&str)> Write for LineBuffer<N, F> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c == '\n' {
+                self.flush();
+                continue;
+            }
+            let mut utf8 = [0u8; 4];
+            let bytes = c.encode_utf8(&mut utf8).as_bytes();
+            if self.len + bytes.len() > N {
+                self.flush();
+            }
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+        Ok(())
+    }
+}
