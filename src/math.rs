@@ -9,14 +9,17 @@ pub fn exp(x: f32) -> f32 {
     // e^x = 2^n · e^r, n = round(x / ln 2), |r| <= ln2 / 2.
     let x = x.clamp(-87.5, 88.5);
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let n = (x * core::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * core::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
+    // The integer n sits in the low mantissa bits of `shifted` (|n| < 2^22): read it
+    // there instead of a saturating float-to-int conversion.
+    let ni = shifted.to_bits() as i32 - MAGIC.to_bits() as i32;
     // r = x - n·ln2 in two parts (Cody-Waite) so the subtraction is exact enough.
     let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
     // Degree-6 Taylor polynomial of e^r on |r| <= 0.347 (truncation < 1.2e-8 relative).
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^n by building the exponent bits; n in [-127, 128] after the clamp.
-    let n = n as i32;
-    let (a, b) = (n / 2, n - n / 2);
+    let (a, b) = (ni >> 1, ni - (ni >> 1));
     p * f32::from_bits(((a + 127) as u32) << 23) * f32::from_bits(((b + 127) as u32) << 23)
 }
 

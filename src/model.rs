@@ -290,7 +290,29 @@ impl<'a> Model<'a> {
 
     /// One token through the model at `pos`: reads and updates the recurrent state in `s`
     /// and leaves the logits in `s.logits`. The session has checked `token` and `pos`.
+    #[allow(unsafe_code)] // the AVX2 build of the same code, once the host enabled it
     pub(crate) fn forward(&self, s: &mut State<'_>, token: usize, pos: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::simd_path() != "scalar" {
+            // SAFETY: the path is "avx2" only after `enable_avx2`, whose caller checked that
+            // this CPU has AVX2 and F16C.
+            unsafe { self.forward_avx2(s, token, pos) };
+            return;
+        }
+        self.forward_portable(s, token, pos);
+    }
+
+    /// [`Model::forward_portable`] compiled with AVX2 enabled.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,f16c")]
+    fn forward_avx2(&self, s: &mut State<'_>, token: usize, pos: usize) {
+        self.forward_portable(s, token, pos);
+    }
+
+    /// The forward pass itself; `forward` may run it compiled for AVX2 (the elementwise loops
+    /// vectorise wider; float sums keep their order, so the results are the same bits).
+    #[inline(always)]
+    fn forward_portable(&self, s: &mut State<'_>, token: usize, pos: usize) {
         let c = &self.config;
         let eps = c.norm_eps;
         let k = c.conv_kernel as usize;

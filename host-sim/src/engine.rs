@@ -99,7 +99,7 @@ pub fn logits_for_tokens(
 }
 
 /// Switches the core's kernels to the fastest path this CPU supports (AVX2 on x86-64 when
-/// and F16C are detected) unless `ITERA_KERNELS=scalar`; returns the path in use.
+/// and F16C are detected) unless `ITERA_KERNELS=scalar` (or `=avx2`: no AVX-512 VNNI); returns the path in use.
 #[allow(unsafe_code)] // the one call that needs the detection above
 pub fn select_kernels() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -109,6 +109,13 @@ pub fn select_kernels() -> &'static str {
     {
         // SAFETY: AVX2 and F16C were just detected on this CPU.
         unsafe { itera_edge::kernels::enable_avx2() };
+        if std::env::var("ITERA_KERNELS").as_deref() != Ok("avx2")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: AVX-512 VNNI and VL were just detected, AVX2 above.
+            unsafe { itera_edge::kernels::enable_avx512_vnni() };
+        }
     }
     itera_edge::kernels::simd_path()
 }

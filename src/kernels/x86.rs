@@ -15,6 +15,21 @@ use half::f16;
 use super::Scales;
 
 static AVX2: AtomicBool = AtomicBool::new(false);
+static VNNI: AtomicBool = AtomicBool::new(false);
+
+/// Lets the int8 kernels use AVX-512 VNNI (`vpdpbusd` on 256-bit registers) from now on.
+///
+/// # Safety
+/// The CPU must support AVX-512 VNNI and AVX-512VL (and AVX2 and F16C, see
+/// [`enable_avx2`], which must be called too).
+pub unsafe fn enable_avx512_vnni() {
+    VNNI.store(true, Ordering::Relaxed);
+}
+
+#[inline(always)]
+pub(super) fn vnni() -> bool {
+    VNNI.load(Ordering::Relaxed)
+}
 
 /// Lets the kernels use AVX2 and F16C from now on.
 ///
@@ -28,6 +43,13 @@ pub unsafe fn enable_avx2() {
 /// Back to the portable kernels (they give the same results, more slowly).
 pub fn disable_avx2() {
     AVX2.store(false, Ordering::Relaxed);
+    VNNI.store(false, Ordering::Relaxed);
+}
+
+/// [`super::quantize`] compiled for AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
+    super::quantize(x, xq)
 }
 
 /// Whether [`enable_avx2`] was called.
@@ -93,6 +115,25 @@ fn madd_i8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
 /// Needs AVX2 and F16C. `q` holds `y.len()` rows of `cols`, `xq` holds `cols` values.
 #[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+    // The model's widths: keep x in registers and unroll the row fully.
+    // SAFETY (all arms): as this function's contract; `cols` is the arm's width.
+    if vnni() {
+        // SAFETY: as below; VNNI and AVX-512VL were enabled by `enable_avx512_vnni`.
+        match cols.min(xq.len()) {
+            64 => return unsafe { i8_rows_n_vnni::<2>(q, xq, scales, sx, y) },
+            128 => return unsafe { i8_rows_n_vnni::<4>(q, xq, scales, sx, y) },
+            256 => return unsafe { i8_rows_n_vnni::<8>(q, xq, scales, sx, y) },
+            _ => {}
+        }
+    }
+    match cols.min(xq.len()) {
+        8 => return unsafe { i8_rows_8(q, xq, scales, sx, y) },
+        32 => return unsafe { i8_rows_n::<1>(q, xq, scales, sx, y) },
+        64 => return unsafe { i8_rows_n::<2>(q, xq, scales, sx, y) },
+        128 => return unsafe { i8_rows_n::<4>(q, xq, scales, sx, y) },
+        256 => return unsafe { i8_rows_n::<8>(q, xq, scales, sx, y) },
+        _ => {}
+    }
     let cols = cols.min(xq.len());
     let rows = y.len().min(q.len() / cols.max(1));
     let body = cols / 32 * 32;
@@ -133,6 +174,92 @@ pub(super) unsafe fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'
     }
 }
 
+/// [`i8_rows`] for rows of 8 columns (the SSM's `C`, `d_inner × N`): four rows fill one
+/// register, so they take one load and one multiply-add.
+///
+/// # Safety
+/// Needs AVX2 and F16C. `q` holds `y.len()` rows of 8, `xq` at least 8 values.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn i8_rows_8(q: &[i8], xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+    let Some(x8) = xq.first_chunk::<8>() else { return };
+    let rows = y.len().min(q.len() / 8);
+    let x = _mm256_set1_epi64x(i64::from_le_bytes(x8.map(|v| v as u8)));
+    let vsx = _mm_set1_ps(sx);
+    let mut r = 0;
+    while r + 4 <= rows {
+        // SAFETY: rows r..r+4 are the 32 bytes at q[8r..8r+32], in bounds since r + 4 <= rows.
+        let w = unsafe { load256(q.as_ptr().add(8 * r)) };
+        // Two i32 partial sums per row: [r0 r0 r1 r1 | r2 r2 r3 r3].
+        let v = madd_i8(_mm256_setzero_si256(), w, x);
+        let h = _mm256_hadd_epi32(v, v); // [r0 r1 r0 r1 | r2 r3 r2 r3]
+        let sums = _mm_unpacklo_epi64(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+        let v = _mm_add_ps(_mm_setzero_ps(), _mm_mul_ps(_mm_cvtepi32_ps(sums), scales4(scales, r, 1, 0)));
+        // SAFETY: r + 4 <= rows <= y.len().
+        unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
+        r += 4;
+    }
+    for (k, out) in y[r..rows].iter_mut().enumerate() {
+        let acc = super::dot_i8(&q[(r + k) * 8..(r + k + 1) * 8], xq);
+        *out = super::row_value(core::iter::once((acc as i64, scales.get(r + k))), sx);
+    }
+}
+
+/// Stamps out [`i8_rows`] for rows of exactly `32 * N` columns, `x` held in registers, with
+/// one multiply-accumulate instruction sequence (`$madd`) per 32 columns.
+macro_rules! i8_rows_n {
+    ($name:ident, $features:literal, $madd:ident) => {
+        /// [`i8_rows`] for rows of exactly `32 * N` columns, `x` held in registers.
+        ///
+        /// # Safety
+        /// Needs AVX2 and F16C. `q` holds `y.len()` rows of `32 * N`, `xq` at least `32 * N` values.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const N: usize>(q: &[i8], xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+            let cols = 32 * N;
+            if xq.len() < cols {
+                return;
+            }
+            let rows = y.len().min(q.len() / cols);
+            let mut x = [_mm256_setzero_si256(); N];
+            for (i, v) in x.iter_mut().enumerate() {
+                // SAFETY: 32·i + 32 <= cols <= xq.len().
+                *v = unsafe { load256(xq.as_ptr().add(32 * i)) };
+            }
+            let vsx = _mm_set1_ps(sx);
+            let mut r = 0;
+            while r + 4 <= rows {
+                let p = q[r * cols..(r + 4) * cols].as_ptr();
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for (k, a) in acc.iter_mut().enumerate() {
+                    for (i, xv) in x.iter().enumerate() {
+                        // SAFETY: row r + k, chunk i lies inside the four-row slice above.
+                        *a = $madd(*a, unsafe { load256(p.add(k * cols + 32 * i)) }, *xv);
+                    }
+                }
+                let sums = hsum4_epi32(acc[0], acc[1], acc[2], acc[3]);
+                let v = _mm_add_ps(_mm_setzero_ps(), _mm_mul_ps(_mm_cvtepi32_ps(sums), scales4(scales, r, 1, 0)));
+                // SAFETY: r + 4 <= rows <= y.len().
+                unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
+                r += 4;
+            }
+            for (k, out) in y[r..rows].iter_mut().enumerate() {
+                let acc = super::dot_i8(&q[(r + k) * cols..(r + k + 1) * cols], xq);
+                *out = super::row_value(core::iter::once((acc as i64, scales.get(r + k))), sx);
+            }
+        }
+    };
+}
+
+i8_rows_n!(i8_rows_n, "avx2,f16c", madd_i8);
+i8_rows_n!(i8_rows_n_vnni, "avx2,f16c,avx512vnni,avx512vl", dpbusd_i8);
+
+/// As [`madd_i8`] with AVX-512 VNNI's `vpdpbusd`: four u8·i8 products summed straight into
+/// each i32 lane, one instruction where `madd_i8` needs three (exact, no saturation).
+#[inline]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+fn dpbusd_i8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(x, w))
+}
+
 /// Int4 rows in groups of 32 (`cols` a multiple of 32): `y[r] = (0 + Σ_g acc_g · scale_rg) · sx`,
 /// as [`super::row_value`]. Reorders `xq` in place (each group of 32 becomes its 16 even then
 /// 16 odd elements, matching the low and high nibbles), so the caller must not reuse it.
@@ -141,7 +268,6 @@ pub(super) unsafe fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'
 /// Needs AVX2 and F16C. `packed` holds `y.len()` rows of `cols / 2` bytes, `xq` `cols` values.
 #[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn i4_rows(packed: &[u8], cols: usize, xq: &mut [i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
-    let groups = cols / 32;
     for g in xq.chunks_exact_mut(32) {
         let mut even_odd = [0i8; 32];
         for i in 0..16 {
@@ -150,45 +276,112 @@ pub(super) unsafe fn i4_rows(packed: &[u8], cols: usize, xq: &mut [i8], scales: 
         }
         g.copy_from_slice(&even_odd);
     }
-    let row_bytes = cols / 2;
-    let rows = y.len().min(packed.len() / row_bytes.max(1));
+    let xq = &*xq;
+    // SAFETY (all arms): as this function's contract; `cols` is the arm's width.
+    match cols {
+        32 => unsafe { i4_rows_n::<1>(packed, xq, scales, sx, y) },
+        64 => unsafe { i4_rows_n::<2>(packed, xq, scales, sx, y) },
+        128 => unsafe { i4_rows_n::<4>(packed, xq, scales, sx, y) },
+        256 => unsafe { i4_rows_n::<8>(packed, xq, scales, sx, y) },
+        _ => unsafe { i4_rows_any(packed, cols, xq, scales, sx, y) },
+    }
+}
+
+/// One row's int4 group: nibbles to signed bytes [lo 16 | hi 16] times the reordered inputs,
+/// as eight i32 partial sums.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn i4_group(p: *const u8, x: __m256i) -> __m256i {
+    // SAFETY: callers pass 16 readable bytes.
+    let p = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
     let mask = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(p, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(p), mask);
     let eight = _mm256_set1_epi8(8);
-    // One row's group: nibbles to signed bytes [lo 16 | hi 16] times the reordered inputs,
-    // as eight i32 partial sums.
-    let group = |p: *const u8, x: __m256i| -> __m256i {
-        // SAFETY: callers pass 16 readable bytes.
-        let p = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
-        let lo = _mm_and_si128(p, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(p), mask);
-        let w = _mm256_sub_epi8(_mm256_xor_si256(_mm256_set_m128i(hi, lo), eight), eight);
-        madd_i8(_mm256_setzero_si256(), w, x)
-    };
+    let w = _mm256_sub_epi8(_mm256_xor_si256(_mm256_set_m128i(hi, lo), eight), eight);
+    madd_i8(_mm256_setzero_si256(), w, x)
+}
+
+/// [`i4_rows`] for rows of exactly `32 * N` columns (`N` groups), `x` held in registers.
+///
+/// # Safety
+/// Needs AVX2 and F16C. `packed` holds `y.len()` rows of `16 * N` bytes, `xq` `32 * N` values.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn i4_rows_n<const N: usize>(packed: &[u8], xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+    let row_bytes = 16 * N;
+    if xq.len() < 32 * N {
+        return;
+    }
+    let rows = y.len().min(packed.len() / row_bytes);
+    let mut x = [_mm256_setzero_si256(); N];
+    for (g, v) in x.iter_mut().enumerate() {
+        // SAFETY: 32·g + 32 <= 32·N <= xq.len().
+        *v = unsafe { load256(xq.as_ptr().add(32 * g)) };
+    }
+    let vsx = _mm_set1_ps(sx);
     let mut r = 0;
     while r + 4 <= rows {
-        let mut sum = _mm_setzero_ps();
-        for g in 0..groups {
-            // SAFETY: group g of every row lies inside its `row_bytes`, and of xq inside `cols`.
-            let sums = unsafe {
-                let x = load256(xq.as_ptr().add(g * 32));
-                let at = |k: usize| packed.as_ptr().add((r + k) * row_bytes + g * 16);
-                hsum4_epi32(group(at(0), x), group(at(1), x), group(at(2), x), group(at(3), x))
-            };
-            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_cvtepi32_ps(sums), scales4(scales, r, groups, g)));
+        let p = packed[r * row_bytes..(r + 4) * row_bytes].as_ptr();
+        // The four rows' scales, row-major [row][group], as f32 once per block.
+        let mut sc = [[0.0f32; N]; 4];
+        match *scales {
+            Scales::F16(s) if s.len() >= (r + 4) * N => {
+                let flat = sc.as_flattened_mut();
+                for (c, out) in flat.chunks_exact_mut(4).enumerate() {
+                    // SAFETY: 4 f16 at r·N + 4c, inside the 4N checked above; 4 f32 out.
+                    unsafe {
+                        let h = _mm_loadl_epi64(s.as_ptr().add(r * N + 4 * c).cast::<__m128i>());
+                        _mm_storeu_ps(out.as_mut_ptr(), _mm_cvtph_ps(h));
+                    }
+                }
+            }
+            _ => {
+                for (k, row) in sc.iter_mut().enumerate() {
+                    for (g, v) in row.iter_mut().enumerate() {
+                        *v = scales.get((r + k) * N + g);
+                    }
+                }
+            }
         }
-        let v = _mm_mul_ps(sum, _mm_set1_ps(sx));
-        let mut out = [0.0f32; 4];
-        // SAFETY: `out` has room for four f32.
-        unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
-        y[r..r + 4].copy_from_slice(&out);
+        // Σ_g acc_g·scale_g per row, in group order (lane k = row r + k).
+        let mut sum = _mm_setzero_ps();
+        for (g, xv) in x.iter().enumerate() {
+            // SAFETY: group g of rows r..r+4 lies inside the four-row slice above.
+            let sums = unsafe {
+                let at = |k: usize| p.add(k * row_bytes + 16 * g);
+                hsum4_epi32(i4_group(at(0), *xv), i4_group(at(1), *xv), i4_group(at(2), *xv), i4_group(at(3), *xv))
+            };
+            let s4 = _mm_setr_ps(sc[0][g], sc[1][g], sc[2][g], sc[3][g]);
+            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_cvtepi32_ps(sums), s4));
+        }
+        // SAFETY: r + 4 <= rows <= y.len().
+        unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(sum, vsx)) };
         r += 4;
     }
-    for (k, out) in y[r..rows].iter_mut().enumerate() {
-        let row = r + k;
+    if r < rows {
+        // SAFETY: forwarded contract; only rows r.. remain.
+        unsafe { i4_rows_any(&packed[r * row_bytes..], 32 * N, xq, &scales.skip_rows(r, N), sx, &mut y[r..rows]) };
+    }
+}
+
+/// [`i4_rows`] one row at a time, for any multiple of 32 columns.
+///
+/// # Safety
+/// Needs AVX2 and F16C. `packed` holds `y.len()` rows of `cols / 2` bytes, `xq` `cols` values.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+    let groups = cols / 32;
+    let row_bytes = cols / 2;
+    let rows = y.len().min(packed.len() / row_bytes.max(1));
+    if xq.len() < cols {
+        return;
+    }
+    for (row, out) in y[..rows].iter_mut().enumerate() {
         let mut sum = 0.0f32;
         for g in 0..groups {
-            // SAFETY: as above.
-            let v = unsafe { group(packed.as_ptr().add(row * row_bytes + g * 16), load256(xq.as_ptr().add(g * 32))) };
+            // SAFETY: group g of this row and of xq are in bounds (checked sizes above).
+            let v =
+                unsafe { i4_group(packed.as_ptr().add(row * row_bytes + g * 16), load256(xq.as_ptr().add(g * 32))) };
             let z = _mm256_setzero_si256();
             let acc = _mm_cvtsi128_si32(hsum4_epi32(v, z, z, z));
             sum += acc as f32 * scales.get(row * groups + g);
