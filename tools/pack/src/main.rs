@@ -13,16 +13,19 @@ Storage dtype policy: f32 | f16 | int8 | int4 | mixed | keep, optionally PRESET:
 
   f32    everything f32; PyTorch qint8 tensors are dequantized (default)
   f16    weight matrices f16
-  int8   all weight matrices int8, one scale per row; qint8 checkpoint tensors are kept
-         bit-exactly (never dequantized and requantized)
-  int4   weight matrices int4 (groups of 32, MSE-chosen f16 scales), embedding int8
-  mixed  recommended for size: embedding, delta_proj, B, C int8; in_proj, out_proj,
-         FFN/expert w1 w2 and an untied lm_head int4
+  int8   all weight matrices int8 (embedding and positions included), one MSE-chosen f16
+         scale per row (positions: per 32); qint8 checkpoint tensors are kept bit-exactly
+         (never dequantized and requantized)
+  int4   weight matrices int4 (groups of 32, MSE-chosen f16 scales); embedding and
+         positions int8
+  mixed  recommended for size: embedding, positions, delta_proj, B, C and lm_head int8;
+         in_proj, out_proj and FFN/expert w1 w2 int4
   keep   f32, except tensors stored as qint8 in the checkpoint, kept as int8
 
-Norms, conv, A_log, D, delta_proj bias, the MoE router gate and the position table
-always stay f32. A tied lm_head shares the embedding's bytes and dtype. Tensors the
-policy stores as int8 that the checkpoint already holds as qint8 are kept exactly.
+Norms, conv, A_log, D, delta_proj bias and the MoE router gate always stay f32. A tied
+lm_head shares the embedding's bytes and dtype. Matrices narrower than one int4 group
+(the SSM's C, d_inner x N) take int8 where int4 is asked. Tensors the policy stores as
+int8 that the checkpoint already holds as qint8 are kept exactly.
 
 A policy file holds `pattern = dtype` lines over checkpoint tensor names (`*` matches
 anything, `#` starts a comment); later lines win, on top of the preset. Example,

@@ -8,8 +8,8 @@
 //! GPTQ with the LayerNorm moment, 91.8% GPTQ with a self-generated-text moment), so no
 //! preset uses it yet: the flips come from near-tied logits, not from the mean logit error.
 //!
-//! Vector tensors (norms, conv, `A_log`, `D`, `delta_proj` bias), the MoE router gate and the
-//! position table always stay f32: they are small and precision-sensitive.
+//! Vector tensors (norms, conv, `A_log`, `D`, `delta_proj` bias) and the MoE router gate
+//! always stay f32: they are small and precision-sensitive.
 
 use half::f16;
 use itera_edge::format::Role;
@@ -64,11 +64,11 @@ pub enum Preset {
     F16,
     /// All matrices int8 (qint8 checkpoint tensors kept exactly).
     Int8,
-    /// Matrices int4, embedding int8.
+    /// Matrices int4, embedding and positions int8.
     Int4,
-    /// Embedding, `delta_proj`, `B`, `C` int8; `in_proj`, `out_proj`, FFN, experts and an
-    /// untied `lm_head` int4. The recommended preset for size (micro: 0.230x the f32 blob;
-    /// an int4 embedding would give 0.179x but only ~93% top-1 agreement).
+    /// Embedding, positions, `delta_proj`, `B`, `C` and `lm_head` int8; `in_proj`,
+    /// `out_proj`, FFN and experts int4. The recommended preset for size (micro: 0.230x the
+    /// f32 blob; an int4 embedding would give 0.179x but only ~93% top-1 agreement).
     Mixed,
     /// f32, except tensors stored as qint8 in the checkpoint, which keep their int8 values.
     Keep,
@@ -122,8 +122,8 @@ impl Preset {
     }
 }
 
-/// Whether a role is a weight matrix the policy may quantize. Every other role (vectors, the
-/// router gate, positions) always stays f32.
+/// Whether a role is a weight matrix (or the position table) the policy may quantize. Every
+/// other role (vectors, the router gate) always stays f32.
 pub fn is_quantizable(role: Role) -> bool {
     matches!(
         role,
