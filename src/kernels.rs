@@ -154,7 +154,8 @@ impl<'a> Matrix<'a> {
         match self.weights {
             Weights::F32(_) if simd_path() != "scalar" => "f32-avx2",
             Weights::F32(_) => "f32-scalar",
-            Weights::F16(_) => "f16",
+            Weights::F16(_) if simd_path() != "scalar" => "f16-f16c",
+            Weights::F16(_) => "f16-scalar",
             Weights::I8 { .. } if simd_path() == "avx2-vnni" => "i8-avx2-vnni",
             Weights::I8 { .. } if simd_path() == "avx2" => "i8-avx2",
             Weights::I8 { .. } => "i8-scalar",
@@ -183,6 +184,11 @@ impl<'a> Matrix<'a> {
                 f32_rows(w, cols, x, y);
             }
             Weights::F16(w) => {
+                #[cfg(target_arch = "x86_64")]
+                if x86::avx2() {
+                    // SAFETY: AVX2 and F16C are present (see `enable_avx2`).
+                    return unsafe { x86::f16_rows(w, cols, x, y) };
+                }
                 for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
                     *out = dot_f16(row, x);
                 }

@@ -232,7 +232,7 @@ fn f16_equals_f32_of_the_converted_weights() {
                 Matrix::new(rows, cols, Weights::F16(&w)).unwrap(),
                 Matrix::new(rows, cols, Weights::F32(&wf)).unwrap(),
             );
-            assert_eq!(a.kernel_name(), "f16");
+            assert!(a.kernel_name().starts_with("f16-"), "{}", a.kernel_name());
             let x = random(&mut rng, cols, 1.0);
             let (mut ya, mut yb) = (vec![0.0; rows], vec![0.0; rows]);
             a.matvec(&x, &mut ya, &mut []);

@@ -390,6 +390,33 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
     }
 }
 
+/// f16 rows converted 8 at a time by F16C, then [`super::dot_f16`]'s order of operations.
+///
+/// # Safety
+/// Needs AVX2 and F16C. `w` holds `y.len()` rows of `cols`.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    let cols = cols.max(1);
+    for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
+        let n = cols.min(x.len());
+        let body = n / 8 * 8;
+        let mut acc = _mm256_setzero_ps();
+        let mut c = 0;
+        while c < body {
+            // SAFETY: c + 8 <= body <= n: 8 f16 of the row and 8 f32 of x.
+            unsafe {
+                let h = _mm_loadu_si128(row.as_ptr().add(c).cast::<__m128i>());
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(x.as_ptr().add(c))));
+            }
+            c += 8;
+        }
+        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+        let t = _mm_add_ps(v, _mm_shuffle_ps::<0b10_11_00_01>(v, v));
+        let tail = row[body..n].iter().zip(&x[body..n]).fold(0.0f32, |t, (a, b)| t + super::f16_to_f32(*a) * b);
+        *out = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t))) + tail;
+    }
+}
+
 /// Four-row f32 matvec, same order as [`super::dot_f32`]: lane-wise `acc += w·x` (no FMA),
 /// the fixed eight-lane reduction, then the scalar tail.
 ///
