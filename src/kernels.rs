@@ -11,10 +11,14 @@
 
 use half::f16;
 
-// The only unsafe code of the core: SIMD intrinsics behind runtime detection.
+// The only unsafe code of the core: SIMD intrinsics behind runtime detection (x86-64) and
+// DSP instructions the target always has (Cortex-M4 and up).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86;
+#[cfg(itera_arm_dsp)]
+#[allow(unsafe_code)]
+mod arm_dsp;
 
 /// Longest row (`cols`) an integer matrix may have: keeps every per-group `i32` sum of
 /// `q · xq` (each at most 128 · 127 in magnitude) far from overflow.
@@ -309,47 +313,14 @@ fn row_value(groups: impl Iterator<Item = (i64, f32)>, sx: f32) -> f32 {
     sum * sx
 }
 
-/// `y[r] = W[r]·x` for row-major f32 `w`, four rows at a time so each load of `x` serves
-/// four rows and four accumulator chains run in parallel.
+/// `y[r] = W[r]·x` for row-major f32 `w`, one row at a time: the portable build serves FPUs
+/// with few registers (Cortex-M4F: 32 singles), where four rows of eight lanes would spill.
+/// x86-64 takes `x86::f32_rows`, four rows at a time, with the same per-row order.
 #[inline(always)]
 fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
-    let mut rows = w.chunks_exact(cols);
-    let mut outs = y.chunks_exact_mut(4);
-    for out in &mut outs {
-        let (Some(a), Some(b), Some(c), Some(d)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
-            return;
-        };
-        let v = dot_f32_x4([a, b, c, d], x);
-        out.copy_from_slice(&v);
-    }
-    for (out, row) in outs.into_remainder().iter_mut().zip(rows) {
+    for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
         *out = dot_f32(row, x);
     }
-}
-
-/// Four dot products against one `x`, each summed in the order of [`dot_f32`].
-#[inline(always)]
-fn dot_f32_x4(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
-    const L: usize = 8;
-    let (xc, xr) = x.as_chunks::<L>();
-    let (r0, t0) = rows[0].as_chunks::<L>();
-    let (r1, t1) = rows[1].as_chunks::<L>();
-    let (r2, t2) = rows[2].as_chunks::<L>();
-    let (r3, t3) = rows[3].as_chunks::<L>();
-    let mut acc = [[0.0f32; L]; 4];
-    for ((((xv, a), b), c), d) in xc.iter().zip(r0).zip(r1).zip(r2).zip(r3) {
-        for i in 0..L {
-            acc[0][i] += a[i] * xv[i];
-            acc[1][i] += b[i] * xv[i];
-            acc[2][i] += c[i] * xv[i];
-            acc[3][i] += d[i] * xv[i];
-        }
-    }
-    let tails = [t0, t1, t2, t3];
-    core::array::from_fn(|k| {
-        let tail = tails[k].iter().zip(xr).fold(0.0f32, |t, (a, b)| t + a * b);
-        reduce8(&acc[k]) + tail
-    })
 }
 
 /// The fixed reduction order of eight lanes.
@@ -368,6 +339,12 @@ fn i8_rows(q: &[i8], cols: usize, xq: &[i8], y: &mut [f32], finish: impl Fn(usiz
         let (Some(a), Some(b), Some(c), Some(d)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
             return;
         };
+        #[cfg(itera_arm_dsp)]
+        let acc = {
+            let ((s0, s1), (s2, s3)) = (arm_dsp::dot2_i8(a, b, xq), arm_dsp::dot2_i8(c, d, xq));
+            [s0, s1, s2, s3]
+        };
+        #[cfg(not(itera_arm_dsp))]
         let acc = [dot_i8(a, xq), dot_i8(b, xq), dot_i8(c, xq), dot_i8(d, xq)];
         for (k, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
             *o = finish(r + k, acc);
@@ -447,6 +424,16 @@ fn hi_nibble(b: u8) -> i8 {
 /// the shape of `pmaddwd` (x86) and `SMLAD` (Cortex-M4 DSP).
 #[inline]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    #[cfg(itera_arm_dsp)]
+    return arm_dsp::dot_i8(a, b);
+    #[cfg(not(itera_arm_dsp))]
+    dot_i8_portable(a, b)
+}
+
+/// [`dot_i8`] in portable Rust.
+#[inline]
+#[cfg_attr(itera_arm_dsp, allow(dead_code))]
+fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     let (ac, ar) = a.as_chunks::<16>();
     let (bc, br) = b.as_chunks::<16>();
     let mut acc = [0i32; 8];
