@@ -13,12 +13,12 @@ use half::f16;
 
 // The only unsafe code of the core: SIMD intrinsics behind runtime detection (x86-64) and
 // DSP instructions the target always has (Cortex-M4 and up).
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-mod x86;
 #[cfg(itera_arm_dsp)]
 #[allow(unsafe_code)]
 mod arm_dsp;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86;
 
 /// Longest row (`cols`) an integer matrix may have: keeps every per-group `i32` sum of
 /// `q · xq` (each at most 128 · 127 in magnitude) far from overflow.
@@ -214,16 +214,18 @@ impl<'a> Matrix<'a> {
                         unsafe { x86::i8_rows(q, cols, xq, &scales, sx, y) };
                         return;
                     }
-                    let row_sum = |r: usize, acc: i32| row_value(core::iter::once((acc as i64, scales.get(r))), sx);
+                    let row_sum = |r: usize, acc: i32| row_value(core::iter::once((acc as f32, scales.get(r))), sx);
                     i8_rows(q, cols, xq, y, row_sum);
                     return;
                 }
                 for (r, (row, out)) in q.chunks_exact(cols).zip(y.iter_mut()).enumerate() {
                     let accs = row[..n].chunks(group).zip(xq.chunks(group)).enumerate().map(|(g, (wg, xg))| {
-                        let mut acc = dot_i8(wg, xg) as i64;
-                        if zero_point != 0 {
-                            acc -= zero_point as i64 * sum_i8(xg) as i64;
-                        }
+                        let acc = dot_i8(wg, xg);
+                        let acc = if zero_point != 0 {
+                            (acc as i64 - zero_point as i64 * sum_i8(xg) as i64) as f32
+                        } else {
+                            acc as f32
+                        };
                         (acc, scales.get(r * groups + g))
                     });
                     *out = row_value(accs, sx);
@@ -252,7 +254,7 @@ impl<'a> Matrix<'a> {
                         .chunks(group_bytes)
                         .zip(xq.chunks(group))
                         .enumerate()
-                        .map(|(g, (pg, xg))| (dot_i4(pg, xg) as i64, scales.get(r * groups + g)));
+                        .map(|(g, (pg, xg))| (dot_i4(pg, xg) as f32, scales.get(r * groups + g)));
                     *out = row_value(accs, sx);
                 }
             }
@@ -302,13 +304,14 @@ impl<'a> Matrix<'a> {
 /// Symmetric per-vector int8 quantization: `sx = max|x| / 127`, `xq = round(x / sx)` clamped
 /// to −127..=127. Returns `sx`, or `None` (and leaves `xq` alone) if `x` is all zeros or
 /// not finite.
-/// One row's output from its integer group sums and their scales, in a fixed order:
+/// One row's output from its integer group sums (converted to f32: exact below 2^24, and
+/// the same rounding from i32 or i64) and their scales, in a fixed order:
 /// `(0 + Σ_g acc_g·scale_g) · sx`. Every kernel path ends here, so all give the same bits.
 #[inline(always)]
-fn row_value(groups: impl Iterator<Item = (i64, f32)>, sx: f32) -> f32 {
+fn row_value(groups: impl Iterator<Item = (f32, f32)>, sx: f32) -> f32 {
     let mut sum = 0.0f32;
     for (acc, scale) in groups {
-        sum += acc as f32 * scale;
+        sum += acc * scale;
     }
     sum * sx
 }
@@ -391,10 +394,13 @@ pub fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
     let mut lanes = [0.0f32; 8];
     for c in chunks {
         for i in 0..8 {
-            lanes[i] = lanes[i].max(c[i].abs());
+            // `if` rather than `f32::max`, which is a libm call on FPUs without VMAXNM.
+            let v = c[i].abs();
+            lanes[i] = if v > lanes[i] { v } else { lanes[i] };
         }
     }
-    let amax = rest.iter().fold(lanes.iter().fold(0.0f32, |m, &v| m.max(v)), |m, v| m.max(v.abs()));
+    let max = |m: f32, v: f32| if v > m { v } else { m };
+    let amax = rest.iter().fold(lanes.iter().fold(0.0f32, |m, &v| max(m, v)), |m, v| max(m, v.abs()));
     if !(amax > 0.0 && amax.is_finite()) {
         return None;
     }

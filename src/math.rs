@@ -40,7 +40,8 @@ pub fn silu(x: f32) -> f32 {
 /// `ln(1 + e^x)`, computed as `max(x, 0) + ln(1 + e^-|x|)` so it never overflows.
 #[inline(always)]
 pub fn softplus(x: f32) -> f32 {
-    x.max(0.0) + log1p_unit(exp(-x.abs()))
+    let positive = if x > 0.0 { x } else { 0.0 }; // not `max`: a libm call on some FPUs
+    positive + log1p_unit(exp(-x.abs()))
 }
 
 #[cfg(test)]

@@ -123,12 +123,15 @@ impl Sampler {
 pub fn argmax(v: &[f32]) -> u32 {
     let (chunks, rest) = v.as_chunks::<8>();
     let mut lanes = [f32::NEG_INFINITY; 8];
+    // `if` rather than `f32::max` (a libm call on FPUs without VMAXNM); NaN never compares
+    // greater, so it is skipped either way.
+    let pick = |m: f32, x: f32| if x > m { x } else { m };
     for c in chunks {
         for i in 0..8 {
-            lanes[i] = lanes[i].max(c[i]);
+            lanes[i] = pick(lanes[i], c[i]);
         }
     }
-    let max = rest.iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)), |m, &x| m.max(x));
+    let max = rest.iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &x| pick(m, x)), |m, &x| pick(m, x));
     v.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 

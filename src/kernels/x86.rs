@@ -170,7 +170,7 @@ pub(super) unsafe fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'
     }
     for (k, out) in y[r..rows].iter_mut().enumerate() {
         let acc = super::dot_i8(&q[(r + k) * cols..(r + k + 1) * cols], xq);
-        *out = super::row_value(core::iter::once((acc as i64, scales.get(r + k))), sx);
+        *out = super::row_value(core::iter::once((acc as f32, scales.get(r + k))), sx);
     }
 }
 
@@ -200,7 +200,7 @@ unsafe fn i8_rows_8(q: &[i8], xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [
     }
     for (k, out) in y[r..rows].iter_mut().enumerate() {
         let acc = super::dot_i8(&q[(r + k) * 8..(r + k + 1) * 8], xq);
-        *out = super::row_value(core::iter::once((acc as i64, scales.get(r + k))), sx);
+        *out = super::row_value(core::iter::once((acc as f32, scales.get(r + k))), sx);
     }
 }
 
@@ -243,7 +243,7 @@ macro_rules! i8_rows_n {
             }
             for (k, out) in y[r..rows].iter_mut().enumerate() {
                 let acc = super::dot_i8(&q[(r + k) * cols..(r + k + 1) * cols], xq);
-                *out = super::row_value(core::iter::once((acc as i64, scales.get(r + k))), sx);
+                *out = super::row_value(core::iter::once((acc as f32, scales.get(r + k))), sx);
             }
         }
     };
