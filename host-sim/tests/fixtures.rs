@@ -12,17 +12,7 @@ use itera_sim::engine::provenance_source;
 use itera_sim::{open_model, Bounds, Golden};
 
 fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("ITERA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/itera-lite"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("fixtures directory {} is missing (set ITERA_FIXTURES)", dir.display());
-    }
-    eprintln!("fixtures missing, skipping ({} not found; set ITERA_FIXTURES)", dir.display());
-    None
+    itera_pack::fixtures::dir()
 }
 
 #[test]

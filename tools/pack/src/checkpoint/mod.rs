@@ -387,24 +387,9 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
 pub(crate) mod test_support {
     use std::path::PathBuf;
 
-    /// The Itera-Lite fixtures directory: `$ITERA_FIXTURES`, or
-    /// `<crate>/../../../shared/fixtures/itera-lite`. `None` (with a note) if
-    /// it is missing, unless `CI=true`, where a missing directory is a failure.
+    /// The Itera-Lite fixtures directory (see [`crate::fixtures::dir`]).
     pub(crate) fn fixtures_dir() -> Option<PathBuf> {
-        let dir = std::env::var_os("ITERA_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/itera-lite"));
-        if dir.is_dir() {
-            return Some(dir);
-        }
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("fixtures directory {} is missing (set ITERA_FIXTURES)", dir.display());
-        }
-        eprintln!(
-            "note: fixtures directory {} not found; skipping (set ITERA_FIXTURES to run this test)",
-            dir.display()
-        );
-        None
+        crate::fixtures::dir()
     }
 
     /// Reads one fixture file, or `None` when fixtures are unavailable.
