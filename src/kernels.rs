@@ -214,8 +214,13 @@ impl<'a> Matrix<'a> {
                         unsafe { x86::i8_rows(q, cols, xq, &scales, sx, y) };
                         return;
                     }
-                    let row_sum = |r: usize, acc: i32| row_value(core::iter::once((acc as f32, scales.get(r))), sx);
-                    i8_rows(q, cols, xq, y, row_sum);
+                    #[cfg(itera_arm_dsp)]
+                    arm_dsp::i8_rows(q, cols, xq, &scales, sx, y);
+                    #[cfg(not(itera_arm_dsp))]
+                    {
+                        let row_sum = |r: usize, acc: i32| row_value(core::iter::once((acc as f32, scales.get(r))), sx);
+                        i8_rows(q, cols, xq, y, row_sum);
+                    }
                     return;
                 }
                 for (r, (row, out)) in q.chunks_exact(cols).zip(y.iter_mut()).enumerate() {
@@ -334,6 +339,7 @@ fn reduce8(a: &[f32; 8]) -> f32 {
 
 /// Whole-row int8 dots, four rows at a time; `finish(row, acc)` turns each into the output.
 #[inline(always)]
+#[cfg_attr(itera_arm_dsp, allow(dead_code))]
 fn i8_rows(q: &[i8], cols: usize, xq: &[i8], y: &mut [f32], finish: impl Fn(usize, i32) -> f32) {
     let mut r = 0;
     let mut rows = q.chunks_exact(cols);
@@ -342,12 +348,6 @@ fn i8_rows(q: &[i8], cols: usize, xq: &[i8], y: &mut [f32], finish: impl Fn(usiz
         let (Some(a), Some(b), Some(c), Some(d)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
             return;
         };
-        #[cfg(itera_arm_dsp)]
-        let acc = {
-            let ((s0, s1), (s2, s3)) = (arm_dsp::dot2_i8(a, b, xq), arm_dsp::dot2_i8(c, d, xq));
-            [s0, s1, s2, s3]
-        };
-        #[cfg(not(itera_arm_dsp))]
         let acc = [dot_i8(a, xq), dot_i8(b, xq), dot_i8(c, xq), dot_i8(d, xq)];
         for (k, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
             *o = finish(r + k, acc);
@@ -409,7 +409,10 @@ pub fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
     // |x·inv| <= 127 (plus rounding) keeps it far inside the trick's range.
     const MAGIC: f32 = 12_582_912.0;
     for (q, v) in xq.iter_mut().zip(x) {
-        *q = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0) as i8;
+        // The rounded integer sits in the low mantissa bits: read it there (exactly what
+        // subtracting MAGIC again would give) and clamp in integers.
+        let n = (v * inv + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32;
+        *q = n.clamp(-127, 127) as i8;
     }
     Some(amax / 127.0)
 }

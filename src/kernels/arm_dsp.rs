@@ -80,3 +80,120 @@ pub(super) fn dot2_i8(a: &[i8], b: &[i8], x: &[i8]) -> (i32, i32) {
     let tail = |r: &[i8]| r.iter().zip(xr).map(|(&w, &v)| w as i32 * v as i32).sum::<i32>();
     (acc_a + tail(ar), acc_b + tail(br))
 }
+
+/// Per-row-scaled int8 rows, two at a time: `y[r] = (0 + Σ q·xq · scale_r) · sx`, as the
+/// portable `row_value`, with the row epilogue written out (no iterator, no closure).
+pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'_>, sx: f32, y: &mut [f32]) {
+    let cols = cols.max(1);
+    let mut r = 0;
+    let mut pairs = q.chunks_exact(2 * cols);
+    let mut outs = y.chunks_exact_mut(2);
+    if cols.is_multiple_of(4) && xq.len() >= cols {
+        // The model's widths: whole words, no tails.
+        let (xw, _) = xq[..cols].as_chunks::<4>();
+        for (out, two) in (&mut outs).zip(&mut pairs) {
+            let (a, b) = two.split_at(cols);
+            let (sa, sb) = dot2_words(a.as_chunks::<4>().0, b.as_chunks::<4>().0, xw);
+            out[0] = (0.0 + sa as f32 * scale(scales, r)) * sx;
+            out[1] = (0.0 + sb as f32 * scale(scales, r + 1)) * sx;
+            r += 2;
+        }
+    } else {
+        for (out, two) in (&mut outs).zip(&mut pairs) {
+            let (a, b) = two.split_at(cols);
+            let (sa, sb) = dot2_i8(a, b, xq);
+            out[0] = (0.0 + sa as f32 * scale(scales, r)) * sx;
+            out[1] = (0.0 + sb as f32 * scale(scales, r + 1)) * sx;
+            r += 2;
+        }
+    }
+    if let (Some(out), Some(row)) = (outs.into_remainder().first_mut(), pairs.remainder().get(..cols)) {
+        *out = (0.0 + dot_i8(row, xq) as f32 * scale(scales, r)) * sx;
+    }
+}
+
+/// One word of [`dot2_words`]'s loop: four products for each of two rows, from three loads,
+/// six `SXTB16` and four `SMLAD`.
+macro_rules! dot2_word {
+    () => {
+        concat!(
+            "ldr {wx}, [{px}], #4\n",
+            "ldr {wa}, [{pa}], #4\n",
+            "ldr {wb}, [{pb}], #4\n",
+            "sxtb16 {x02}, {wx}\n",
+            "sxtb16 {wx}, {wx}, ror #8\n",
+            "sxtb16 {t}, {wa}\n",
+            "sxtb16 {wa}, {wa}, ror #8\n",
+            "smlad {acc_a}, {t}, {x02}, {acc_a}\n",
+            "smlad {acc_a}, {wa}, {wx}, {acc_a}\n",
+            "sxtb16 {t}, {wb}\n",
+            "sxtb16 {wb}, {wb}, ror #8\n",
+            "smlad {acc_b}, {t}, {x02}, {acc_b}\n",
+            "smlad {acc_b}, {wb}, {wx}, {acc_b}\n",
+        )
+    };
+}
+
+/// The loop of [`dot2_words`] with `$words` words per iteration (count and branch once per
+/// iteration); `$iterations` must be at least 1.
+macro_rules! dot2_loop {
+    ($a:expr, $b:expr, $x:expr, $iterations:expr, $acc_a:ident, $acc_b:ident, $($word:tt)*) => {
+        asm!(
+            "2:",
+            $(dot2_word!$word,)*
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            pa = inout(reg) $a.as_ptr() => _,
+            pb = inout(reg) $b.as_ptr() => _,
+            px = inout(reg) $x.as_ptr() => _,
+            n = inout(reg) $iterations => _,
+            wa = out(reg) _,
+            wb = out(reg) _,
+            wx = out(reg) _,
+            x02 = out(reg) _,
+            t = out(reg) _,
+            acc_a = inout(reg) $acc_a,
+            acc_b = inout(reg) $acc_b,
+            options(readonly, nostack),
+        )
+    };
+}
+
+/// [`dot2_i8`] over whole words, the loop itself in assembly, unrolled to four words (two,
+/// one) per iteration when the count allows.
+#[inline(always)]
+fn dot2_words(a: &[[i8; 4]], b: &[[i8; 4]], x: &[[i8; 4]]) -> (i32, i32) {
+    let n = a.len().min(b.len()).min(x.len());
+    let (mut acc_a, mut acc_b) = (0i32, 0i32);
+    if n == 0 {
+        return (0, 0);
+    }
+    // SAFETY (all three): each loop reads exactly `n` words from each of `a`, `b` and `x`,
+    // which all hold at least `n` (the minimum above, n >= 1), in n / words iterations; the
+    // pointers and count are copies the asm advances; register-only DSP instructions
+    // otherwise; no stack; `subs` clobbers the flags, which asm! assumes.
+    unsafe {
+        if n.is_multiple_of(4) {
+            dot2_loop!(a, b, x, n / 4, acc_a, acc_b, ()()()());
+        } else if n.is_multiple_of(2) {
+            dot2_loop!(a, b, x, n / 2, acc_a, acc_b, ()());
+        } else {
+            dot2_loop!(a, b, x, n, acc_a, acc_b, ());
+        }
+    }
+    (acc_a, acc_b)
+}
+
+/// Row `r`'s scale; normal f16 values take a short path (the same value as `f16_to_f32`).
+#[inline(always)]
+fn scale(scales: &super::Scales<'_>, r: usize) -> f32 {
+    if let super::Scales::F16(s) = scales {
+        let Some(h) = s.get(r) else { return 0.0 };
+        let h = h.to_bits() as u32;
+        // Exponent 1..=30 (normal): rebias it by 127 - 15 in place; sign moves to bit 31.
+        if (h & 0x7C00).wrapping_sub(0x0400) < 0x7800 {
+            return f32::from_bits(((h & 0x8000) << 16) | (((h & 0x7FFF) << 13) + (112 << 23)));
+        }
+    }
+    scales.get(r)
+}
