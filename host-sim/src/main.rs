@@ -617,7 +617,7 @@ fn cmd_greedy(blob: &Path, tokens: &str, n: usize, json: bool) -> anyhow::Result
 }
 
 fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> anyhow::Result<Outcome> {
-    use itera_sim::board::{elf_sizes, fit, FirmwareCost, BOARDS, FIRMWARE_ESTIMATE};
+    use itera_sim::board::{elf_sizes, fit, FirmwareCost, BOARDS, ESTIMATE_MARGIN};
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let boards: Vec<_> = match board {
@@ -627,37 +627,51 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
         })?],
         None => BOARDS.to_vec(),
     };
-    let mut cost = FIRMWARE_ESTIMATE;
+    let mut measured = None;
     let mut elf_report = None;
+    let mut within_margin = None;
     if let Some(path) = elf {
+        let [board] = boards[..] else { bail!("--elf describes one firmware: name its board with --board") };
         let file = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let sizes = elf_sizes(&file).map_err(anyhow::Error::msg).with_context(|| path.display().to_string())?;
         // The ELF already holds the blob and the arena: what is left is the firmware's own.
-        cost = FirmwareCost {
+        let cost = FirmwareCost {
             code_bytes: sizes.flash_bytes.saturating_sub(bytes.len()),
             static_bytes: sizes.ram_bytes.saturating_sub(model.arena_bytes()),
-            stack_bytes: FIRMWARE_ESTIMATE.stack_bytes,
+            stack_bytes: board.firmware.stack_bytes,
         };
+        within_margin = Some(
+            board.firmware.code_bytes.abs_diff(cost.code_bytes) <= ESTIMATE_MARGIN
+                && board.firmware.static_bytes.abs_diff(cost.static_bytes) <= ESTIMATE_MARGIN,
+        );
+        measured = Some(cost);
         elf_report = Some(sizes);
     }
-    let fits = fit(bytes.len(), model.arena_bytes(), &cost, &boards);
+    let fits = fit(bytes.len(), model.arena_bytes(), measured.as_ref(), &boards);
     if json {
-        let v = json!({ "blob_bytes": bytes.len(), "arena_bytes": model.arena_bytes(), "firmware": cost, "elf": elf_report, "boards": fits });
+        let v = json!({
+            "blob_bytes": bytes.len(), "arena_bytes": model.arena_bytes(), "elf": elf_report,
+            "elf_firmware": measured, "estimate_within_margin": within_margin,
+            "estimate_margin_bytes": ESTIMATE_MARGIN, "boards": fits,
+        });
         say(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
     } else {
-        let mut text = format!(
-            "blob {} B, arena {} B; firmware {} code {} B, statics {} B, stack {} B\n{:<12} {:>10} {:>10} {:>10} {:>10}  fits\n",
-            bytes.len(),
-            model.arena_bytes(),
-            if elf.is_some() { "(from ELF)" } else { "(estimate)" },
-            cost.code_bytes,
-            cost.static_bytes,
-            cost.stack_bytes,
-            "board",
-            "flash need",
-            "flash has",
-            "RAM need",
-            "RAM has"
+        let mut text = format!("blob {} B, arena {} B\n", bytes.len(), model.arena_bytes());
+        if let (Some(m), Some(ok), [board]) = (&measured, within_margin, &boards[..]) {
+            text += &format!(
+                "firmware from ELF: code {} B, statics {} B (estimate {} B, {} B: {} the {} B margin); stack {} B (measured on qemu-an386)\n",
+                m.code_bytes,
+                m.static_bytes,
+                board.firmware.code_bytes,
+                board.firmware.static_bytes,
+                if ok { "within" } else { "OUTSIDE" },
+                ESTIMATE_MARGIN,
+                m.stack_bytes
+            );
+        }
+        text += &format!(
+            "{:<12} {:>10} {:>10} {:>10} {:>10}  fits\n",
+            "board", "flash need", "flash has", "RAM need", "RAM has"
         );
         for f in &fits {
             text += &format!(
@@ -671,6 +685,15 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
             );
         }
         say(&text)?;
+    }
+    // With an ELF this is a check: the firmware must fit and match its estimate.
+    if within_margin == Some(false) {
+        return Ok(Outcome::Failed(format!(
+            "the ELF's firmware cost is outside the {ESTIMATE_MARGIN} B margin of the board's estimate; update BOARDS"
+        )));
+    }
+    if measured.is_some() && fits.iter().any(|f| !f.fits) {
+        return Ok(Outcome::Failed("the firmware with this blob does not fit the board".into()));
     }
     Ok(Outcome::Ok)
 }
