@@ -75,6 +75,10 @@ enum Cmd {
         /// Storage dtypes (see --help): f32 | f16 | int8 | int4 | mixed | keep [:POLICY_FILE].
         #[arg(long, default_value = "f32", value_name = "POLICY", long_help = QUANT_HELP)]
         quant: String,
+        /// Also write Rust constants for firmware (BLOB_BYTES, exact ARENA_BYTES,
+        /// MACS_PER_TOKEN, VOCAB, MAX_SEQ) to this file, to `include!` beside the blob.
+        #[arg(long = "emit-rust", value_name = "FILE.rs")]
+        emit_rust: Option<PathBuf>,
         /// Print a JSON summary instead of text.
         #[arg(long)]
         json: bool,
@@ -94,7 +98,7 @@ enum Cmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, json } => {
+        Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, emit_rust, json } => {
             let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
             let mut opts = PackOptions { top_k, quant, ..PackOptions::default() };
             if let Some(t) = &tokenizer {
@@ -107,6 +111,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let aligned = inspect::AlignedBytes::from(bytes.as_slice());
             itera_edge::Blob::parse(&aligned).context("the blob just written does not parse back (packer bug)")?;
             let report = inspect::report(&aligned).context("the blob just written does not parse back (packer bug)")?;
+            if let Some(path) = &emit_rust {
+                let consts = itera_pack::emit::rust_consts(&aligned)
+                    .context("cannot compute the constants: this build of the core cannot run the blob")?;
+                std::fs::write(path, consts).with_context(|| format!("cannot write {}", path.display()))?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -135,6 +135,8 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
         out.to_str().expect("utf8"),
         "--tokenizer",
         dir.join("tokenizer_2000.json").to_str().expect("utf8"),
+        "--emit-rust",
+        scratch("model_consts.rs").to_str().expect("utf8"),
     ]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let inspect = pack(&["inspect", out.to_str().expect("utf8"), "--json"]);
@@ -148,6 +150,9 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
             || v["tokenizer"].as_str().expect("tokenizer").starts_with("Word")
     );
     assert!(v["provenance"].to_string().contains("itera_lite_micro_distilled.pt"));
+    let consts = std::fs::read_to_string(scratch("model_consts.rs")).expect("--emit-rust wrote the constants");
+    let arena = v["arena_bytes"].as_u64().expect("arena");
+    assert!(consts.contains(&format!("pub const ARENA_BYTES: usize = {arena};")), "{consts}");
     let blob_bytes = v["blob_bytes"].as_u64().expect("size");
     assert!(blob_bytes < 1_200_000, "tied lm_head stored once: {blob_bytes} bytes");
 }
