@@ -10,6 +10,8 @@
 //! * [`text`]: prompt encoding and streamed decoding with a blob's tokenizer;
 //! * [`generate`]: prefill + sampling loop with timings;
 //! * [`eval`]: perplexity on text and agreement with a reference model (KL divergence, ...);
+//! * [`reference`]: an independent f64 forward pass over a whole sequence (CPU), and
+//!   [`reference_cuda`] the same in f32 on an NVIDIA GPU (feature `cuda`);
 //! * [`bench`]: prefill and generation speed, several models interleaved in one run;
 //! * [`demo`]: the whole pipeline (synthetic checkpoint → packer → blob → session) with no
 //!   input files.
@@ -38,6 +40,8 @@ pub mod eval;
 pub mod generate;
 pub mod golden;
 pub mod progress;
+pub mod reference;
+pub mod reference_cuda;
 pub mod text;
 
 pub use compare::{compare, Bounds, Metrics};

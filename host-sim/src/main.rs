@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use itera_edge::Model;
 use itera_sim::bench::{bench, BenchOptions, BenchResult};
 use itera_sim::demo::{run_demo, DemoOptions, SYNTHETIC_NOTE};
@@ -39,7 +39,12 @@ Examples:
   # Speed (prefill and generation tok/s), two blobs interleaved in one run:
   itera-sim bench micro_int8.itb --compare micro.itb
 
-Exit status: 0 on success (check: PASS), 1 on any error or a failed check.";
+  # Check the engine against the independent f64 reference forward pass (no golden needed):
+  itera-sim check micro_int8.itb --reference cpu --json
+
+Exit status: 0 on success (check: PASS), 1 on any error or a failed check, 3 when
+`check --reference cuda` cannot run here (built without the cuda feature, no CUDA driver,
+no CUDA device, or NVRTC missing).";
 
 /// Runs itera-edge model blobs on this machine with the same no_std core a board runs:
 /// generate text, dump logits, and check them against golden references.
@@ -79,25 +84,47 @@ Read it back in NumPy: np.fromfile(\"logits.f32\", \"<f4\").reshape(3, vocab)")]
         #[arg(long)]
         json: bool,
     },
-    /// Compare the engine's logits with a golden reference over a whole sequence.
+    /// Compare the engine's logits with a golden reference, or with an independent reference
+    /// forward pass, over a whole sequence.
     ///
-    /// Runs the golden's tokens from an empty session and reports max |Δlogit|, RMSE, the
-    /// cosine similarity of the flattened logits and top-1 agreement (fraction of positions
-    /// whose argmax matches). Passes when max_abs_diff <= --tol and top1_agreement >=
-    /// --min-top1; otherwise says which bound failed and exits with status 1.
+    /// Runs the tokens from an empty session and reports max |Δlogit|, RMSE, the cosine
+    /// similarity of the flattened logits and top-1 agreement (fraction of positions whose
+    /// argmax matches). Passes when max_abs_diff <= --tol and top1_agreement >= --min-top1;
+    /// otherwise says which bound failed and exits with status 1.
+    ///
+    /// With --reference, the expected logits come from a reference forward pass over the
+    /// blob's own weights (dequantized, whole sequence): `cpu` in f64, `cuda` in f32 on GPU 0
+    /// (needs a build with `--features cuda`). The tokens are the golden's (--golden), or
+    /// --tokens, or a fixed 64-token sequence; the report adds kld_mean, the mean over
+    /// positions of KL(reference ‖ engine).
     #[command(after_help = "\
 Examples:
   itera-sim check micro.itb --golden golden/micro_distilled_random40.json
   itera-sim check micro.itb --golden golden/micro_distilled_story128.json --tol 1e-4 --json
+  itera-sim check micro_int8.itb --reference cpu --tol 0.5 --min-top1 0.9
+  itera-sim check micro.itb --reference cuda --golden golden/micro_distilled_story128.json --json
 
 The golden JSON gives `tokens`, `positions`, `vocab` and `logits_file` (relative to the
-JSON's folder); that file is row-major [positions][vocab] little-endian f32.")]
+JSON's folder); that file is row-major [positions][vocab] little-endian f32.
+
+Exit status: 0 PASS; 1 FAIL or any error; 3 --reference cuda cannot run here (built without
+the cuda feature, no CUDA driver, no CUDA device, or NVRTC missing; one line on stderr says
+which).")]
     Check {
         /// The blob (.itb).
         blob: PathBuf,
-        /// Golden description (JSON); its logits file is found next to it.
-        #[arg(long, value_name = "JSON")]
-        golden: PathBuf,
+        /// Golden description (JSON); its logits file is found next to it. With --reference,
+        /// only its tokens are used.
+        #[arg(long, value_name = "JSON", required_unless_present = "reference")]
+        golden: Option<PathBuf>,
+        /// Compare with a reference forward pass instead of golden logits: cpu (f64) or
+        /// cuda (f32, NVIDIA GPU).
+        #[arg(long, value_enum, value_name = "WHERE")]
+        reference: Option<RefKind>,
+        /// Token ids for --reference (default: the golden's tokens, or a fixed 64-token
+        /// sequence).
+        #[arg(long, value_name = "IDS", requires = "reference", conflicts_with = "golden", allow_hyphen_values = true)]
+        tokens: Option<String>,
         /// Largest accepted |Δlogit|.
         #[arg(long, default_value_t = 1e-3, value_name = "X", allow_negative_numbers = true)]
         tol: f64,
@@ -307,6 +334,15 @@ For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer
     },
 }
 
+/// Where `check --reference` computes its expected logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RefKind {
+    /// f64 on the CPU (itera_sim::reference).
+    Cpu,
+    /// f32 on an NVIDIA GPU (itera_sim::reference_cuda; build with --features cuda).
+    Cuda,
+}
+
 #[derive(Args)]
 struct SamplingArgs {
     /// Temperature: 0 picks the most likely token (greedy); higher is more random.
@@ -333,6 +369,8 @@ impl From<&SamplingArgs> for Sampling {
 enum Outcome {
     Ok,
     Failed(String),
+    /// The requested reference cannot run on this machine or build (exit status 3).
+    Unavailable(String),
 }
 
 /// Writes to stdout; a closed pipe is an error, not a panic.
@@ -368,7 +406,7 @@ fn cmd_logits(blob: &Path, tokens: &str, out: &Path, json: bool) -> anyhow::Resu
     Ok(Outcome::Ok)
 }
 
-fn cmd_check(blob: &Path, golden: &Path, bounds: Bounds, json: bool) -> anyhow::Result<Outcome> {
+fn check_bounds(bounds: &Bounds) -> anyhow::Result<()> {
     let tol_ok = bounds.tol >= 0.0; // false for NaN too
     if !tol_ok {
         bail!("--tol must be >= 0, got {}", bounds.tol);
@@ -376,6 +414,61 @@ fn cmd_check(blob: &Path, golden: &Path, bounds: Bounds, json: bool) -> anyhow::
     if !(0.0..=1.0).contains(&bounds.min_top1) {
         bail!("--min-top1 must be between 0 and 1, got {}", bounds.min_top1);
     }
+    Ok(())
+}
+
+struct RefCheckArgs<'a> {
+    blob: &'a Path,
+    golden: Option<&'a Path>,
+    kind: RefKind,
+    tokens: Option<&'a str>,
+    bounds: Bounds,
+    json: bool,
+}
+
+fn cmd_check_reference(a: RefCheckArgs<'_>) -> anyhow::Result<Outcome> {
+    use itera_sim::reference::{default_tokens, Backend, RefModel, RefReport};
+    use itera_sim::reference_cuda::{self, CudaError};
+    check_bounds(&a.bounds)?;
+    let bytes = read_blob(a.blob)?;
+    let model = load(a.blob, &bytes)?;
+    let (tokens, from) = match (a.golden, a.tokens) {
+        (Some(g), _) => (Golden::load(g)?.tokens, g.display().to_string()),
+        (None, Some(list)) => (parse_tokens(list).context("--tokens")?, "--tokens".to_string()),
+        (None, None) => (default_tokens(model.config()), "default 64-token sequence".to_string()),
+    };
+    itera_sim::engine::check_tokens(&tokens, model.config())?;
+    let reference = RefModel::from_bytes(&bytes)
+        .with_context(|| format!("the reference cannot read the weights of {}", a.blob.display()))?;
+    // The reference before the engine: when the GPU cannot run, say so before any work.
+    let (backend, expected) = match a.kind {
+        RefKind::Cpu => {
+            let logits = reference.logits(&tokens)?;
+            (Backend::Cpu, logits.iter().map(|&v| v as f32).collect::<Vec<f32>>())
+        }
+        RefKind::Cuda => match reference_cuda::logits(&reference, &tokens) {
+            Ok(l) => (Backend::Cuda, l),
+            Err(CudaError::Unavailable(why)) => return Ok(Outcome::Unavailable(format!("--reference cuda: {why}"))),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let mut progress = Progress::new("check");
+    let core = logits_for_tokens(&model, &tokens, |d, t| progress.update(d, t))?;
+    progress.finish();
+    let r = RefReport::new(backend, &core, &expected, model.config().vocab as usize, from)?;
+    if a.json {
+        say(&format!("{}\n", r.to_json(&a.bounds)))?;
+    } else {
+        say(&r.render(&a.bounds))?;
+    }
+    Ok(match r.metrics.verdict(&a.bounds) {
+        Ok(()) => Outcome::Ok,
+        Err(why) => Outcome::Failed(format!("check failed: {}", why.join("; "))),
+    })
+}
+
+fn cmd_check(blob: &Path, golden: &Path, bounds: Bounds, json: bool) -> anyhow::Result<Outcome> {
+    check_bounds(&bounds)?;
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let g = Golden::load(golden)?;
@@ -733,8 +826,20 @@ fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match &cli.cmd {
         Cmd::Logits { blob, tokens, out, json } => cmd_logits(blob, tokens, out, *json),
-        Cmd::Check { blob, golden, tol, min_top1, json } => {
-            cmd_check(blob, golden, Bounds { tol: *tol, min_top1: *min_top1 }, *json)
+        Cmd::Check { blob, golden, reference, tokens, tol, min_top1, json } => {
+            let bounds = Bounds { tol: *tol, min_top1: *min_top1 };
+            match (reference, golden) {
+                (Some(kind), _) => cmd_check_reference(RefCheckArgs {
+                    blob,
+                    golden: golden.as_deref(),
+                    kind: *kind,
+                    tokens: tokens.as_deref(),
+                    bounds,
+                    json: *json,
+                }),
+                (None, Some(golden)) => cmd_check(blob, golden, bounds, *json),
+                (None, None) => bail!("give --golden JSON or --reference cpu|cuda"),
+            }
         }
         Cmd::Run { blob, prompt, tokens, n, echo, ids, sampling, json } => cmd_run(RunArgs {
             blob,
@@ -782,6 +887,10 @@ fn main() -> ExitCode {
         Ok(Outcome::Failed(why)) => {
             eprintln!("error: {why}");
             ExitCode::FAILURE
+        }
+        Ok(Outcome::Unavailable(why)) => {
+            eprintln!("error: {why}");
+            ExitCode::from(itera_sim::reference_cuda::EXIT_UNAVAILABLE)
         }
         Err(e) => {
             eprintln!("error: {e:#}");

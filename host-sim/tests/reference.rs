@@ -1,0 +1,114 @@
+//! The independent reference forward pass (`itera_sim::reference`) against the published
+//! golden logits, and `check --reference` end to end.
+//!
+//! Fixtures come from `itera_pack::fixtures::dir()`; missing fixtures skip those tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use itera_pack::quant::QuantPolicy;
+use itera_pack::PackOptions;
+use itera_sim::reference::RefModel;
+use itera_sim::reference_cuda::EXIT_UNAVAILABLE;
+use itera_sim::Golden;
+
+const BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
+
+/// Largest |reference − golden| over every logit, in f64 (the golden file is f32).
+fn max_diff(reference: &[f64], golden: &[f32]) -> f64 {
+    assert_eq!(reference.len(), golden.len());
+    reference.iter().zip(golden).map(|(&r, &g)| (r - g as f64).abs()).fold(0.0, f64::max)
+}
+
+fn pack(path: &Path, quant: &str) -> Vec<u8> {
+    let opts = PackOptions { top_k: 2, quant: QuantPolicy::parse_spec(quant).unwrap(), ..Default::default() };
+    itera_pack::convert_file(path, &opts).expect("pack the checkpoint")
+}
+
+#[test]
+fn the_reference_matches_every_golden_file() {
+    let Some(dir) = itera_pack::fixtures::dir() else { return };
+    let mut goldens: Vec<PathBuf> = std::fs::read_dir(dir.join("golden"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    goldens.sort();
+    assert!(!goldens.is_empty());
+    for json in goldens {
+        let golden = Golden::load(&json).unwrap();
+        let checkpoint = golden.checkpoint.clone().expect("the golden names its checkpoint");
+        // `keep`: PyTorch qint8 tensors stay int8 with their per-tensor (scale, zero point),
+        // so the reference dequantizes them itself, as the golden did.
+        for quant in ["f32", "keep"] {
+            let bytes = pack(&dir.join(&checkpoint), quant);
+            let reference = RefModel::from_bytes(&bytes).unwrap();
+            let logits = reference.logits(&golden.tokens).unwrap();
+            let d = max_diff(&logits, &golden.logits);
+            println!("{} ({checkpoint}, --quant {quant}): max |reference - golden| = {d:.3e}", json.display());
+            assert!(d <= 1e-6, "{}: {d:e}", json.display());
+        }
+    }
+}
+
+fn tiny_blob(dir: &Path, quant: &str) -> PathBuf {
+    let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1);
+    let opts = PackOptions { quant: QuantPolicy::parse_spec(quant).unwrap(), ..Default::default() };
+    let bytes = itera_pack::convert::build(&sd, &opts).unwrap().finish().unwrap();
+    let path = dir.join(format!("tiny-{quant}.itb"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("itera-sim-ref-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_reference_cpu_passes_on_a_synthetic_blob() {
+    let dir = scratch("cpu");
+    let blob = tiny_blob(&dir, "f32");
+    let out =
+        Command::new(BIN).args(["check", blob.to_str().unwrap(), "--reference", "cpu", "--json"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["pass"], true);
+    assert_eq!(v["reference"], "cpu");
+    assert!(v["max_abs_diff"].as_f64().unwrap() < 1e-4, "{v}");
+    assert!(v["kld_mean"].as_f64().unwrap() < 1e-8, "{v}");
+    assert_eq!(v["top1_agreement"], 1.0);
+
+    // int8: the core quantizes activations too, so it is close, not exact; a zero tolerance fails.
+    let blob8 = tiny_blob(&dir, "int8");
+    let out = Command::new(BIN)
+        .args(["check", blob8.to_str().unwrap(), "--reference", "cpu", "--tokens", "1,2,3,4,5", "--tol", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kld_mean"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_reference_cuda_without_a_gpu_exits_3_with_one_line() {
+    // Only meaningful where no GPU reference can run (this build without `cuda`, or no driver).
+    let dir = scratch("cuda");
+    let blob = tiny_blob(&dir, "f32");
+    let out = Command::new(BIN).args(["check", blob.to_str().unwrap(), "--reference", "cuda"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    if out.status.success() {
+        println!("a GPU reference ran here: {}", String::from_utf8_lossy(&out.stdout));
+        return;
+    }
+    assert_ne!(out.status.code(), Some(101), "panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(EXIT_UNAVAILABLE as i32), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--reference cuda"), "{stderr}");
+    if cfg!(not(feature = "cuda")) {
+        assert!(stderr.contains("built without the cuda feature"), "{stderr}");
+    }
+}
