@@ -52,7 +52,7 @@ impl<'a> Blob<'a> {
         if bytes.len() < min {
             return Err(Error::Truncated { needed: min, available: bytes.len() });
         }
-        if bytes[..8] != MAGIC[..] {
+        if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
             return Err(Error::BadMagic);
         }
         let version = read_u16(bytes, 8);
@@ -68,7 +68,11 @@ impl<'a> Blob<'a> {
         }
         let body = total - CRC_LEN;
         let stored = read_u32(bytes, body);
-        let computed = crc32(&bytes[..body]);
+        // `body < bytes.len()`: `bytes.len() == total >= HEADER_LEN + CRC_LEN` above.
+        let Some(covered) = bytes.get(..body) else {
+            return Err(Error::Truncated { needed: min, available: bytes.len() });
+        };
+        let computed = crc32(covered);
         if stored != computed {
             return Err(Error::ChecksumMismatch { stored, computed });
         }
@@ -85,7 +89,9 @@ impl<'a> Blob<'a> {
         {
             return Err(Error::Malformed("header offsets are inconsistent"));
         }
-        let manifest = &bytes[HEADER_LEN..HEADER_LEN + manifest_len];
+        let manifest = bytes
+            .get(HEADER_LEN..HEADER_LEN + manifest_len)
+            .ok_or(Error::Malformed("header offsets are inconsistent"))?;
         let (head, table): (ManifestHead, _) = decode(manifest)?;
         check_config(&head.config)?;
         let blob = Blob { bytes, head, table };

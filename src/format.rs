@@ -324,6 +324,8 @@ pub fn tensor_count(c: &Config) -> usize {
 }
 
 /// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as zlib's `crc32`.
+// Indices are `i < 256` and `x & 0xFF` into a 256-entry table: always in bounds.
+#[allow(clippy::indexing_slicing)]
 pub fn crc32(bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut t = [0u32; 256];

@@ -336,14 +336,16 @@ impl<'a> Model<'a> {
             let taps = p.conv_weight.chunks_exact(k);
             let windows = history.chunks_exact_mut(k - 1);
             for ((((v, w), window), &u), &bias) in s.v.iter_mut().zip(taps).zip(windows).zip(u).zip(p.conv_bias) {
-                let (w_past, w_now) = w.split_at(k - 1);
-                let conv = bias + w_now[0] * u + w_past.iter().zip(window.iter()).map(|(a, b)| a * b).sum::<f32>();
+                // `w` has `k >= 2` taps (checked at parse time), so `split_last` is `Some`.
+                let Some((&w_now, w_past)) = w.split_last() else { continue };
+                let conv = bias + w_now * u + w_past.iter().zip(window.iter()).map(|(a, b)| a * b).sum::<f32>();
                 *v = conv;
-                // Shift the window by one (a loop: K-1 is tiny, a memmove call is not).
-                for j in 1..window.len() {
-                    window[j - 1] = window[j];
+                // Shift the window by one and append `u` (a loop: K-1 is tiny, a memmove
+                // call is not): walking back from the newest slot, each takes the newer value.
+                let mut carry = u;
+                for slot in window.iter_mut().rev() {
+                    carry = core::mem::replace(slot, carry);
                 }
-                window[k - 2] = u;
             }
             // Elementwise loops on their own vectorise.
             s.v.iter_mut().for_each(|v| *v = silu(*v));
@@ -378,10 +380,12 @@ impl<'a> Model<'a> {
                     gate.matvec(s.h, s.z, s.xq);
                     let picked = top_k(s.z, c.top_k as usize);
                     // Softmax over the picked router logits only.
-                    let max = picked.iter().map(|&i| s.z[i]).fold(f32::NEG_INFINITY, f32::max);
-                    let total: f32 = picked.iter().map(|&i| exp(s.z[i] - max)).sum();
+                    // `picked` indexes `s.z` (from `top_k`), so `get` is always `Some`.
+                    let z = |i: usize| s.z.get(i).copied().unwrap_or(f32::NEG_INFINITY);
+                    let max = picked.iter().map(|&i| z(i)).fold(f32::NEG_INFINITY, f32::max);
+                    let total: f32 = picked.iter().map(|&i| exp(z(i) - max)).sum();
                     for &i in &picked {
-                        let weight = exp(s.z[i] - max) / total;
+                        let weight = exp(z(i) - max) / total;
                         if let Some(expert) = self.experts.get(first + i) {
                             expert.apply(s.h, s.hidden, s.acc, s.xq);
                             for (x, y) in s.x.iter_mut().zip(s.acc.iter()) {
@@ -403,7 +407,7 @@ impl Mlp<'_> {
     /// `out = w2 · gelu(w1 · x)`, with `hidden` (and `scratch` for integer kernels) as scratch.
     fn apply(&self, x: &[f32], hidden: &mut [f32], out: &mut [f32], scratch: &mut [i8]) {
         let rows = self.w1.rows().min(hidden.len());
-        let hidden = &mut hidden[..rows];
+        let hidden = hidden.get_mut(..rows).unwrap_or_default();
         self.w1.matvec(x, hidden, scratch);
         hidden.iter_mut().for_each(|h| *h = gelu(*h));
         self.w2.matvec(hidden, out, scratch);
@@ -419,7 +423,7 @@ fn top_k(z: &[f32], k: usize) -> Vec<usize, MAX_EXPERTS> {
             if picked.contains(&i) {
                 continue;
             }
-            if best.is_none_or(|b| v > z[b]) {
+            if best.is_none_or(|b| z.get(b).is_none_or(|&zb| v > zb)) {
                 best = Some(i);
             }
         }

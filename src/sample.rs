@@ -103,7 +103,7 @@ impl Sampler {
                 break;
             }
         }
-        let top = &top[..kept];
+        let top = top.get(..kept).unwrap_or(&top);
         let kept_total: f32 = top.iter().map(|&(l, _)| weight(l)).sum();
         let mut target = self.rng.next_f32() * kept_total;
         for &(l, id) in top {
@@ -127,8 +127,8 @@ pub fn argmax(v: &[f32]) -> u32 {
     // greater, so it is skipped either way.
     let pick = |m: f32, x: f32| if x > m { x } else { m };
     for c in chunks {
-        for i in 0..8 {
-            lanes[i] = pick(lanes[i], c[i]);
+        for (lane, &x) in lanes.iter_mut().zip(c) {
+            *lane = pick(*lane, x);
         }
     }
     let max = rest.iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &x| pick(m, x)), |m, &x| pick(m, x));

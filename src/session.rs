@@ -47,7 +47,11 @@ impl<'s, 'a> Session<'s, 'a> {
         if arena.len() < needed {
             return Err(Error::ArenaTooSmall { needed, available: arena.len() });
         }
-        let (floats, xq) = arena[..needed].split_at_mut(model.float_count() * 4);
+        // Both `None`s are impossible (`needed` was just checked, and the floats are part of
+        // `arena_bytes()`); they map to the same refusal rather than a panic.
+        let too_small = Error::ArenaTooSmall { needed, available: arena.len() };
+        let (floats, xq) =
+            arena.get_mut(..needed).and_then(|a| a.split_at_mut_checked(model.float_count() * 4)).ok_or(too_small)?;
         let floats: &mut [f32] = bytemuck::try_cast_slice_mut(floats).map_err(|_| Error::ArenaNotAligned)?;
         let xq: &mut [i8] = bytemuck::cast_slice_mut(xq);
         let mut state = State::carve(model.config(), floats, xq);

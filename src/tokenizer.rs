@@ -27,7 +27,7 @@ impl<'a> Tokenizer<'a> {
         if !start.is_multiple_of(4) || start < lo || start.checked_add(len).is_none_or(|e| e > hi) {
             return Err(bad("table is misaligned or outside the data section"));
         }
-        let table = &blob[start..start + len];
+        let table = blob.get(start..start + len).ok_or(bad("table is misaligned or outside the data section"))?;
         let index_len =
             (r.count as usize).checked_add(1).and_then(|n| n.checked_mul(4)).ok_or(bad("count overflows"))?;
         if index_len > len {
@@ -41,7 +41,7 @@ impl<'a> Tokenizer<'a> {
             if (i == 0 && end != 0) || end < prev || end as usize > strings.len() {
                 return Err(bad("string offsets are not increasing within the section"));
             }
-            if i > 0 && core::str::from_utf8(&strings[prev as usize..end as usize]).is_err() {
+            if i > 0 && strings.get(prev as usize..end as usize).is_none_or(|s| core::str::from_utf8(s).is_err()) {
                 return Err(bad("a token is not valid UTF-8"));
             }
             prev = end;

@@ -1,0 +1,69 @@
+//! Blob::parse, then Model::new, then a short session on tokens taken from the input.
+//! The input is the blob itself; any structural defect must be a typed error, never a panic.
+#![no_main]
+
+use itera_edge::format::{crc32, CRC_LEN, HEADER_LEN};
+use itera_edge::{Blob, Error, Model, Session};
+use itera_pack::inspect::AlignedBytes;
+use libfuzzer_sys::fuzz_target;
+
+/// Arenas above this are skipped (parse and `Model::new` still ran).
+const MAX_ARENA: usize = 64 << 20;
+
+fn run(data: &[u8]) -> Result<(), Error> {
+    let aligned = AlignedBytes::from(data);
+    let blob = Blob::parse(&aligned)?;
+    for e in blob.tensors() {
+        let _ = (blob.data(&e).len(), blob.scales(&e).len());
+    }
+    for (k, v) in blob.provenance() {
+        let _ = (k.len(), v.len());
+    }
+    let model = Model::new(&blob)?;
+    if let Some(t) = model.tokenizer() {
+        for id in 0..t.len().min(32) + 1 {
+            let _ = t.id_of(t.decode(id));
+        }
+    }
+    let c = *model.config();
+    if model.arena_bytes() > MAX_ARENA {
+        return Ok(());
+    }
+    let mut words = vec![0u32; model.arena_bytes().div_ceil(4)];
+    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words))?;
+    // Tokens from the tail of the input (in range or not: both paths are exercised).
+    let prompt: Vec<u32> = data.iter().rev().take(4).map(|&b| u32::from(b) % (c.vocab + 2)).collect();
+    let _ = s.prefill(&prompt);
+    for &b in data.iter().take(3) {
+        if let Err(Error::ContextFull { .. }) = s.step(u32::from(b) % c.vocab) {
+            s.reset();
+        }
+    }
+    let _ = itera_edge::sample::argmax(s.logits());
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    // Odd-length inputs run the AVX2 kernels (the core's only `unsafe` code, where ASan
+    // would see an out-of-bounds read), even-length ones the portable kernels.
+    #[cfg(target_arch = "x86_64")]
+    if data.len() % 2 == 1 && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU was just checked for AVX2 and F16C.
+        unsafe { itera_edge::kernels::enable_avx2() };
+    } else {
+        itera_edge::kernels::disable_avx2();
+    }
+    // As given: the magic, version, length and CRC32 checks see every mutation.
+    let _ = run(data);
+    // With the declared length and the CRC32 patched to match, as a deliberate edit would
+    // be: the mutation reaches the manifest decoder, the structural checks and the kernels.
+    if data.len() >= HEADER_LEN + CRC_LEN {
+        let mut fixed = data.to_vec();
+        let len = u32::try_from(fixed.len()).unwrap_or(u32::MAX);
+        fixed[20..24].copy_from_slice(&len.to_le_bytes());
+        let body = fixed.len() - CRC_LEN;
+        let crc = crc32(&fixed[..body]);
+        fixed[body..].copy_from_slice(&crc.to_le_bytes());
+        let _ = run(&fixed);
+    }
+});
