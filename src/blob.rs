@@ -278,7 +278,9 @@ fn check_config(c: &Config) -> Result<(), Error> {
     if c.n_layers as usize > MAX_LAYERS {
         return Err(Error::Capacity { what: "layers", needed: c.n_layers as usize, max: MAX_LAYERS });
     }
-    if c.moe_layers >> c.n_layers != 0 && c.n_layers < 32 {
+    // `checked_shr`: with 32 layers every bit may be set (a plain shift by 32 overflows;
+    // found by fuzzing).
+    if c.moe_layers.checked_shr(c.n_layers).unwrap_or(0) != 0 {
         return Err(inv("a MoE flag names a layer past the last"));
     }
     let any_moe = c.moe_layers != 0;
@@ -313,4 +315,37 @@ fn check_config(c: &Config) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(n_layers: u32, moe_layers: u32) -> Config {
+        Config {
+            vocab: 8,
+            d_model: 4,
+            n_layers,
+            d_inner: 4,
+            d_state: 2,
+            conv_kernel: 4,
+            max_seq: 4,
+            ffn_hidden: 4,
+            n_experts: 2,
+            expert_hidden: 4,
+            top_k: 1,
+            moe_layers,
+            norm_eps: 1e-5,
+            tied_lm_head: true,
+        }
+    }
+
+    #[test]
+    fn moe_flags_are_checked_against_the_layer_count_without_overflow() {
+        // 32 layers, all MoE: the shift by 32 once overflowed (found by fuzzing).
+        assert_eq!(check_config(&config(32, u32::MAX)), Ok(()));
+        assert_eq!(check_config(&config(3, 0b010)), Ok(()));
+        assert!(matches!(check_config(&config(3, 0b1000)), Err(Error::InvalidConfig(_))));
+        assert!(matches!(check_config(&config(33, 0)), Err(Error::Capacity { .. })));
+    }
 }
