@@ -128,6 +128,8 @@ pub enum Error {
         /// The model's `max_seq`.
         max_seq: u32,
     },
+    /// The blob's Ed25519 signature does not verify with the device's public key.
+    BadSignature,
 }
 
 impl fmt::Display for Error {
@@ -193,6 +195,10 @@ impl fmt::Display for Error {
             Error::TokenOutOfRange { token, vocab } => write!(
                 f,
                 "token id {token} is out of range: the vocabulary has {vocab} ids (0..{vocab})"
+            ),
+            Error::BadSignature => write!(
+                f,
+                "blob signature does not verify: the blob was altered or signed with another key; install a blob signed by `itera-pack sign`"
             ),
             Error::ContextFull { max_seq } => write!(
                 f,

@@ -35,6 +35,8 @@ pub mod model;
 pub mod sample;
 pub mod session;
 pub mod tokenizer;
+#[cfg(feature = "verify")]
+pub mod verify;
 
 pub use blob::Blob;
 pub use error::Error;

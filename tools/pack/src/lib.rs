@@ -11,6 +11,7 @@ pub mod emit;
 pub mod fixtures;
 pub mod inspect;
 pub mod quant;
+pub mod sign;
 pub mod synthetic;
 pub mod tokenizer_json;
 pub mod writer;

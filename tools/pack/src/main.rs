@@ -83,6 +83,38 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make an Ed25519 key pair for signing blobs: NAME.secret (keep it off devices and out
+    /// of repositories) and NAME.public (build it into firmware with the `verify` feature).
+    Keygen {
+        /// Base name of the two key files.
+        #[arg(short, long, value_name = "NAME")]
+        output: PathBuf,
+    },
+    /// Sign a blob: writes a detached 64-byte Ed25519 signature (default BLOB.sig) that
+    /// `itera_edge::verify::parse_signed` checks on the device before using the blob.
+    ///
+    /// Example: itera-pack sign micro.itb --key release.secret
+    Sign {
+        /// The blob.
+        blob: PathBuf,
+        /// Secret key from `itera-pack keygen`.
+        #[arg(long, value_name = "NAME.secret")]
+        key: PathBuf,
+        /// Signature file (default: BLOB.sig).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Check a blob's detached signature with the core's verifier (exit 1 if it fails).
+    Verify {
+        /// The blob.
+        blob: PathBuf,
+        /// Public key from `itera-pack keygen`.
+        #[arg(long = "public", value_name = "NAME.public")]
+        public: PathBuf,
+        /// Signature file (default: BLOB.sig).
+        #[arg(long = "sig", value_name = "FILE")]
+        signature: Option<PathBuf>,
+    },
     /// Show a blob's config, tensors (dtype, shape, bytes), size, arena bytes and provenance.
     Inspect {
         /// The blob.
@@ -137,6 +169,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Cmd::Keygen { output } => {
+            let (secret, public) = itera_pack::sign::keygen(&output)?;
+            println!("wrote {} (secret: keep it safe) and {}", secret.display(), public.display());
+        }
+        Cmd::Sign { blob, key, output } => {
+            let bytes = inspect::read_aligned(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
+            itera_edge::Blob::parse(&bytes).with_context(|| format!("{} is not a valid blob", blob.display()))?;
+            let signature = itera_pack::sign::sign(&bytes, &key)?;
+            let out = output.unwrap_or_else(|| signature_path(&blob));
+            std::fs::write(&out, signature).with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
+        Cmd::Verify { blob, public, signature } => {
+            let bytes = std::fs::read(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
+            let sig = signature.unwrap_or_else(|| signature_path(&blob));
+            itera_pack::sign::verify(&bytes, &sig, &public).with_context(|| format!("{}", blob.display()))?;
+            println!("{}: signature OK", blob.display());
+        }
         Cmd::Inspect { blob, json, chart } => {
             let bytes = inspect::read_aligned(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
             let report = inspect::report(&bytes).with_context(|| format!("{} is not a valid blob", blob.display()))?;
@@ -152,6 +202,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `BLOB.sig` beside the blob.
+fn signature_path(blob: &std::path::Path) -> PathBuf {
+    let mut name = blob.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
 }
 
 fn main() -> ExitCode {

@@ -156,3 +156,27 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
     let blob_bytes = v["blob_bytes"].as_u64().expect("size");
     assert!(blob_bytes < 1_200_000, "tied lm_head stored once: {blob_bytes} bytes");
 }
+
+#[test]
+fn keygen_sign_and_verify_a_blob_and_refuse_a_changed_one() {
+    use itera_pack::synthetic::{state_dict, tiny_config};
+    let blob = scratch("signed.itb");
+    let bytes = itera_pack::convert::build(&state_dict(&tiny_config(), 2), &PackOptions::default())
+        .expect("build")
+        .finish()
+        .expect("finish");
+    std::fs::write(&blob, &bytes).expect("write");
+    let key = scratch("release");
+    let _ = std::fs::remove_file(key.with_extension("secret"));
+    let s = |p: &Path| p.to_str().expect("utf8").to_string();
+    assert!(pack(&["keygen", "-o", &s(&key)]).status.success());
+    assert_refused(&pack(&["keygen", "-o", &s(&key)]), "refusing to overwrite");
+    let (secret, public) = (key.with_extension("secret"), key.with_extension("public"));
+    assert!(pack(&["sign", &s(&blob), "--key", &s(&secret)]).status.success());
+    let ok = pack(&["verify", &s(&blob), "--public", &s(&public)]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let mut changed = bytes.clone();
+    changed[100] ^= 1;
+    std::fs::write(&blob, &changed).expect("write");
+    assert_refused(&pack(&["verify", &s(&blob), "--public", &s(&public)]), "signature does not verify");
+}
