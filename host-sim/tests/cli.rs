@@ -1,9 +1,11 @@
 //! End-to-end tests of the `itera-sim` binary on small synthetic blobs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::Scratch;
 use itera_edge::{Blob, Model, Session};
 use itera_pack::inspect::AlignedBytes;
 use itera_pack::synthetic::{state_dict, tiny_config};
@@ -12,29 +14,6 @@ use itera_pack::PackOptions;
 const BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
 /// `tiny_config().vocab`.
 const VOCAB: usize = 48;
-
-/// A fresh folder under the temp dir, unique per process and test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("itera-sim-cli-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Packs the tiny synthetic model (seed 1), with `opts`, into a temp file.
 fn tiny_blob_with(s: &Scratch, opts: &PackOptions) -> (PathBuf, Vec<u8>) {
@@ -135,7 +114,7 @@ fn demo_text_says_synthetic_and_points_to_real_tools() {
 
 #[test]
 fn logits_file_matches_an_in_process_session_bit_for_bit() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let (blob, bytes) = tiny_blob(&s);
     let out = s.path("logits.f32");
     let o = sim(&["logits", p(&blob), "--tokens", "1,2,3", "--out", p(&out)]);
@@ -153,7 +132,7 @@ fn logits_file_matches_an_in_process_session_bit_for_bit() {
 
 #[test]
 fn check_passes_on_own_logits_and_fails_after_a_perturbation() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let (blob, bytes) = tiny_blob(&s);
     let tokens = [5u32, 17, 2, 40, 0, 47];
     let mut logits = in_process_logits(&bytes, &tokens);
@@ -195,7 +174,7 @@ fn check_passes_on_own_logits_and_fails_after_a_perturbation() {
 
 #[test]
 fn check_refuses_a_golden_for_another_model() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let (blob, _) = tiny_blob(&s);
     let golden = write_golden(&s, "golden-vocab", &[1, 2], &[0.0; 2 * VOCAB]);
     let text = std::fs::read_to_string(&golden).unwrap().replace("\"vocab\":48", "\"vocab\":24");
@@ -208,7 +187,7 @@ fn check_refuses_a_golden_for_another_model() {
 
 #[test]
 fn run_takes_token_ids_on_a_blob_without_tokenizer() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let (blob, _) = tiny_blob(&s);
     let o = sim(&["run", p(&blob), "--tokens", "1,2,3", "-n", "5"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -230,7 +209,7 @@ fn run_takes_token_ids_on_a_blob_without_tokenizer() {
 
 #[test]
 fn run_stops_cleanly_at_max_seq() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let (blob, _) = tiny_blob(&s);
     // tiny_config: max_seq 16.
     let o = sim(&["run", p(&blob), "--tokens", "1,2,3,4,5,6,7,8,9,10", "-n", "50", "--json"]);
@@ -243,7 +222,7 @@ fn run_stops_cleanly_at_max_seq() {
 
 #[test]
 fn run_streams_text_with_the_blob_tokenizer() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     use itera_edge::format::TokenizerKind;
     use itera_pack::writer::TokenizerTable;
     let mut tokens: Vec<String> = ["<PAD>", "<UNK>", "once", "upon", "a", "time"].map(String::from).to_vec();
@@ -267,7 +246,7 @@ fn run_streams_text_with_the_blob_tokenizer() {
 
 #[test]
 fn token_ids_out_of_range_are_errors_not_panics() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let (blob, _) = tiny_blob(&s);
     let out = s.path("never.f32");
     let o = sim(&["logits", p(&blob), "--tokens", "1,48", "--out", p(&out)]);
@@ -281,7 +260,7 @@ fn token_ids_out_of_range_are_errors_not_panics() {
 
 #[test]
 fn bad_sampling_flags_are_errors() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let (blob, _) = tiny_blob(&s);
     assert_error(&sim(&["run", p(&blob), "--tokens", "1", "--top-p", "0"]), "--top-p");
     assert_error(&sim(&["run", p(&blob), "--tokens", "1", "--temperature", "-1"]), "--temperature");
@@ -289,7 +268,7 @@ fn bad_sampling_flags_are_errors() {
 
 #[test]
 fn missing_and_corrupt_blobs_are_errors() {
-    let s = Scratch::new();
+    let s = Scratch::new("cli");
     let missing = s.path("does-not-exist.itb");
     assert_error(&sim(&["logits", p(&missing), "--tokens", "1", "--out", p(&s.path("x.f32"))]), "cannot read blob");
     assert_error(&sim(&["run", p(&missing), "--tokens", "1"]), "cannot read blob");

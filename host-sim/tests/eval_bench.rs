@@ -2,38 +2,17 @@
 //! of `eval` on the published micro model when the fixtures are present. Speeds are only
 //! checked to be positive and finite, never compared with a number.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::Scratch;
 use itera_pack::synthetic::{state_dict, tiny_config};
 use itera_pack::PackOptions;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
-
-/// A fresh folder under the temp dir, unique per process and test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("itera-sim-eval-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Packs the tiny synthetic model (vocab 48, max_seq 16) drawn from `seed` into `name`.
 fn tiny_blob(s: &Scratch, name: &str, seed: u64) -> PathBuf {
@@ -93,7 +72,7 @@ const EVAL_KEYS: [&str; 10] = [
 
 #[test]
 fn eval_against_itself_agrees_exactly() {
-    let s = Scratch::new();
+    let s = Scratch::new("eval");
     let blob = tiny_blob(&s, "a.itb", 1);
     let (text, tok) = text_and_tokenizer(&s);
     let v = json_of(&sim(&[
@@ -124,7 +103,7 @@ fn eval_against_itself_agrees_exactly() {
 
 #[test]
 fn eval_against_another_model_differs_and_max_tokens_truncates() {
-    let s = Scratch::new();
+    let s = Scratch::new("eval");
     let a = tiny_blob(&s, "a.itb", 1);
     let b = tiny_blob(&s, "b.itb", 2);
     let (text, tok) = text_and_tokenizer(&s);
@@ -157,7 +136,7 @@ fn eval_against_another_model_differs_and_max_tokens_truncates() {
 
 #[test]
 fn eval_refuses_bad_input_cleanly() {
-    let s = Scratch::new();
+    let s = Scratch::new("eval");
     let a = tiny_blob(&s, "a.itb", 1);
     let (text, tok) = text_and_tokenizer(&s);
     let err = |o: Output| {
@@ -179,7 +158,7 @@ fn eval_refuses_bad_input_cleanly() {
 
 #[test]
 fn bench_json_has_the_keys_and_positive_rates() {
-    let s = Scratch::new();
+    let s = Scratch::new("eval");
     let a = tiny_blob(&s, "a.itb", 1);
     let v = json_of(&sim(&["bench", p(&a), "--json", "--repeat", "3", "--tokens", "32"]));
     for key in [
@@ -209,7 +188,7 @@ fn bench_json_has_the_keys_and_positive_rates() {
 
 #[test]
 fn bench_compare_reports_both_and_a_ratio() {
-    let s = Scratch::new();
+    let s = Scratch::new("eval");
     let a = tiny_blob(&s, "a.itb", 1);
     let b = tiny_blob(&s, "b.itb", 2);
     let v = json_of(&sim(&["bench", p(&a), "--compare", p(&b), "--json", "--repeat", "3", "--tokens", "16"]));
@@ -240,7 +219,7 @@ fn help_has_examples() {
 #[test]
 fn micro_fixture_perplexity_and_self_agreement() {
     let Some(dir) = itera_pack::fixtures::dir() else { return };
-    let s = Scratch::new();
+    let s = Scratch::new("eval");
     let opts = PackOptions { top_k: 2, ..PackOptions::default() };
     let bytes = itera_pack::convert_file(&dir.join("itera_lite_micro_distilled.pt"), &opts).expect("pack micro");
     let blob = s.path("micro.itb");
