@@ -5,7 +5,7 @@
 //! Integer matrices compute with integers: [`Matrix::matvec`] quantizes the input once per
 //! call to symmetric int8 (`sx = max|x| / 127`, `xq = round(x / sx)` clamped to ±127) into a
 //! caller-provided scratch buffer, accumulates `q·xq` exactly in `i32` per scale group, and
-//! rescales once per group: `y = (Σ_g (Σ q·xq − zp·Σ xq) as f32 · scale_g) · sx`. Integer sums
+//! rescales once per group: `y = (Σ_g (Σ q·xq) as f32 · scale_g) · sx`. Integer sums
 //! are exact and every float operation runs in a fixed order (no fused multiply-add), so the
 //! result is bit-identical on every target.
 
@@ -31,8 +31,6 @@ pub enum Scales<'a> {
     F32(&'a [f32]),
     /// One f16 scale per group (converted exactly to f32 when used).
     F16(&'a [f16]),
-    /// One scale for the whole tensor (per-tensor affine int8).
-    One(f32),
 }
 
 impl Scales<'_> {
@@ -42,7 +40,6 @@ impl Scales<'_> {
         match *self {
             Scales::F32(s) => s.get(i).copied().unwrap_or(0.0),
             Scales::F16(s) => s.get(i).map_or(0.0, |v| f16_to_f32(*v)),
-            Scales::One(s) => s,
         }
     }
 
@@ -54,7 +51,6 @@ impl Scales<'_> {
         match *self {
             Scales::F32(s) => Scales::F32(s.get(from..).unwrap_or(&[])),
             Scales::F16(s) => Scales::F16(s.get(from..).unwrap_or(&[])),
-            Scales::One(s) => Scales::One(s),
         }
     }
 
@@ -62,7 +58,6 @@ impl Scales<'_> {
         match self {
             Scales::F32(s) => s.len() == count,
             Scales::F16(s) => s.len() == count,
-            Scales::One(s) => s.is_finite(),
         }
     }
 }
@@ -74,16 +69,26 @@ pub enum Weights<'a> {
     F32(&'a [f32]),
     /// Row-major IEEE binary16, computed in f32.
     F16(&'a [f16]),
-    /// Row-major int8: `value = (q − zero_point) · scale_g`, one scale per `group` consecutive
-    /// elements of a row (`group >= cols`: one per row). Grouped tensors have `zero_point` 0;
-    /// a per-tensor affine tensor is [`Scales::One`] with its zero point.
+    /// Row-major symmetric int8: `value = q · scale_g`, one scale per `group` consecutive
+    /// elements of a row (`group >= cols`: one per row). Products run in integers against
+    /// the input quantized to int8 (see the module docs).
     I8 {
         /// Elements, `rows * cols`.
         q: &'a [i8],
-        /// Scales, `rows * ceil(cols / group)` (or one).
+        /// Scales, `rows * ceil(cols / group)`.
         scales: Scales<'a>,
         /// Elements per scale along a row.
         group: usize,
+    },
+    /// Row-major int8 with one affine pair for the whole tensor (PyTorch's per-tensor
+    /// `qint8`): `value = (q − zero_point) · scale`. Weight-only: products run in f32 against
+    /// the unquantized input, `y = (Σ (q − zero_point)·x) · scale` in [`dot_f32`]'s order, so
+    /// a checkpoint kept as it is computes what its dequantized float model computes.
+    I8Affine {
+        /// Elements, `rows * cols`.
+        q: &'a [i8],
+        /// Scale.
+        scale: f32,
         /// Zero point subtracted from every `q`.
         zero_point: i32,
     },
@@ -118,15 +123,15 @@ impl<'a> Matrix<'a> {
         let ok = match weights {
             Weights::F32(w) => w.len() == n,
             Weights::F16(w) => w.len() == n,
-            Weights::I8 { q, scales, group, .. } => {
+            Weights::I8 { q, scales, group } => {
                 group > 0 && cols <= MAX_INT_COLS && q.len() == n && scales.holds(scale_count(group)?)
             }
+            Weights::I8Affine { q, scale, .. } => q.len() == n && scale.is_finite(),
             Weights::I4 { packed, scales, group } => {
                 group > 0
                     && (group % 2 == 0 || group >= cols)
                     && cols <= MAX_INT_COLS
                     && Some(packed.len()) == rows.checked_mul(cols.div_ceil(2))
-                    && !matches!(scales, Scales::One(_))
                     && scales.holds(scale_count(group)?)
             }
         };
@@ -160,6 +165,8 @@ impl<'a> Matrix<'a> {
             Weights::F32(_) => "f32-scalar",
             Weights::F16(_) if simd_path() != "scalar" => "f16-f16c",
             Weights::F16(_) => "f16-scalar",
+            Weights::I8Affine { .. } if simd_path() != "scalar" => "i8w-avx2",
+            Weights::I8Affine { .. } => "i8w-scalar",
             Weights::I8 { .. } if simd_path() == "avx2-vnni" => "i8-avx2-vnni",
             Weights::I8 { .. } if simd_path() == "avx2" => "i8-avx2",
             Weights::I8 { .. } => "i8-scalar",
@@ -197,7 +204,16 @@ impl<'a> Matrix<'a> {
                     *out = dot_f16(row, x);
                 }
             }
-            Weights::I8 { q, scales, group, zero_point } => {
+            Weights::I8Affine { q, scale, zero_point } => {
+                let x = &x[..cols.min(x.len())];
+                #[cfg(target_arch = "x86_64")]
+                if x86::avx2() {
+                    // SAFETY: AVX2 is present (see `enable_avx2`).
+                    return unsafe { x86::i8_affine_rows(q, cols, zero_point, scale, x, y) };
+                }
+                i8_affine_rows(q, cols, zero_point, scale, x, y);
+            }
+            Weights::I8 { q, scales, group } => {
                 let n = cols.min(x.len()).min(scratch.len());
                 let xq = &mut scratch[..n];
                 let Some(sx) = quantize_input(&x[..n], xq) else {
@@ -206,7 +222,7 @@ impl<'a> Matrix<'a> {
                 };
                 let xq = &*xq;
                 let groups = cols.div_ceil(group);
-                if groups == 1 && zero_point == 0 && n == cols {
+                if groups == 1 && n == cols {
                     // One scale per row: whole-row integer dots, four rows at a time.
                     #[cfg(target_arch = "x86_64")]
                     if x86::avx2() {
@@ -224,15 +240,11 @@ impl<'a> Matrix<'a> {
                     return;
                 }
                 for (r, (row, out)) in q.chunks_exact(cols).zip(y.iter_mut()).enumerate() {
-                    let accs = row[..n].chunks(group).zip(xq.chunks(group)).enumerate().map(|(g, (wg, xg))| {
-                        let acc = dot_i8(wg, xg);
-                        let acc = if zero_point != 0 {
-                            (acc as i64 - zero_point as i64 * sum_i8(xg) as i64) as f32
-                        } else {
-                            acc as f32
-                        };
-                        (acc, scales.get(r * groups + g))
-                    });
+                    let accs = row[..n]
+                        .chunks(group)
+                        .zip(xq.chunks(group))
+                        .enumerate()
+                        .map(|(g, (wg, xg))| (dot_i8(wg, xg) as f32, scales.get(r * groups + g)));
                     *out = row_value(accs, sx);
                 }
             }
@@ -285,11 +297,17 @@ impl<'a> Matrix<'a> {
                     *o += f16_to_f32(*v);
                 }
             }
-            Weights::I8 { q, scales, group, zero_point } => {
+            Weights::I8 { q, scales, group } => {
                 let r = q.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
                 let groups = cols.div_ceil(group);
                 for (j, (o, &v)) in out.iter_mut().zip(r).enumerate() {
-                    *o += (v as i32 - zero_point) as f32 * scales.get(row * groups + j / group);
+                    *o += v as f32 * scales.get(row * groups + j / group);
+                }
+            }
+            Weights::I8Affine { q, scale, zero_point } => {
+                let r = q.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
+                for (o, &v) in out.iter_mut().zip(r) {
+                    *o += (v as i32 - zero_point) as f32 * scale;
                 }
             }
             Weights::I4 { packed, scales, group } => {
@@ -328,6 +346,14 @@ fn row_value(groups: impl Iterator<Item = (f32, f32)>, sx: f32) -> f32 {
 fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
         *out = dot_f32(row, x);
+    }
+}
+
+/// `y[r] = (Σ (q − zero_point)·x) · scale` per row, the sum in [`dot_f32`]'s order.
+#[inline(always)]
+fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i32, scale: f32, x: &[f32], y: &mut [f32]) {
+    for (row, out) in q.chunks_exact(cols).zip(y.iter_mut()) {
+        *out = dot_lanes(row, x, |v| (v as i32 - zero_point) as f32) * scale;
     }
 }
 
@@ -455,12 +481,6 @@ fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     }
     let tail: i32 = ar.iter().zip(br).map(|(&x, &y)| x as i32 * y as i32).sum();
     acc.iter().sum::<i32>() + tail
-}
-
-/// Exact `Σ x` over int8.
-#[inline]
-fn sum_i8(x: &[i8]) -> i32 {
-    x.iter().map(|&v| v as i32).sum()
 }
 
 /// Exact `Σ q·x` where `q` is int4 packed two per byte (low nibble first) and `x` holds the
@@ -596,15 +616,14 @@ mod tests {
         // x = [127, -127, 0] quantizes with sx = 1 exactly; scales are powers of two.
         let q: [i8; 6] = [1, 2, 3, -4, 5, -6];
         let scales = [0.5f32, 0.25];
-        let m = Matrix::new(2, 3, Weights::I8 { q: &q, scales: Scales::F32(&scales), group: 3, zero_point: 0 })
+        let m = Matrix::new(2, 3, Weights::I8 { q: &q, scales: Scales::F32(&scales), group: 3 })
             .expect("shape");
         let mut y = [0.0; 2];
         let mut s = [0i8; 3];
         m.matvec(&[127.0, -127.0, 0.0], &mut y, &mut s);
         assert_eq!(y, [(127.0 - 254.0) * 0.5, (-508.0 - 635.0) * 0.25]);
-        // Per-tensor affine: (q - zp) * scale.
-        let m =
-            Matrix::new(2, 3, Weights::I8 { q: &q, scales: Scales::One(0.5), group: 3, zero_point: 1 }).expect("shape");
+        // Per-tensor affine, weight-only: (q - zp) * scale against the float input.
+        let m = Matrix::new(2, 3, Weights::I8Affine { q: &q, scale: 0.5, zero_point: 1 }).expect("shape");
         m.matvec(&[127.0, -127.0, 0.0], &mut y, &mut s);
         assert_eq!(y, [(0.0 - 127.0) * 0.5, (-5.0 * 127.0 - 4.0 * 127.0) * 0.5]);
         let mut row = [0.0; 3];

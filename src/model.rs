@@ -133,17 +133,13 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
         Ok(match (e.dtype, e.quant) {
             (DType::F32, Quant::None) => Weights::F32(bytemuck::try_cast_slice(data).map_err(aligned)?),
             (DType::F16, Quant::None) => Weights::F16(bytemuck::try_cast_slice(data).map_err(aligned)?),
-            (DType::I8, Quant::PerTensor { scale, zero_point }) => Weights::I8 {
-                q: bytemuck::cast_slice(data),
-                scales: Scales::One(scale),
-                group: (e.shape[1] as usize).max(1),
-                zero_point,
-            },
+            (DType::I8, Quant::PerTensor { scale, zero_point }) => {
+                Weights::I8Affine { q: bytemuck::cast_slice(data), scale, zero_point }
+            }
             (DType::I8, Quant::Grouped { group, scale_type, .. }) => Weights::I8 {
                 q: bytemuck::cast_slice(data),
                 scales: self.scales(e, scale_type)?,
                 group: group as usize,
-                zero_point: 0,
             },
             (DType::I4, Quant::Grouped { group, scale_type, .. }) => {
                 Weights::I4 { packed: data, scales: self.scales(e, scale_type)?, group: group as usize }

@@ -1,8 +1,11 @@
 //! The core against the golden logits of an independent float64 reference, through the real
-//! packer path: every golden file must agree to max |Δlogit| <= 1e-3 with 100% top-1.
+//! packer path: every golden file must agree to max |Δlogit| <= 1e-3 with 100% top-1, packed
+//! as f32 and with `--quant keep` (a PyTorch int8 checkpoint runs on its own int8 weights).
 
+use itera_edge::format::DType;
 use itera_edge::{sample::argmax, Blob, Model, Session};
 use itera_pack::inspect::AlignedBytes;
+use itera_pack::quant::QuantPolicy;
 use itera_pack::{convert_file, fixtures, PackOptions};
 use serde_json::Value;
 
@@ -40,18 +43,28 @@ fn every_golden_file_matches_within_1e_3_with_full_top1() {
                 .collect();
         assert_eq!(expected.len(), tokens.len() * vocab);
 
-        let opts = PackOptions { top_k, ..PackOptions::default() };
-        let blob = AlignedBytes::from(convert_file(&dir.join(checkpoint), &opts).expect("convert").as_slice());
-        let got = run(&blob, &tokens);
-        assert_eq!(got.len(), expected.len());
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for quant in ["f32", "keep"] {
+            let opts = PackOptions { top_k, quant: QuantPolicy::parse_spec(quant).expect("preset"), ..Default::default() };
+            let blob = AlignedBytes::from(convert_file(&dir.join(checkpoint), &opts).expect("convert").as_slice());
+            let int8 = Blob::parse(&blob).expect("parses").tensors().filter(|e| e.dtype == DType::I8).count();
+            if checkpoint.contains("int8") {
+                // `keep` runs the checkpoint's own int8 weights; f32 dequantizes them.
+                assert_eq!(int8 > 0, quant == "keep", "{name} --quant {quant}: {int8} int8 tensors");
+            }
+            let got = run(&blob, &tokens);
+            assert_eq!(got.len(), expected.len());
 
-        let max_abs = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        let top1 =
-            got.chunks_exact(vocab).zip(expected.chunks_exact(vocab)).filter(|(a, b)| argmax(a) == argmax(b)).count();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        eprintln!("{name}: max |dlogit| = {max_abs:.3e}, top-1 {top1}/{}", tokens.len());
-        assert!(max_abs <= 1e-3, "{name}: max |dlogit| {max_abs} > 1e-3");
-        assert_eq!(top1, tokens.len(), "{name}: top-1 agreement");
+            let max_abs = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let top1 = got
+                .chunks_exact(vocab)
+                .zip(expected.chunks_exact(vocab))
+                .filter(|(a, b)| argmax(a) == argmax(b))
+                .count();
+            eprintln!("{name} --quant {quant}: max |dlogit| = {max_abs:.3e}, top-1 {top1}/{}", tokens.len());
+            assert!(max_abs <= 1e-3, "{name} --quant {quant}: max |dlogit| {max_abs} > 1e-3");
+            assert_eq!(top1, tokens.len(), "{name} --quant {quant}: top-1 agreement");
+        }
         checked += 1;
     }
     assert!(checked >= 3, "expected at least 3 golden files, found {checked}");

@@ -171,7 +171,7 @@ fn int8_grouped_and_per_row_match_both_references() {
         let mut rng = Rng::new(7);
         for (rows, cols, group) in SHAPES {
             let r = quantize_i8(&mut rng, rows, cols, group);
-            let w = Weights::I8 { q: &r.q, scales: Scales::F32(&r.scales), group, zero_point: 0 };
+            let w = Weights::I8 { q: &r.q, scales: Scales::F32(&r.scales), group };
             let m = Matrix::new(rows, cols, w).expect("shape");
             assert_eq!(m.kernel_name(), format!("i8-{path}"));
             for scale in [1.0, 1e-3, 50.0] {
@@ -184,18 +184,41 @@ fn int8_grouped_and_per_row_match_both_references() {
 }
 
 #[test]
-fn int8_per_tensor_affine_matches_both_references() {
-    for_each_path(|_path| {
+fn int8_per_tensor_affine_is_weight_only_and_path_independent() {
+    // Weight-only: the f32 input meets the dequantized weights, so the result tracks the f64
+    // product of the dequantized matrix with the *unquantized* input, and every kernel path
+    // gives the same bits (one fixed order of float operations).
+    let mut first: Option<Vec<u32>> = None;
+    for_each_path(|path| {
         let mut rng = Rng::new(8);
+        let mut bits = Vec::new();
         for (rows, cols, _) in SHAPES {
             for zero_point in [0, -3, 17, -128] {
                 let mut r = quantize_i8(&mut rng, rows, cols, cols);
                 r.scales = vec![0.0123];
                 r.zero_point = zero_point;
-                let w = Weights::I8 { q: &r.q, scales: Scales::One(0.0123), group: cols, zero_point };
-                let m = Matrix::new(rows, cols, w).expect("shape");
-                check(&format!("i8 affine zp {zero_point} {rows}x{cols}"), &m, &r, &random(&mut rng, cols, 2.0));
+                let m = Matrix::new(rows, cols, Weights::I8Affine { q: &r.q, scale: 0.0123, zero_point }).expect("shape");
+                assert_eq!(m.kernel_name(), format!("i8w-{}", if path == "scalar" { "scalar" } else { "avx2" }));
+                assert!(!m.needs_scratch());
+                let x = random(&mut rng, cols, 2.0);
+                let mut y = vec![f32::NAN; rows];
+                m.matvec(&x, &mut y, &mut []);
+                for (row, &got) in y.iter().enumerate() {
+                    let terms = (0..cols).map(|c| r.value(row, c) as f64 * x[c] as f64);
+                    let (want, mag) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + f64::abs(t)));
+                    assert!((got as f64 - want).abs() <= 1e-6 * mag, "{rows}x{cols} zp {zero_point} row {row}");
+                }
+                let mut row = vec![1.0f32; cols];
+                m.add_row(rows - 1, &mut row);
+                for (c, v) in row.iter().enumerate() {
+                    assert_eq!(*v, 1.0 + r.value(rows - 1, c), "add_row[{c}]");
+                }
+                bits.extend(y.iter().map(|v| v.to_bits()));
             }
+        }
+        match &first {
+            None => first = Some(bits),
+            Some(f) => assert!(f == &bits, "{path} differs from the portable path"),
         }
     });
 }
@@ -250,7 +273,7 @@ fn f16_equals_f32_of_the_converted_weights() {
 fn malformed_quantized_matrices_are_refused_not_run() {
     let q = [0i8; 12];
     let i8m = |rows, cols, group, scales: &'static [f32]| {
-        Matrix::new(rows, cols, Weights::I8 { q: &q, scales: Scales::F32(scales), group, zero_point: 0 }).is_some()
+        Matrix::new(rows, cols, Weights::I8 { q: &q, scales: Scales::F32(scales), group }).is_some()
     };
     assert!(i8m(3, 4, 4, &[1.0; 3]));
     assert!(!i8m(3, 4, 4, &[1.0; 2]), "too few scales");
@@ -262,7 +285,10 @@ fn malformed_quantized_matrices_are_refused_not_run() {
     assert!(Matrix::new(3, 3, Weights::I4 { packed: &packed, scales: Scales::F16(&s16[..3]), group: 3 }).is_some());
     assert!(Matrix::new(3, 4, Weights::I4 { packed: &packed[..5], scales: Scales::F16(&s16[..3]), group: 4 }).is_none());
     assert!(Matrix::new(3, 4, Weights::I4 { packed: &packed, scales: Scales::F16(&s16), group: 1 }).is_none());
-    assert!(Matrix::new(3, 4, Weights::I4 { packed: &packed, scales: Scales::One(1.0), group: 4 }).is_none());
+    let affine = |n: usize, scale: f32| Matrix::new(3, 4, Weights::I8Affine { q: &q[..n], scale, zero_point: 3 });
+    assert!(affine(12, 0.5).is_some());
+    assert!(affine(11, 0.5).is_none(), "too few elements");
+    assert!(affine(12, f32::NAN).is_none(), "NaN scale");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -391,7 +417,7 @@ fn quantized_models_track_the_f32_model() {
         for (kind, name, min_agree, max_rel) in [
             (Kind::F16, "f16", 1.0, 1e-3),
             (Kind::I8, "i8", 0.9, 0.02),
-            (Kind::I8Affine, "i8", 0.9, 0.03),
+            (Kind::I8Affine, "i8w", 0.9, 0.03),
             (Kind::I4, "i4", 0.75, 0.2),
         ] {
             let (logits, k, a) = run(&blob(&config, Some(kind)), &TOKENS);
@@ -399,7 +425,7 @@ fn quantized_models_track_the_f32_model() {
             eprintln!("{kind:?}: kernel {k}, arena {a} bytes (f32: {arena}), top-1 {agree:.3}, max|Δ|/range {rel:.5}");
             assert!(k == name || k.starts_with(&format!("{name}-")), "{k} on {path}");
             assert!(agree >= min_agree && rel <= max_rel, "{kind:?}: top-1 {agree}, max|Δ|/range {rel}");
-            let scratch = if kind == Kind::F16 { 0 } else { config.d_inner as usize };
+            let scratch = if matches!(kind, Kind::F16 | Kind::I8Affine) { 0 } else { config.d_inner as usize };
             assert_eq!(a, arena + scratch, "{kind:?}: arena = f32 buffers + widest integer row");
         }
     });
@@ -487,7 +513,7 @@ fn timing() {
     let mats = [
         Matrix::new(rows, cols, Weights::F32(&w)).unwrap(),
         Matrix::new(rows, cols, Weights::F16(&w16)).unwrap(),
-        Matrix::new(rows, cols, Weights::I8 { q: &q8, scales: Scales::F32(&s8), group: cols, zero_point: 0 }).unwrap(),
+        Matrix::new(rows, cols, Weights::I8 { q: &q8, scales: Scales::F32(&s8), group: cols }).unwrap(),
         Matrix::new(rows, cols, Weights::I4 { packed: &p4, scales: Scales::F16(&s4), group: 32 }).unwrap(),
     ];
     let x = random(&mut rng, cols, 1.0);

@@ -96,7 +96,6 @@ fn scales4(scales: &Scales<'_>, r: usize, groups: usize, g: usize) -> __m128 {
             let v = |k| s.get(at(k)).map_or(0, |h: &f16| h.to_bits()) as i16;
             _mm_cvtph_ps(_mm_setr_epi16(v(0), v(1), v(2), v(3), 0, 0, 0, 0))
         }
-        Scales::One(s) => _mm_set1_ps(s),
     }
 }
 
@@ -415,6 +414,16 @@ pub(super) unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) 
         let tail = row[body..n].iter().zip(&x[body..n]).fold(0.0f32, |t, (a, b)| t + super::f16_to_f32(*a) * b);
         *out = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t))) + tail;
     }
+}
+
+/// [`super::i8_affine_rows`] compiled for AVX2 (the int8 → f32 conversion and the eight
+/// lanes vectorise; same operations in the same order, so the same bits).
+///
+/// # Safety
+/// Needs AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i32, scale: f32, x: &[f32], y: &mut [f32]) {
+    super::i8_affine_rows(q, cols, zero_point, scale, x, y)
 }
 
 /// Four-row f32 matvec, same order as [`super::dot_f32`]: lane-wise `acc += w·x` (no FMA),

@@ -6,7 +6,7 @@ use itera_edge::format::{for_each_expected, Config, Expected, Role};
 use thiserror::Error;
 
 use crate::checkpoint::{RawTensor, StateDict, TensorData};
-use crate::quant::{self, QDType, QuantPolicy};
+use crate::quant::{self, Preset, QDType, QuantPolicy};
 use crate::tokenizer_json::parse_tokenizer;
 use crate::writer::{BlobBuilder, Payload, PendingTensor, TokenizerTable};
 
@@ -276,9 +276,11 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         let cols = e.shape[1] as usize;
         // Rows narrower than one int4 group (the SSM's `C`, d_inner x N) gain nothing from
         // 4 bits (one f16 scale per row) and run slowly: they take int8 instead.
-        let dtype = if dtype == QDType::Int4 && cols < quant::INT4_GROUP { QDType::Int8 } else { dtype };
+        let dtype = if matches!(dtype, QDType::Int4 | QDType::Int4G8) && cols < quant::INT4_GROUP { QDType::Int8 } else { dtype };
         let payload = match (&t.data, dtype) {
-            (TensorData::QInt8 { q, scale, zero_point }, QDType::Int8) => keep_qint8(q, *scale, *zero_point, e.shape),
+            (TensorData::QInt8 { q, scale, zero_point }, QDType::Int8) => {
+                keep_qint8(q, *scale, *zero_point, e.shape, policy.preset == Preset::Keep)
+            }
             // The position table is only ever looked up, never multiplied: finer scales
             // cost little and keep positions apart (measured: top-1 vs f32 on tiny).
             (_, QDType::Int8) if e.role == Role::Position => quant::quantize_int8_groups(&values, cols, 32),
@@ -324,11 +326,14 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
     Ok(BlobBuilder { config: Some(config), tensors, tokenizer: opts.tokenizer.clone(), meta })
 }
 
-/// A PyTorch qint8 tensor stored as it is: per-row scales when symmetric (exact), else the
-/// per-tensor affine pair.
-fn keep_qint8(q: &[i8], scale: f64, zero_point: i64, shape: [u32; 2]) -> Payload {
+/// A PyTorch qint8 tensor stored as it is, values and scale exactly. `weight_only` (the
+/// `keep` preset) stores the per-tensor affine pair, which the core multiplies against the
+/// float input: the checkpoint's dequantized model, to float rounding. Otherwise a symmetric
+/// tensor takes per-row scales (all equal) and the fast int8 × int8 kernels, which also
+/// quantize the input; a nonzero zero point always stays affine.
+fn keep_qint8(q: &[i8], scale: f64, zero_point: i64, shape: [u32; 2], weight_only: bool) -> Payload {
     let [rows, cols] = shape;
-    if zero_point == 0 {
+    if zero_point == 0 && !weight_only {
         Payload::I8Grouped { q: q.to_vec(), group: cols, scales: vec![scale as f32; rows as usize], f16_scales: false }
     } else {
         Payload::I8PerTensor { q: q.to_vec(), scale: scale as f32, zero_point: zero_point as i32 }
