@@ -256,6 +256,14 @@ impl<'a> Matrix<'a> {
                     return;
                 };
                 #[cfg(target_arch = "x86_64")]
+                if let (true, 8 | 32, Scales::F16(s)) =
+                    (x86::avx2() && n == cols && cols.is_multiple_of(64) && cols <= 512, group, scales)
+                {
+                    // SAFETY: AVX2 and F16C are present; the sizes were checked by `Matrix::new`.
+                    unsafe { x86::i4_rows_64(packed, cols, group, xq, s, sx, y) };
+                    return;
+                }
+                #[cfg(target_arch = "x86_64")]
                 if x86::avx2() && group == 32 && n == cols && cols.is_multiple_of(32) {
                     // SAFETY: as above, AVX2 is present; packed holds rows x cols/2 bytes.
                     unsafe { x86::i4_rows(packed, cols, xq, &scales, sx, y) };

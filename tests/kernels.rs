@@ -149,7 +149,7 @@ fn check(name: &str, m: &Matrix<'_>, reference: &Quantized, x: &[f32]) {
     }
 }
 
-const SHAPES: [(usize, usize, usize); 13] = [
+const SHAPES: [(usize, usize, usize); 16] = [
     (9, 64, 32),
     (13, 8, 8),
     (5, 32, 32),
@@ -163,6 +163,10 @@ const SHAPES: [(usize, usize, usize); 13] = [
     (2, 200, 200),
     (11, 72, 72),
     (9, 128, 128),
+    // Scales per 8 (the mixed preset's head): the AVX2 path's 8-row blocks and remainders.
+    (13, 64, 8),
+    (9, 128, 8),
+    (3, 192, 8),
 ];
 
 #[test]

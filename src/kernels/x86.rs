@@ -389,6 +389,174 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
     }
 }
 
+/// Int4 rows in blocks of 64 columns, groups of 8 or 32 with f16 scales: one 32-byte load
+/// holds a row's 64 values. The nibbles are used unsigned (`q + 8`: the top bit flipped), so
+/// `vpmaddubsw`/`vpdpbusd` take them as they are, and `8 · Σ x` per 8 columns (the same for
+/// every row) is subtracted once: each `i32` lane is then the exact sum of 8 columns.
+/// Eight rows are transposed so that `Σ_g acc_g · scale_g` runs in group order, lane by
+/// lane, as [`super::row_value`] (lane sums are exact in f32, so adding the four of a group
+/// of 32 in floats gives `f32(acc_g)` exactly). Reorders `xq` in place (each block of 64
+/// becomes its 32 even then 32 odd elements).
+///
+/// # Safety
+/// Needs AVX2 and F16C. `cols` is a multiple of 64 (at most 512), `group` 8 or 32;
+/// `packed` holds `y.len()` rows of `cols / 2` bytes, `xq` `cols` values, `scales`
+/// `y.len() · cols / group`.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn i4_rows_64(
+    packed: &[u8],
+    cols: usize,
+    group: usize,
+    xq: &mut [i8],
+    scales: &[f16],
+    sx: f32,
+    y: &mut [f32],
+) {
+    // SAFETY (both): forwarded contract; VNNI was enabled by `enable_avx512_vnni`.
+    if vnni() {
+        unsafe { i4_blocks_vnni(packed, cols, group, xq, scales, sx, y) }
+    } else {
+        unsafe { i4_blocks_avx2(packed, cols, group, xq, scales, sx, y) }
+    }
+}
+
+/// `acc` plus the products of unsigned nibbles `lo`, `hi` with the signed even and odd
+/// inputs, four adjacent bytes per `i32` lane (`vpmaddubsw` pairs stay below 2^15).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn nibble_dot(acc: __m256i, lo: __m256i, hi: __m256i, xe: __m256i, xo: __m256i) -> __m256i {
+    let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xe), _mm256_maddubs_epi16(hi, xo));
+    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// [`nibble_dot`] with AVX-512 VNNI's `vpdpbusd`: two instructions.
+#[inline]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+fn nibble_dot_vnni(acc: __m256i, lo: __m256i, hi: __m256i, xe: __m256i, xo: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, xe), hi, xo)
+}
+
+/// Stamps out the body of [`i4_rows_64`] for one set of target features and its `$dot`.
+macro_rules! i4_blocks {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// The body of [`i4_rows_64`].
+        ///
+        /// # Safety
+        /// As [`i4_rows_64`].
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            packed: &[u8],
+            cols: usize,
+            group: usize,
+            xq: &mut [i8],
+            scales: &[f16],
+            sx: f32,
+            y: &mut [f32],
+        ) {
+            const MAX_BLOCKS: usize = 8;
+            let blocks = cols / 64;
+            if blocks == 0 || blocks > MAX_BLOCKS || cols % 64 != 0 || xq.len() < cols || !matches!(group, 8 | 32) {
+                return;
+            }
+            // Per block: even inputs, odd inputs, and −8 · Σ x per 8 columns (the nibble offset).
+            let zero = _mm256_setzero_si256();
+            let mut x = [(zero, zero, zero); MAX_BLOCKS];
+            let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+            for (b, v) in xq.chunks_exact_mut(64).zip(x.iter_mut()) {
+                let mut even_odd = [0i8; 64];
+                for i in 0..32 {
+                    even_odd[i] = b[2 * i];
+                    even_odd[32 + i] = b[2 * i + 1];
+                }
+                b.copy_from_slice(&even_odd);
+                // SAFETY: `b` is 64 bytes.
+                let (xe, xo) = unsafe { (load256(b.as_ptr()), load256(b.as_ptr().add(32))) };
+                let sums = _mm256_add_epi16(_mm256_maddubs_epi16(ones8, xe), _mm256_maddubs_epi16(ones8, xo));
+                let sum8 = _mm256_madd_epi16(sums, ones16);
+                *v = (xe, xo, _mm256_sub_epi32(zero, _mm256_slli_epi32::<3>(sum8)));
+            }
+            let (row_bytes, groups) = (cols / 2, cols / group);
+            let rows = y.len().min(packed.len() / row_bytes).min(scales.len() / groups);
+            let (mask, flip) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x88u8 as i8));
+            let mut r = 0;
+            while r < rows {
+                let n = (rows - r).min(8);
+                // A last block of fewer than 8 rows recomputes its last row in the spare lanes.
+                let mut at = [0usize; 8];
+                for (k, a) in at.iter_mut().enumerate() {
+                    *a = r + k.min(n - 1);
+                }
+                let mut sum = _mm256_setzero_ps();
+                for (b, &(xe, xo, offset)) in x[..blocks].iter().enumerate() {
+                    let mut p = [_mm256_setzero_ps(); 8];
+                    for (v, &row) in p.iter_mut().zip(&at) {
+                        // SAFETY: row < rows and b < blocks: 32 bytes of the row, and for
+                        // groups of 8 its 8 scales of this block.
+                        unsafe {
+                            // Two's-complement nibble q with its top bit flipped is q + 8.
+                            let w = _mm256_xor_si256(load256(packed.as_ptr().add(row * row_bytes + 32 * b)), flip);
+                            let (lo, hi) = (_mm256_and_si256(w, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(w), mask));
+                            *v = _mm256_cvtepi32_ps($dot(offset, lo, hi, xe, xo));
+                            if group == 8 {
+                                let s = _mm_loadu_si128(scales.as_ptr().add(row * groups + 8 * b).cast::<__m128i>());
+                                *v = _mm256_mul_ps(*v, _mm256_cvtph_ps(s));
+                            }
+                        }
+                    }
+                    let t = transpose8(p);
+                    if group == 8 {
+                        for g in t {
+                            sum = _mm256_add_ps(sum, g);
+                        }
+                    } else {
+                        for (m, q) in t.chunks_exact(4).enumerate() {
+                            let acc = _mm256_add_ps(_mm256_add_ps(q[0], q[1]), _mm256_add_ps(q[2], q[3]));
+                            // The eight rows' f16 scales of group 2b + m.
+                            let mut h = [0u16; 8];
+                            for (h, &row) in h.iter_mut().zip(&at) {
+                                *h = scales.get(row * groups + 2 * b + m).map_or(0, |v| v.to_bits());
+                            }
+                            // SAFETY: 16 bytes read from `h`.
+                            let sv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast::<__m128i>()) });
+                            sum = _mm256_add_ps(sum, _mm256_mul_ps(acc, sv));
+                        }
+                    }
+                }
+                let mut out = [0.0f32; 8];
+                // SAFETY: 8 f32 stored into `out`.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(sum, _mm256_set1_ps(sx))) };
+                y[r..r + n].copy_from_slice(&out[..n]);
+                r += n;
+            }
+        }
+    };
+}
+
+i4_blocks!(i4_blocks_avx2, "avx2,f16c", nibble_dot);
+i4_blocks!(i4_blocks_vnni, "avx2,f16c,avx512vnni,avx512vl", nibble_dot_vnni);
+
+/// 8×8 transpose: lane `k` of output `g` is lane `g` of input `k`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t = |a, b| (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    let ((t0, t1), (t2, t3), (t4, t5), (t6, t7)) = (t(r[0], r[1]), t(r[2], r[3]), t(r[4], r[5]), t(r[6], r[7]));
+    let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+    let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+    let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+    let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
 /// f16 rows converted 8 at a time by F16C, then [`super::dot_f16`]'s order of operations.
 ///
 /// # Safety

@@ -18,8 +18,8 @@ Storage dtype policy: f32 | f16 | int8 | int4 | mixed | keep, optionally PRESET:
          (never dequantized and requantized)
   int4   weight matrices int4 (groups of 32, MSE-chosen f16 scales); embedding and
          positions int8
-  mixed  recommended for size: embedding, positions, delta_proj, B, C and lm_head int8;
-         in_proj, out_proj and FFN/expert w1 w2 int4
+  mixed  recommended for size: embedding and lm_head int4g8 (an f16 scale per 8 values);
+         B and C int8; positions, in_proj, delta_proj, out_proj, FFN/expert w1 w2 int4
   keep   f32, except tensors stored as qint8 in the checkpoint, kept as int8
 
 Norms, conv, A_log, D, delta_proj bias and the MoE router gate always stay f32. A tied
@@ -36,6 +36,9 @@ used as --quant mixed:policy.txt:
   *.out_proj.weight = int4
   *.ssm.ssm.B = f32
   embedding.weight = f16
+
+Dtypes in a policy file: f32, f16, int8, int4 (an f16 scale per 32 values, 4.5 bits a
+weight) and int4g8 (an f16 scale per 8 values, 6 bits a weight).
 
 Per-tensor SQNR is recorded in the blob's provenance and shown by `inspect`.";
 
@@ -80,6 +83,41 @@ enum Cmd {
         #[arg(long = "emit-rust", value_name = "FILE.rs")]
         emit_rust: Option<PathBuf>,
         /// Print a JSON summary instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a seeded synthetic model of a published shape (random weights, for speed tests).
+    ///
+    /// Speed can then be measured at every size without checkpoints (`itera-sim bench`). The
+    /// state dict has Itera-Lite's names and shapes, weights drawn from --seed and scaled like
+    /// a trained model's (norms near 1, projections ~ 1/sqrt(fan-in)); it is packed through the
+    /// same path as `convert` (so --quant means what it means there), with a made-up word
+    /// tokenizer. The provenance records `synthetic = shape=S seed=N`. The same shape, seed and
+    /// --quant always give identical bytes. The text it generates is noise.
+    ///
+    /// Shapes (vocab, d_model, layers, d_state, experts x width; all with d_inner = 2 d,
+    /// conv 4, max_seq 128, MoE on layers 1, 3, 5..., top-2, plain FFN layers as wide as one
+    /// expert, tied lm_head):
+    ///   micro  2000, 64, 3, 8, 4 x 32      293,656 parameters (the micro checkpoint's shape)
+    ///   tiny   8000, 128, 4, 8, 4 x 64     1,886,496 parameters
+    ///   small  16000, 256, 6, 16, 8 x 128  9,963,104 parameters
+    ///
+    /// Example: itera-pack synth --shape tiny --seed 1 -o tiny_int8.itb --quant int8
+    #[command(verbatim_doc_comment)]
+    Synth {
+        /// Published configuration to build.
+        #[arg(long, value_enum, value_name = "SHAPE")]
+        shape: itera_pack::synthetic::Shape,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 42, value_name = "N")]
+        seed: u64,
+        /// Output blob path.
+        #[arg(short, long, value_name = "OUT.itb")]
+        output: PathBuf,
+        /// Storage dtypes (see `convert --help`): f32 | f16 | int8 | int4 | mixed | keep [:POLICY_FILE].
+        #[arg(long, default_value = "f32", value_name = "POLICY", long_help = QUANT_HELP)]
+        quant: String,
+        /// Print a JSON summary (the `inspect --json` report, plus `parameters`) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -167,6 +205,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         worst.name
                     );
                 }
+            }
+        }
+        Cmd::Synth { shape, seed, output, quant, json } => {
+            let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
+            let bytes = itera_pack::synthetic::synth_blob(shape, seed, &quant)?;
+            std::fs::write(&output, &bytes).with_context(|| format!("cannot write {}", output.display()))?;
+            let aligned = inspect::AlignedBytes::from(bytes.as_slice());
+            let report = inspect::report(&aligned).context("the blob just written does not parse back (packer bug)")?;
+            let parameters = itera_pack::synthetic::param_count(&shape.config());
+            if json {
+                let mut v = serde_json::to_value(&report)?;
+                v["parameters"] = serde_json::json!(parameters);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "wrote {} (synthetic {shape}, seed {seed}: {parameters} parameters; {} bytes, arena {} bytes, {} tensors)",
+                    output.display(),
+                    report.blob_bytes,
+                    report.arena_bytes,
+                    report.tensors.len()
+                );
             }
         }
         Cmd::Keygen { output } => {
