@@ -308,8 +308,11 @@ impl<'a> Matrix<'a> {
             Weights::I8 { q, scales, group } => {
                 let r = q.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
                 let groups = cols.div_ceil(group);
-                for (j, (o, &v)) in out.iter_mut().zip(r).enumerate() {
-                    *o += v as f32 * scales.get(row * groups + j / group);
+                for (g, (o, r)) in out.chunks_mut(group).zip(r.chunks(group)).enumerate() {
+                    let s = scales.get(row * groups + g);
+                    for (o, &v) in o.iter_mut().zip(r) {
+                        *o += v as f32 * s;
+                    }
                 }
             }
             Weights::I8Affine { q, scale, zero_point } => {
@@ -322,10 +325,16 @@ impl<'a> Matrix<'a> {
                 let rb = cols.div_ceil(2);
                 let r = packed.get(row * rb..(row + 1) * rb).unwrap_or(&[]);
                 let groups = cols.div_ceil(group);
-                for (j, o) in out.iter_mut().take(cols).enumerate() {
-                    let b = r.get(j / 2).copied().unwrap_or(0);
-                    let v = if j % 2 == 0 { lo_nibble(b) } else { hi_nibble(b) };
-                    *o += v as f32 * scales.get(row * groups + j / group);
+                // `group` is even (or covers the row): each group starts on a byte.
+                let n = cols.min(out.len());
+                let out = &mut out[..n];
+                for (g, (o, bytes)) in out.chunks_mut(group).zip(r.chunks(group.div_ceil(2))).enumerate() {
+                    let s = scales.get(row * groups + g);
+                    for (pair, &b) in o.chunks_mut(2).zip(bytes) {
+                        for (o, v) in pair.iter_mut().zip([lo_nibble(b), hi_nibble(b)]) {
+                            *o += v as f32 * s;
+                        }
+                    }
                 }
             }
         }

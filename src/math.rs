@@ -31,6 +31,37 @@ fn log1p_unit(y: f32) -> f32 {
     2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0))))))
 }
 
+/// `Σ f(x_i)` in eight interleaved partial sums reduced in a fixed order (as the f32 dot
+/// product): it vectorises on every SIMD width, and every target adds in the same order.
+#[inline(always)]
+pub fn sum_lanes(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let (chunks, rest) = x.as_chunks::<8>();
+    let mut acc = [0.0f32; 8];
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += f(c[i]);
+        }
+    }
+    let tail = rest.iter().fold(0.0f32, |t, &v| t + f(v));
+    (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + tail
+}
+
+/// `erf(x)` by Abramowitz & Stegun 7.1.26 (`1 − t·P(t)·e^{−x²}`, `t = 1 / (1 + p|x|)`),
+/// absolute error below 6e-7 in f32: branch-free, so the GELU loop vectorises (libm's
+/// `erff` is a call per element).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let e = 1.0 - poly * exp(-a * a);
+    if x < 0.0 {
+        -e
+    } else {
+        e
+    }
+}
+
 /// `x · sigmoid(x)`.
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {
@@ -63,6 +94,19 @@ mod tests {
         assert_eq!(exp(-200.0), exp(-87.5));
         assert!(exp(-87.5) < 1e-37 && exp(100.0) > 1e38);
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn erf_is_accurate_to_6e7() {
+        let mut worst = 0.0f64;
+        for i in -6000..=6000 {
+            let x = i as f32 * 0.001;
+            worst = worst.max((erf(x) as f64 - libm::erf(x as f64)).abs());
+        }
+        assert!(worst < 6e-7, "erf worst absolute error {worst}");
+        assert!(erf(0.0).abs() < 6e-7);
+        assert_eq!(erf(10.0), 1.0);
+        assert_eq!(erf(-10.0), -1.0);
     }
 
     #[test]

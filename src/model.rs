@@ -13,9 +13,9 @@
 //! ```
 
 use heapless::Vec;
-use libm::{erff, sqrtf};
+use libm::sqrtf;
 
-use crate::math::{exp, silu, softplus};
+use crate::math::{erf, exp, silu, softplus, sum_lanes};
 
 use crate::blob::Blob;
 use crate::error::Error;
@@ -327,21 +327,36 @@ impl<'a> Model<'a> {
             p.in_proj.matvec(s.h, s.ug, s.xq);
             let (u, g) = s.ug.split_at(c.d_inner as usize);
 
-            // Causal depthwise conv over time: each channel keeps its last K-1 inputs,
-            // oldest first, so the output sees inputs t-K+1..t (zeros before the first).
-            let taps = p.conv_weight.chunks_exact(k);
-            let windows = history.chunks_exact_mut(k - 1);
-            for ((((v, w), window), &u), &bias) in s.v.iter_mut().zip(taps).zip(windows).zip(u).zip(p.conv_bias) {
-                // `w` has `k >= 2` taps (checked at parse time), so `split_last` is `Some`.
-                let Some((&w_now, w_past)) = w.split_last() else { continue };
-                let conv = bias + w_now * u + w_past.iter().zip(window.iter()).map(|(a, b)| a * b).sum::<f32>();
-                *v = conv;
-                // Shift the window by one and append `u` (a loop: K-1 is tiny, a memmove
-                // call is not): walking back from the newest slot, each takes the newer value.
-                let mut carry = u;
-                for slot in window.iter_mut().rev() {
-                    carry = core::mem::replace(slot, carry);
+            // Causal depthwise conv over time, channel c: v_c = bias_c + Σ_j w[c, K-1-j]·u_c(pos-j).
+            // The last K-1 inputs live tap-major in a ring (input of position p in slot
+            // p mod (K-1), zeros before the first), so each tap is one pass over the
+            // channels and the newest input just overwrites the oldest.
+            let (di, slots) = (c.d_inner as usize, k - 1);
+            let past = |j: usize| {
+                let slot = (pos + slots - j) % slots;
+                history.get(slot * di..(slot + 1) * di).unwrap_or_default()
+            };
+            if let (4, (w4, [])) = (k, p.conv_weight.as_chunks::<4>()) {
+                // The published K: all taps in one pass (fixed-stride weights vectorise).
+                let (h1, h2, h3) = (past(1), past(2), past(3));
+                let inputs = u.iter().zip(h1).zip(h2).zip(h3);
+                for (((v, &bias), w), (((u, a), b), c)) in s.v.iter_mut().zip(p.conv_bias).zip(w4).zip(inputs) {
+                    *v = bias + w[3] * u + w[2] * a + w[1] * b + w[0] * c;
                 }
+            } else {
+                let taps = || p.conv_weight.chunks_exact(k);
+                for (((v, &bias), &u), w) in s.v.iter_mut().zip(p.conv_bias).zip(u).zip(taps()) {
+                    *v = bias + w[k - 1] * u;
+                }
+                for j in 1..k {
+                    for ((v, w), h) in s.v.iter_mut().zip(taps()).zip(past(j)) {
+                        *v += w[k - 1 - j] * h;
+                    }
+                }
+            }
+            let newest = pos % slots;
+            if let Some(slot) = history.get_mut(newest * di..(newest + 1) * di) {
+                slot.copy_from_slice(u);
             }
             // Elementwise loops on their own vectorise.
             s.v.iter_mut().for_each(|v| *v = silu(*v));
@@ -349,7 +364,7 @@ impl<'a> Model<'a> {
             // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
             p.delta_proj.matvec(s.v, s.t, s.xq);
             s.t.iter_mut().zip(p.delta_bias).for_each(|(z, b)| *z = softplus(*z + b));
-            let dt = s.t.iter().sum::<f32>() / c.d_inner as f32;
+            let dt = sum_lanes(s.t, |v| v) / c.d_inner as f32;
 
             // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
             p.b.matvec(s.v, s.bu, s.xq);
@@ -435,8 +450,8 @@ fn top_k(z: &[f32], k: usize) -> Vec<usize, MAX_EXPERTS> {
 /// `out = (x - mean) / sqrt(var + eps) ⊙ weight + bias`
 fn layer_norm(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32]) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = sum_lanes(x, |v| v) / n;
+    let var = sum_lanes(x, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / sqrtf(var + eps);
     for (((o, v), w), b) in out.iter_mut().zip(x).zip(p.weight).zip(p.bias) {
         *o = (v - mean) * inv * w + b;
@@ -449,7 +464,7 @@ fn add(x: &mut [f32], y: &[f32]) {
 
 /// The exact (erf) GELU.
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erff(x * core::f32::consts::FRAC_1_SQRT_2))
+    0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// Lengths (in f32s) of the buffers a session carves from its arena, in [`State`] order.
@@ -496,7 +511,7 @@ pub(crate) struct State<'s> {
     pub z: &'s mut [f32],
     /// Output logits, `[vocab]`.
     pub logits: &'s mut [f32],
-    /// Per layer: last K-1 conv inputs per channel, `[layers][d_inner][K-1]`.
+    /// Per layer: the last K-1 conv inputs, `[layers][K-1][d_inner]`, position p in slot p mod (K-1).
     pub conv: &'s mut [f32],
     /// Per layer: SSM state, `[layers][N]`.
     pub ssm: &'s mut [f32],
