@@ -206,7 +206,7 @@ unsafe fn i8_rows_8(q: &[i8], xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [
 /// Stamps out [`i8_rows`] for rows of exactly `32 * N` columns, `x` held in registers, with
 /// one multiply-accumulate instruction sequence (`$madd`) per 32 columns.
 macro_rules! i8_rows_n {
-    ($name:ident, $features:literal, $madd:ident) => {
+    ($name:ident, $features:literal, $madd:ident, $offset:ident) => {
         /// [`i8_rows`] for rows of exactly `32 * N` columns, `x` held in registers.
         ///
         /// # Safety
@@ -224,10 +224,12 @@ macro_rules! i8_rows_n {
                 *v = unsafe { load256(xq.as_ptr().add(32 * i)) };
             }
             let vsx = _mm_set1_ps(sx);
+            // What `$madd` adds beyond Σ q·x, the same for every row: subtracted up front.
+            let init = x.iter().fold(_mm256_setzero_si256(), |a, xv| _mm256_add_epi32(a, $offset(*xv)));
             let mut r = 0;
             while r + 4 <= rows {
                 let p = q[r * cols..(r + 4) * cols].as_ptr();
-                let mut acc = [_mm256_setzero_si256(); 4];
+                let mut acc = [init; 4];
                 for (k, a) in acc.iter_mut().enumerate() {
                     for (i, xv) in x.iter().enumerate() {
                         // SAFETY: row r + k, chunk i lies inside the four-row slice above.
@@ -248,15 +250,32 @@ macro_rules! i8_rows_n {
     };
 }
 
-i8_rows_n!(i8_rows_n, "avx2,f16c", madd_i8);
-i8_rows_n!(i8_rows_n_vnni, "avx2,f16c,avx512vnni,avx512vl", dpbusd_i8);
+i8_rows_n!(i8_rows_n, "avx2,f16c", madd_i8, no_offset);
+i8_rows_n!(i8_rows_n_vnni, "avx2,f16c,avx512vnni,avx512vl", dpbusd_i8, dpbusd_offset);
 
-/// As [`madd_i8`] with AVX-512 VNNI's `vpdpbusd`: four u8·i8 products summed straight into
-/// each i32 lane, one instruction where `madd_i8` needs three (exact, no saturation).
+/// [`madd_i8`] adds exactly `Σ q·x`: nothing to subtract.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn no_offset(_x: __m256i) -> __m256i {
+    _mm256_setzero_si256()
+}
+
+/// As [`madd_i8`] with AVX-512 VNNI's `vpdpbusd`, which multiplies unsigned by signed bytes:
+/// the weights go in as `q + 128` (sign bit flipped), four products summed straight into
+/// each i32 lane: two instructions (`madd_i8` needs five). That adds `128 · Σ x` per
+/// lane, which [`dpbusd_offset`] takes off once per product (exact, no saturation).
 #[inline]
 #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
 fn dpbusd_i8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(x, w))
+    _mm256_dpbusd_epi32(acc, _mm256_xor_si256(w, _mm256_set1_epi8(i8::MIN)), x)
+}
+
+/// `−128 · Σ x` per i32 lane (four bytes each) of one 32-byte input chunk.
+#[inline]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+fn dpbusd_offset(x: __m256i) -> __m256i {
+    let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), x);
+    _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(sums))
 }
 
 /// Int4 rows in groups of 32 (`cols` a multiple of 32): `y[r] = (0 + Σ_g acc_g · scale_rg) · sx`,
@@ -393,9 +412,9 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
 /// holds a row's 64 values. The nibbles are used unsigned (`q + 8`: the top bit flipped), so
 /// `vpmaddubsw`/`vpdpbusd` take them as they are, and `8 · Σ x` per 8 columns (the same for
 /// every row) is subtracted once: each `i32` lane is then the exact sum of 8 columns.
-/// Eight rows are transposed so that `Σ_g acc_g · scale_g` runs in group order, lane by
-/// lane, as [`super::row_value`] (lane sums are exact in f32, so adding the four of a group
-/// of 32 in floats gives `f32(acc_g)` exactly). Reorders `xq` in place (each block of 64
+/// `Σ_g acc_g · scale_g` then runs in group order, lane by lane, as [`super::row_value`]:
+/// groups of 32 add their four lanes in integers (two `vphaddd` over four rows); groups of
+/// 8 take eight rows and transpose their scaled lanes. Reorders `xq` in place (each block of 64
 /// becomes its 32 even then 32 odd elements).
 ///
 /// # Safety
@@ -478,6 +497,50 @@ macro_rules! i4_blocks {
             let (row_bytes, groups) = (cols / 2, cols / group);
             let rows = y.len().min(packed.len() / row_bytes).min(scales.len() / groups);
             let (mask, flip) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x88u8 as i8));
+            // Row `row`, block `b`: the eight exact 8-column sums.
+            let sums8 = |row: usize, b: usize, (xe, xo, offset): (__m256i, __m256i, __m256i)| {
+                // SAFETY: row < rows and b < blocks: 32 bytes of the row.
+                let w = unsafe { load256(packed.as_ptr().add(row * row_bytes + 32 * b)) };
+                // Two's-complement nibble q with its top bit flipped is q + 8.
+                let w = _mm256_xor_si256(w, flip);
+                $dot(offset, _mm256_and_si256(w, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(w), mask), xe, xo)
+            };
+            if group == 32 {
+                // Four rows: two horizontal adds give [g0 of rows 0..4 | g1 of rows 0..4] for
+                // the block's groups 2b and 2b + 1; their scales are a u32 (two f16) per row.
+                let order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+                let mut r = 0;
+                while r < rows {
+                    let n = (rows - r).min(4);
+                    let at = [r, r + 1.min(n - 1), r + 2.min(n - 1), r + 3.min(n - 1)];
+                    let mut sum = _mm_setzero_ps();
+                    for (b, &xv) in x[..blocks].iter().enumerate() {
+                        let d = at.map(|row| sums8(row, b, xv));
+                        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+                        // SAFETY: every row in `at` is < rows, so its scales 2b, 2b + 1 (< groups)
+                        // are inside `scales`; read as one unaligned u32.
+                        let pair = |row: usize| unsafe {
+                            scales.as_ptr().add(row * groups + 2 * b).cast::<i32>().read_unaligned()
+                        };
+                        let sv = _mm256_cvtph_ps(_mm_setr_epi32(pair(at[0]), pair(at[1]), pair(at[2]), pair(at[3])));
+                        let p = _mm256_mul_ps(_mm256_cvtepi32_ps(h), _mm256_permutevar8x32_ps(sv, order));
+                        sum = _mm_add_ps(_mm_add_ps(sum, _mm256_castps256_ps128(p)), _mm256_extractf128_ps::<1>(p));
+                    }
+                    let v = _mm_mul_ps(sum, _mm_set1_ps(sx));
+                    if n == 4 {
+                        // SAFETY: r + 4 <= rows <= y.len().
+                        unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), v) };
+                    } else {
+                        let mut out = [0.0f32; 4];
+                        // SAFETY: 4 f32 stored into `out`.
+                        unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
+                        y[r..r + n].copy_from_slice(&out[..n]);
+                    }
+                    r += n;
+                }
+                return;
+            }
+            // Groups of 8: eight rows, scaled, then transposed so each row's groups add in order.
             let mut r = 0;
             while r < rows {
                 let n = (rows - r).min(8);
@@ -487,45 +550,27 @@ macro_rules! i4_blocks {
                     *a = r + k.min(n - 1);
                 }
                 let mut sum = _mm256_setzero_ps();
-                for (b, &(xe, xo, offset)) in x[..blocks].iter().enumerate() {
+                for (b, &xv) in x[..blocks].iter().enumerate() {
                     let mut p = [_mm256_setzero_ps(); 8];
                     for (v, &row) in p.iter_mut().zip(&at) {
-                        // SAFETY: row < rows and b < blocks: 32 bytes of the row, and for
-                        // groups of 8 its 8 scales of this block.
-                        unsafe {
-                            // Two's-complement nibble q with its top bit flipped is q + 8.
-                            let w = _mm256_xor_si256(load256(packed.as_ptr().add(row * row_bytes + 32 * b)), flip);
-                            let (lo, hi) = (_mm256_and_si256(w, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(w), mask));
-                            *v = _mm256_cvtepi32_ps($dot(offset, lo, hi, xe, xo));
-                            if group == 8 {
-                                let s = _mm_loadu_si128(scales.as_ptr().add(row * groups + 8 * b).cast::<__m128i>());
-                                *v = _mm256_mul_ps(*v, _mm256_cvtph_ps(s));
-                            }
-                        }
+                        // SAFETY: row < rows and b < blocks: the row's 8 scales of this block.
+                        let s = unsafe { _mm_loadu_si128(scales.as_ptr().add(row * groups + 8 * b).cast::<__m128i>()) };
+                        *v = _mm256_mul_ps(_mm256_cvtepi32_ps(sums8(row, b, xv)), _mm256_cvtph_ps(s));
                     }
-                    let t = transpose8(p);
-                    if group == 8 {
-                        for g in t {
-                            sum = _mm256_add_ps(sum, g);
-                        }
-                    } else {
-                        for (m, q) in t.chunks_exact(4).enumerate() {
-                            let acc = _mm256_add_ps(_mm256_add_ps(q[0], q[1]), _mm256_add_ps(q[2], q[3]));
-                            // The eight rows' f16 scales of group 2b + m.
-                            let mut h = [0u16; 8];
-                            for (h, &row) in h.iter_mut().zip(&at) {
-                                *h = scales.get(row * groups + 2 * b + m).map_or(0, |v| v.to_bits());
-                            }
-                            // SAFETY: 16 bytes read from `h`.
-                            let sv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast::<__m128i>()) });
-                            sum = _mm256_add_ps(sum, _mm256_mul_ps(acc, sv));
-                        }
+                    for g in transpose8(p) {
+                        sum = _mm256_add_ps(sum, g);
                     }
                 }
-                let mut out = [0.0f32; 8];
-                // SAFETY: 8 f32 stored into `out`.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(sum, _mm256_set1_ps(sx))) };
-                y[r..r + n].copy_from_slice(&out[..n]);
+                let v = _mm256_mul_ps(sum, _mm256_set1_ps(sx));
+                if n == 8 {
+                    // SAFETY: r + 8 <= rows <= y.len().
+                    unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(r), v) };
+                } else {
+                    let mut out = [0.0f32; 8];
+                    // SAFETY: 8 f32 stored into `out`.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+                    y[r..r + n].copy_from_slice(&out[..n]);
+                }
                 r += n;
             }
         }
