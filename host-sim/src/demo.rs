@@ -10,9 +10,8 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use itera_edge::format::TokenizerKind;
 use itera_pack::inspect::AlignedBytes;
-use itera_pack::synthetic::{micro_config, state_dict};
+use itera_pack::synthetic::{micro_config, state_dict, word_tokenizer};
 use itera_pack::writer::TokenizerTable;
 use itera_pack::PackOptions;
 use serde::Serialize;
@@ -24,15 +23,6 @@ use crate::text::{decode, encode, TextStream};
 pub const SYNTHETIC_NOTE: &str = "weights are synthetic (random, seeded): the generated text is noise. \
 For a real checkpoint: itera-pack convert model.pt -o model.itb --tokenizer tokenizer.json, \
 then itera-sim run model.itb --prompt \"...\"";
-
-/// English words at the start of the demo vocabulary (after the four specials), so the
-/// prompt is readable; the rest of the vocabulary is made-up two-syllable words.
-const WORDS: &[&str] = &[
-    "the", "a", "was", "to", "one", "in", "day", "there", "every", "it", "little", "friends", "fox", "morning",
-    "squirrel", "bear", "once", "upon", "time", "loved", "bird", "met", "they", "became", "best", "and", "together",
-    "dog", "liked", "with", "play", "forest", "river", "tree", "sun", "moon", "happy", "small", "big", "went", "saw",
-    "found", "home", "near", "under", "over", "he", "she", "her", "his", "said", "ran", "jumped", "sang",
-];
 
 /// Demo settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,27 +87,11 @@ pub struct DemoReport {
     pub sampling: Sampling,
 }
 
-/// The made-up word tokenizer: `<PAD>`, `<UNK>`, `<BOS>`, `<EOS>`, about fifty English words, then
-/// two-syllable words (`baba`, `babe`, ...) up to `vocab` ids. Every entry is distinct.
+/// The made-up word tokenizer ([`itera_pack::synthetic::word_tokenizer`]): `<PAD>`, `<UNK>`,
+/// `<BOS>`, `<EOS>`, about fifty English words, then two-syllable words (`baba`, `babe`, ...)
+/// up to `vocab` ids. Every entry is distinct.
 pub fn demo_tokenizer(vocab: usize) -> TokenizerTable {
-    let mut tokens: Vec<String> = ["<PAD>", "<UNK>", "<BOS>", "<EOS>"].iter().map(|s| s.to_string()).collect();
-    tokens.extend(WORDS.iter().map(|s| s.to_string()));
-    let syllables: Vec<String> =
-        "bdfgklmnprstvz".chars().flat_map(|c| "aeiou".chars().map(move |v| format!("{c}{v}"))).collect();
-    'fill: for a in &syllables {
-        for b in &syllables {
-            if tokens.len() >= vocab {
-                break 'fill;
-            }
-            let w = format!("{a}{b}");
-            if !WORDS.contains(&w.as_str()) {
-                tokens.push(w);
-            }
-        }
-    }
-    // Fewer ids than the model's vocabulary would only leave ids unnamed (decoded as <UNK>).
-    tokens.truncate(vocab);
-    TokenizerTable { kind: TokenizerKind::Word, unk_id: 1, tokens }
+    word_tokenizer(vocab)
 }
 
 /// Packs the synthetic model for `seed` through the real packer and returns the blob bytes.

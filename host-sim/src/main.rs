@@ -216,13 +216,22 @@ keys are null without --reference; a non-finite value is null).")]
         #[arg(long)]
         json: bool,
     },
-    /// Measure prefill and greedy generation speed (tokens per second) on this machine.
+    /// Measure prefill and greedy generation speed (tokens per second) on this machine, against
+    /// a memory roofline.
     ///
     /// Prefill feeds a fixed, deterministic sequence of --tokens ids (clamped to max_seq) from
     /// an empty session; generation picks the argmax and feeds it back, one token at a time,
     /// for --tokens tokens from a 4-token prompt (starting again, untimed, when the session
     /// is full). After a warm-up, each repeat times both; the medians are reported. Without
     /// --repeat, as many repeats as fit about one second (at least 3).
+    ///
+    /// Roofline: the weight bytes one token reads (one embedding and one position row, every
+    /// matrix and vector of each layer, the router and only top_k of the experts of an MoE
+    /// layer, the final norm and the whole lm_head; a tied lm_head is the embedding table,
+    /// counted once; scale tables included) and, in each repeat, the read bandwidth of a
+    /// buffer of exactly that many bytes (warmed, summed with the kernels' vector width,
+    /// median). Roofline tok/s = bandwidth / bytes per token; the fraction is measured tok/s
+    /// over it, for generation and for prefill.
     ///
     /// With --compare, the other blob is measured in the same run, interleaved repeat by
     /// repeat, and the speed ratio (this blob / other) is printed.
@@ -231,11 +240,15 @@ Examples:
   itera-sim bench micro.itb
   itera-sim bench micro_int8.itb --compare micro.itb          # INT8 vs FP32, same run
   itera-sim bench micro.itb --tokens 64 --repeat 20 --json
+  itera-pack synth --shape tiny --seed 1 -o tiny.itb && itera-sim bench tiny.itb
 
 JSON keys: prefill_tok_per_s, generate_tok_per_s, kernel, macs_per_token, gmacs_per_s
 (macs_per_token x prefill_tok_per_s / 1e9), blob_bytes, arena_bytes, prefill_tokens,
-generate_tokens, repeats, prefill_runs, generate_runs; with --compare also `compare` (the
-same keys for the other blob) and `ratio` {prefill, generate} (this / other).
+generate_tokens, repeats, prefill_runs, generate_runs, bytes_per_token (weight bytes read per
+token), read_bandwidth_bytes_per_s, read_bandwidth_runs, roofline_tok_per_s (bandwidth /
+bytes_per_token), roofline_fraction (generate_tok_per_s / roofline_tok_per_s),
+prefill_roofline_fraction (prefill_tok_per_s / roofline_tok_per_s); with --compare also
+`compare` (the same keys for the other blob) and `ratio` {prefill, generate} (this / other).
 Speeds depend on the machine and its load: compare blobs in one run.")]
     Bench {
         /// The blob (.itb).
@@ -636,12 +649,12 @@ fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) 
     let model = load(blob, &bytes)?;
     let other_bytes = other.map(read_blob).transpose()?;
     let other_model = match (other, other_bytes.as_ref()) {
-        (Some(path), Some(b)) => Some((load(path, b)?, b.len())),
+        (Some(path), Some(b)) => Some((load(path, b)?, b)),
         _ => None,
     };
-    let mut models = vec![(&model, bytes.len())];
-    if let Some((m, len)) = &other_model {
-        models.push((m, *len));
+    let mut models: Vec<(&Model<'_>, &[u8])> = vec![(&model, &bytes)];
+    if let Some((m, b)) = &other_model {
+        models.push((m, b));
     }
     if !json {
         match opts.repeat {
@@ -675,7 +688,8 @@ fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) 
     for (path, r) in &named {
         text += &format!(
             "{}\n  prefill:    {:.0} tok/s ({} tokens, median of {})\n  generate:   {:.0} tok/s ({} tokens, greedy)\n  \
-             compute:    {:.3} GMAC/s ({} MACs/token)\n  kernel:     {}\n  blob:       {} bytes, arena {} bytes\n",
+             compute:    {:.3} GMAC/s ({} MACs/token)\n  roofline:   {:.0} tok/s ({} weight bytes/token at {:.2} GB/s \
+             read bandwidth): generate {:.1}%, prefill {:.1}%\n  kernel:     {}\n  blob:       {} bytes, arena {} bytes\n",
             path.display(),
             r.prefill_tok_per_s,
             r.prefill_tokens,
@@ -684,6 +698,11 @@ fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) 
             r.generate_tokens,
             r.gmacs_per_s,
             r.macs_per_token,
+            r.roofline_tok_per_s,
+            r.bytes_per_token,
+            r.read_bandwidth_bytes_per_s / 1e9,
+            100.0 * r.roofline_fraction,
+            100.0 * r.prefill_roofline_fraction,
             r.kernel,
             r.blob_bytes,
             r.arena_bytes

@@ -172,11 +172,26 @@ fn bench_json_has_the_keys_and_positive_rates() {
     ] {
         assert!(v.get(key).is_some_and(|x| !x.is_null()), "missing {key} in {v}");
     }
-    for key in ["prefill_tok_per_s", "generate_tok_per_s", "gmacs_per_s", "macs_per_token", "blob_bytes", "arena_bytes"]
-    {
+    for key in [
+        "prefill_tok_per_s",
+        "generate_tok_per_s",
+        "gmacs_per_s",
+        "macs_per_token",
+        "blob_bytes",
+        "arena_bytes",
+        "bytes_per_token",
+        "read_bandwidth_bytes_per_s",
+        "roofline_tok_per_s",
+        "roofline_fraction",
+        "prefill_roofline_fraction",
+    ] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
+    let roofline = num(&v, "read_bandwidth_bytes_per_s") / num(&v, "bytes_per_token");
+    assert!((num(&v, "roofline_tok_per_s") / roofline - 1.0).abs() < 1e-9);
+    let fraction = num(&v, "generate_tok_per_s") / num(&v, "roofline_tok_per_s");
+    assert!((num(&v, "roofline_fraction") / fraction - 1.0).abs() < 1e-9);
     assert!(!v["kernel"].as_str().unwrap().is_empty());
     assert_eq!(v["blob_bytes"].as_u64(), Some(std::fs::metadata(&a).unwrap().len()));
     assert_eq!(

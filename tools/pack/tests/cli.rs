@@ -180,3 +180,41 @@ fn keygen_sign_and_verify_a_blob_and_refuse_a_changed_one() {
     std::fs::write(&blob, &changed).expect("write");
     assert_refused(&pack(&["verify", &s(&blob), "--public", &s(&public)]), "signature does not verify");
 }
+
+#[test]
+fn synth_makes_the_requested_shape_and_the_same_seed_gives_the_same_bytes() {
+    let s = |p: &Path| p.to_str().expect("utf8").to_string();
+    let (a, b, c) = (scratch("synth_a.itb"), scratch("synth_b.itb"), scratch("synth_c.itb"));
+    for (out, seed) in [(&a, "7"), (&b, "7"), (&c, "8")] {
+        let res = pack(&["synth", "--shape", "micro", "--seed", seed, "-o", &s(out)]);
+        assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+        assert!(String::from_utf8_lossy(&res.stdout).contains("293656 parameters"));
+    }
+    let bytes = |p: &Path| std::fs::read(p).expect("synth wrote the blob");
+    assert_eq!(bytes(&a), bytes(&b), "same seed, same bytes");
+    assert_ne!(bytes(&a), bytes(&c), "another seed, other weights");
+    let blob = itera_pack::inspect::AlignedBytes::from(bytes(&a).as_slice());
+    let model = itera_edge::Model::new(&itera_edge::Blob::parse(&blob).expect("parses")).expect("runs");
+    assert_eq!(*model.config(), itera_pack::synthetic::micro_config());
+
+    // The tiny shape, int8 as `convert --quant int8` stores it, summarised as JSON.
+    let tiny = scratch("synth_tiny.itb");
+    let res = pack(&["synth", "--shape", "tiny", "--seed", "3", "-o", &s(&tiny), "--quant", "int8", "--json"]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("json");
+    let c = &v["config"];
+    let got = [&c["vocab"], &c["d_model"], &c["n_layers"], &c["d_inner"], &c["d_state"], &c["n_experts"]];
+    assert_eq!(got.map(|x| x.as_u64().expect("number")), [8000, 128, 4, 256, 8, 4]);
+    assert_eq!((c["expert_hidden"].as_u64(), c["top_k"].as_u64()), (Some(64), Some(2)));
+    assert_eq!(c["moe_layers"], serde_json::json!([1, 3]));
+    assert_eq!(v["parameters"].as_u64(), Some(1_886_496));
+    assert_eq!(v["blob_bytes"].as_u64(), Some(std::fs::metadata(&tiny).expect("written").len()));
+    let provenance = v["provenance"].to_string();
+    assert!(provenance.contains("shape=tiny seed=3") && provenance.contains("synthetic tiny model"), "{provenance}");
+    let in_proj = v["tensors"].as_array().expect("tensors").iter().find(|t| t["name"] == "layers.0.ssm.in_proj.weight");
+    assert_eq!(in_proj.expect("in_proj")["dtype"], "I8");
+
+    assert_refused(&pack(&["synth", "--shape", "micro", "-o", &s(&a), "--quant", "int3"]), "error:");
+    let res = pack(&["synth", "--shape", "huge", "-o", &s(&a)]);
+    assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("micro"));
+}
