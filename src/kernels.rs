@@ -633,8 +633,7 @@ mod tests {
         // x = [127, -127, 0] quantizes with sx = 1 exactly; scales are powers of two.
         let q: [i8; 6] = [1, 2, 3, -4, 5, -6];
         let scales = [0.5f32, 0.25];
-        let m = Matrix::new(2, 3, Weights::I8 { q: &q, scales: Scales::F32(&scales), group: 3 })
-            .expect("shape");
+        let m = Matrix::new(2, 3, Weights::I8 { q: &q, scales: Scales::F32(&scales), group: 3 }).expect("shape");
         let mut y = [0.0; 2];
         let mut s = [0i8; 3];
         m.matvec(&[127.0, -127.0, 0.0], &mut y, &mut s);

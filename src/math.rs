@@ -38,8 +38,8 @@ pub fn sum_lanes(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let (chunks, rest) = x.as_chunks::<8>();
     let mut acc = [0.0f32; 8];
     for c in chunks {
-        for i in 0..8 {
-            acc[i] += f(c[i]);
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
         }
     }
     let tail = rest.iter().fold(0.0f32, |t, &v| t + f(v));

@@ -285,30 +285,31 @@ impl<'a> Model<'a> {
     }
 
     /// One token through the model at `pos`: reads and updates the recurrent state in `s`
-    /// and leaves the logits in `s.logits`. The session has checked `token` and `pos`.
+    /// and, if `logits`, leaves the logits in `s.logits` (a prompt's earlier tokens skip the
+    /// output projection). The session has checked `token` and `pos`.
     #[allow(unsafe_code)] // the AVX2 build of the same code, once the host enabled it
-    pub(crate) fn forward(&self, s: &mut State<'_>, token: usize, pos: usize) {
+    pub(crate) fn forward(&self, s: &mut State<'_>, token: usize, pos: usize, logits: bool) {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::simd_path() != "scalar" {
             // SAFETY: the path is "avx2" only after `enable_avx2`, whose caller checked that
             // this CPU has AVX2 and F16C.
-            unsafe { self.forward_avx2(s, token, pos) };
+            unsafe { self.forward_avx2(s, token, pos, logits) };
             return;
         }
-        self.forward_portable(s, token, pos);
+        self.forward_portable(s, token, pos, logits);
     }
 
     /// [`Model::forward_portable`] compiled with AVX2 enabled.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,f16c")]
-    fn forward_avx2(&self, s: &mut State<'_>, token: usize, pos: usize) {
-        self.forward_portable(s, token, pos);
+    fn forward_avx2(&self, s: &mut State<'_>, token: usize, pos: usize, logits: bool) {
+        self.forward_portable(s, token, pos, logits);
     }
 
     /// The forward pass itself; `forward` may run it compiled for AVX2 (the elementwise loops
     /// vectorise wider; float sums keep their order, so the results are the same bits).
     #[inline(always)]
-    fn forward_portable(&self, s: &mut State<'_>, token: usize, pos: usize) {
+    fn forward_portable(&self, s: &mut State<'_>, token: usize, pos: usize, logits: bool) {
         let c = &self.config;
         let eps = c.norm_eps;
         let k = c.conv_kernel as usize;
@@ -346,11 +347,11 @@ impl<'a> Model<'a> {
             } else {
                 let taps = || p.conv_weight.chunks_exact(k);
                 for (((v, &bias), &u), w) in s.v.iter_mut().zip(p.conv_bias).zip(u).zip(taps()) {
-                    *v = bias + w[k - 1] * u;
+                    *v = bias + w.get(k - 1).copied().unwrap_or(0.0) * u;
                 }
                 for j in 1..k {
                     for ((v, w), h) in s.v.iter_mut().zip(taps()).zip(past(j)) {
-                        *v += w[k - 1 - j] * h;
+                        *v += w.get(k - 1 - j).copied().unwrap_or(0.0) * h;
                     }
                 }
             }
@@ -409,8 +410,10 @@ impl<'a> Model<'a> {
         }
 
         // logits = lm_head · LN(x)
-        layer_norm(s.x, &self.final_norm, eps, s.h);
-        self.lm_head.matvec(s.h, s.logits, s.xq);
+        if logits {
+            layer_norm(s.x, &self.final_norm, eps, s.h);
+            self.lm_head.matvec(s.h, s.logits, s.xq);
+        }
     }
 }
 

@@ -68,13 +68,16 @@ impl<'s, 'a> Session<'s, 'a> {
         if self.pos >= c.max_seq {
             return Err(Error::ContextFull { max_seq: c.max_seq });
         }
-        self.model.forward(&mut self.state, token as usize, self.pos as usize);
+        self.model.forward(&mut self.state, token as usize, self.pos as usize, true);
         self.pos += 1;
         Ok(self.state.logits)
     }
 
     /// Feeds `tokens` in order and returns the logits after the last one. Every token is
-    /// checked before any is run, so a bad id leaves the session unchanged.
+    /// checked before any is run, so a bad id leaves the session unchanged. Only the last
+    /// token's logits are computed (the output projection is the largest matrix of a small
+    /// model); the state after it is exactly what feeding them one by one with
+    /// [`Session::step`] leaves.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], Error> {
         let c = self.model.config();
         if let Some(&token) = tokens.iter().find(|&&t| t >= c.vocab) {
@@ -83,8 +86,10 @@ impl<'s, 'a> Session<'s, 'a> {
         if tokens.len() > (c.max_seq - self.pos) as usize {
             return Err(Error::ContextFull { max_seq: c.max_seq });
         }
-        for &t in tokens {
-            self.step(t)?;
+        for (i, &t) in tokens.iter().enumerate() {
+            let last = i + 1 == tokens.len();
+            self.model.forward(&mut self.state, t as usize, self.pos as usize, last);
+            self.pos += 1;
         }
         Ok(self.state.logits)
     }

@@ -474,7 +474,12 @@ macro_rules! i4_blocks {
         ) {
             const MAX_BLOCKS: usize = 8;
             let blocks = cols / 64;
-            if blocks == 0 || blocks > MAX_BLOCKS || cols % 64 != 0 || xq.len() < cols || !matches!(group, 8 | 32) {
+            if blocks == 0
+                || blocks > MAX_BLOCKS
+                || !cols.is_multiple_of(64)
+                || xq.len() < cols
+                || !matches!(group, 8 | 32)
+            {
                 return;
             }
             // Per block: even inputs, odd inputs, and −8 · Σ x per 8 columns (the nibble offset).
