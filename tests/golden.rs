@@ -45,7 +45,8 @@ fn every_golden_file_matches_within_1e_3_with_full_top1() {
 
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         for quant in ["f32", "keep"] {
-            let opts = PackOptions { top_k, quant: QuantPolicy::parse_spec(quant).expect("preset"), ..Default::default() };
+            let opts =
+                PackOptions { top_k, quant: QuantPolicy::parse_spec(quant).expect("preset"), ..Default::default() };
             let blob = AlignedBytes::from(convert_file(&dir.join(checkpoint), &opts).expect("convert").as_slice());
             let int8 = Blob::parse(&blob).expect("parses").tensors().filter(|e| e.dtype == DType::I8).count();
             if checkpoint.contains("int8") {

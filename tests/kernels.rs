@@ -201,7 +201,8 @@ fn int8_per_tensor_affine_is_weight_only_and_path_independent() {
                 let mut r = quantize_i8(&mut rng, rows, cols, cols);
                 r.scales = vec![0.0123];
                 r.zero_point = zero_point;
-                let m = Matrix::new(rows, cols, Weights::I8Affine { q: &r.q, scale: 0.0123, zero_point }).expect("shape");
+                let m =
+                    Matrix::new(rows, cols, Weights::I8Affine { q: &r.q, scale: 0.0123, zero_point }).expect("shape");
                 assert_eq!(m.kernel_name(), format!("i8w-{}", if path == "scalar" { "scalar" } else { "avx2" }));
                 assert!(!m.needs_scratch());
                 let x = random(&mut rng, cols, 2.0);

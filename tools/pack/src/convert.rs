@@ -276,7 +276,11 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         let cols = e.shape[1] as usize;
         // Rows narrower than one int4 group (the SSM's `C`, d_inner x N) gain nothing from
         // 4 bits (one f16 scale per row) and run slowly: they take int8 instead.
-        let dtype = if matches!(dtype, QDType::Int4 | QDType::Int4G8) && cols < quant::INT4_GROUP { QDType::Int8 } else { dtype };
+        let dtype = if matches!(dtype, QDType::Int4 | QDType::Int4G8) && cols < quant::INT4_GROUP {
+            QDType::Int8
+        } else {
+            dtype
+        };
         let payload = match (&t.data, dtype) {
             (TensorData::QInt8 { q, scale, zero_point }, QDType::Int8) => {
                 keep_qint8(q, *scale, *zero_point, e.shape, policy.preset == Preset::Keep)
