@@ -286,6 +286,36 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// `y_t = W·x_t` for the first `n` rows `x_t` of `x` (`x_stride` apart) into the rows
+    /// of `y` (`y_stride` apart): a block of tokens at once. Each result is bit for bit
+    /// what [`Matrix::matvec`] gives for that row; f32 weights are read once per block
+    /// (each row against every token), the other formats run token by token.
+    #[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
+    pub fn matmul(&self, x: &[f32], x_stride: usize, y: &mut [f32], y_stride: usize, n: usize, scratch: &mut [i8]) {
+        let (cols, rows) = (self.cols.max(1), self.rows);
+        let fits = x_stride >= cols
+            && y_stride >= rows
+            && n.checked_mul(x_stride).is_some_and(|l| l <= x.len() + x_stride - cols)
+            && n.checked_mul(y_stride).is_some_and(|l| l <= y.len() + y_stride - rows);
+        if let (Weights::F32(w), true, true) = (self.weights, fits, n > 1) {
+            #[cfg(target_arch = "x86_64")]
+            if x86::avx2() {
+                // SAFETY: AVX2 is present (see `enable_avx2`); `fits` checked the strides.
+                return unsafe { x86::f32_block(w, cols, x, x_stride, y, y_stride, n) };
+            }
+            for (r, row) in w.chunks_exact(cols).enumerate() {
+                for t in 0..n {
+                    y[t * y_stride + r] = dot_f32(row, &x[t * x_stride..t * x_stride + cols]);
+                }
+            }
+            return;
+        }
+        let xs = x.chunks(x_stride.max(1));
+        for (x, y) in xs.zip(y.chunks_mut(y_stride.max(1))).take(n) {
+            self.matvec(x, y, scratch);
+        }
+    }
+
     /// `out += W[row, ..]` (embedding and position lookup), dequantizing as stored.
     pub fn add_row(&self, row: usize, out: &mut [f32]) {
         if row >= self.rows {

@@ -23,6 +23,9 @@ use crate::format::{Config, DType, Quant, Role, ScaleType, TensorEntry, MAX_EXPE
 use crate::kernels::{Matrix, Scales, Weights};
 use crate::tokenizer::Tokenizer;
 
+/// Tokens per block when a session's arena holds [`Model::prefill_arena_bytes`].
+pub const PREFILL_BLOCK: usize = 8;
+
 /// Most expert weight pairs (over all MoE layers) a [`Model`] holds.
 pub const MAX_EXPERT_SLOTS: usize = 64;
 
@@ -255,13 +258,26 @@ impl<'a> Model<'a> {
 
     /// Exact bytes of arena a [`crate::Session`] needs (a 4-aligned buffer): the f32
     /// buffers, then the int8 scratch of the integer kernels (none for float-only models).
+    /// Such a session runs a prompt one token at a time.
     pub fn arena_bytes(&self) -> usize {
-        self.float_count() * 4 + self.scratch_len
+        self.arena_bytes_for(1)
     }
 
-    /// f32s at the start of the arena.
-    pub(crate) fn float_count(&self) -> usize {
-        buffer_lens(&self.config).iter().sum::<usize>()
+    /// Bytes of arena with which a [`crate::Session`] runs a prompt in blocks of
+    /// [`PREFILL_BLOCK`] tokens, each projection one matrix product per block (weights read
+    /// once per block, not once per token). Same results, bit for bit; more RAM.
+    pub fn prefill_arena_bytes(&self) -> usize {
+        self.arena_bytes_for(PREFILL_BLOCK)
+    }
+
+    /// Arena bytes for blocks of `block` tokens.
+    pub(crate) fn arena_bytes_for(&self, block: usize) -> usize {
+        self.float_count(block) * 4 + self.scratch_len
+    }
+
+    /// f32s at the start of the arena, for blocks of `block` tokens.
+    pub(crate) fn float_count(&self, block: usize) -> usize {
+        buffer_lens(&self.config, block).iter().sum::<usize>()
     }
 
     /// Name of the kernel the bulk of the work runs on (layer 0's `in_proj`; every
@@ -284,124 +300,148 @@ impl<'a> Model<'a> {
         c.n_layers as usize * ssm + mixers + c.vocab as usize * d
     }
 
-    /// One token through the model at `pos`: reads and updates the recurrent state in `s`
-    /// and, if `logits`, leaves the logits in `s.logits` (a prompt's earlier tokens skip the
-    /// output projection). The session has checked `token` and `pos`.
+    /// A block of `tokens` (at most `s.block`, positions `pos` on) through the model: reads
+    /// and updates the recurrent state in `s` and, if `logits`, leaves the last token's
+    /// logits in `s.logits` (a prompt's earlier tokens skip the output projection). The
+    /// session has checked the tokens and positions.
     #[allow(unsafe_code)] // the AVX2 build of the same code, once the host enabled it
-    pub(crate) fn forward(&self, s: &mut State<'_>, token: usize, pos: usize, logits: bool) {
+    pub(crate) fn forward(&self, s: &mut State<'_>, tokens: &[u32], pos: usize, logits: bool) {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::simd_path() != "scalar" {
             // SAFETY: the path is "avx2" only after `enable_avx2`, whose caller checked that
             // this CPU has AVX2 and F16C.
-            unsafe { self.forward_avx2(s, token, pos, logits) };
+            unsafe { self.forward_avx2(s, tokens, pos, logits) };
             return;
         }
-        self.forward_portable(s, token, pos, logits);
+        self.forward_portable(s, tokens, pos, logits);
     }
 
     /// [`Model::forward_portable`] compiled with AVX2 enabled.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,f16c")]
-    fn forward_avx2(&self, s: &mut State<'_>, token: usize, pos: usize, logits: bool) {
-        self.forward_portable(s, token, pos, logits);
+    fn forward_avx2(&self, s: &mut State<'_>, tokens: &[u32], pos: usize, logits: bool) {
+        self.forward_portable(s, tokens, pos, logits);
     }
 
-    /// The forward pass itself; `forward` may run it compiled for AVX2 (the elementwise loops
-    /// vectorise wider; float sums keep their order, so the results are the same bits).
+    /// The forward pass itself, over a block of tokens (generation: a block of one). Token
+    /// `i`'s vectors are row `i` of each block buffer. The projections run once per block
+    /// as matrix products (each weight row read once for all the block's tokens); the conv,
+    /// the scan and the router run token by token, in order. Every token gets exactly the
+    /// operations it would get alone, so the bits do not depend on the block size. `forward`
+    /// may run this compiled for AVX2 (the elementwise loops vectorise wider; float sums keep
+    /// their order, so the results are the same bits).
     #[inline(always)]
-    fn forward_portable(&self, s: &mut State<'_>, token: usize, pos: usize, logits: bool) {
+    fn forward_portable(&self, s: &mut State<'_>, tokens: &[u32], pos: usize, logits: bool) {
         let c = &self.config;
         let eps = c.norm_eps;
         let k = c.conv_kernel as usize;
+        let (d, di) = (c.d_model as usize, c.d_inner as usize);
+        let n = tokens.len().min(s.block);
+        let hid = s.hidden.len() / s.block.max(1);
 
-        // x = E[token] + P[pos]
-        s.x.fill(0.0);
-        self.embedding.add_row(token, s.x);
-        self.position.add_row(pos, s.x);
+        // x_i = E[token_i] + P[pos + i]
+        for (i, (x, &token)) in s.x.chunks_exact_mut(d).zip(tokens).enumerate() {
+            x.fill(0.0);
+            self.embedding.add_row(token as usize, x);
+            self.position.add_row(pos + i, x);
+        }
 
-        let history = s.conv.chunks_exact_mut((k - 1) * c.d_inner as usize);
+        let history = s.conv.chunks_exact_mut((k - 1) * di);
         let states = s.ssm.chunks_exact_mut(c.d_state as usize);
         for ((layer, history), state) in self.layers.iter().zip(history).zip(states) {
             // ---- SSM block: x += out_proj · (y ⊙ silu(g)) ----
             let p = &layer.ssm;
-            layer_norm(s.x, &p.norm, eps, s.h);
-            p.in_proj.matvec(s.h, s.ug, s.xq);
-            let (u, g) = s.ug.split_at(c.d_inner as usize);
+            layer_norms(s.x, &p.norm, eps, s.h, d, n);
+            p.in_proj.matmul(s.h, d, s.ug, 2 * di, n, s.xq);
 
             // Causal depthwise conv over time, channel c: v_c = bias_c + Σ_j w[c, K-1-j]·u_c(pos-j).
             // The last K-1 inputs live tap-major in a ring (input of position p in slot
             // p mod (K-1), zeros before the first), so each tap is one pass over the
             // channels and the newest input just overwrites the oldest.
-            let (di, slots) = (c.d_inner as usize, k - 1);
-            let past = |j: usize| {
-                let slot = (pos + slots - j) % slots;
-                history.get(slot * di..(slot + 1) * di).unwrap_or_default()
-            };
-            if let (4, (w4, [])) = (k, p.conv_weight.as_chunks::<4>()) {
-                // The published K: all taps in one pass (fixed-stride weights vectorise).
-                let (h1, h2, h3) = (past(1), past(2), past(3));
-                let inputs = u.iter().zip(h1).zip(h2).zip(h3);
-                for (((v, &bias), w), (((u, a), b), c)) in s.v.iter_mut().zip(p.conv_bias).zip(w4).zip(inputs) {
-                    *v = bias + w[3] * u + w[2] * a + w[1] * b + w[0] * c;
-                }
-            } else {
-                let taps = || p.conv_weight.chunks_exact(k);
-                for (((v, &bias), &u), w) in s.v.iter_mut().zip(p.conv_bias).zip(u).zip(taps()) {
-                    *v = bias + w.get(k - 1).copied().unwrap_or(0.0) * u;
-                }
-                for j in 1..k {
-                    for ((v, w), h) in s.v.iter_mut().zip(taps()).zip(past(j)) {
-                        *v += w.get(k - 1 - j).copied().unwrap_or(0.0) * h;
+            let slots = k - 1;
+            for (i, (v, ug)) in s.v.chunks_exact_mut(di).zip(s.ug.chunks_exact(2 * di)).take(n).enumerate() {
+                let (pos, u) = (pos + i, ug.split_at(di).0);
+                let past = |j: usize| {
+                    let slot = (pos + slots - j) % slots;
+                    history.get(slot * di..(slot + 1) * di).unwrap_or_default()
+                };
+                if let (4, (w4, [])) = (k, p.conv_weight.as_chunks::<4>()) {
+                    // The published K: all taps in one pass (fixed-stride weights vectorise).
+                    let (h1, h2, h3) = (past(1), past(2), past(3));
+                    let inputs = u.iter().zip(h1).zip(h2).zip(h3);
+                    for (((v, &bias), w), (((u, a), b), c)) in v.iter_mut().zip(p.conv_bias).zip(w4).zip(inputs) {
+                        *v = bias + w[3] * u + w[2] * a + w[1] * b + w[0] * c;
+                    }
+                } else {
+                    let taps = || p.conv_weight.chunks_exact(k);
+                    for (((v, &bias), &u), w) in v.iter_mut().zip(p.conv_bias).zip(u).zip(taps()) {
+                        *v = bias + w.get(k - 1).copied().unwrap_or(0.0) * u;
+                    }
+                    for j in 1..k {
+                        for ((v, w), h) in v.iter_mut().zip(taps()).zip(past(j)) {
+                            *v += w.get(k - 1 - j).copied().unwrap_or(0.0) * h;
+                        }
                     }
                 }
-            }
-            let newest = pos % slots;
-            if let Some(slot) = history.get_mut(newest * di..(newest + 1) * di) {
-                slot.copy_from_slice(u);
-            }
-            // Elementwise loops on their own vectorise.
-            s.v.iter_mut().for_each(|v| *v = silu(*v));
-
-            // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
-            p.delta_proj.matvec(s.v, s.t, s.xq);
-            s.t.iter_mut().zip(p.delta_bias).for_each(|(z, b)| *z = softplus(*z + b));
-            let dt = sum_lanes(s.t, |v| v) / c.d_inner as f32;
-
-            // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
-            p.b.matvec(s.v, s.bu, s.xq);
-            for ((s_n, a_log), bu) in state.iter_mut().zip(p.a_log).zip(s.bu.iter()) {
-                *s_n = exp(-dt * exp(*a_log)) * *s_n + dt * bu;
+                let newest = pos % slots;
+                if let Some(slot) = history.get_mut(newest * di..(newest + 1) * di) {
+                    slot.copy_from_slice(u);
+                }
+                // Elementwise loops on their own vectorise.
+                v.iter_mut().for_each(|v| *v = silu(*v));
             }
 
-            // y = C·s + D ⊙ u, gated by silu(g)
-            p.c.matvec(state, s.t, s.xq);
-            for (((y, d), v), g) in s.t.iter_mut().zip(p.d).zip(s.v.iter()).zip(g) {
-                *y = (*y + d * v) * silu(*g);
+            p.delta_proj.matmul(s.v, di, s.t, di, n, s.xq);
+            let per_token = s.t.chunks_exact_mut(di).zip(s.v.chunks_exact(di)).zip(s.ug.chunks_exact(2 * di));
+            for ((t, v), ug) in per_token.take(n) {
+                // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
+                t.iter_mut().zip(p.delta_bias).for_each(|(z, b)| *z = softplus(*z + b));
+                let dt = sum_lanes(t, |v| v) / c.d_inner as f32;
+
+                // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
+                p.b.matvec(v, s.bu, s.xq);
+                for ((s_n, a_log), bu) in state.iter_mut().zip(p.a_log).zip(s.bu.iter()) {
+                    *s_n = exp(-dt * exp(*a_log)) * *s_n + dt * bu;
+                }
+
+                // y = C·s + D ⊙ u, gated by silu(g)
+                p.c.matvec(state, t, s.xq);
+                for (((y, d), v), g) in t.iter_mut().zip(p.d).zip(v.iter()).zip(ug.split_at(di).1) {
+                    *y = (*y + d * v) * silu(*g);
+                }
             }
-            p.out_proj.matvec(s.t, s.h, s.xq);
-            add(s.x, s.h);
+            p.out_proj.matmul(s.t, di, s.h, d, n, s.xq);
+            add(s.x, s.h, d * n);
 
             // ---- FFN or MoE: x += mixer(LN(x)) ----
-            layer_norm(s.x, &layer.mix_norm, eps, s.h);
+            layer_norms(s.x, &layer.mix_norm, eps, s.h, d, n);
             match layer.mixer {
                 Mixer::Ffn(mlp) => {
-                    mlp.apply(s.h, s.hidden, s.acc, s.xq);
-                    add(s.x, s.acc);
+                    let rows = mlp.w1.rows().min(hid);
+                    mlp.w1.matmul(s.h, d, s.hidden, hid, n, s.xq);
+                    for h in s.hidden.chunks_exact_mut(hid).take(n) {
+                        h.iter_mut().take(rows).for_each(|h| *h = gelu(*h));
+                    }
+                    mlp.w2.matmul(s.hidden, hid, s.acc, d, n, s.xq);
+                    add(s.x, s.acc, d * n);
                 }
                 Mixer::Moe { gate, first } => {
-                    gate.matvec(s.h, s.z, s.xq);
-                    let picked = top_k(s.z, c.top_k as usize);
-                    // Softmax over the picked router logits only.
-                    // `picked` indexes `s.z` (from `top_k`), so `get` is always `Some`.
-                    let z = |i: usize| s.z.get(i).copied().unwrap_or(f32::NEG_INFINITY);
-                    let max = picked.iter().map(|&i| z(i)).fold(f32::NEG_INFINITY, f32::max);
-                    let total: f32 = picked.iter().map(|&i| exp(z(i) - max)).sum();
-                    for &i in &picked {
-                        let weight = exp(z(i) - max) / total;
-                        if let Some(expert) = self.experts.get(first + i) {
-                            expert.apply(s.h, s.hidden, s.acc, s.xq);
-                            for (x, y) in s.x.iter_mut().zip(s.acc.iter()) {
-                                *x += weight * y;
+                    // Each token picks its own experts: token by token.
+                    for (x, h) in s.x.chunks_exact_mut(d).zip(s.h.chunks_exact(d)).take(n) {
+                        gate.matvec(h, s.z, s.xq);
+                        let picked = top_k(s.z, c.top_k as usize);
+                        // Softmax over the picked router logits only.
+                        // `picked` indexes `s.z` (from `top_k`), so `get` is always `Some`.
+                        let z = |i: usize| s.z.get(i).copied().unwrap_or(f32::NEG_INFINITY);
+                        let max = picked.iter().map(|&i| z(i)).fold(f32::NEG_INFINITY, f32::max);
+                        let total: f32 = picked.iter().map(|&i| exp(z(i) - max)).sum();
+                        for &i in &picked {
+                            let weight = exp(z(i) - max) / total;
+                            if let Some(expert) = self.experts.get(first + i) {
+                                expert.apply(h, s.hidden, s.acc, s.xq);
+                                for (x, y) in x.iter_mut().zip(s.acc.iter()) {
+                                    *x += weight * y;
+                                }
                             }
                         }
                     }
@@ -409,9 +449,10 @@ impl<'a> Model<'a> {
             }
         }
 
-        // logits = lm_head · LN(x)
-        if logits {
-            layer_norm(s.x, &self.final_norm, eps, s.h);
+        // logits = lm_head · LN(x) of the block's last token
+        if let (true, Some(last)) = (logits, n.checked_sub(1)) {
+            let x = s.x.chunks_exact(d).nth(last).unwrap_or_default();
+            layer_norm(x, &self.final_norm, eps, s.h);
             self.lm_head.matvec(s.h, s.logits, s.xq);
         }
     }
@@ -461,8 +502,16 @@ fn layer_norm(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32]) {
     }
 }
 
-fn add(x: &mut [f32], y: &[f32]) {
-    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+/// [`layer_norm`] of each of the first `n` rows (`d` wide) of `x` into the rows of `out`.
+fn layer_norms(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32], d: usize, n: usize) {
+    for (x, out) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).take(n) {
+        layer_norm(x, p, eps, out);
+    }
+}
+
+/// `x += y` over the first `len` values.
+fn add(x: &mut [f32], y: &[f32], len: usize) {
+    x.iter_mut().zip(y).take(len).for_each(|(x, y)| *x += y);
 }
 
 /// The exact (erf) GELU.
@@ -470,21 +519,23 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Lengths (in f32s) of the buffers a session carves from its arena, in [`State`] order.
-pub(crate) fn buffer_lens(c: &Config) -> [usize; 12] {
+/// Lengths (in f32s) of the buffers a session carves from its arena, in [`State`] order,
+/// for blocks of up to `block` tokens (the per-token buffers hold one row per token).
+pub(crate) fn buffer_lens(c: &Config, block: usize) -> [usize; 12] {
     let (d, di, n, k) = (c.d_model as usize, c.d_inner as usize, c.d_state as usize, c.conv_kernel as usize);
     let any_moe = c.moe_layers != 0;
     let hidden = (c.ffn_hidden as usize).max(if any_moe { c.expert_hidden as usize } else { 0 });
     let layers = c.n_layers as usize;
+    let b = block.max(1);
     [
-        d,                     // x
-        d,                     // h
-        2 * di,                // ug
-        di,                    // v
-        di,                    // t
+        b * d,                 // x
+        b * d,                 // h
+        b * 2 * di,            // ug
+        b * di,                // v
+        b * di,                // t
         n,                     // bu
-        hidden,                // hidden
-        d,                     // acc
+        b * hidden,            // hidden
+        b * d,                 // acc
         c.n_experts as usize,  // z
         c.vocab as usize,      // logits
         layers * (k - 1) * di, // conv history
@@ -492,23 +543,26 @@ pub(crate) fn buffer_lens(c: &Config) -> [usize; 12] {
     ]
 }
 
-/// A session's working memory, carved from its arena.
+/// A session's working memory, carved from its arena. The per-token buffers (`x`, `h`,
+/// `ug`, `v`, `t`, `hidden`, `acc`) hold `block` rows, one per token of a block.
 pub(crate) struct State<'s> {
-    /// Residual stream, `[d]`.
+    /// Tokens per block (1: one token at a time).
+    pub block: usize,
+    /// Residual stream, `[block][d]`.
     pub x: &'s mut [f32],
-    /// Normalised input of the current sub-block (and its output), `[d]`.
+    /// Normalised input of the current sub-block (and its output), `[block][d]`.
     pub h: &'s mut [f32],
-    /// `in_proj` output `[u | g]`, `[2 d_inner]`.
+    /// `in_proj` output `[u | g]`, `[block][2 d_inner]`.
     pub ug: &'s mut [f32],
-    /// Conv + silu output, `[d_inner]`.
+    /// Conv + silu output, `[block][d_inner]`.
     pub v: &'s mut [f32],
-    /// `delta_proj` output, then `y`, `[d_inner]`.
+    /// `delta_proj` output, then `y`, `[block][d_inner]`.
     pub t: &'s mut [f32],
     /// `B·u`, `[N]`.
     pub bu: &'s mut [f32],
-    /// MLP hidden layer, `[max(ffn_hidden, expert_hidden)]`.
+    /// MLP hidden layer, `[block][max(ffn_hidden, expert_hidden)]`.
     pub hidden: &'s mut [f32],
-    /// MLP output, `[d]`.
+    /// MLP output, `[block][d]`.
     pub acc: &'s mut [f32],
     /// Router logits, `[n_experts]`.
     pub z: &'s mut [f32],
@@ -523,10 +577,10 @@ pub(crate) struct State<'s> {
 }
 
 impl<'s> State<'s> {
-    /// Splits `floats` (exactly `buffer_lens` long in total) into the buffers; `xq` is the
-    /// int8 scratch (`Model::scratch_len` bytes).
-    pub(crate) fn carve(c: &Config, mut floats: &'s mut [f32], xq: &'s mut [i8]) -> Self {
-        let lens = buffer_lens(c);
+    /// Splits `floats` (exactly `buffer_lens(c, block)` long in total) into the buffers;
+    /// `xq` is the int8 scratch (`Model::scratch_len` bytes).
+    pub(crate) fn carve(c: &Config, block: usize, mut floats: &'s mut [f32], xq: &'s mut [i8]) -> Self {
+        let lens = buffer_lens(c, block);
         let mut parts: [&'s mut [f32]; 12] = Default::default();
         for (part, len) in parts.iter_mut().zip(lens) {
             let (head, tail) = floats.split_at_mut(len.min(floats.len()));
@@ -534,7 +588,7 @@ impl<'s> State<'s> {
             floats = tail;
         }
         let [x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm] = parts;
-        State { x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm, xq }
+        State { block: block.max(1), x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm, xq }
     }
 
     /// Zeroes the recurrent state (conv history and SSM state) and the logits.

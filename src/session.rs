@@ -1,7 +1,7 @@
 //! `Session`: one sequence being generated, on a caller-provided arena.
 
 use crate::error::Error;
-use crate::model::{Model, State};
+use crate::model::{Model, State, PREFILL_BLOCK};
 
 /// A 16-byte-aligned byte buffer to hand to [`Session::new`], e.g. as a `static`.
 ///
@@ -41,20 +41,26 @@ pub struct Session<'s, 'a> {
 
 impl<'s, 'a> Session<'s, 'a> {
     /// Starts an empty session working in `arena`, which must be 4-aligned and at least
-    /// `model.arena_bytes()` long (extra bytes are left untouched).
+    /// `model.arena_bytes()` long. With `model.prefill_arena_bytes()` or more, prompts run
+    /// in blocks of [`crate::model::PREFILL_BLOCK`] tokens (faster, same results); extra
+    /// bytes beyond what is used are left untouched.
     pub fn new(model: &'s Model<'a>, arena: &'s mut [u8]) -> Result<Self, Error> {
         let needed = model.arena_bytes();
         if arena.len() < needed {
             return Err(Error::ArenaTooSmall { needed, available: arena.len() });
         }
-        // Both `None`s are impossible (`needed` was just checked, and the floats are part of
-        // `arena_bytes()`); they map to the same refusal rather than a panic.
+        let block = if arena.len() >= model.prefill_arena_bytes() { PREFILL_BLOCK } else { 1 };
+        let used = model.arena_bytes_for(block);
+        // Both `None`s are impossible (`used` fits, and the floats are part of it); they map
+        // to the same refusal rather than a panic.
         let too_small = Error::ArenaTooSmall { needed, available: arena.len() };
-        let (floats, xq) =
-            arena.get_mut(..needed).and_then(|a| a.split_at_mut_checked(model.float_count() * 4)).ok_or(too_small)?;
+        let (floats, xq) = arena
+            .get_mut(..used)
+            .and_then(|a| a.split_at_mut_checked(model.float_count(block) * 4))
+            .ok_or(too_small)?;
         let floats: &mut [f32] = bytemuck::try_cast_slice_mut(floats).map_err(|_| Error::ArenaNotAligned)?;
         let xq: &mut [i8] = bytemuck::cast_slice_mut(xq);
-        let mut state = State::carve(model.config(), floats, xq);
+        let mut state = State::carve(model.config(), block, floats, xq);
         state.reset();
         Ok(Session { model, state, pos: 0 })
     }
@@ -68,16 +74,16 @@ impl<'s, 'a> Session<'s, 'a> {
         if self.pos >= c.max_seq {
             return Err(Error::ContextFull { max_seq: c.max_seq });
         }
-        self.model.forward(&mut self.state, token as usize, self.pos as usize, true);
+        self.model.forward(&mut self.state, &[token], self.pos as usize, true);
         self.pos += 1;
         Ok(self.state.logits)
     }
 
     /// Feeds `tokens` in order and returns the logits after the last one. Every token is
-    /// checked before any is run, so a bad id leaves the session unchanged. Only the last
-    /// token's logits are computed (the output projection is the largest matrix of a small
-    /// model); the state after it is exactly what feeding them one by one with
-    /// [`Session::step`] leaves.
+    /// checked before any is run, so a bad id leaves the session unchanged. Tokens run in
+    /// blocks (see [`Session::new`]) and only the last token's logits are computed (the
+    /// output projection is the largest matrix of a small model); the state and logits are
+    /// bit for bit what feeding them one by one with [`Session::step`] leaves.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], Error> {
         let c = self.model.config();
         if let Some(&token) = tokens.iter().find(|&&t| t >= c.vocab) {
@@ -86,10 +92,11 @@ impl<'s, 'a> Session<'s, 'a> {
         if tokens.len() > (c.max_seq - self.pos) as usize {
             return Err(Error::ContextFull { max_seq: c.max_seq });
         }
-        for (i, &t) in tokens.iter().enumerate() {
-            let last = i + 1 == tokens.len();
-            self.model.forward(&mut self.state, t as usize, self.pos as usize, last);
-            self.pos += 1;
+        let blocks = tokens.chunks(self.state.block);
+        let count = blocks.len();
+        for (i, block) in blocks.enumerate() {
+            self.model.forward(&mut self.state, block, self.pos as usize, i + 1 == count);
+            self.pos += block.len() as u32;
         }
         Ok(self.state.logits)
     }

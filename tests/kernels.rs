@@ -534,3 +534,38 @@ fn timing() {
         eprintln!("{rows}x{cols} {}: {:.1} us, {:.2} GMAC/s", m.kernel_name(), s * 1e6, (rows * cols) as f64 / s / 1e9);
     }
 }
+
+#[test]
+fn prefill_in_blocks_is_stepping_bit_for_bit() {
+    // A prompt of 21 tokens: two full blocks and a partial one, on every dtype and path.
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for_each_path(|path| {
+        for kind in [None, Some(Kind::F16), Some(Kind::I8), Some(Kind::I8Affine), Some(Kind::I4)] {
+            let bytes = blob(&micro_config(), kind);
+            let blob = Blob::parse(&bytes).expect("parse");
+            let model = Model::new(&blob).expect("model");
+            assert!(model.prefill_arena_bytes() > model.arena_bytes());
+            let vocab = model.config().vocab;
+            let prompt: Vec<u32> = (0..21).map(|i| (i * 37 + 5) % vocab).collect();
+            let mut small = vec![0u32; model.arena_bytes().div_ceil(4)];
+            let mut big = vec![0u32; model.prefill_arena_bytes().div_ceil(4)];
+            let mut one = Session::new(&model, bytemuck::cast_slice_mut(&mut small)).expect("session");
+            let mut blocked = Session::new(&model, bytemuck::cast_slice_mut(&mut big)).expect("session");
+            let mut stepped = Vec::new();
+            for &t in &prompt {
+                stepped = one.step(t).expect("step").to_vec();
+            }
+            let got = blocked.prefill(&prompt).expect("prefill").to_vec();
+            assert_eq!(bits(&got), bits(&stepped), "{kind:?} on {path}: prefill logits");
+            assert_eq!(blocked.position(), one.position());
+            // The recurrent state agrees too: the next tokens give the same logits.
+            for t in [3, vocab - 1] {
+                let a = bits(one.step(t).expect("step"));
+                assert_eq!(bits(blocked.step(t).expect("step")), a, "{kind:?} on {path}: after prefill");
+            }
+            // A one-token-at-a-time arena prefills to the same bits.
+            one.reset();
+            assert_eq!(bits(one.prefill(&prompt).expect("prefill")), bits(&got));
+        }
+    });
+}

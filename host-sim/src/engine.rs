@@ -29,9 +29,10 @@ pub fn provenance_source(bytes: &[u8]) -> Option<String> {
     source
 }
 
-/// A zeroed, 4-aligned arena of exactly [`Model::arena_bytes`] bytes for one session.
+/// A zeroed, 4-aligned arena of [`Model::prefill_arena_bytes`] for one session: the host
+/// has RAM to spare, so prompts run in blocks (same results as one token at a time).
 pub fn new_arena(model: &Model<'_>) -> Vec<u32> {
-    vec![0u32; model.arena_bytes().div_ceil(4)]
+    vec![0u32; model.prefill_arena_bytes().div_ceil(4)]
 }
 
 /// Starts an empty session of `model` working in `arena` (from [`new_arena`]).

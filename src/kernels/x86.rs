@@ -644,6 +644,96 @@ pub(super) unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i32, scal
     super::i8_affine_rows(q, cols, zero_point, scale, x, y)
 }
 
+/// f32 rows against a block of `n` inputs (`x` rows `xs` apart, `y` rows `ys` apart), in
+/// tiles of 2 rows × 4 inputs: each weight load serves four inputs and each input load two
+/// rows. Every output is [`super::dot_f32`]'s order of operations, so the same bits as
+/// [`f32_rows`].
+///
+/// # Safety
+/// Needs AVX2. `w` holds whole rows of `cols`; the first `n` rows of `x` (`cols` each,
+/// `xs >= cols` apart) and of `y` (`rows` each, `ys >= rows` apart) are in bounds.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+    let rows = w.len() / cols.max(1);
+    let mut r = 0;
+    while r < rows {
+        let pair = r + 2 <= rows;
+        let mut t = 0;
+        while t < n {
+            // SAFETY (all arms): rows r..r+R and inputs t..t+M are in bounds by the contract.
+            unsafe {
+                match ((n - t).min(4), pair) {
+                    (4, true) => f32_tile::<2, 4>(w, cols, r, x, xs, t, y, ys),
+                    (4, false) => f32_tile::<1, 4>(w, cols, r, x, xs, t, y, ys),
+                    (3, true) => f32_tile::<2, 3>(w, cols, r, x, xs, t, y, ys),
+                    (3, false) => f32_tile::<1, 3>(w, cols, r, x, xs, t, y, ys),
+                    (2, true) => f32_tile::<2, 2>(w, cols, r, x, xs, t, y, ys),
+                    (2, false) => f32_tile::<1, 2>(w, cols, r, x, xs, t, y, ys),
+                    (_, true) => f32_tile::<2, 1>(w, cols, r, x, xs, t, y, ys),
+                    (_, false) => f32_tile::<1, 1>(w, cols, r, x, xs, t, y, ys),
+                }
+            }
+            t += 4;
+        }
+        r += if pair { 2 } else { 1 };
+    }
+}
+
+/// One tile of [`f32_block`]: rows `r..r+R` against inputs `t..t+M`.
+///
+/// # Safety
+/// Needs AVX2; as [`f32_block`], with rows `r..r+R` and inputs `t..t+M` in bounds.
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn f32_tile<const R: usize, const M: usize>(
+    w: &[f32],
+    cols: usize,
+    r: usize,
+    x: &[f32],
+    xs: usize,
+    t: usize,
+    y: &mut [f32],
+    ys: usize,
+) {
+    let body = cols / 8 * 8;
+    let mut acc = [[_mm256_setzero_ps(); M]; R];
+    let mut c = 0;
+    while c < body {
+        // SAFETY: c + 8 <= cols: inside each of the R rows and M inputs (contract).
+        unsafe {
+            let mut xv = [_mm256_setzero_ps(); M];
+            for (m, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(x.as_ptr().add((t + m) * xs + c));
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                let wv = _mm256_loadu_ps(w.as_ptr().add((r + i) * cols + c));
+                for (a, v) in a.iter_mut().zip(xv) {
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
+                }
+            }
+        }
+        c += 8;
+    }
+    for (i, a) in acc.iter().enumerate() {
+        let row = &w[(r + i) * cols..(r + i + 1) * cols];
+        for (m, a) in a.iter().enumerate() {
+            let xt = &x[(t + m) * xs..(t + m) * xs + cols];
+            let tail = row[body..].iter().zip(&xt[body..]).fold(0.0f32, |s, (a, b)| s + a * b);
+            y[(t + m) * ys + r + i] = reduce8_ps(*a) + tail;
+        }
+    }
+}
+
+/// `((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`, as [`super::reduce8`].
+#[inline]
+#[target_feature(enable = "avx2")]
+fn reduce8_ps(v: __m256) -> f32 {
+    let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let t = _mm_add_ps(v, _mm_shuffle_ps::<0b10_11_00_01>(v, v));
+    _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)))
+}
+
 /// Four-row f32 matvec, same order as [`super::dot_f32`]: lane-wise `acc += w·x` (no FMA),
 /// the fixed eight-lane reduction, then the scalar tail.
 ///
@@ -654,12 +744,6 @@ pub(super) unsafe fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) 
     let cols = cols.min(x.len());
     let rows = y.len().min(w.len() / cols.max(1));
     let body = cols / 8 * 8;
-    let reduce = |v: __m256| -> f32 {
-        // ((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7)), as `reduce8`.
-        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let t = _mm_add_ps(v, _mm_shuffle_ps::<0b10_11_00_01>(v, v));
-        _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)))
-    };
     let tail = |row: &[f32]| row[body..cols].iter().zip(&x[body..cols]).fold(0.0f32, |t, (a, b)| t + a * b);
     let mut r = 0;
     while r + 4 <= rows {
@@ -681,7 +765,7 @@ pub(super) unsafe fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) 
         }
         for (k, a) in acc.iter().enumerate() {
             let t = if body == cols { 0.0 } else { tail(&w[(r + k) * cols..(r + k + 1) * cols]) };
-            y[r + k] = reduce(*a) + t;
+            y[r + k] = reduce8_ps(*a) + t;
         }
         r += 4;
     }
