@@ -1,7 +1,8 @@
-//! Fast, branch-free `exp` and `log1p` for the activations (SiLU, softplus), accurate to a
-//! few ulp: the forward pass calls them about 1,500 times a token, and libm's versions cost
-//! more than the int8 matrix products around them. Pure f32 arithmetic in a fixed order, so
-//! every target computes the same bits.
+//! The forward pass's elementwise math: fast, branch-free `exp`, `log1p` and `erf` for the
+//! activations (SiLU, softplus, GELU), accurate to a few ulp (the forward pass calls them
+//! about 1,500 times a token, and libm's versions cost more than the int8 matrix products
+//! around them), fixed-order lane sums, LayerNorm and the scan's state update. Pure f32
+//! arithmetic in a fixed order, so every target computes the same bits.
 
 /// `e^x`, relative error below 2e-7 on [-87, 88]; 0 below, +inf above.
 #[inline(always)]
@@ -59,6 +60,34 @@ pub fn erf(x: f32) -> f32 {
         -e
     } else {
         e
+    }
+}
+
+/// The exact (erf) GELU, `x · Φ(x)`.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// LayerNorm, `out = (x − mean) / sqrt(var + eps) ⊙ weight + bias`, with the mean and the
+/// variance as [`sum_lanes`] (two passes: no cancellation in the variance).
+#[inline]
+pub fn layer_norm(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = sum_lanes(x, |v| v) / n;
+    let var = sum_lanes(x, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / libm::sqrtf(var + eps);
+    for (((o, v), w), b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
+        *o = (v - mean) * inv * w + b;
+    }
+}
+
+/// One step of the selective scan, `s = exp(dt·A) ⊙ s + dt·(B·u)` with `A = −exp(A_log)`:
+/// the state decays by its own rate and takes in the step's input.
+#[inline]
+pub fn scan_step(state: &mut [f32], a_log: &[f32], bu: &[f32], dt: f32) {
+    for ((s, a_log), bu) in state.iter_mut().zip(a_log).zip(bu) {
+        *s = exp(-dt * exp(*a_log)) * *s + dt * bu;
     }
 }
 

@@ -13,9 +13,8 @@
 //! ```
 
 use heapless::Vec;
-use libm::sqrtf;
 
-use crate::math::{erf, exp, silu, softplus, sum_lanes};
+use crate::math::{exp, gelu, scan_step, silu, softplus, sum_lanes};
 
 use crate::blob::Blob;
 use crate::error::Error;
@@ -400,9 +399,7 @@ impl<'a> Model<'a> {
 
                 // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
                 p.b.matvec(v, s.bu, s.xq);
-                for ((s_n, a_log), bu) in state.iter_mut().zip(p.a_log).zip(s.bu.iter()) {
-                    *s_n = exp(-dt * exp(*a_log)) * *s_n + dt * bu;
-                }
+                scan_step(state, p.a_log, s.bu, dt);
 
                 // y = C·s + D ⊙ u, gated by silu(g)
                 p.c.matvec(state, t, s.xq);
@@ -491,15 +488,9 @@ fn top_k(z: &[f32], k: usize) -> Vec<usize, MAX_EXPERTS> {
     picked
 }
 
-/// `out = (x - mean) / sqrt(var + eps) ⊙ weight + bias`
+/// LayerNorm with `p`'s weight and bias.
 fn layer_norm(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32]) {
-    let n = x.len() as f32;
-    let mean = sum_lanes(x, |v| v) / n;
-    let var = sum_lanes(x, |v| (v - mean) * (v - mean)) / n;
-    let inv = 1.0 / sqrtf(var + eps);
-    for (((o, v), w), b) in out.iter_mut().zip(x).zip(p.weight).zip(p.bias) {
-        *o = (v - mean) * inv * w + b;
-    }
+    crate::math::layer_norm(x, p.weight, p.bias, eps, out);
 }
 
 /// [`layer_norm`] of each of the first `n` rows (`d` wide) of `x` into the rows of `out`.
@@ -512,11 +503,6 @@ fn layer_norms(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32], d: usize, n: 
 /// `x += y` over the first `len` values.
 fn add(x: &mut [f32], y: &[f32], len: usize) {
     x.iter_mut().zip(y).take(len).for_each(|(x, y)| *x += y);
-}
-
-/// The exact (erf) GELU.
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// Lengths (in f32s) of the buffers a session carves from its arena, in [`State`] order,

@@ -4,9 +4,15 @@
 //!   `in_proj` 256x64, `delta_proj` 128x128, `out_proj` 64x128, `lm_head` 2000x64; tiny
 //!   `in_proj` 512x128 and `lm_head` 8000x128), int8 with one f16 scale per row and int4 with
 //!   f16 scales per 32, as the `int8` and `int4` presets store them; throughput in MACs;
+//! * `matvec/i4g8/ROWSxCOLS`: int4 with f16 scales per 8, the `mixed` preset's head;
+//! * `ops/…`: the elementwise work of a token: LayerNorm (`d` 64, 128, 256), one scan step
+//!   (state 8, 16), and `exp`, `silu`, `softplus`, `gelu` over 128 values (with their
+//!   accuracy tested in `itera-edge`'s `math` tests);
 //! * `step/{micro,tiny}-{f32,int8}`: one whole [`Session::step`] (forward pass and logits) of
 //!   a synthetic model of that shape (`itera-pack synth`), at positions cycling through
-//!   `max_seq`.
+//!   `max_seq`;
+//! * `prefill/{micro,tiny}-{f32,int8}`: a 128-token [`Session::prefill`] (blocks of 8 tokens,
+//!   matrix products); throughput in tokens.
 //!
 //! The kernels take the path `itera-sim` takes (`select_kernels`: AVX2 / VNNI when detected,
 //! `ITERA_KERNELS=scalar` for the portable code).
@@ -57,10 +63,12 @@ fn matvec(c: &mut Criterion) {
         let row_scales = random_scales(&mut rng, rows);
         let packed: Vec<u8> = (0..rows * cols.div_ceil(2)).map(|_| rng.next_u32() as u8).collect();
         let group_scales = random_scales(&mut rng, rows * cols.div_ceil(I4_GROUP));
+        let g8_scales = random_scales(&mut rng, rows * cols.div_ceil(8));
         let matrices = [
             ("f32", Weights::F32(&w)),
             ("i8", Weights::I8 { q: &q, scales: Scales::F16(&row_scales), group: cols }),
             ("i4", Weights::I4 { packed: &packed, scales: Scales::F16(&group_scales), group: I4_GROUP }),
+            ("i4g8", Weights::I4 { packed: &packed, scales: Scales::F16(&g8_scales), group: 8 }),
         ];
         group.throughput(Throughput::Elements(n as u64));
         for (dtype, weights) in matrices {
@@ -75,32 +83,103 @@ fn matvec(c: &mut Criterion) {
     group.finish();
 }
 
-fn step(c: &mut Criterion) {
-    itera_sim::engine::select_kernels();
-    let mut group = c.benchmark_group("step");
-    group.throughput(Throughput::Elements(1));
+fn ops(c: &mut Criterion) {
+    use itera_edge::math;
+    let mut rng = Rng::new(9);
+    let mut group = c.benchmark_group("ops");
+    for d in [64, 128, 256] {
+        let x = random_f32(&mut rng, d, 2.0);
+        let (w, b) = (random_f32(&mut rng, d, 1.0), random_f32(&mut rng, d, 0.1));
+        let mut out = vec![0.0f32; d];
+        group.throughput(Throughput::Elements(d as u64));
+        group.bench_function(BenchmarkId::new("layer_norm", d), |bench| {
+            bench.iter(|| math::layer_norm(black_box(&x), &w, &b, 1e-5, black_box(&mut out)))
+        });
+    }
+    for n in [8, 16] {
+        let mut state = random_f32(&mut rng, n, 1.0);
+        let (a_log, bu) = (random_f32(&mut rng, n, 1.0), random_f32(&mut rng, n, 1.0));
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("scan_step", n), |bench| {
+            bench.iter(|| math::scan_step(black_box(&mut state), &a_log, &bu, black_box(0.05)))
+        });
+    }
+    let x = random_f32(&mut rng, 128, 6.0);
+    group.throughput(Throughput::Elements(128));
+    // Each function by its own type, so the loop inlines it (as the forward pass does).
+    fn over<F: Fn(f32) -> f32>(
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        x: &[f32],
+        f: F,
+    ) {
+        let mut y = vec![0.0f32; x.len()];
+        group.bench_function(BenchmarkId::new(name, x.len()), |bench| {
+            bench.iter(|| y.iter_mut().zip(black_box(x)).for_each(|(y, &v)| *y = f(v)))
+        });
+    }
+    over(&mut group, "exp", &x, math::exp);
+    over(&mut group, "silu", &x, math::silu);
+    over(&mut group, "softplus", &x, math::softplus);
+    over(&mut group, "gelu", &x, math::gelu);
+    group.finish();
+}
+
+/// Synthetic models of each benchmarked shape and preset, packed.
+fn models() -> Vec<(String, AlignedBytes)> {
+    let mut out = Vec::new();
     for shape in [Shape::Micro, Shape::Tiny] {
         for preset in ["f32", "int8"] {
             let quant = QuantPolicy::parse_spec(preset).unwrap_or_else(|e| panic!("{preset}: {e}"));
             let blob = synth_blob(shape, 42, &quant).unwrap_or_else(|e| panic!("synthetic {shape} {preset}: {e:#}"));
-            let bytes = AlignedBytes::from(blob.as_slice());
-            let model: Model<'_> = itera_sim::open_model(&bytes).unwrap_or_else(|e| panic!("{shape} {preset}: {e}"));
-            let mut arena = itera_sim::new_arena(&model);
-            let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena))
-                .unwrap_or_else(|e| panic!("{shape} {preset}: {e}"));
-            let c = model.config();
-            let tokens = itera_sim::bench::bench_tokens(c.max_seq as usize, c.vocab);
-            group.bench_function(format!("{shape}-{preset}"), |b| {
-                b.iter(|| {
-                    let pos = session.position() as usize;
-                    if pos >= tokens.len() {
-                        session.reset();
-                    }
-                    let token = tokens[pos % tokens.len()];
-                    black_box(session.step(black_box(token)).map(|logits| logits[0]))
-                })
-            });
+            out.push((format!("{shape}-{preset}"), AlignedBytes::from(blob.as_slice())));
         }
+    }
+    out
+}
+
+fn step(c: &mut Criterion) {
+    itera_sim::engine::select_kernels();
+    let mut group = c.benchmark_group("step");
+    group.throughput(Throughput::Elements(1));
+    for (name, bytes) in models() {
+        let model: Model<'_> = itera_sim::open_model(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut arena = itera_sim::new_arena(&model);
+        let mut session =
+            Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = model.config();
+        let tokens = itera_sim::bench::bench_tokens(c.max_seq as usize, c.vocab);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let pos = session.position() as usize;
+                if pos >= tokens.len() {
+                    session.reset();
+                }
+                let token = tokens[pos % tokens.len()];
+                black_box(session.step(black_box(token)).map(|logits| logits[0]))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn prefill(c: &mut Criterion) {
+    itera_sim::engine::select_kernels();
+    let mut group = c.benchmark_group("prefill");
+    for (name, bytes) in models() {
+        let model: Model<'_> = itera_sim::open_model(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut arena = itera_sim::new_arena(&model);
+        let mut session =
+            Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = model.config();
+        let tokens = itera_sim::bench::bench_tokens(c.max_seq as usize, c.vocab);
+        group.throughput(Throughput::Elements(tokens.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                session.reset();
+                black_box(session.prefill(black_box(&tokens)).map(|logits| logits[0]))
+            })
+        });
     }
     group.finish();
 }
@@ -111,6 +190,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = matvec, step
+    targets = matvec, ops, step, prefill
 }
 criterion_main!(benches);
