@@ -255,6 +255,10 @@ impl<'a> Matrix<'a> {
                     y.iter_mut().for_each(|v| *v = 0.0);
                     return;
                 };
+                #[cfg(itera_arm_dsp)]
+                if n == cols && arm_dsp::i4_rows(packed, cols, group, xq, &scales, sx, y) {
+                    return;
+                }
                 #[cfg(target_arch = "x86_64")]
                 if let (true, 8 | 32, Scales::F16(s)) =
                     (x86::avx2() && n == cols && cols.is_multiple_of(64) && cols <= 512, group, scales)

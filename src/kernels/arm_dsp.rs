@@ -197,3 +197,91 @@ fn scale(scales: &super::Scales<'_>, r: usize) -> f32 {
     }
     scales.get(r)
 }
+
+/// One DSP instruction on registers: `$op rd, rn` (optionally `, ror #8`).
+macro_rules! dsp1 {
+    ($name:ident, $asm:literal) => {
+        #[inline(always)]
+        fn $name(x: u32) -> u32 {
+            let out;
+            // SAFETY: one register-only ARMv7E-M DSP instruction (see build.rs); no memory,
+            // no flags.
+            unsafe { asm!($asm, d = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack)) };
+            out
+        }
+    };
+}
+
+dsp1!(uxtb16, "uxtb16 {d}, {x}");
+dsp1!(uxtb16_ror8, "uxtb16 {d}, {x}, ror #8");
+dsp1!(sxtb16, "sxtb16 {d}, {x}");
+dsp1!(sxtb16_ror8, "sxtb16 {d}, {x}, ror #8");
+
+/// `acc + a.lo·b.lo + a.hi·b.hi` over signed halfwords.
+#[inline(always)]
+fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+    let out;
+    // SAFETY: as `dsp1!`.
+    unsafe {
+        asm!("smlad {d}, {a}, {b}, {c}", d = lateout(reg) out, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
+             options(pure, nomem, nostack))
+    };
+    out
+}
+
+/// Int4 rows in groups of a multiple of 8 (8, 32, or whole rows of a multiple of 8 columns,
+/// at most 512): `y[r] = (0 + Σ_g acc_g · scale_rg) · sx`, as the portable `row_value`.
+/// Each word of 8 nibbles is taken unsigned (`q + 8`: top bits flipped), its even and odd
+/// nibbles zero-extended by `UXTB16` into halfword pairs and multiplied against the inputs
+/// by `SMLAD`; `8 · Σ x` per 8 columns (the same for every row) is subtracted once per
+/// word. Returns `false` (and leaves everything alone) for shapes it does not take.
+pub(super) fn i4_rows(
+    packed: &[u8],
+    cols: usize,
+    group: usize,
+    xq: &[i8],
+    scales: &super::Scales<'_>,
+    sx: f32,
+    y: &mut [f32],
+) -> bool {
+    const MAX_BLOCKS: usize = 64;
+    let blocks = cols / 8;
+    if !cols.is_multiple_of(8)
+        || !group.is_multiple_of(8)
+        || !cols.is_multiple_of(group)
+        || blocks > MAX_BLOCKS
+        || xq.len() < cols
+    {
+        return false;
+    }
+    // Per 8 inputs: the halfword pairs that meet the nibbles ([x0 x4], [x2 x6], [x1 x5],
+    // [x3 x7], sign-extended once here, not once per row), and 8 · Σ x (the nibble offset).
+    let mut pairs = [[0u32; 4]; MAX_BLOCKS];
+    let mut offset = [0i32; MAX_BLOCKS];
+    for ((b, p), o) in xq.chunks_exact(8).zip(pairs.iter_mut()).zip(offset.iter_mut()) {
+        let even = u32::from_le_bytes([b[0] as u8, b[2] as u8, b[4] as u8, b[6] as u8]);
+        let odd = u32::from_le_bytes([b[1] as u8, b[3] as u8, b[5] as u8, b[7] as u8]);
+        *p = [sxtb16(even), sxtb16_ror8(even), sxtb16(odd), sxtb16_ror8(odd)];
+        *o = 8 * b.iter().map(|&v| v as i32).sum::<i32>();
+    }
+    let (row_bytes, groups, per_group) = (cols / 2, cols / group, group / 8);
+    for (r, (row, out)) in packed.chunks_exact(row_bytes).zip(y.iter_mut()).enumerate() {
+        let (words, _) = row.as_chunks::<4>();
+        let (mut sum, mut acc, mut left, mut g) = (0.0f32, 0i32, per_group, r * groups);
+        for ((w, x), o) in words.iter().zip(&pairs).zip(&offset) {
+            let u = u32::from_le_bytes(*w) ^ 0x8888_8888;
+            let (lo, hi) = (u & 0x0F0F_0F0F, (u >> 4) & 0x0F0F_0F0F);
+            acc = smlad(uxtb16(lo), x[0], acc - o);
+            acc = smlad(uxtb16_ror8(lo), x[1], acc);
+            acc = smlad(uxtb16(hi), x[2], acc);
+            acc = smlad(uxtb16_ror8(hi), x[3], acc);
+            left -= 1;
+            if left == 0 {
+                sum += acc as f32 * scale(scales, g);
+                (acc, left, g) = (0, per_group, g + 1);
+            }
+        }
+        *out = sum * sx;
+    }
+    true
+}
