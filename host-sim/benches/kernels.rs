@@ -138,10 +138,19 @@ fn models() -> Vec<(String, AlignedBytes)> {
     out
 }
 
-fn step(c: &mut Criterion) {
+/// Runs `f` on a fresh session of each benchmarked model, with its benchmark tokens.
+fn each_session(
+    group: &str,
+    c: &mut Criterion,
+    mut f: impl FnMut(
+        &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        String,
+        &mut Session<'_, '_>,
+        &[u32],
+    ),
+) {
     itera_sim::engine::select_kernels();
-    let mut group = c.benchmark_group("step");
-    group.throughput(Throughput::Elements(1));
+    let mut group = c.benchmark_group(group);
     for (name, bytes) in models() {
         let model: Model<'_> = itera_sim::open_model(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut arena = itera_sim::new_arena(&model);
@@ -149,6 +158,14 @@ fn step(c: &mut Criterion) {
             Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let c = model.config();
         let tokens = itera_sim::bench::bench_tokens(c.max_seq as usize, c.vocab);
+        f(&mut group, name, &mut session, &tokens);
+    }
+    group.finish();
+}
+
+fn step(c: &mut Criterion) {
+    each_session("step", c, |group, name, session, tokens| {
+        group.throughput(Throughput::Elements(1));
         group.bench_function(name, |b| {
             b.iter(|| {
                 let pos = session.position() as usize;
@@ -159,29 +176,19 @@ fn step(c: &mut Criterion) {
                 black_box(session.step(black_box(token)).map(|logits| logits[0]))
             })
         });
-    }
-    group.finish();
+    });
 }
 
 fn prefill(c: &mut Criterion) {
-    itera_sim::engine::select_kernels();
-    let mut group = c.benchmark_group("prefill");
-    for (name, bytes) in models() {
-        let model: Model<'_> = itera_sim::open_model(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut arena = itera_sim::new_arena(&model);
-        let mut session =
-            Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let c = model.config();
-        let tokens = itera_sim::bench::bench_tokens(c.max_seq as usize, c.vocab);
+    each_session("prefill", c, |group, name, session, tokens| {
         group.throughput(Throughput::Elements(tokens.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| {
                 session.reset();
-                black_box(session.prefill(black_box(&tokens)).map(|logits| logits[0]))
+                black_box(session.prefill(black_box(tokens)).map(|logits| logits[0]))
             })
         });
-    }
-    group.finish();
+    });
 }
 
 criterion_group! {

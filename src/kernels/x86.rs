@@ -439,6 +439,16 @@ pub(super) unsafe fn i4_rows_64(
     }
 }
 
+/// `y[r..r + n] = rows[..n]`: a whole block as one fixed-size copy (a vector store, not a
+/// `memmove` call), a last partial block lane by lane.
+#[inline(always)]
+fn store_rows<const N: usize>(y: &mut [f32], r: usize, n: usize, rows: [f32; N]) {
+    match y.get_mut(r..r + N) {
+        Some(block) if n == N => block.copy_from_slice(&rows),
+        _ => y.iter_mut().skip(r).zip(&rows[..n.min(N)]).for_each(|(y, v)| *y = *v),
+    }
+}
+
 /// `acc` plus the products of unsigned nibbles `lo`, `hi` with the signed even and odd
 /// inputs, four adjacent bytes per `i32` lane (`vpmaddubsw` pairs stay below 2^15).
 #[inline]
@@ -531,16 +541,10 @@ macro_rules! i4_blocks {
                         let p = _mm256_mul_ps(_mm256_cvtepi32_ps(h), _mm256_permutevar8x32_ps(sv, order));
                         sum = _mm_add_ps(_mm_add_ps(sum, _mm256_castps256_ps128(p)), _mm256_extractf128_ps::<1>(p));
                     }
-                    let v = _mm_mul_ps(sum, _mm_set1_ps(sx));
-                    if n == 4 {
-                        // SAFETY: r + 4 <= rows <= y.len().
-                        unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), v) };
-                    } else {
-                        let mut out = [0.0f32; 4];
-                        // SAFETY: 4 f32 stored into `out`.
-                        unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
-                        y[r..r + n].copy_from_slice(&out[..n]);
-                    }
+                    let mut out = [0.0f32; 4];
+                    // SAFETY: 4 f32 stored into `out`.
+                    unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm_mul_ps(sum, _mm_set1_ps(sx))) };
+                    store_rows(y, r, n, out);
                     r += n;
                 }
                 return;
@@ -566,16 +570,10 @@ macro_rules! i4_blocks {
                         sum = _mm256_add_ps(sum, g);
                     }
                 }
-                let v = _mm256_mul_ps(sum, _mm256_set1_ps(sx));
-                if n == 8 {
-                    // SAFETY: r + 8 <= rows <= y.len().
-                    unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(r), v) };
-                } else {
-                    let mut out = [0.0f32; 8];
-                    // SAFETY: 8 f32 stored into `out`.
-                    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-                    y[r..r + n].copy_from_slice(&out[..n]);
-                }
+                let mut out = [0.0f32; 8];
+                // SAFETY: 8 f32 stored into `out`.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(sum, _mm256_set1_ps(sx))) };
+                store_rows(y, r, n, out);
                 r += n;
             }
         }
