@@ -450,6 +450,18 @@ pub fn simd_path() -> &'static str {
 #[cfg(target_arch = "x86_64")]
 pub use x86::{disable_avx2, enable_avx2, enable_avx512_vnni};
 
+/// [`crate::sample::argmax`] on the fastest path.
+#[inline]
+#[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
+pub(crate) fn argmax(v: &[f32]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if x86::avx2() {
+        // SAFETY: AVX2 is present (see `enable_avx2`).
+        return unsafe { x86::argmax(v) };
+    }
+    crate::sample::argmax_portable(v)
+}
+
 /// [`quantize`] on the fastest path.
 #[inline(always)]
 #[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled

@@ -569,3 +569,26 @@ fn prefill_in_blocks_is_stepping_bit_for_bit() {
         }
     });
 }
+
+#[test]
+fn argmax_is_the_first_maximum_on_every_path() {
+    let naive = |v: &[f32]| {
+        let mut best: Option<usize> = None;
+        for (i, &x) in v.iter().enumerate() {
+            if best.is_none_or(|b| x > v[b]) && !x.is_nan() {
+                best = Some(i);
+            }
+        }
+        best.unwrap_or(0) as u32
+    };
+    for_each_path(|path| {
+        let mut rng = Rng::new(12);
+        for n in [1, 7, 8, 9, 64, 2000, 2003] {
+            let mut v: Vec<f32> = (0..n).map(|_| (rng.next_u32() % 50) as f32).collect();
+            assert_eq!(argmax(&v), naive(&v), "{path}: n {n}, ties");
+            v[n / 2] = f32::NAN;
+            assert_eq!(argmax(&v), naive(&v), "{path}: n {n}, a NaN");
+        }
+        assert_eq!(argmax(&[f32::NAN; 10]), 0);
+    });
+}

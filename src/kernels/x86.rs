@@ -52,6 +52,12 @@ pub(super) unsafe fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
     super::quantize(x, xq)
 }
 
+/// [`crate::sample::argmax`] compiled for AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn argmax(v: &[f32]) -> u32 {
+    crate::sample::argmax_portable(v)
+}
+
 /// Whether [`enable_avx2`] was called.
 #[inline(always)]
 pub(super) fn avx2() -> bool {
