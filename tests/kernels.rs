@@ -592,3 +592,30 @@ fn argmax_is_the_first_maximum_on_every_path() {
         assert_eq!(argmax(&[f32::NAN; 10]), 0);
     });
 }
+
+#[test]
+fn matmul_is_matvec_per_token_and_never_panics() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for_each_path(|path| {
+        let mut rng = Rng::new(13);
+        for (rows, cols) in [(5, 64), (13, 40), (8, 128), (3, 7)] {
+            let w = random(&mut rng, rows * cols, 0.3);
+            let m = Matrix::new(rows, cols, Weights::F32(&w)).expect("shape");
+            for n in [1, 2, 5, 8] {
+                let (xs, ys) = (cols + 3, rows + 1);
+                let x = random(&mut rng, n * xs, 1.0);
+                let mut y = vec![f32::NAN; n * ys];
+                m.matmul(&x, xs, &mut y, ys, n, &mut []);
+                for t in 0..n {
+                    let mut one = vec![0.0; rows];
+                    m.matvec(&x[t * xs..t * xs + cols], &mut one, &mut []);
+                    assert_eq!(bits(&y[t * ys..t * ys + rows]), bits(&one), "{path}: {rows}x{cols}, n {n}, token {t}");
+                }
+                // Strides that do not fit the buffers: no panic, whatever is written.
+                m.matmul(&x, xs, &mut y, 1, n, &mut []);
+                m.matmul(&x[..cols / 2], xs, &mut y, ys, n, &mut []);
+                m.matmul(&x, 0, &mut y, 0, n, &mut []);
+            }
+        }
+    });
+}
