@@ -55,6 +55,8 @@ pub struct Report {
     pub weight_bytes: u64,
     /// Exact arena bytes a session needs.
     pub arena_bytes: usize,
+    /// Arena bytes with which a session prefills in blocks (`Model::prefill_arena_bytes`).
+    pub prefill_arena_bytes: usize,
     /// Multiply-accumulates per token.
     pub macs_per_token: usize,
     /// Hyper-parameters.
@@ -114,6 +116,7 @@ pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
         blob_bytes: bytes.len(),
         weight_bytes,
         arena_bytes: model.as_ref().map_or(0, Model::arena_bytes),
+        prefill_arena_bytes: model.as_ref().map_or(0, Model::prefill_arena_bytes),
         macs_per_token: model.as_ref().map_or(0, Model::macs_per_token),
         config,
         tokenizer: blob.tokenizer().map(|t| format!("{:?}, {} ids, unk id {}", t.kind(), t.len(), t.unk_id())),
@@ -127,7 +130,11 @@ pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "blob:   {} bytes ({} bytes of weights)", r.blob_bytes, r.weight_bytes);
-    let _ = writeln!(s, "arena:  {} bytes per session", r.arena_bytes);
+    let _ = writeln!(
+        s,
+        "arena:  {} bytes per session ({} to prefill in blocks of 8 tokens)",
+        r.arena_bytes, r.prefill_arena_bytes
+    );
     let _ = writeln!(s, "macs:   {} per token", r.macs_per_token);
     let _ = writeln!(s, "config: {}", r.config);
     let _ = writeln!(s, "tokenizer: {}", r.tokenizer.as_deref().unwrap_or("none"));

@@ -153,6 +153,9 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
     let consts = std::fs::read_to_string(scratch("model_consts.rs")).expect("--emit-rust wrote the constants");
     let arena = v["arena_bytes"].as_u64().expect("arena");
     assert!(consts.contains(&format!("pub const ARENA_BYTES: usize = {arena};")), "{consts}");
+    // Blocks of 8 tokens: the per-token vectors (d 64, d_inner 128, hidden 32) eight times.
+    let per_token = 4 * (64 + 64 + 256 + 128 + 128 + 32 + 64);
+    assert_eq!(v["prefill_arena_bytes"].as_u64().expect("prefill arena"), arena + 7 * per_token);
     let blob_bytes = v["blob_bytes"].as_u64().expect("size");
     assert!(blob_bytes < 1_200_000, "tied lm_head stored once: {blob_bytes} bytes");
 }
