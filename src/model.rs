@@ -1,6 +1,7 @@
-//! The Itera-Lite model: its weights as views into the blob, and the forward pass for one
-//! token, top to bottom. Matrix products go through [`Matrix`] (see `kernels.rs`); everything
-//! else is written out here as the math reads.
+//! The Itera-Lite model: its weights as views into the blob, and the forward pass, top to
+//! bottom. Matrix products go through [`Matrix`] (see `kernels.rs`); everything else is
+//! written out here as the math reads. The pass runs a block of tokens (a prompt in blocks
+//! of up to [`PREFILL_BLOCK`]; generation: one), projections as one product per block.
 //!
 //! ```text
 //! x = E[token] + P[position]
