@@ -420,8 +420,8 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
 /// every row) is subtracted once: each `i32` lane is then the exact sum of 8 columns.
 /// `Σ_g acc_g · scale_g` then runs in group order, lane by lane, as [`super::row_value`]:
 /// groups of 32 add their four lanes in integers (two `vphaddd` over four rows); groups of
-/// 8 take eight rows and transpose their scaled lanes. Reorders `xq` in place (each block of 64
-/// becomes its 32 even then 32 odd elements).
+/// 8 take eight rows and transpose their scaled lanes. The inputs of each 64 columns are
+/// split into even and odd elements in registers (to meet the low and high nibbles).
 ///
 /// # Safety
 /// Needs AVX2 and F16C. `cols` is a multiple of 64 (at most 512), `group` 8 or 32;
@@ -453,6 +453,26 @@ fn store_rows<const N: usize>(y: &mut [f32], r: usize, n: usize, rows: [f32; N])
         Some(block) if n == N => block.copy_from_slice(&rows),
         _ => y.iter_mut().skip(r).zip(&rows[..n.min(N)]).for_each(|(y, v)| *y = *v),
     }
+}
+
+/// The 64 bytes at `p` split into their 32 even-indexed and 32 odd-indexed bytes, in order:
+/// a byte shuffle within each 128-bit lane, then two cross-lane permutes.
+///
+/// # Safety
+/// `p` points to 64 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn even_odd(p: *const i8) -> (__m256i, __m256i) {
+    let split = _mm256_setr_epi8(
+        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+    );
+    // SAFETY: 64 readable bytes (contract).
+    let (a, b) = unsafe { (load256(p), load256(p.add(32))) };
+    // Each: [evens of lane 0 | odds of lane 0 | evens of lane 1 | odds of lane 1] as quads,
+    // then [evens (16) | odds (16)].
+    let a = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(a, split));
+    let b = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(b, split));
+    (_mm256_permute2x128_si256::<0x20>(a, b), _mm256_permute2x128_si256::<0x31>(a, b))
 }
 
 /// `acc` plus the products of unsigned nibbles `lo`, `hi` with the signed even and odd
@@ -502,15 +522,9 @@ macro_rules! i4_blocks {
             let zero = _mm256_setzero_si256();
             let mut x = [(zero, zero, zero); MAX_BLOCKS];
             let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
-            for (b, v) in xq.chunks_exact_mut(64).zip(x.iter_mut()) {
-                let mut even_odd = [0i8; 64];
-                for i in 0..32 {
-                    even_odd[i] = b[2 * i];
-                    even_odd[32 + i] = b[2 * i + 1];
-                }
-                b.copy_from_slice(&even_odd);
+            for (b, v) in xq.chunks_exact(64).zip(x.iter_mut()) {
                 // SAFETY: `b` is 64 bytes.
-                let (xe, xo) = unsafe { (load256(b.as_ptr()), load256(b.as_ptr().add(32))) };
+                let (xe, xo) = unsafe { even_odd(b.as_ptr()) };
                 let sums = _mm256_add_epi16(_mm256_maddubs_epi16(ones8, xe), _mm256_maddubs_epi16(ones8, xo));
                 let sum8 = _mm256_madd_epi16(sums, ones16);
                 *v = (xe, xo, _mm256_sub_epi32(zero, _mm256_slli_epi32::<3>(sum8)));
