@@ -63,13 +63,14 @@ fn exercise(bytes: &[u8]) -> Result<(), Error> {
         }
     }
     let c = *model.config();
-    let needed = model.arena_bytes();
+    // The prefill arena: prompts run in blocks (the minimal arena is the fuzz target's other half).
+    let needed = model.prefill_arena_bytes();
     if needed > MAX_TEST_ARENA {
         return Ok(());
     }
     let mut words = vec![0u32; needed.div_ceil(4)];
     let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words))?;
-    let prompt: Vec<u32> = (0..c.max_seq.min(3)).map(|i| (i * 7 + 1) % c.vocab).collect();
+    let prompt: Vec<u32> = (0..c.max_seq.min(11)).map(|i| (i * 7 + 1) % c.vocab).collect();
     s.prefill(&prompt)?;
     for _ in 0..2 {
         let next = argmax(s.logits()) % c.vocab;

@@ -26,13 +26,16 @@ fn run(data: &[u8]) -> Result<(), Error> {
         }
     }
     let c = *model.config();
-    if model.arena_bytes() > MAX_ARENA {
+    // The minimal arena (one token at a time) or the prefill arena (blocks), by one input bit.
+    let arena =
+        if data.first().is_some_and(|b| b & 1 == 1) { model.prefill_arena_bytes() } else { model.arena_bytes() };
+    if arena > MAX_ARENA {
         return Ok(());
     }
-    let mut words = vec![0u32; model.arena_bytes().div_ceil(4)];
+    let mut words = vec![0u32; arena.div_ceil(4)];
     let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words))?;
     // Tokens from the tail of the input (in range or not: both paths are exercised).
-    let prompt: Vec<u32> = data.iter().rev().take(4).map(|&b| u32::from(b) % (c.vocab + 2)).collect();
+    let prompt: Vec<u32> = data.iter().rev().take(11).map(|&b| u32::from(b) % (c.vocab + 2)).collect();
     let _ = s.prefill(&prompt);
     for &b in data.iter().take(3) {
         if let Err(Error::ContextFull { .. }) = s.step(u32::from(b) % c.vocab) {
