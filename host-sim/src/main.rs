@@ -220,7 +220,9 @@ keys are null without --reference; a non-finite value is null).")]
     /// a memory roofline.
     ///
     /// Prefill feeds a fixed, deterministic sequence of --tokens ids (clamped to max_seq) from
-    /// an empty session; generation picks the argmax and feeds it back, one token at a time,
+    /// an empty session, in blocks of 8 tokens (the host's arena is
+    /// `Model::prefill_arena_bytes()`; only the last token's logits are computed); generation
+    /// picks the argmax and feeds it back, one token at a time,
     /// for --tokens tokens from a 4-token prompt (starting again, untimed, when the session
     /// is full). After a warm-up, each repeat times both; the medians are reported. Without
     /// --repeat, as many repeats as fit about one second (at least 3).
