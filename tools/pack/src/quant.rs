@@ -2,11 +2,10 @@
 //! MSE-searched scale, f16), their inverses, SQNR, and the `--quant` policy that decides
 //! which tensor gets which dtype.
 //!
-//! Also GPTQ rounding against a data-free input second moment ([`layernorm_hessian`],
-//! [`quantize_int4_gptq`], [`quantize_int8_gptq`]). Measured on the Itera-Lite fixtures it
-//! does not rescue an int4 embedding/lm_head (micro top-1 vs f32: 92.7% nearest, 90.0%
-//! GPTQ with the LayerNorm moment, 91.8% GPTQ with a self-generated-text moment), so no
-//! preset uses it yet: the flips come from near-tied logits, not from the mean logit error.
+//! GPTQ rounding against a data-free input second moment was tried and measured on the
+//! Itera-Lite fixtures: it does not rescue an int4 head (micro top-1 vs f32 with a scale per
+//! 32: 92.7% nearest, 90.0% GPTQ with the LayerNorm moment, 91.8% GPTQ with a
+//! self-generated-text moment), so it is not kept; finer scales (`int4g8`) are what helps.
 //!
 //! Vector tensors (norms, conv, `A_log`, `D`, `delta_proj` bias) and the MoE router gate
 //! always stay f32: they are small and precision-sensitive.
@@ -312,11 +311,12 @@ pub fn quantize_int8_groups(w: &[f32], cols: usize, group: usize) -> Payload {
     Payload::I8Grouped { q, group: group as u32, scales, f16_scales: true }
 }
 
-/// Squared error of `row` quantized to int8 with `scale`.
-fn int8_error(row: &[f32], scale: f32) -> f64 {
-    row.iter()
+/// Squared error of `values` rounded to multiples of `scale` clamped to `lo..=hi`.
+fn sq_error(values: &[f32], scale: f32, lo: f32, hi: f32) -> f64 {
+    values
+        .iter()
         .map(|&v| {
-            let e = (v - (v / scale).round().clamp(-127.0, 127.0) * scale) as f64;
+            let e = (v - (v / scale).round().clamp(lo, hi) * scale) as f64;
             e * e
         })
         .sum()
@@ -332,25 +332,13 @@ pub fn int8_best_scale(row: &[f32]) -> f32 {
     for i in 0..=40 {
         let s = f16::from_f32(amax / 127.0 * (0.6 + 0.01 * i as f32)).to_f32();
         if s > 0.0 && s.is_finite() {
-            let e = int8_error(row, s);
+            let e = sq_error(row, s, -127.0, 127.0);
             if e < best.0 {
                 best = (e, s);
             }
         }
     }
     best.1
-}
-
-/// Squared error of `group` quantized to int4 with `scale`.
-fn int4_error(group: &[f32], scale: f32) -> f64 {
-    group
-        .iter()
-        .map(|&v| {
-            let q = (v / scale).round().clamp(-8.0, 7.0);
-            let e = (v - q * scale) as f64;
-            e * e
-        })
-        .sum()
 }
 
 /// The f16 scale minimising the squared error of one int4 group. Candidates are
@@ -368,7 +356,7 @@ pub fn int4_best_scale(group: &[f32]) -> f16 {
         if !(sf > 0.0 && sf.is_finite()) {
             return;
         }
-        let err = int4_error(group, sf);
+        let err = sq_error(group, sf, -8.0, 7.0);
         if best.is_none_or(|(b, _)| err < b) {
             best = Some((err, s16));
         }
@@ -415,199 +403,6 @@ fn quantize_int4_with(w: &[f32], cols: usize, group: usize, pick: impl Fn(&[f32]
         }
     }
     Payload::I4Grouped { q, group: group as u32, scales }
-}
-
-/// Data-free input second moment of a matrix fed by a LayerNorm: the input is
-/// `x = w ⊙ n + b` (`w`, `b` the norm's weight and bias, `n` the normalised vector, zero
-/// mean and unit variance per token), and modelling `n` as white gives
-/// `H = E[x xᵀ] ≈ diag(w²) + b bᵀ`, row-major `cols × cols`. The output error of a row
-/// with weight error `e` is then `E[(e·x)²] = eᵀ H e`: the diagonal weighs each column by
-/// its gain, and the rank-one term is the row's deterministic offset `(e·b)²`.
-pub fn layernorm_hessian(weight: &[f32], bias: &[f32]) -> Vec<f64> {
-    let d = weight.len();
-    let mut h = vec![0f64; d * d];
-    for i in 0..d {
-        let bi = bias.get(i).copied().unwrap_or(0.0) as f64;
-        for j in 0..d {
-            h[i * d + j] = bi * bias.get(j).copied().unwrap_or(0.0) as f64;
-        }
-        h[i * d + i] += (weight[i] as f64).powi(2);
-    }
-    h
-}
-
-/// `eᵀ H e` for one row's error `e` (`H` row-major, `e.len()` square).
-pub fn weighted_error(e: &[f64], h: &[f64]) -> f64 {
-    let d = e.len();
-    let mut s = 0.0;
-    for i in 0..d {
-        let hi = &h[i * d..(i + 1) * d];
-        s += e[i] * hi.iter().zip(e).map(|(a, b)| a * b).sum::<f64>();
-    }
-    s
-}
-
-/// Lower Cholesky factor `L` of a symmetric positive-definite `a` (`a = L Lᵀ`), row-major.
-fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0f64; d * d];
-    for i in 0..d {
-        for j in 0..=i {
-            let s = a[i * d + j] - (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum::<f64>();
-            if i == j {
-                if s <= 0.0 || !s.is_finite() {
-                    return None;
-                }
-                l[i * d + i] = s.sqrt();
-            } else {
-                l[i * d + j] = s / l[j * d + j];
-            }
-        }
-    }
-    Some(l)
-}
-
-/// Inverse of a symmetric positive-definite matrix (via Cholesky).
-pub fn spd_inverse(a: &[f64], d: usize) -> Option<Vec<f64>> {
-    let l = cholesky(a, d)?;
-    let mut li = vec![0f64; d * d];
-    for c in 0..d {
-        for i in c..d {
-            let s = if i == c { 1.0 } else { 0.0 } - (c..i).map(|k| l[i * d + k] * li[k * d + c]).sum::<f64>();
-            li[i * d + c] = s / l[i * d + i];
-        }
-    }
-    let mut inv = vec![0f64; d * d];
-    for i in 0..d {
-        for j in 0..d {
-            inv[i * d + j] = (i.max(j)..d).map(|k| li[k * d + i] * li[k * d + j]).sum();
-        }
-    }
-    Some(inv)
-}
-
-/// Upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = Uᵀ U`) after damping `H` by `damp` times its
-/// mean diagonal: the update matrix of GPTQ. Returns `None` when `H` is not positive definite
-/// even after damping.
-fn gptq_factor(h: &[f64], d: usize, damp: f64) -> Option<Vec<f64>> {
-    let mean = (0..d).map(|i| h[i * d + i]).sum::<f64>() / d.max(1) as f64;
-    let lambda = damp * if mean > 0.0 { mean } else { 1.0 };
-    let mut a: Vec<f64> = h.to_vec();
-    for i in 0..d {
-        a[i * d + i] += lambda;
-    }
-    let inv = spd_inverse(&a, d)?;
-    // The upper factor of H⁻¹ = Uᵀ U is the transpose of its lower Cholesky factor.
-    let l = cholesky(&inv, d)?;
-    let mut u = vec![0f64; d * d];
-    for i in 0..d {
-        for j in i..d {
-            u[i * d + j] = l[j * d + i];
-        }
-    }
-    Some(u)
-}
-
-/// The f16-representable scale with the least `wts`-weighted squared error
-/// `Σ wts_j (v_j − q_j s)²` over `q ∈ lo..=hi`; candidates `max|v| / hi · f` and
-/// `max|v| / −lo · f` for `f` in 0.50..=1.20 (plus `f = 1`). Unit weights give the
-/// plain MSE search.
-fn weighted_best_scale(group: &[f32], wts: &[f64], lo: f32, hi: f32) -> f32 {
-    let amax = group.iter().fold(0f32, |m, v| m.max(v.abs()));
-    if amax == 0.0 || !amax.is_finite() {
-        return 1.0;
-    }
-    let err = |s: f32| -> f64 {
-        group
-            .iter()
-            .zip(wts)
-            .map(|(&v, &w)| {
-                let e = (v - (v / s).round().clamp(lo, hi) * s) as f64;
-                w * e * e
-            })
-            .sum()
-    };
-    let mut best: Option<(f64, f32)> = None;
-    let mut consider = |s: f32| {
-        let s16 = if s >= f16::MAX.to_f32() { f16::MAX } else { f16::from_f32(s) };
-        let sf = s16.to_f32();
-        if !(sf > 0.0 && sf.is_finite()) {
-            return;
-        }
-        let e = err(sf);
-        if best.is_none_or(|(b, _)| e < b) {
-            best = Some((e, sf));
-        }
-    };
-    consider(amax / hi);
-    for i in 0..=40 {
-        let f = 0.5 + 0.7 * i as f32 / 40.0;
-        consider(amax / hi * f);
-        consider(amax / -lo * f);
-    }
-    best.map_or(f16::from_bits(1).to_f32(), |(_, s)| s)
-}
-
-/// Damping added to the diagonal of `H` before GPTQ, as a fraction of its mean diagonal.
-pub const GPTQ_DAMP: f64 = 0.01;
-
-/// GPTQ (Frantar et al. 2022) rounding of every row of `w` against the input second moment
-/// `h` (`cols × cols`): columns are rounded left to right, and each rounding error is spread
-/// over the columns not yet rounded through the Cholesky factor of `H⁻¹`, so the row's
-/// output error `eᵀ H e` (not its plain squared error) is what gets minimised. Each group's
-/// scale is searched (weighted by `diag H`) when the group is reached, on the updated
-/// values. Values lie in `lo..=hi`; scales are f16-representable. Returns `(q, scales)`;
-/// with a `h` that cannot be factored, falls back to nearest rounding.
-fn gptq_rows(w: &[f32], cols: usize, h: &[f64], group: usize, lo: f32, hi: f32, gptq: bool) -> (Vec<i8>, Vec<f32>) {
-    let cols = cols.max(1);
-    let group = group.clamp(1, cols);
-    let diag: Vec<f64> = (0..cols).map(|i| h[i * cols + i].max(0.0)).collect();
-    let u = if gptq { gptq_factor(h, cols, GPTQ_DAMP) } else { None };
-    let mut q = Vec::with_capacity(w.len());
-    let mut scales = Vec::with_capacity(w.len().div_ceil(group));
-    let mut row = vec![0f64; cols];
-    for src in w.chunks(cols) {
-        for (r, &v) in row.iter_mut().zip(src) {
-            *r = v as f64;
-        }
-        let mut scale = 1f32;
-        for j in 0..cols {
-            if j % group == 0 {
-                let end = (j + group).min(cols);
-                let g: Vec<f32> = row[j..end].iter().map(|&v| v as f32).collect();
-                scale = weighted_best_scale(&g, &diag[j..end], lo, hi);
-                scales.push(scale);
-            }
-            let qj = (row[j] as f32 / scale).round().clamp(lo, hi);
-            q.push(qj as i8);
-            if let Some(u) = &u {
-                let err = (row[j] - qj as f64 * scale as f64) / u[j * cols + j];
-                for k in j + 1..cols {
-                    row[k] -= err * u[j * cols + k];
-                }
-            }
-        }
-    }
-    (q, scales)
-}
-
-/// Int4 in groups of [`INT4_GROUP`] (the core's only int4 layout), rounded by GPTQ against
-/// the input second moment `h` (see [`layernorm_hessian`]); scales searched with `diag h`
-/// weights.
-pub fn quantize_int4_gptq(w: &[f32], cols: usize, h: &[f64]) -> Payload {
-    let (q, scales) = gptq_rows(w, cols, h, INT4_GROUP, -8.0, 7.0, true);
-    Payload::I4Grouped { q, group: INT4_GROUP as u32, scales: scales.into_iter().map(f16::from_f32).collect() }
-}
-
-/// Int8 with one f16 scale per `group` elements of a row, rounded by GPTQ against `h`.
-pub fn quantize_int8_gptq(w: &[f32], cols: usize, group: usize, h: &[f64]) -> Payload {
-    let (q, scales) = gptq_rows(w, cols, h, group, -127.0, 127.0, true);
-    Payload::I8Grouped { q, group: group.clamp(1, cols.max(1)) as u32, scales, f16_scales: true }
-}
-
-/// Int4 with nearest rounding but `diag h`-weighted scale search (for comparison).
-pub fn quantize_int4_weighted_scale(w: &[f32], cols: usize, h: &[f64]) -> Payload {
-    let (q, scales) = gptq_rows(w, cols, h, INT4_GROUP, -8.0, 7.0, false);
-    Payload::I4Grouped { q, group: INT4_GROUP as u32, scales: scales.into_iter().map(f16::from_f32).collect() }
 }
 
 /// Rounds to f16.
@@ -765,63 +560,5 @@ mod tests {
         assert_eq!(sqnr_db(&[1.0, 2.0], &[1.0, 2.0]), f64::INFINITY);
         assert!((sqnr_db(&[1.0], &[0.9]) - 20.0).abs() < 1e-3);
         assert_eq!(parse_sqnr_meta("a=1.50;b=inf"), vec![("a".into(), 1.5), ("b".into(), f64::INFINITY)]);
-    }
-
-    #[test]
-    fn gptq_lowers_the_weighted_error() {
-        let (rows, cols) = (64, 64);
-        let w = noise(rows * cols, 3);
-        let nw: Vec<f32> = noise(cols, 5).iter().map(|v| 1.0 + 4.0 * v).collect();
-        // A LayerNorm bias of the size of its gain: the rank-one offset term dominates.
-        let nb: Vec<f32> = noise(cols, 9).iter().map(|v| 1.0 + 8.0 * v).collect();
-        let h = layernorm_hessian(&nw, &nb);
-        let total = |p: &Payload| -> f64 {
-            let d = dequantize(p, cols).expect("deq");
-            w.chunks(cols)
-                .zip(d.chunks(cols))
-                .map(|(a, b)| {
-                    let e: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x - y) as f64).collect();
-                    weighted_error(&e, &h)
-                })
-                .sum()
-        };
-        let g = total(&quantize_int4_gptq(&w, cols, &h));
-        let n = total(&quantize_int4(&w, cols));
-        let ws = total(&quantize_int4_weighted_scale(&w, cols, &h));
-        println!("weighted error: gptq {g:.4e}, nearest {n:.4e}, weighted-scale {ws:.4e}");
-        assert!(g < n * 0.8, "{g} vs {n}");
-        assert!(ws <= n * 1.02, "{ws} vs {n}");
-        // The deterministic offset Σ e_j b_j of each row shrinks.
-        let offset = |p: &Payload| -> f64 {
-            let d = dequantize(p, cols).expect("deq");
-            w.chunks(cols)
-                .zip(d.chunks(cols))
-                .map(|(a, q)| a.iter().zip(q).zip(&nb).map(|((x, y), b)| ((x - y) * b) as f64).sum::<f64>().powi(2))
-                .sum()
-        };
-        let (og, on) = (offset(&quantize_int4_gptq(&w, cols, &h)), offset(&quantize_int4(&w, cols)));
-        println!("bias offset: gptq {og:.4e}, nearest {on:.4e}");
-        assert!(og < on * 0.5, "{og} vs {on}");
-        // Int8 too, and never worse than nearest rounding per row on random data.
-        let g8 = total(&quantize_int8_gptq(&w, cols, cols, &h));
-        let n8 = total(&quantize_int8_rows(&w, cols));
-        assert!(g8 < n8, "{g8} vs {n8}");
-    }
-
-    #[test]
-    fn spd_inverse_and_identity_hessian() {
-        let h = layernorm_hessian(&[2.0, 1.0, 0.5], &[0.3, -0.2, 0.1]);
-        let inv = spd_inverse(&h, 3).expect("spd");
-        for i in 0..3 {
-            for j in 0..3 {
-                let p: f64 = (0..3).map(|k| h[i * 3 + k] * inv[k * 3 + j]).sum();
-                assert!((p - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9, "{i},{j}: {p}");
-            }
-        }
-        // With H = I, GPTQ has nothing to compensate: it is nearest rounding.
-        let (rows, cols) = (8, 64);
-        let w = noise(rows * cols, 21);
-        let eye = layernorm_hessian(&[1.0; 64], &[0.0; 64]);
-        assert_eq!(quantize_int4_gptq(&w, cols, &eye), quantize_int4(&w, cols));
     }
 }

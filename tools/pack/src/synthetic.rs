@@ -99,9 +99,6 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// Every shape, smallest first.
-    pub const ALL: [Shape; 3] = [Shape::Micro, Shape::Tiny, Shape::Small];
-
     /// The configuration ([`micro_config`], [`published_tiny_config`], [`small_config`]).
     pub fn config(self) -> Config {
         match self {
