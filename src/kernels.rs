@@ -11,6 +11,8 @@
 
 use half::f16;
 
+use crate::math::reduce8;
+
 // The only unsafe code of the core: SIMD intrinsics behind runtime detection (x86-64) and
 // DSP instructions the target always has (Cortex-M4 and up).
 #[cfg(itera_arm_dsp)]
@@ -43,7 +45,6 @@ impl Scales<'_> {
         }
     }
 
-    /// Whether the table holds the `count` scales a matrix needs.
     /// The scales from row `rows` on (`groups` per row).
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn skip_rows(&self, rows: usize, groups: usize) -> Self {
@@ -54,6 +55,7 @@ impl Scales<'_> {
         }
     }
 
+    /// Whether the table holds the `count` scales a matrix needs.
     fn holds(&self, count: usize) -> bool {
         match self {
             Scales::F32(s) => s.len() == count,
@@ -161,16 +163,16 @@ impl<'a> Matrix<'a> {
     /// Which kernel computes with this matrix (for reports).
     pub fn kernel_name(&self) -> &'static str {
         match self.weights {
-            Weights::F32(_) if simd_path() != "scalar" => "f32-avx2",
+            Weights::F32(_) if avx2() => "f32-avx2",
             Weights::F32(_) => "f32-scalar",
-            Weights::F16(_) if simd_path() != "scalar" => "f16-f16c",
+            Weights::F16(_) if avx2() => "f16-f16c",
             Weights::F16(_) => "f16-scalar",
-            Weights::I8Affine { .. } if simd_path() != "scalar" => "i8w-avx2",
+            Weights::I8Affine { .. } if avx2() => "i8w-avx2",
             Weights::I8Affine { .. } => "i8w-scalar",
             Weights::I8 { .. } if simd_path() == "avx2-vnni" => "i8-avx2-vnni",
             Weights::I8 { .. } if simd_path() == "avx2" => "i8-avx2",
             Weights::I8 { .. } => "i8-scalar",
-            Weights::I4 { .. } if simd_path() != "scalar" => "i4-avx2",
+            Weights::I4 { .. } if avx2() => "i4-avx2",
             Weights::I4 { .. } => "i4-scalar",
         }
     }
@@ -375,9 +377,6 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// Symmetric per-vector int8 quantization: `sx = max|x| / 127`, `xq = round(x / sx)` clamped
-/// to −127..=127. Returns `sx`, or `None` (and leaves `xq` alone) if `x` is all zeros or
-/// not finite.
 /// One row's output from its integer group sums (converted to f32: exact below 2^24, and
 /// the same rounding from i32 or i64) and their scales, in a fixed order:
 /// `(0 + Σ_g acc_g·scale_g) · sx`. Every kernel path ends here, so all give the same bits.
@@ -406,12 +405,6 @@ fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i32, scale: f32, x: &[f32],
     for (row, out) in q.chunks_exact(cols).zip(y.iter_mut()) {
         *out = dot_lanes(row, x, |v| (v as i32 - zero_point) as f32) * scale;
     }
-}
-
-/// The fixed reduction order of eight lanes.
-#[inline(always)]
-fn reduce8(a: &[f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
 /// Whole-row int8 dots, four rows at a time; `finish(row, acc)` turns each into the output.
@@ -445,6 +438,15 @@ pub fn simd_path() -> &'static str {
         return if x86::vnni() { "avx2-vnni" } else { "avx2" };
     }
     "scalar"
+}
+
+/// Whether the x86-64 AVX2 paths are enabled (false on every other target).
+#[inline(always)]
+pub(crate) fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86::avx2();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -576,17 +578,7 @@ pub fn dot_i4(packed: &[u8], x: &[i8]) -> i32 {
 
 /// Dot product with eight independent accumulators, a shape LLVM vectorises.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 8;
-    let (ac, ar) = a.as_chunks::<L>();
-    let (bc, br) = b.as_chunks::<L>();
-    let mut acc = [0.0f32; L];
-    for (x, y) in ac.iter().zip(bc) {
-        for i in 0..L {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail = ar.iter().zip(br).fold(0.0f32, |t, (x, y)| t + x * y);
-    reduce8(&acc) + tail
+    dot_lanes(a, b, |v| v)
 }
 
 /// [`dot_f32`] of `a` converted (exactly) to f32, in the same order of operations.
@@ -612,22 +604,22 @@ pub fn f16_to_f32(h: f16) -> f32 {
     f32::from_bits(sign | bits)
 }
 
+/// `Σ f(a_i)·b_i` over the common length of `a` and `b`: eight interleaved lanes
+/// (`acc += f(a)·b`, no fused multiply-add), [`reduce8`], then the tail in order. The one
+/// order every f32 product of the core follows (the x86 paths reproduce it lane by lane).
 #[inline(always)]
 fn dot_lanes<T: Copy>(a: &[T], b: &[f32], f: impl Fn(T) -> f32) -> f32 {
-    const L: usize = 8;
-    let mut acc = [0.0f32; L];
-    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for i in 0..L {
+    let n = a.len().min(b.len());
+    let (ac, ar) = a[..n].as_chunks::<8>();
+    let (bc, br) = b[..n].as_chunks::<8>();
+    let mut acc = [0.0f32; 8];
+    for (x, y) in ac.iter().zip(bc) {
+        for i in 0..8 {
             acc[i] += f(x[i]) * y[i];
         }
     }
-    let mut tail = 0.0;
-    for (x, y) in ar.iter().zip(br) {
-        tail += f(*x) * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    let tail = ar.iter().zip(br).fold(0.0f32, |t, (x, y)| t + f(*x) * y);
+    reduce8(&acc) + tail
 }
 
 #[cfg(test)]

@@ -44,7 +44,13 @@ pub fn sum_lanes(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         }
     }
     let tail = rest.iter().fold(0.0f32, |t, &v| t + f(v));
-    (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + tail
+    reduce8(&acc) + tail
+}
+
+/// The fixed reduction order of eight lanes: `((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`.
+#[inline(always)]
+pub(crate) fn reduce8(a: &[f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26 (`1 − t·P(t)·e^{−x²}`, `t = 1 / (1 + p|x|)`),

@@ -307,8 +307,8 @@ impl<'a> Model<'a> {
     #[allow(unsafe_code)] // the AVX2 build of the same code, once the host enabled it
     pub(crate) fn forward(&self, s: &mut State<'_>, tokens: &[u32], pos: usize, logits: bool) {
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::simd_path() != "scalar" {
-            // SAFETY: the path is "avx2" only after `enable_avx2`, whose caller checked that
+        if crate::kernels::avx2() {
+            // SAFETY: `avx2()` is true only after `enable_avx2`, whose caller checked that
             // this CPU has AVX2 and F16C.
             unsafe { self.forward_avx2(s, tokens, pos, logits) };
             return;
@@ -337,7 +337,7 @@ impl<'a> Model<'a> {
         let k = c.conv_kernel as usize;
         let (d, di) = (c.d_model as usize, c.d_inner as usize);
         let n = tokens.len().min(s.block);
-        let hid = s.hidden.len() / s.block.max(1);
+        let hid = s.hidden.len() / s.block;
 
         // x_i = E[token_i] + P[pos + i]
         for (i, (x, &token)) in s.x.chunks_exact_mut(d).zip(tokens).enumerate() {

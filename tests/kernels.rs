@@ -619,3 +619,29 @@ fn matmul_is_matvec_per_token_and_never_panics() {
         }
     });
 }
+
+#[test]
+fn float_matvec_reads_only_the_first_cols_of_a_longer_input() {
+    // The model hands a block buffer (several tokens' rows) to `matvec`: only the first
+    // `cols` values are the input, whatever the width modulo the eight lanes.
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for_each_path(|path| {
+        let mut rng = Rng::new(14);
+        for cols in [13, 64, 70] {
+            let rows = 5;
+            let w = random(&mut rng, rows * cols, 0.3);
+            let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let q: Vec<i8> = (0..rows * cols).map(|_| (rng.next_u32() % 256) as u8 as i8).collect();
+            let x = random(&mut rng, 3 * cols + 5, 1.0);
+            for weights in
+                [Weights::F32(&w), Weights::F16(&w16), Weights::I8Affine { q: &q, scale: 0.01, zero_point: 3 }]
+            {
+                let m = Matrix::new(rows, cols, weights).expect("shape");
+                let (mut long, mut exact) = (vec![0.0; rows], vec![0.0; rows]);
+                m.matvec(&x, &mut long, &mut []);
+                m.matvec(&x[..cols], &mut exact, &mut []);
+                assert_eq!(bits(&long), bits(&exact), "{} {rows}x{cols} on {path}", m.kernel_name());
+            }
+        }
+    });
+}

@@ -632,9 +632,9 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 #[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     let cols = cols.max(1);
+    let n = cols.min(x.len());
+    let body = n / 8 * 8;
     for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
-        let n = cols.min(x.len());
-        let body = n / 8 * 8;
         let mut acc = _mm256_setzero_ps();
         let mut c = 0;
         while c < body {
@@ -645,10 +645,8 @@ pub(super) unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) 
             }
             c += 8;
         }
-        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
-        let t = _mm_add_ps(v, _mm_shuffle_ps::<0b10_11_00_01>(v, v));
         let tail = row[body..n].iter().zip(&x[body..n]).fold(0.0f32, |t, (a, b)| t + super::f16_to_f32(*a) * b);
-        *out = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t))) + tail;
+        *out = reduce8_ps(acc) + tail;
     }
 }
 
