@@ -323,6 +323,16 @@ pub fn tensor_count(c: &Config) -> usize {
     n
 }
 
+/// Writes the CRC32 of everything before the last [`CRC_LEN`] bytes into those bytes, as a
+/// blob ends (the writer seals a finished blob this way; tests and fuzzing reseal an edited
+/// one). Too short a buffer is left alone.
+pub fn seal(bytes: &mut [u8]) {
+    if let Some(body) = bytes.len().checked_sub(CRC_LEN) {
+        let (data, crc) = bytes.split_at_mut(body);
+        crc.copy_from_slice(&crc32(data).to_le_bytes());
+    }
+}
+
 /// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as zlib's `crc32`.
 // Indices are `i < 256` and `x & 0xFF` into a 256-entry table: always in bounds.
 #[allow(clippy::indexing_slicing)]

@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use itera_edge::format::{crc32, CRC_LEN, HEADER_LEN};
+use itera_edge::format::{seal, CRC_LEN, HEADER_LEN};
 use itera_edge::sample::argmax;
 use itera_edge::{Blob, Error, Model, Session};
 use itera_pack::convert::{build, PackOptions};
@@ -84,9 +84,7 @@ fn exercise(bytes: &[u8]) -> Result<(), Error> {
 }
 
 fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
-    let body = bytes.len() - CRC_LEN;
-    let crc = crc32(&bytes[..body]);
-    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    seal(&mut bytes);
     bytes
 }
 

@@ -2,7 +2,7 @@
 //! The input is the blob itself; any structural defect must be a typed error, never a panic.
 #![no_main]
 
-use itera_edge::format::{crc32, CRC_LEN, HEADER_LEN};
+use itera_edge::format::{seal, CRC_LEN, HEADER_LEN};
 use itera_edge::{Blob, Error, Model, Session};
 use itera_pack::inspect::AlignedBytes;
 use libfuzzer_sys::fuzz_target;
@@ -64,9 +64,7 @@ fuzz_target!(|data: &[u8]| {
         let mut fixed = data.to_vec();
         let len = u32::try_from(fixed.len()).unwrap_or(u32::MAX);
         fixed[20..24].copy_from_slice(&len.to_le_bytes());
-        let body = fixed.len() - CRC_LEN;
-        let crc = crc32(&fixed[..body]);
-        fixed[body..].copy_from_slice(&crc.to_le_bytes());
+        seal(&mut fixed);
         let _ = run(&fixed);
     }
 });

@@ -3,7 +3,7 @@
 
 use half::f16;
 use itera_edge::format::{
-    crc32, Config, DType, ManifestHead, Quant, Role, ScaleType, TensorEntry, TokenizerKind, TokenizerRef, ALIGN,
+    seal, Config, DType, ManifestHead, Quant, Role, ScaleType, TensorEntry, TokenizerKind, TokenizerRef, ALIGN,
     CRC_LEN, HEADER_LEN, MAGIC, VERSION,
 };
 
@@ -257,8 +257,7 @@ impl BlobBuilder {
         if let (Some(r), Some(bytes)) = (layout.tokenizer, tok) {
             out[r.offset as usize..r.offset as usize + bytes.len()].copy_from_slice(&bytes);
         }
-        let crc = crc32(&out[..total - CRC_LEN]);
-        out[total - CRC_LEN..].copy_from_slice(&crc.to_le_bytes());
+        seal(&mut out);
         Ok(out)
     }
 }
