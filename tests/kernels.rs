@@ -34,6 +34,15 @@ fn for_each_path(mut f: impl FnMut(&str)) {
     }
 }
 
+/// The kernel-name suffix of a float or int4 kernel on `path` (VNNI only changes int8).
+fn family(path: &str) -> &'static str {
+    if path == "scalar" {
+        "scalar"
+    } else {
+        "avx2"
+    }
+}
+
 fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| scale * (2.0 * rng.next_f32() - 1.0)).collect()
 }
@@ -203,7 +212,7 @@ fn int8_per_tensor_affine_is_weight_only_and_path_independent() {
                 r.zero_point = zero_point;
                 let m =
                     Matrix::new(rows, cols, Weights::I8Affine { q: &r.q, scale: 0.0123, zero_point }).expect("shape");
-                assert_eq!(m.kernel_name(), format!("i8w-{}", if path == "scalar" { "scalar" } else { "avx2" }));
+                assert_eq!(m.kernel_name(), format!("i8w-{}", family(path)));
                 assert!(!m.needs_scratch());
                 let x = random(&mut rng, cols, 2.0);
                 let mut y = vec![f32::NAN; rows];
@@ -241,7 +250,7 @@ fn int4_matches_both_references() {
             let scales: Vec<f16> = r.scales.iter().map(|&s| f16::from_f32(s)).collect();
             let m = Matrix::new(rows, cols, Weights::I4 { packed: &packed, scales: Scales::F16(&scales), group })
                 .expect("shape");
-            assert_eq!(m.kernel_name(), format!("i4-{}", if path == "scalar" { "scalar" } else { "avx2" }));
+            assert_eq!(m.kernel_name(), format!("i4-{}", family(path)));
             for scale in [1.0, 1e-3, 50.0] {
                 check(&format!("i4 {rows}x{cols}/{group}"), &m, &r, &random(&mut rng, cols, scale));
             }
@@ -418,7 +427,7 @@ fn quantized_models_track_the_f32_model() {
     for_each_path(|path| {
         let config = micro_config();
         let (base, kernel, arena) = run(&blob(&config, None), &TOKENS);
-        assert_eq!(kernel, format!("f32-{}", if path == "scalar" { "scalar" } else { "avx2" }));
+        assert_eq!(kernel, format!("f32-{}", family(path)));
         for (kind, name, min_agree, max_rel) in [
             (Kind::F16, "f16", 1.0, 1e-3),
             (Kind::I8, "i8", 0.9, 0.02),
