@@ -11,9 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use itera_pack::inspect::AlignedBytes;
-use itera_pack::synthetic::{micro_config, state_dict, word_tokenizer};
-use itera_pack::writer::TokenizerTable;
-use itera_pack::PackOptions;
+use itera_pack::quant::QuantPolicy;
+use itera_pack::synthetic::{synth_blob, Shape};
 use serde::Serialize;
 
 use crate::generate::{generate, Sampling};
@@ -87,24 +86,10 @@ pub struct DemoReport {
     pub sampling: Sampling,
 }
 
-/// The made-up word tokenizer ([`itera_pack::synthetic::word_tokenizer`]): `<PAD>`, `<UNK>`,
-/// `<BOS>`, `<EOS>`, about fifty English words, then two-syllable words (`baba`, `babe`, ...)
-/// up to `vocab` ids. Every entry is distinct.
-pub fn demo_tokenizer(vocab: usize) -> TokenizerTable {
-    word_tokenizer(vocab)
-}
-
-/// Packs the synthetic model for `seed` through the real packer and returns the blob bytes.
+/// Packs the synthetic micro model for `seed` (f32, the made-up word tokenizer) through
+/// the real packer, as `itera-pack synth --shape micro` does, and returns the blob bytes.
 pub fn synthetic_blob(seed: u64) -> anyhow::Result<Vec<u8>> {
-    let config = micro_config();
-    let sd = state_dict(&config, seed);
-    let opts = PackOptions {
-        tokenizer: Some(demo_tokenizer(config.vocab as usize)),
-        meta: vec![("source".into(), format!("synthetic micro model, seed {seed} (random weights)"))],
-        ..PackOptions::default()
-    };
-    let builder = itera_pack::convert::build(&sd, &opts).context("packing the synthetic model failed")?;
-    builder.finish().context("writing the synthetic blob failed")
+    synth_blob(Shape::Micro, seed, &QuantPolicy::default())
 }
 
 /// Runs the demo, calling `on_text` with each piece of generated text as it is produced.
@@ -146,11 +131,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokenizer_has_distinct_entries_and_the_prompt_is_known() {
-        let t = demo_tokenizer(2000);
-        assert_eq!(t.tokens.len(), 2000);
-        let set: std::collections::BTreeSet<_> = t.tokens.iter().collect();
-        assert_eq!(set.len(), 2000);
+    fn the_demo_prompt_is_in_the_tokenizer() {
+        // Distinct entries: `synthetic::word_tokenizer`'s own test.
+        let t = itera_pack::synthetic::word_tokenizer(2000);
         for w in DemoOptions::default().prompt.split_whitespace() {
             assert!(t.tokens.iter().any(|t| t == w), "{w}");
         }
