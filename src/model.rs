@@ -415,12 +415,7 @@ impl<'a> Model<'a> {
             layer_norms(s.x, &layer.mix_norm, eps, s.h, d, n);
             match layer.mixer {
                 Mixer::Ffn(mlp) => {
-                    let rows = mlp.w1.rows().min(hid);
-                    mlp.w1.matmul(s.h, d, s.hidden, hid, n, s.xq);
-                    for h in s.hidden.chunks_exact_mut(hid).take(n) {
-                        h.iter_mut().take(rows).for_each(|h| *h = gelu(*h));
-                    }
-                    mlp.w2.matmul(s.hidden, hid, s.acc, d, n, s.xq);
+                    mlp.apply(s.h, s.hidden, hid, s.acc, n, s.xq);
                     add(s.x, s.acc, d * n);
                 }
                 Mixer::Moe { gate, first } => {
@@ -436,7 +431,7 @@ impl<'a> Model<'a> {
                         for &i in &picked {
                             let weight = exp(z(i) - max) / total;
                             if let Some(expert) = self.experts.get(first + i) {
-                                expert.apply(h, s.hidden, s.acc, s.xq);
+                                expert.apply(h, s.hidden, hid, s.acc, 1, s.xq);
                                 for (x, y) in x.iter_mut().zip(s.acc.iter()) {
                                     *x += weight * y;
                                 }
@@ -457,13 +452,16 @@ impl<'a> Model<'a> {
 }
 
 impl Mlp<'_> {
-    /// `out = w2 · gelu(w1 · x)`, with `hidden` (and `scratch` for integer kernels) as scratch.
-    fn apply(&self, x: &[f32], hidden: &mut [f32], out: &mut [f32], scratch: &mut [i8]) {
-        let rows = self.w1.rows().min(hidden.len());
-        let hidden = hidden.get_mut(..rows).unwrap_or_default();
-        self.w1.matvec(x, hidden, scratch);
-        hidden.iter_mut().for_each(|h| *h = gelu(*h));
-        self.w2.matvec(hidden, out, scratch);
+    /// `out_i = w2 · gelu(w1 · x_i)` for the first `n` rows of `x` (`d` wide) into the rows
+    /// of `out` (`d` wide), with `hidden` (rows `hid` apart; and `scratch` for integer
+    /// kernels) as scratch.
+    fn apply(&self, x: &[f32], hidden: &mut [f32], hid: usize, out: &mut [f32], n: usize, scratch: &mut [i8]) {
+        let (d, rows) = (self.w1.cols(), self.w1.rows().min(hid));
+        self.w1.matmul(x, d, hidden, hid, n, scratch);
+        for h in hidden.chunks_exact_mut(hid.max(1)).take(n) {
+            h.iter_mut().take(rows).for_each(|h| *h = gelu(*h));
+        }
+        self.w2.matmul(hidden, hid, out, self.w2.rows(), n, scratch);
     }
 }
 
