@@ -308,13 +308,8 @@ impl RefModel {
                 match &layer.mixer {
                     Mixer::Ffn(mlp) => add(xt, &mlp_apply(mlp, &h), 1.0),
                     Mixer::Moe { gate, experts } => {
-                        let z = gate.apply(&h);
-                        let picked = top_k(&z, c.top_k as usize);
-                        let max = picked.iter().map(|&i| z[i]).fold(f64::NEG_INFINITY, f64::max);
-                        let total: f64 = picked.iter().map(|&i| (z[i] - max).exp()).sum();
-                        for &i in &picked {
-                            let out = mlp_apply(&experts[i], &h);
-                            add(xt, &out, (z[i] - max).exp() / total);
+                        for (i, weight) in route(&gate.apply(&h), c.top_k as usize) {
+                            add(xt, &mlp_apply(&experts[i], &h), weight);
                         }
                     }
                 }
@@ -344,6 +339,15 @@ pub fn top_k(z: &[f64], k: usize) -> Vec<usize> {
     idx.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
     idx.truncate(k.min(z.len()));
     idx
+}
+
+/// MoE routing: the `k` experts with the largest router logits `z` and their mixing
+/// weights, a softmax over the picked logits only.
+pub fn route(z: &[f64], k: usize) -> Vec<(usize, f64)> {
+    let picked = top_k(z, k);
+    let max = picked.iter().map(|&i| z[i]).fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = picked.iter().map(|&i| (z[i] - max).exp()).sum();
+    picked.into_iter().map(|i| (i, (z[i] - max).exp() / total)).collect()
 }
 
 /// `(x - mean) / sqrt(var + eps) ⊙ weight + bias` (biased variance).

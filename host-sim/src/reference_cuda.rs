@@ -73,7 +73,7 @@ mod gpu {
     use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
     use super::CudaError;
-    use crate::reference::{top_k, Mat, Mixer, RefModel};
+    use crate::reference::{route, Mat, Mixer, RefModel};
 
     const KERNELS: &str = r#"
 extern "C" __global__ void matmul(const float* x, const float* w, float* y, int t_len, int rows, int cols) {
@@ -412,11 +412,8 @@ extern "C" __global__ void embed(const float* e, const float* p, const int* toke
                         let mut weights = vec![vec![0.0f32; t_len]; ne];
                         for t in 0..t_len {
                             let row: Vec<f64> = zg[t * ne..(t + 1) * ne].iter().map(|&v| v as f64).collect();
-                            let picked = top_k(&row, c.top_k as usize);
-                            let max = picked.iter().map(|&i| row[i]).fold(f64::NEG_INFINITY, f64::max);
-                            let total: f64 = picked.iter().map(|&i| (row[i] - max).exp()).sum();
-                            for &i in &picked {
-                                weights[i][t] = ((row[i] - max).exp() / total) as f32;
+                            for (i, weight) in route(&row, c.top_k as usize) {
+                                weights[i][t] = weight as f32;
                             }
                         }
                         for (expert, w) in experts.iter().zip(&weights) {
