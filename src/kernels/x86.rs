@@ -301,12 +301,11 @@ pub(super) unsafe fn i4_rows(packed: &[u8], cols: usize, xq: &mut [i8], scales: 
         g.copy_from_slice(&even_odd);
     }
     let xq = &*xq;
-    // SAFETY (all arms): as this function's contract; `cols` is the arm's width.
+    // Wider rows with f16 scales take `i4_rows_64`; what reaches here is 32 columns (the
+    // experts' w2) or an unusual shape or scale type.
+    // SAFETY (both arms): as this function's contract; `cols` is the arm's width.
     match cols {
         32 => unsafe { i4_rows_n::<1>(packed, xq, scales, sx, y) },
-        64 => unsafe { i4_rows_n::<2>(packed, xq, scales, sx, y) },
-        128 => unsafe { i4_rows_n::<4>(packed, xq, scales, sx, y) },
-        256 => unsafe { i4_rows_n::<8>(packed, xq, scales, sx, y) },
         _ => unsafe { i4_rows_any(packed, cols, xq, scales, sx, y) },
     }
 }
