@@ -236,7 +236,7 @@ impl<'a> Matrix<'a> {
                     arm_dsp::i8_rows(q, cols, xq, &scales, sx, y);
                     #[cfg(not(itera_arm_dsp))]
                     {
-                        let row_sum = |r: usize, acc: i32| row_value(core::iter::once((acc as f32, scales.get(r))), sx);
+                        let row_sum = |r: usize, acc: i32| row_value1(acc, scales.get(r), sx);
                         i8_rows(q, cols, xq, y, row_sum);
                     }
                     return;
@@ -389,6 +389,12 @@ fn row_value(groups: impl Iterator<Item = (f32, f32)>, sx: f32) -> f32 {
     sum * sx
 }
 
+/// [`row_value`] of a row with one scale: `(0 + acc · scale) · sx`.
+#[inline(always)]
+pub(crate) fn row_value1(acc: i32, scale: f32, sx: f32) -> f32 {
+    (0.0 + acc as f32 * scale) * sx
+}
+
 /// `y[r] = W[r]·x` for row-major f32 `w`, one row at a time: the portable build serves FPUs
 /// with few registers (Cortex-M4F: 32 singles), where four rows of eight lanes would spill.
 /// x86-64 takes `x86::f32_rows`, four rows at a time, with the same per-row order.
@@ -410,7 +416,7 @@ fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i32, scale: f32, x: &[f32],
 /// Whole-row int8 dots, four rows at a time; `finish(row, acc)` turns each into the output.
 #[inline(always)]
 #[cfg_attr(itera_arm_dsp, allow(dead_code))]
-fn i8_rows(q: &[i8], cols: usize, xq: &[i8], y: &mut [f32], finish: impl Fn(usize, i32) -> f32) {
+pub(crate) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], y: &mut [f32], finish: impl Fn(usize, i32) -> f32) {
     let mut r = 0;
     let mut rows = q.chunks_exact(cols);
     let mut outs = y.chunks_exact_mut(4);

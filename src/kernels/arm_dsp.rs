@@ -43,21 +43,21 @@ pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'
         for (out, two) in (&mut outs).zip(&mut pairs) {
             let (a, b) = two.split_at(cols);
             let (sa, sb) = dot2_words(a.as_chunks::<4>().0, b.as_chunks::<4>().0, xw);
-            out[0] = (0.0 + sa as f32 * scale(scales, r)) * sx;
-            out[1] = (0.0 + sb as f32 * scale(scales, r + 1)) * sx;
+            out[0] = super::row_value1(sa, scale(scales, r), sx);
+            out[1] = super::row_value1(sb, scale(scales, r + 1), sx);
             r += 2;
         }
     } else {
         for (out, two) in (&mut outs).zip(&mut pairs) {
             let (a, b) = two.split_at(cols);
             let (sa, sb) = (dot_i8(a, xq), dot_i8(b, xq));
-            out[0] = (0.0 + sa as f32 * scale(scales, r)) * sx;
-            out[1] = (0.0 + sb as f32 * scale(scales, r + 1)) * sx;
+            out[0] = super::row_value1(sa, scale(scales, r), sx);
+            out[1] = super::row_value1(sb, scale(scales, r + 1), sx);
             r += 2;
         }
     }
     if let (Some(out), Some(row)) = (outs.into_remainder().first_mut(), pairs.remainder().get(..cols)) {
-        *out = (0.0 + dot_i8(row, xq) as f32 * scale(scales, r)) * sx;
+        *out = super::row_value1(dot_i8(row, xq), scale(scales, r), sx);
     }
 }
 
@@ -81,7 +81,7 @@ fn i8_rows4<const COLS: usize>(q: &[i8], xq: &[i8], scales: &super::Scales<'_>, 
     for (r4, (block, out)) in q.chunks_exact(4 * COLS).zip(y.chunks_exact_mut(4)).take(rows / 4).enumerate() {
         let acc = dot4_words::<COLS>(block, &pairs[..words]);
         for (k, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
-            *o = (0.0 + acc as f32 * scale(scales, 4 * r4 + k)) * sx;
+            *o = super::row_value1(acc, scale(scales, 4 * r4 + k), sx);
         }
     }
     rows

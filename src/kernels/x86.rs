@@ -173,10 +173,8 @@ pub(super) unsafe fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'
         unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
         r += 4;
     }
-    for (k, out) in y[r..rows].iter_mut().enumerate() {
-        let acc = super::dot_i8(&q[(r + k) * cols..(r + k + 1) * cols], xq);
-        *out = super::row_value(core::iter::once((acc as f32, scales.get(r + k))), sx);
-    }
+    let finish = |k: usize, acc: i32| super::row_value1(acc, scales.get(r + k), sx);
+    super::i8_rows(&q[r * cols..], cols, xq, &mut y[r..rows], finish);
 }
 
 /// [`i8_rows`] for rows of 8 columns (the SSM's `C`, `d_inner × N`): four rows fill one
@@ -203,10 +201,8 @@ unsafe fn i8_rows_8(q: &[i8], xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [
         unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
         r += 4;
     }
-    for (k, out) in y[r..rows].iter_mut().enumerate() {
-        let acc = super::dot_i8(&q[(r + k) * 8..(r + k + 1) * 8], xq);
-        *out = super::row_value(core::iter::once((acc as f32, scales.get(r + k))), sx);
-    }
+    let finish = |k: usize, acc: i32| super::row_value1(acc, scales.get(r + k), sx);
+    super::i8_rows(&q[r * 8..], 8, xq, &mut y[r..rows], finish);
 }
 
 /// Stamps out [`i8_rows`] for rows of exactly `32 * N` columns, `x` held in registers, with
@@ -248,10 +244,8 @@ macro_rules! i8_rows_n {
                 unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
                 r += 4;
             }
-            for (k, out) in y[r..rows].iter_mut().enumerate() {
-                let acc = super::dot_i8(&q[(r + k) * cols..(r + k + 1) * cols], xq);
-                *out = super::row_value(core::iter::once((acc as f32, scales.get(r + k))), sx);
-            }
+            let finish = |k: usize, acc: i32| super::row_value1(acc, scales.get(r + k), sx);
+            super::i8_rows(&q[r * cols..], cols, xq, &mut y[r..rows], finish);
         }
     };
 }
