@@ -299,22 +299,24 @@ impl<'a> Matrix<'a> {
     #[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
     pub fn matmul(&self, x: &[f32], x_stride: usize, y: &mut [f32], y_stride: usize, n: usize, scratch: &mut [i8]) {
         let (cols, rows) = (self.cols.max(1), self.rows);
-        let fits = x_stride >= cols
-            && y_stride >= rows
-            && n.checked_mul(x_stride).is_some_and(|l| l <= x.len() + x_stride - cols)
-            && n.checked_mul(y_stride).is_some_and(|l| l <= y.len() + y_stride - rows);
-        if let (Weights::F32(w), true, true) = (self.weights, fits, n > 1) {
-            #[cfg(target_arch = "x86_64")]
-            if x86::avx2() {
-                // SAFETY: AVX2 is present (see `enable_avx2`); `fits` checked the strides.
-                return unsafe { x86::f32_block(w, cols, x, x_stride, y, y_stride, n) };
-            }
-            for (r, row) in w.chunks_exact(cols).enumerate() {
-                for t in 0..n {
-                    y[t * y_stride + r] = dot_f32(row, &x[t * x_stride..t * x_stride + cols]);
+        if let Weights::F32(w) = self.weights {
+            let fits = x_stride >= cols
+                && y_stride >= rows
+                && n.checked_mul(x_stride).is_some_and(|l| l <= x.len() + x_stride - cols)
+                && n.checked_mul(y_stride).is_some_and(|l| l <= y.len() + y_stride - rows);
+            if n > 1 && fits {
+                #[cfg(target_arch = "x86_64")]
+                if x86::avx2() {
+                    // SAFETY: AVX2 is present (see `enable_avx2`); `fits` checked the strides.
+                    return unsafe { x86::f32_block(w, cols, x, x_stride, y, y_stride, n) };
                 }
+                for (r, row) in w.chunks_exact(cols).enumerate() {
+                    for t in 0..n {
+                        y[t * y_stride + r] = dot_f32(row, &x[t * x_stride..t * x_stride + cols]);
+                    }
+                }
+                return;
             }
-            return;
         }
         let xs = x.chunks(x_stride.max(1));
         for (x, y) in xs.zip(y.chunks_mut(y_stride.max(1))).take(n) {
