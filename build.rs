@@ -2,10 +2,16 @@
 //! `target_feature` cfg for Arm's DSP extension).
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(itera_arm_dsp)");
+    println!("cargo:rustc-check-cfg=cfg(itera_arm_fp16)");
     println!("cargo:rerun-if-env-changed=TARGET");
     let target = std::env::var("TARGET").unwrap_or_default();
     // Cortex-M4/M7 (ARMv7E-M) and Cortex-M33 (ARMv8-M Mainline with DSP) have SMLAD/SXTB16.
     if target.starts_with("thumbv7em") || target.starts_with("thumbv8m.main") {
         println!("cargo:rustc-cfg=itera_arm_dsp");
+        // Their hard-float targets have an FPU with the half-precision conversions
+        // (VCVTB/VCVTT: FPv4-SP and FPv5), one instruction per f16 scale.
+        if target.ends_with("eabihf") {
+            println!("cargo:rustc-cfg=itera_arm_fp16");
+        }
     }
 }

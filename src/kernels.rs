@@ -485,33 +485,37 @@ fn quantize_input(x: &[f32], xq: &mut [i8]) -> Option<f32> {
 }
 
 /// Quantizes `x` to symmetric int8 in `xq`; returns the scale `sx = max|x| / 127`, or `None`
-/// when `x` is all zero or not finite (the product is then zero).
+/// when `x` is all zero, holds a NaN or an infinity, or is so small (below about 4e-37)
+/// that `127 / max|x|` overflows (the product is then zero).
 #[inline(always)]
 pub fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
-    // max|x| in eight lanes (vectorises); max is exact, so the order does not matter.
+    // max|x| as the largest bit pattern with the sign cleared: for non-negative floats the
+    // patterns order as the values do, every NaN pattern lies above infinity's (so a NaN
+    // anywhere makes `amax` NaN and is refused below), and an integer max vectorises on
+    // every target (`f32::max` is a libm call on FPUs without VMAXNM). Eight lanes; max is
+    // exact, so the order does not matter.
+    let abs_bits = |v: &f32| v.to_bits() & 0x7FFF_FFFF;
     let (chunks, rest) = x.as_chunks::<8>();
-    let mut lanes = [0.0f32; 8];
+    let mut lanes = [0u32; 8];
     for c in chunks {
-        for i in 0..8 {
-            // `if` rather than `f32::max`, which is a libm call on FPUs without VMAXNM.
-            let v = c[i].abs();
-            lanes[i] = if v > lanes[i] { v } else { lanes[i] };
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = (*l).max(abs_bits(v));
         }
     }
-    let max = |m: f32, v: f32| if v > m { v } else { m };
-    let amax = rest.iter().fold(lanes.iter().fold(0.0f32, |m, &v| max(m, v)), |m, v| max(m, v.abs()));
-    if !(amax > 0.0 && amax.is_finite()) {
+    let bits = rest.iter().map(abs_bits).fold(lanes.into_iter().fold(0, u32::max), u32::max);
+    let amax = f32::from_bits(bits);
+    let inv = 127.0 / amax;
+    if !(amax > 0.0 && amax.is_finite() && inv.is_finite()) {
         return None;
     }
-    let inv = 127.0 / amax;
-    // Adding 1.5·2^23 rounds to the nearest integer (ties to even) in one exact f32 step;
-    // |x·inv| <= 127 (plus rounding) keeps it far inside the trick's range.
+    // Adding 1.5·2^23 rounds to the nearest integer (ties to even) in one exact f32 step.
+    // Every |v| <= amax and inv = 127/amax rounded, so |v·inv| <= 127·(1 + 2^-23)^2 < 127.5:
+    // the rounded value is within ±127 and no clamp is needed.
     const MAGIC: f32 = 12_582_912.0;
     for (q, v) in xq.iter_mut().zip(x) {
         // The rounded integer sits in the low mantissa bits: read it there (exactly what
-        // subtracting MAGIC again would give) and clamp in integers.
-        let n = (v * inv + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32;
-        *q = n.clamp(-127, 127) as i8;
+        // subtracting MAGIC again would give).
+        *q = ((v * inv + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i8;
     }
     Some(amax / 127.0)
 }
@@ -662,6 +666,29 @@ mod tests {
             } else {
                 assert_eq!(ours.to_bits(), theirs.to_bits(), "{bits:#06x}");
             }
+        }
+    }
+
+    #[test]
+    fn quantize_refuses_what_it_cannot_scale_and_never_leaves_127() {
+        let mut xq = [0i8; 9];
+        assert_eq!(quantize(&[0.0; 9], &mut xq), None);
+        for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 7, 8] {
+                let mut x = [0.5f32; 9];
+                x[at] = bad;
+                assert_eq!(quantize(&x, &mut xq), None, "{bad} at {at}");
+            }
+        }
+        // 127 / 1e-38 overflows: refused rather than scaled by infinity.
+        assert_eq!(quantize(&[1e-38, -1e-38], &mut xq[..2]), None);
+        // The largest magnitude maps to exactly ±127 over many scales.
+        for k in 0..2000 {
+            let m = f32::from_bits(0x0300_0000 + k * 0x3_0001);
+            let x = [m, -m, m * 0.999_999_9, 0.5 * m, -m * 0.999_999_9, m, 0.0, -m, m];
+            let sx = quantize(&x, &mut xq).expect("finite, nonzero");
+            assert_eq!((xq[0], xq[1], xq[7]), (127, -127, -127), "max {m}");
+            assert!(xq.iter().all(|&q| q != i8::MIN) && sx > 0.0);
         }
     }
 

@@ -26,11 +26,12 @@ pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'
     let cols = cols.max(1);
     // The model's widths: four rows at a time against inputs sign-extended once.
     let done = match cols {
-        32 => i8_rows4::<32>(q, xq, scales, sx, y),
-        64 => i8_rows4::<64>(q, xq, scales, sx, y),
-        128 => i8_rows4::<128>(q, xq, scales, sx, y),
-        256 => i8_rows4::<256>(q, xq, scales, sx, y),
-        512 => i8_rows4::<512>(q, xq, scales, sx, y),
+        8 => i8_rows4::<8, 2>(q, xq, scales, sx, y),
+        32 => i8_rows4::<32, 8>(q, xq, scales, sx, y),
+        64 => i8_rows4::<64, 16>(q, xq, scales, sx, y),
+        128 => i8_rows4::<128, 32>(q, xq, scales, sx, y),
+        256 => i8_rows4::<256, 64>(q, xq, scales, sx, y),
+        512 => i8_rows4::<512, 128>(q, xq, scales, sx, y),
         _ => 0,
     };
     let (q, y) = (q.get(done * cols..).unwrap_or_default(), y.get_mut(done..).unwrap_or_default());
@@ -61,101 +62,155 @@ pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'
     }
 }
 
-/// Rows of `COLS` (a multiple of 8, at most 512) four at a time: `y[r] = (0 + Σ q·xq ·
+/// Rows of `COLS` four at a time, for one f16 scale per row: `y[r] = (0 + Σ q·xq ·
 /// scale_r) · sx` as the portable `row_value`. The inputs are sign-extended into halfword
-/// pairs once per product, so each word of a row costs one load, two `SXTB16` and two
-/// `SMLAD` (1.31 instructions per MAC with the shared input loads). Returns how many rows
-/// it computed (a multiple of 4; the caller does the rest).
-fn i8_rows4<const COLS: usize>(q: &[i8], xq: &[i8], scales: &super::Scales<'_>, sx: f32, y: &mut [f32]) -> usize {
-    const MAX_WORDS: usize = 128;
-    let words = COLS / 4;
-    let Some(x) = xq.get(..COLS) else { return 0 };
-    let (xw, _) = x.as_chunks::<4>();
-    // [x0 x2], [x1 x3] per input word.
-    let mut pairs = [[0u32; 2]; MAX_WORDS];
-    for (p, w) in pairs.iter_mut().zip(xw) {
-        let w = u32::from_le_bytes(w.map(|v| v as u8));
-        *p = [sxtb16(w), sxtb16_ror8(w)];
-    }
-    let rows = y.len().min(q.len() / COLS) / 4 * 4;
-    for (r4, (block, out)) in q.chunks_exact(4 * COLS).zip(y.chunks_exact_mut(4)).take(rows / 4).enumerate() {
-        let acc = dot4_words::<COLS>(block, &pairs[..words]);
-        for (k, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
-            *o = super::row_value1(acc, scale(scales, 4 * r4 + k), sx);
+/// pairs once per product, then [`itera_i8_rows4`] runs every block of four rows, its
+/// epilogue included. Returns how many rows it computed (a multiple of 4; the caller does
+/// the rest, and everything on targets or scale formats this does not take).
+#[cfg_attr(not(itera_arm_fp16), allow(unused_variables))]
+fn i8_rows4<const COLS: usize, const WORDS: usize>(
+    q: &[i8],
+    xq: &[i8],
+    scales: &super::Scales<'_>,
+    sx: f32,
+    y: &mut [f32],
+) -> usize {
+    #[cfg(itera_arm_fp16)]
+    if let (Some(x), super::Scales::F16(s), true) = (xq.get(..COLS), scales, WORDS * 4 == COLS) {
+        let rows = y.len().min(q.len() / COLS).min(s.len()) / 4 * 4;
+        let routine: unsafe extern "C" fn(*const i8, *const [u32; 2], usize, *const half::f16, *mut f32, f32) =
+            match COLS {
+                8 => itera_i8_rows4_8,
+                32 => itera_i8_rows4_32,
+                64 => itera_i8_rows4_64,
+                128 => itera_i8_rows4_128,
+                256 => itera_i8_rows4_256,
+                512 => itera_i8_rows4_512,
+                _ => return 0,
+            };
+        if rows == 0 {
+            return 0;
         }
+        // [x0 x2], [x1 x3] per input word (sized to the row: zeroing a worst-case array
+        // cost as much as filling it).
+        let mut pairs = [[0u32; 2]; WORDS];
+        for (p, w) in pairs.iter_mut().zip(x.as_chunks::<4>().0) {
+            let w = u32::from_le_bytes(w.map(|v| v as u8));
+            *p = [sxtb16(w), sxtb16_ror8(w)];
+        }
+        // SAFETY: the routine for `COLS` reads `rows` rows of `COLS` bytes from `q`, the
+        // `COLS / 4` pairs, and `rows` f16 scales, and writes `rows` floats to `y`: all
+        // checked above (`rows` is at most each length, and at least 4). It keeps to the
+        // AAPCS-VFP (r4-r11 saved, only s0-s9 and r12 clobbered) and touches no other memory.
+        unsafe { routine(q.as_ptr(), pairs.as_ptr(), rows / 4, s.as_ptr(), y.as_mut_ptr(), sx) };
+        return rows;
     }
-    rows
+    0
 }
 
-/// One input word against four rows (`{c1}`..`{c3}`: byte offsets of rows 1 to 3 from row 0):
-/// one `LDRD` of the input pairs, then per row a load, two `SXTB16` and two `SMLAD`.
-macro_rules! dot4_word {
-    () => {
-        concat!(
-            "ldrd {x02}, {x13}, [{px}], #8\n",
-            "ldr {w}, [{p}, #{c1}]\n",
-            "sxtb16 {t}, {w}\n",
-            "sxtb16 {w}, {w}, ror #8\n",
-            "smlad {a1}, {t}, {x02}, {a1}\n",
-            "smlad {a1}, {w}, {x13}, {a1}\n",
-            "ldr {w}, [{p}, #{c2}]\n",
-            "sxtb16 {t}, {w}\n",
-            "sxtb16 {w}, {w}, ror #8\n",
-            "smlad {a2}, {t}, {x02}, {a2}\n",
-            "smlad {a2}, {w}, {x13}, {a2}\n",
-            "ldr {w}, [{p}, #{c3}]\n",
-            "sxtb16 {t}, {w}\n",
-            "sxtb16 {w}, {w}, ror #8\n",
-            "smlad {a3}, {t}, {x02}, {a3}\n",
-            "smlad {a3}, {w}, {x13}, {a3}\n",
-            "ldr {w}, [{p}], #4\n",
-            "sxtb16 {t}, {w}\n",
-            "sxtb16 {w}, {w}, ror #8\n",
-            "smlad {a0}, {t}, {x02}, {a0}\n",
-            "smlad {a0}, {w}, {x13}, {a0}\n",
-        )
-    };
-}
+// `itera_i8_rows4_COLS(q, pairs, blocks, scales, y, sx)`: `blocks` (at least 1) blocks of
+// four int8 rows of COLS bytes from `q`, against the `COLS / 4` input pairs, with one f16
+// scale per row from `scales` and the results to `y`. Per input word: one `LDRD` of its two
+// pairs, then per row a load, two `SXTB16` and two `SMLAD`, 21 instructions for 16 MACs
+// (four words per loop turn; two for 8 columns, the scan's `C`). Per block, the epilogue converts the four scales (`VCVTB`,
+// `VCVTT`) and computes each row as `(0 + acc · scale) · sx`, the portable `row_value1`'s
+// operations in its order. In assembly because the accumulators, pointers and counters
+// need every core register, which the compiler's code around an inline loop spilled and
+// reloaded four times per block. Registers: r0 row 0 (rows 1-3 at COLS, 2·COLS, 3·COLS),
+// r1 pairs, r2 blocks left, r3 scales, lr y, r4-r7 sums, r8/r9 a pair, r10/r11 a word,
+// r12 turns left; s0 sx, s1 zero, s2-s5 scales, s6 a result.
+#[cfg(itera_arm_fp16)]
+core::arch::global_asm!(
+    ".fpu fpv4-sp-d16",
+    ".macro itera_dot4_word cols",
+    "ldrd r8, r9, [r1], #8",
+    "ldr r10, [r0, #\\cols]",
+    "sxtb16 r11, r10",
+    "sxtb16 r10, r10, ror #8",
+    "smlad r5, r11, r8, r5",
+    "smlad r5, r10, r9, r5",
+    "ldr r10, [r0, #(2 * \\cols)]",
+    "sxtb16 r11, r10",
+    "sxtb16 r10, r10, ror #8",
+    "smlad r6, r11, r8, r6",
+    "smlad r6, r10, r9, r6",
+    "ldr r10, [r0, #(3 * \\cols)]",
+    "sxtb16 r11, r10",
+    "sxtb16 r10, r10, ror #8",
+    "smlad r7, r11, r8, r7",
+    "smlad r7, r10, r9, r7",
+    "ldr r10, [r0], #4",
+    "sxtb16 r11, r10",
+    "sxtb16 r10, r10, ror #8",
+    "smlad r4, r11, r8, r4",
+    "smlad r4, r10, r9, r4",
+    ".endm",
+    ".macro itera_row_out acc, scale, offset",
+    "vmov s6, \\acc",
+    "vcvt.f32.s32 s6, s6",
+    "vmul.f32 s6, s6, \\scale",
+    "vadd.f32 s6, s1, s6",
+    "vmul.f32 s6, s6, s0",
+    "vstr s6, [lr, #\\offset]",
+    ".endm",
+    ".macro itera_rows4 cols, words_per_turn",
+    ".section .text.itera_i8_rows4_\\cols,\"ax\",%progbits",
+    ".global itera_i8_rows4_\\cols",
+    ".type itera_i8_rows4_\\cols,%function",
+    ".thumb_func",
+    "itera_i8_rows4_\\cols:",
+    "push {{r4-r11, lr}}",
+    "ldr lr, [sp, #36]",
+    "movs r4, #0",
+    "vmov s1, r4",
+    "1:",
+    "movs r4, #0",
+    "movs r5, #0",
+    "movs r6, #0",
+    "movs r7, #0",
+    "mov r12, #(\\cols / (4 * \\words_per_turn))",
+    "2:",
+    ".rept \\words_per_turn",
+    "itera_dot4_word \\cols",
+    ".endr",
+    "subs r12, r12, #1",
+    "bne 2b",
+    "add r0, r0, #(3 * \\cols)",
+    "sub r1, r1, #(2 * \\cols)",
+    "ldr r8, [r3], #4",
+    "ldr r9, [r3], #4",
+    "vmov s3, r8",
+    "vmov s5, r9",
+    "vcvtb.f32.f16 s2, s3",
+    "vcvtt.f32.f16 s3, s3",
+    "vcvtb.f32.f16 s4, s5",
+    "vcvtt.f32.f16 s5, s5",
+    "itera_row_out r4, s2, 0",
+    "itera_row_out r5, s3, 4",
+    "itera_row_out r6, s4, 8",
+    "itera_row_out r7, s5, 12",
+    "add lr, lr, #16",
+    "subs r2, r2, #1",
+    "bne 1b",
+    "pop {{r4-r11, pc}}",
+    ".size itera_i8_rows4_\\cols, . - itera_i8_rows4_\\cols",
+    ".endm",
+    "itera_rows4 8, 2",
+    "itera_rows4 32, 4",
+    "itera_rows4 64, 4",
+    "itera_rows4 128, 4",
+    "itera_rows4 256, 4",
+    "itera_rows4 512, 4",
+);
 
-/// Exact dot products of four consecutive rows of `COLS` int8 (`block`, `4 · COLS` bytes)
-/// with the input pairs (`COLS / 4` of them), two words per loop iteration.
-#[inline(always)]
-fn dot4_words<const COLS: usize>(block: &[i8], pairs: &[[u32; 2]]) -> [i32; 4] {
-    let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
-    let iterations = COLS / 8;
-    if block.len() < 4 * COLS || pairs.len() < COLS / 4 || iterations == 0 {
-        return [0; 4];
-    }
-    // SAFETY: each iteration reads two words of each of the four rows (row k at byte offset
-    // k · COLS from the advancing row-0 pointer) and two pairs of inputs; `iterations`
-    // = COLS / 8 of them stay inside `block` (4 · COLS bytes) and `pairs` (COLS / 4, checked
-    // above). Register-only DSP instructions otherwise; no stack; `subs` clobbers the flags,
-    // which asm! assumes.
-    unsafe {
-        asm!(
-            "2:",
-            dot4_word!(),
-            dot4_word!(),
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            p = inout(reg) block.as_ptr() => _,
-            px = inout(reg) pairs.as_ptr() => _,
-            n = inout(reg) iterations => _,
-            x02 = out(reg) _,
-            x13 = out(reg) _,
-            w = out(reg) _,
-            t = out(reg) _,
-            a0 = inout(reg) a0,
-            a1 = inout(reg) a1,
-            a2 = inout(reg) a2,
-            a3 = inout(reg) a3,
-            c1 = const COLS,
-            c2 = const 2 * COLS,
-            c3 = const 3 * COLS,
-            options(readonly, nostack),
-        );
-    }
-    [a0, a1, a2, a3]
+#[cfg(itera_arm_fp16)]
+extern "C" {
+    fn itera_i8_rows4_8(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
+    fn itera_i8_rows4_32(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
+    fn itera_i8_rows4_64(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
+    fn itera_i8_rows4_128(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
+    fn itera_i8_rows4_256(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
+    fn itera_i8_rows4_512(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
 }
 
 /// One word of [`dot2_words`]'s loop: four products for each of two rows, from three loads,
@@ -230,18 +285,26 @@ fn dot2_words(a: &[[i8; 4]], b: &[[i8; 4]], x: &[[i8; 4]]) -> (i32, i32) {
     (acc_a, acc_b)
 }
 
-/// Row `r`'s scale; normal f16 values take a short path (the same value as `f16_to_f32`).
+/// Row `r`'s scale (the same value as [`super::Scales::get`]).
 #[inline(always)]
 fn scale(scales: &super::Scales<'_>, r: usize) -> f32 {
     if let super::Scales::F16(s) = scales {
         let Some(h) = s.get(r) else { return 0.0 };
-        let h = h.to_bits() as u32;
-        // Exponent 1..=30 (normal): rebias it by 127 - 15 in place; sign moves to bit 31.
-        if (h & 0x7C00).wrapping_sub(0x0400) < 0x7800 {
-            return f32::from_bits(((h & 0x8000) << 16) | (((h & 0x7FFF) << 13) + (112 << 23)));
-        }
+        return f16_to_f32(h.to_bits());
     }
     scales.get(r)
+}
+
+/// An f16 (its bits) as f32, exactly: normal values by rebiasing the exponent in place, the
+/// rest by the portable conversion.
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    // Exponent 1..=30 (normal): rebias it by 127 - 15 in place; sign moves to bit 31.
+    if (h & 0x7C00).wrapping_sub(0x0400) < 0x7800 {
+        return f32::from_bits(((h & 0x8000) << 16) | (((h & 0x7FFF) << 13) + (112 << 23)));
+    }
+    super::f16_to_f32(half::f16::from_bits(h as u16))
 }
 
 /// One DSP instruction on registers: `$op rd, rn` (optionally `, ror #8`).
