@@ -65,7 +65,7 @@ pub const BOARDS: [Board; 4] = [
         target: "thumbv7em-none-eabihf",
         flash_bytes: 4 << 20,
         ram_bytes: 4 << 20,
-        firmware: FirmwareCost { code_bytes: 80 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 72 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
     },
     Board {
         name: "stm32f411",
@@ -73,7 +73,7 @@ pub const BOARDS: [Board; 4] = [
         target: "thumbv7em-none-eabihf",
         flash_bytes: 512 << 10,
         ram_bytes: 128 << 10,
-        firmware: FirmwareCost { code_bytes: 84 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 80 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
     },
     Board {
         name: "rp2040",
