@@ -503,21 +503,33 @@ pub fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
         }
     }
     let bits = rest.iter().map(abs_bits).fold(lanes.into_iter().fold(0, u32::max), u32::max);
-    let amax = f32::from_bits(bits);
+    let (inv, sx) = input_scale(bits)?;
+    for (q, &v) in xq.iter_mut().zip(x) {
+        *q = quantize_one(v, inv);
+    }
+    Some(sx)
+}
+
+/// From the bits of `max|x|`: `(127 / max|x|, max|x| / 127)`, or `None` when `max|x|` is
+/// zero, NaN or infinite, or `127 / max|x|` overflows.
+#[inline(always)]
+fn input_scale(amax_bits: u32) -> Option<(f32, f32)> {
+    let amax = f32::from_bits(amax_bits);
     let inv = 127.0 / amax;
-    if !(amax > 0.0 && amax.is_finite() && inv.is_finite()) {
-        return None;
-    }
-    // Adding 1.5·2^23 rounds to the nearest integer (ties to even) in one exact f32 step.
-    // Every |v| <= amax and inv = 127/amax rounded, so |v·inv| <= 127·(1 + 2^-23)^2 < 127.5:
-    // the rounded value is within ±127 and no clamp is needed.
-    const MAGIC: f32 = 12_582_912.0;
-    for (q, v) in xq.iter_mut().zip(x) {
-        // The rounded integer sits in the low mantissa bits: read it there (exactly what
-        // subtracting MAGIC again would give).
-        *q = ((v * inv + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i8;
-    }
-    Some(amax / 127.0)
+    (amax > 0.0 && amax.is_finite() && inv.is_finite()).then_some((inv, amax / 127.0))
+}
+
+/// Adding 1.5·2^23 rounds to the nearest integer (ties to even) in one exact f32 step.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `round(v · inv)` as int8, `v · inv` rounded to f32 first. With every |v| <= max|x| and
+/// inv = 127 / max|x| rounded, |v·inv| <= 127·(1 + 2^-23)^2 < 127.5: the result is within
+/// ±127, so no clamp is needed.
+#[inline(always)]
+fn quantize_one(v: f32, inv: f32) -> i8 {
+    // The rounded integer sits in the low mantissa bits: read it there (exactly what
+    // subtracting the magic number again would give).
+    ((v * inv + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32) as i8
 }
 
 /// The low nibble of `b` as a signed int4.
@@ -689,6 +701,39 @@ mod tests {
             let sx = quantize(&x, &mut xq).expect("finite, nonzero");
             assert_eq!((xq[0], xq[1], xq[7]), (127, -127, -127), "max {m}");
             assert!(xq.iter().all(|&q| q != i8::MIN) && sx > 0.0);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn avx2_quantize_gives_the_portable_bits() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for n in [0, 1, 7, 8, 31, 32, 33, 64, 100, 128, 256] {
+            for scale in [1e-30f32, 1e-3, 1.0, 1e4, 3e38] {
+                let mut x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
+                if n > 5 && scale == 1.0 {
+                    x[5] = 0.5 * (x[4] + x[3]); // ties and repeats
+                }
+                let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+                let pa = quantize(&x, &mut a);
+                // SAFETY: AVX2 was detected above.
+                let pb = unsafe { x86::quantize(&x, &mut b) };
+                assert_eq!(pa.map(f32::to_bits), pb.map(f32::to_bits), "n {n} scale {scale}");
+                assert_eq!(a, b, "n {n} scale {scale}");
+                if n > 9 {
+                    x[9] = f32::NAN;
+                    // SAFETY: as above.
+                    assert_eq!((quantize(&x, &mut a), unsafe { x86::quantize(&x, &mut b) }), (None, None));
+                }
+            }
         }
     }
 
