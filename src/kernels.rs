@@ -737,6 +737,43 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn avx2_f32_products_give_the_portable_bits() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut seed = 11u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (rows, cols) in [(1, 8), (7, 5), (8, 64), (13, 64), (16, 19), (24, 128), (3, 200)] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+            let n = 7;
+            let x: Vec<f32> = (0..n * cols).map(|_| next() * 3.0).collect();
+            let want: Vec<f32> =
+                (0..n * rows).map(|i| dot_f32(&w[i % rows * cols..][..cols], &x[i / rows * cols..][..cols])).collect();
+            let mut y = vec![0.0f32; rows];
+            // SAFETY: AVX2 was detected; the sizes match.
+            unsafe { x86::f32_rows(&w, cols, &x[..cols], &mut y) };
+            assert_eq!(
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want[..rows].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "rows {rows} cols {cols}"
+            );
+            let mut block = vec![0.0f32; n * rows];
+            // SAFETY: as above; n inputs `cols` apart, n outputs `rows` apart.
+            unsafe { x86::f32_block(&w, cols, &x, cols, &mut block, rows, n) };
+            assert_eq!(
+                block.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "block {rows}x{cols}"
+            );
+        }
+    }
+
     #[test]
     fn nibbles_sign_extend() {
         for v in -8i8..=7 {

@@ -770,14 +770,42 @@ unsafe fn f32_tile<const R: usize, const M: usize>(
         }
         c += 8;
     }
-    for (i, a) in acc.iter().enumerate() {
+    let tail = |i: usize, m: usize| {
         let row = &w[(r + i) * cols..(r + i + 1) * cols];
+        let xt = &x[(t + m) * xs..(t + m) * xs + cols];
+        row[body..].iter().zip(&xt[body..]).fold(0.0f32, |s, (a, b)| s + a * b)
+    };
+    if let Ok(eight) = <[__m256; 8]>::try_from(acc.as_flattened()) {
+        // Two rows by four tokens: all eight reductions at once.
+        let mut sums = [0.0f32; 8];
+        // SAFETY: `sums` is 8 writable floats.
+        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), reduce8x8(eight)) };
+        for (k, sum) in sums.into_iter().enumerate() {
+            let (i, m) = (k / M, k % M);
+            y[(t + m) * ys + r + i] = sum + if body == cols { 0.0 } else { tail(i, m) };
+        }
+        return;
+    }
+    for (i, a) in acc.iter().enumerate() {
         for (m, a) in a.iter().enumerate() {
-            let xt = &x[(t + m) * xs..(t + m) * xs + cols];
-            let tail = row[body..].iter().zip(&xt[body..]).fold(0.0f32, |s, (a, b)| s + a * b);
-            y[(t + m) * ys + r + i] = reduce8_ps(*a) + tail;
+            y[(t + m) * ys + r + i] = reduce8_ps(*a) + tail(i, m);
         }
     }
+}
+
+/// [`reduce8_ps`] of eight accumulators at once: lane k of the result is the reduction of
+/// `a[k]`, in the same order (`((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`), with 4 + 3
+/// additions and 9 shuffles for all eight where one at a time takes 24 and 24.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn reduce8x8(a: [__m256; 8]) -> __m256 {
+    // [lo(p) + hi(p) | lo(q) + hi(q)]: the four sums a0+a4, a1+a5, a2+a6, a3+a7 of each.
+    let halves = |p, q| _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(p, q), _mm256_permute2f128_ps::<0x31>(p, q));
+    let (b01, b23, b45, b67) = (halves(a[0], a[1]), halves(a[2], a[3]), halves(a[4], a[5]), halves(a[6], a[7]));
+    // `hadd` adds neighbours within each 128-bit half: (b0+b1), (b2+b3), then their sum,
+    // leaving [r0 r2 r4 r6 | r1 r3 r5 r7].
+    let d = _mm256_hadd_ps(_mm256_hadd_ps(b01, b23), _mm256_hadd_ps(b45, b67));
+    _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 /// `((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`, as [`super::reduce8`].
@@ -789,7 +817,7 @@ fn reduce8_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)))
 }
 
-/// Four-row f32 matvec, same order as [`super::dot_f32`]: lane-wise `acc += w·x` (no FMA),
+/// Eight-row f32 matvec, same order as [`super::dot_f32`]: lane-wise `acc += w·x` (no FMA),
 /// the fixed eight-lane reduction, then the scalar tail.
 ///
 /// # Safety
@@ -801,28 +829,31 @@ pub(super) unsafe fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) 
     let body = cols / 8 * 8;
     let tail = |row: &[f32]| row[body..cols].iter().zip(&x[body..cols]).fold(0.0f32, |t, (a, b)| t + a * b);
     let mut r = 0;
-    while r + 4 <= rows {
-        let base = w[r * cols..(r + 4) * cols].as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 4];
+    // Eight rows at a time: eight independent addition chains (four left the adder idle at
+    // these short rows), and their reductions as one.
+    while r + 8 <= rows {
+        let base = w[r * cols..(r + 8) * cols].as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 8];
         let mut c = 0;
         while c < body {
-            // SAFETY: c + 8 <= body <= cols: inside x and inside each of the four rows that
-            // start at base + k·cols (the slice above covers all four).
+            // SAFETY: c + 8 <= body <= cols: inside x and inside each of the eight rows that
+            // start at base + k·cols (the slice above covers all eight).
             unsafe {
                 let xv = _mm256_loadu_ps(x.as_ptr().add(c));
-                let p = base.add(c);
-                acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(_mm256_loadu_ps(p), xv));
-                acc[1] = _mm256_add_ps(acc[1], _mm256_mul_ps(_mm256_loadu_ps(p.add(cols)), xv));
-                acc[2] = _mm256_add_ps(acc[2], _mm256_mul_ps(_mm256_loadu_ps(p.add(2 * cols)), xv));
-                acc[3] = _mm256_add_ps(acc[3], _mm256_mul_ps(_mm256_loadu_ps(p.add(3 * cols)), xv));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_loadu_ps(base.add(k * cols + c)), xv));
+                }
             }
             c += 8;
         }
-        for (k, a) in acc.iter().enumerate() {
-            let t = if body == cols { 0.0 } else { tail(&w[(r + k) * cols..(r + k + 1) * cols]) };
-            y[r + k] = reduce8_ps(*a) + t;
+        let mut sums = reduce8x8(acc);
+        if body < cols {
+            let t = |k: usize| tail(&w[(r + k) * cols..(r + k + 1) * cols]);
+            sums = _mm256_add_ps(sums, _mm256_setr_ps(t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7)));
         }
-        r += 4;
+        // SAFETY: r + 8 <= rows <= y.len().
+        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(r), sums) };
+        r += 8;
     }
     for (k, out) in y[r..rows].iter_mut().enumerate() {
         *out = super::dot_f32(&w[(r + k) * cols..(r + k + 1) * cols], x);
