@@ -203,15 +203,24 @@ core::arch::global_asm!(
     "itera_rows4 512, 4",
 );
 
-#[cfg(itera_arm_fp16)]
-extern "C" {
-    fn itera_i8_rows4_8(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
-    fn itera_i8_rows4_32(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
-    fn itera_i8_rows4_64(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
-    fn itera_i8_rows4_128(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
-    fn itera_i8_rows4_256(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
-    fn itera_i8_rows4_512(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);
+/// Declares the routines `itera_rows4` assembles, one signature for all widths.
+macro_rules! rows4_routines {
+    ($($name:ident),*) => {
+        #[cfg(itera_arm_fp16)]
+        extern "C" {
+            $(fn $name(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);)*
+        }
+    };
 }
+
+rows4_routines!(
+    itera_i8_rows4_8,
+    itera_i8_rows4_32,
+    itera_i8_rows4_64,
+    itera_i8_rows4_128,
+    itera_i8_rows4_256,
+    itera_i8_rows4_512
+);
 
 /// One word of [`dot2_words`]'s loop: four products for each of two rows, from three loads,
 /// six `SXTB16` and four `SMLAD`.
