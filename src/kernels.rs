@@ -55,6 +55,14 @@ impl Scales<'_> {
         }
     }
 
+    /// The first `count` scales (all of them if fewer).
+    fn head(&self, count: usize) -> Self {
+        match *self {
+            Scales::F32(s) => Scales::F32(s.get(..count).unwrap_or(s)),
+            Scales::F16(s) => Scales::F16(s.get(..count).unwrap_or(s)),
+        }
+    }
+
     /// Whether the table holds the `count` scales a matrix needs.
     fn holds(&self, count: usize) -> bool {
         match self {
@@ -138,6 +146,29 @@ impl<'a> Matrix<'a> {
             }
         };
         ok.then_some(Matrix { rows, cols, weights })
+    }
+
+    /// The first `rows` rows (all of them if fewer), as a matrix of their own: a view of the
+    /// same storage, each row computed exactly as before.
+    pub fn top(&self, rows: usize) -> Self {
+        let rows = rows.min(self.rows);
+        let head = |len: usize| len.min(rows.saturating_mul(self.cols));
+        let groups = |group: usize| rows.saturating_mul(self.cols.div_ceil(group.max(1)));
+        let weights = match self.weights {
+            Weights::F32(w) => Weights::F32(w.get(..head(w.len())).unwrap_or(w)),
+            Weights::F16(w) => Weights::F16(w.get(..head(w.len())).unwrap_or(w)),
+            Weights::I8 { q, scales, group } => {
+                Weights::I8 { q: q.get(..head(q.len())).unwrap_or(q), scales: scales.head(groups(group)), group }
+            }
+            Weights::I8Affine { q, scale, zero_point } => {
+                Weights::I8Affine { q: q.get(..head(q.len())).unwrap_or(q), scale, zero_point }
+            }
+            Weights::I4 { packed, scales, group } => {
+                let bytes = rows.saturating_mul(self.cols.div_ceil(2));
+                Weights::I4 { packed: packed.get(..bytes).unwrap_or(packed), scales: scales.head(groups(group)), group }
+            }
+        };
+        Matrix { rows, cols: self.cols, weights }
     }
 
     /// Output length of [`Matrix::matvec`].

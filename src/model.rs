@@ -348,11 +348,26 @@ impl<'a> Model<'a> {
 
         let history = s.conv.chunks_exact_mut((k - 1) * di);
         let states = s.ssm.chunks_exact_mut(c.d_state as usize);
-        for ((layer, history), state) in self.layers.iter().zip(history).zip(states) {
+        let last_layer = self.layers.len().saturating_sub(1);
+        for (l, ((layer, history), state)) in self.layers.iter().zip(history).zip(states).enumerate() {
+            // What the last layer adds to x reaches nothing but the logits: there, tokens
+            // whose logits nobody wants (a prompt's, except the last one asked for) skip
+            // that path (y, out_proj, the mixer) and only move the recurrent state on.
+            // Tokens `skip..n` take the whole layer.
+            let skip = match (l == last_layer, logits) {
+                (false, _) => 0,
+                (true, true) => n.saturating_sub(1),
+                (true, false) => n,
+            };
+            let m = n - skip;
+
             // ---- SSM block: x += out_proj · (y ⊙ silu(g)) ----
             let p = &layer.ssm;
             layer_norms(s.x, &p.norm, eps, s.h, d, n);
-            p.in_proj.matmul(s.h, d, s.ug, 2 * di, n, s.xq);
+            // [u | g] = in_proj · h; tokens before `skip` need only u (g gates what they skip).
+            p.in_proj.top(di).matmul(s.h, d, s.ug, 2 * di, skip, s.xq);
+            let (h, ug) = (s.h.get(skip * d..).unwrap_or_default(), s.ug.get_mut(skip * 2 * di..).unwrap_or_default());
+            p.in_proj.matmul(h, d, ug, 2 * di, m, s.xq);
 
             // Causal depthwise conv over time, channel c: v_c = bias_c + Σ_j w[c, K-1-j]·u_c(pos-j).
             // The last K-1 inputs live tap-major in a ring (input of position p in slot
@@ -393,7 +408,7 @@ impl<'a> Model<'a> {
 
             p.delta_proj.matmul(s.v, di, s.t, di, n, s.xq);
             let per_token = s.t.chunks_exact_mut(di).zip(s.v.chunks_exact(di)).zip(s.ug.chunks_exact(2 * di));
-            for ((t, v), ug) in per_token.take(n) {
+            for (i, ((t, v), ug)) in per_token.take(n).enumerate() {
                 // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
                 t.iter_mut().zip(p.delta_bias).for_each(|(z, b)| *z = softplus(*z + b));
                 let dt = sum_lanes(t, |v| v) / c.d_inner as f32;
@@ -401,6 +416,9 @@ impl<'a> Model<'a> {
                 // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
                 p.b.matvec(v, s.bu, s.xq);
                 scan_step(state, p.a_log, s.bu, dt);
+                if i < skip {
+                    continue;
+                }
 
                 // y = C·s + D ⊙ u, gated by silu(g)
                 p.c.matvec(state, t, s.xq);
@@ -408,19 +426,23 @@ impl<'a> Model<'a> {
                     *y = (*y + d * v) * silu(*g);
                 }
             }
-            p.out_proj.matmul(s.t, di, s.h, d, n, s.xq);
-            add(s.x, s.h, d * n);
+            // From here on, rows `skip..n` of the block buffers.
+            let x = s.x.get_mut(skip * d..).unwrap_or_default();
+            let h = s.h.get_mut(skip * d..).unwrap_or_default();
+            let y = s.t.get(skip * di..).unwrap_or_default();
+            p.out_proj.matmul(y, di, h, d, m, s.xq);
+            add(x, h, d * m);
 
             // ---- FFN or MoE: x += mixer(LN(x)) ----
-            layer_norms(s.x, &layer.mix_norm, eps, s.h, d, n);
+            layer_norms(x, &layer.mix_norm, eps, h, d, m);
             match layer.mixer {
                 Mixer::Ffn(mlp) => {
-                    mlp.apply(s.h, s.hidden, hid, s.acc, n, s.xq);
-                    add(s.x, s.acc, d * n);
+                    mlp.apply(h, s.hidden, hid, s.acc, m, s.xq);
+                    add(x, s.acc, d * m);
                 }
                 Mixer::Moe { gate, first } => {
                     // Each token picks its own experts: token by token.
-                    for (x, h) in s.x.chunks_exact_mut(d).zip(s.h.chunks_exact(d)).take(n) {
+                    for (x, h) in x.chunks_exact_mut(d).zip(h.chunks_exact(d)).take(m) {
                         gate.matvec(h, s.z, s.xq);
                         let picked = top_k(s.z, c.top_k as usize);
                         // Softmax over the picked router logits only.

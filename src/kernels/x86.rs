@@ -775,14 +775,21 @@ unsafe fn f32_tile<const R: usize, const M: usize>(
         let xt = &x[(t + m) * xs..(t + m) * xs + cols];
         row[body..].iter().zip(&xt[body..]).fold(0.0f32, |s, (a, b)| s + a * b)
     };
-    if let Ok(eight) = <[__m256; 8]>::try_from(acc.as_flattened()) {
-        // Two rows by four tokens: all eight reductions at once.
-        let mut sums = [0.0f32; 8];
-        // SAFETY: `sums` is 8 writable floats.
-        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), reduce8x8(eight)) };
-        for (k, sum) in sums.into_iter().enumerate() {
-            let (i, m) = (k / M, k % M);
-            y[(t + m) * ys + r + i] = sum + if body == cols { 0.0 } else { tail(i, m) };
+    if let (Ok(eight), 2, 4, true) = (<[__m256; 8]>::try_from(acc.as_flattened()), R, M, body == cols) {
+        // Two rows by four tokens, no tails: all eight reductions at once, lanes [row r:
+        // tokens t..t+4 | row r+1: the same], then each token's two outputs (adjacent in
+        // its row of y) as one 8-byte store.
+        let v = reduce8x8(eight);
+        let (lo, hi) = (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let (t01, t23) = (_mm_unpacklo_ps(lo, hi), _mm_unpackhi_ps(lo, hi));
+        // SAFETY: outputs r, r+1 of tokens t..t+4 are in bounds (contract).
+        unsafe {
+            let base = y.as_mut_ptr();
+            let out = |m: usize, v: __m128| _mm_storeu_si64(base.add((t + m) * ys + r).cast(), _mm_castps_si128(v));
+            out(0, t01);
+            out(1, _mm_movehl_ps(t01, t01));
+            out(2, t23);
+            out(3, _mm_movehl_ps(t23, t23));
         }
         return;
     }
