@@ -630,6 +630,42 @@ fn matmul_is_matvec_per_token_and_never_panics() {
 }
 
 #[test]
+fn the_top_rows_of_a_matrix_compute_as_in_the_whole() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for_each_path(|path| {
+        let mut rng = Rng::new(29);
+        let (rows, cols) = (24, 64);
+        let w = random(&mut rng, rows * cols, 0.3);
+        let halves: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let i8s = quantize_i8(&mut rng, rows, cols, 32);
+        let i4s = quantize_i4(&mut rng, rows, cols, 8);
+        let half_scales: Vec<f16> = i4s.scales.iter().map(|&s| f16::from_f32(s)).collect();
+        let packed = pack_i4(&i4s.q, cols);
+        let kinds = [
+            Weights::F32(&w),
+            Weights::F16(&halves),
+            Weights::I8 { q: &i8s.q, scales: Scales::F32(&i8s.scales), group: 32 },
+            Weights::I8Affine { q: &i8s.q, scale: 0.01, zero_point: 3 },
+            Weights::I4 { packed: &packed, scales: Scales::F16(&half_scales), group: 8 },
+        ];
+        let x = random(&mut rng, cols, 1.0);
+        let mut scratch = vec![0i8; cols];
+        for weights in kinds {
+            let m = Matrix::new(rows, cols, weights).expect("shape");
+            let mut all = vec![0.0; rows];
+            m.matvec(&x, &mut all, &mut scratch);
+            for top in [0, 1, 5, 8, 13, 24, 40] {
+                let t = m.top(top);
+                assert_eq!((t.rows(), t.cols()), (top.min(rows), cols));
+                let mut y = vec![f32::NAN; t.rows()];
+                t.matvec(&x, &mut y, &mut scratch);
+                assert_eq!(bits(&y), bits(&all[..t.rows()]), "{path}: {} top {top}", m.kernel_name());
+            }
+        }
+    });
+}
+
+#[test]
 fn float_matvec_reads_only_the_first_cols_of_a_longer_input() {
     // The model hands a block buffer (several tokens' rows) to `matvec`: only the first
     // `cols` values are the input, whatever the width modulo the eight lanes.
