@@ -8,8 +8,20 @@
 /// stays finite: about 1.6e-38 below, 1.7e38 above), relative error below 2e-7 inside.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    exp_within(x.clamp(-87.0, 88.0))
+}
+
+/// [`exp`] of an argument that is never positive (softplus, GELU, the scan's decay, a softmax
+/// less its maximum): the same values, guarded only from below (a comparison less).
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    exp_within(if x < -87.0 { -87.0 } else { x })
+}
+
+/// `e^x` for `x` in [-87, 88].
+#[inline(always)]
+fn exp_within(x: f32) -> f32 {
     // e^x = 2^n · e^r, n = round(x / ln 2), |r| <= ln2 / 2.
-    let x = x.clamp(-87.0, 88.0);
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let shifted = x * core::f32::consts::LOG2_E + MAGIC;
     let n = shifted - MAGIC;
@@ -62,7 +74,7 @@ pub fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let e = 1.0 - poly * exp(-a * a);
+    let e = 1.0 - poly * exp_nonpositive(-a * a);
     if x < 0.0 {
         -e
     } else {
@@ -94,7 +106,7 @@ pub fn layer_norm(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [
 #[inline]
 pub fn scan_step(state: &mut [f32], a_log: &[f32], bu: &[f32], dt: f32) {
     for ((s, a_log), bu) in state.iter_mut().zip(a_log).zip(bu) {
-        *s = exp(-dt * exp(*a_log)) * *s + dt * bu;
+        *s = exp_nonpositive(-dt * exp(*a_log)) * *s + dt * bu;
     }
 }
 
@@ -108,7 +120,7 @@ pub fn silu(x: f32) -> f32 {
 #[inline(always)]
 pub fn softplus(x: f32) -> f32 {
     let positive = if x > 0.0 { x } else { 0.0 }; // not `max`: a libm call on some FPUs
-    positive + log1p_unit(exp(-x.abs()))
+    positive + log1p_unit(exp_nonpositive(-x.abs()))
 }
 
 #[cfg(test)]
@@ -131,6 +143,11 @@ mod tests {
         assert_eq!(exp(200.0), exp(88.0));
         assert!(exp(-87.5) < 1e-37 && exp(-87.5) > 0.0 && exp(100.0) > 1e38 && exp(100.0).is_finite());
         assert_eq!(exp(0.0), 1.0);
+        for i in 0..=9000 {
+            let x = -(i as f32) * 0.01 - 1e-3;
+            assert_eq!(exp_nonpositive(x), exp(x), "{x}");
+        }
+        assert_eq!(exp_nonpositive(-1e30), exp(-1e30));
     }
 
     #[test]

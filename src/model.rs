@@ -15,7 +15,7 @@
 
 use heapless::Vec;
 
-use crate::math::{exp, gelu, scan_step, silu, softplus, sum_lanes};
+use crate::math::{exp_nonpositive, gelu, scan_step, silu, softplus, sum_lanes};
 
 use crate::blob::Blob;
 use crate::error::Error;
@@ -449,9 +449,9 @@ impl<'a> Model<'a> {
                         // `picked` indexes `s.z` (from `top_k`), so `get` is always `Some`.
                         let z = |i: usize| s.z.get(i).copied().unwrap_or(f32::NEG_INFINITY);
                         let max = picked.iter().map(|&i| z(i)).fold(f32::NEG_INFINITY, f32::max);
-                        let total: f32 = picked.iter().map(|&i| exp(z(i) - max)).sum();
+                        let total: f32 = picked.iter().map(|&i| exp_nonpositive(z(i) - max)).sum();
                         for &i in &picked {
-                            let weight = exp(z(i) - max) / total;
+                            let weight = exp_nonpositive(z(i) - max) / total;
                             if let Some(expert) = self.experts.get(first + i) {
                                 expert.apply(h, s.hidden, hid, s.acc, 1, s.xq);
                                 for (x, y) in x.iter_mut().zip(s.acc.iter()) {
