@@ -110,6 +110,50 @@ pub fn scan_step(state: &mut [f32], a_log: &[f32], bu: &[f32], dt: f32) {
     }
 }
 
+/// `Σ_i softplus(x_i + bias_i)` over the common length: `Σ max(v, 0) + Σ ln(1 + e^-|v|)`,
+/// the second sum taken as the logarithm of a product. Each factor `1 + e^-|v|` lies in
+/// (1, 2], so eight lanes multiply runs of up to 32 factors (below 2^32, exact enough: one
+/// rounding per factor, as the sum of logarithms has) and take one logarithm per run: one
+/// `ln` per 256 values where softplus one at a time needs a division and a logarithm for
+/// each. The scan needs only this mean of its step sizes, never the values themselves.
+#[inline(always)]
+pub fn softplus_sum(x: &[f32], bias: &[f32]) -> f32 {
+    let (mut positive, mut logs) = ([0.0f32; 8], [0.0f32; 8]);
+    for (x, bias) in x.chunks(256).zip(bias.chunks(256)) {
+        let mut product = [1.0f32; 8];
+        let step = |(positive, factor): (&mut f32, &mut f32), v: f32| {
+            *positive += if v > 0.0 { v } else { 0.0 };
+            *factor *= 1.0 + exp_nonpositive(-v.abs());
+        };
+        let ((xs, xr), (bs, br)) = (x.as_chunks::<8>(), bias.as_chunks::<8>());
+        for (x, b) in xs.iter().zip(bs) {
+            for (lane, (x, b)) in positive.iter_mut().zip(product.iter_mut()).zip(x.iter().zip(b)) {
+                step(lane, x + b);
+            }
+        }
+        for (lane, (x, b)) in positive.iter_mut().zip(product.iter_mut()).zip(xr.iter().zip(br)) {
+            step(lane, x + b);
+        }
+        for (l, p) in logs.iter_mut().zip(product) {
+            *l += ln_at_least_one(p);
+        }
+    }
+    reduce8(&positive) + reduce8(&logs)
+}
+
+/// `ln(p)` for `p >= 1` (finite): `e·ln 2 + ln(m)` with `p = m·2^e`, `m` in [1, 2). NaN
+/// stays NaN (a NaN input must not turn into a step size).
+#[inline(always)]
+fn ln_at_least_one(p: f32) -> f32 {
+    if p.is_nan() {
+        return p;
+    }
+    let bits = p.to_bits();
+    let e = (bits >> 23) as i32 - 127;
+    let m = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
+    e as f32 * core::f32::consts::LN_2 + log1p_unit(m - 1.0)
+}
+
 /// `x · sigmoid(x)`.
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {
@@ -161,6 +205,28 @@ mod tests {
         assert!(erf(0.0).abs() < 6e-7);
         assert_eq!(erf(10.0), 1.0);
         assert_eq!(erf(-10.0), -1.0);
+    }
+
+    #[test]
+    fn softplus_sum_is_the_sum_of_softplus() {
+        let mut seed = 3u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let sp = |v: f64| if v > 30.0 { v } else { v.exp().ln_1p() };
+        for n in [0, 1, 7, 8, 9, 128, 255, 256, 257, 300, 1024, 4096] {
+            for scale in [0.01f32, 1.0, 8.0, 200.0] {
+                let x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
+                let b: Vec<f32> = (0..n).map(|_| next()).collect();
+                let want: f64 = x.iter().zip(&b).map(|(&x, &b)| sp((x + b) as f64)).sum();
+                let got = softplus_sum(&x, &b) as f64;
+                let mag: f64 = x.iter().zip(&b).map(|(&x, &b)| sp((x + b) as f64).abs()).sum();
+                assert!((got - want).abs() <= 1e-6 * mag.max(1e-3), "n {n} scale {scale}: {got} vs {want}");
+            }
+        }
+        assert!(softplus_sum(&[1.0, f32::NAN, 2.0], &[0.0; 3]).is_nan());
+        assert_eq!(softplus_sum(&[1e30, -1e30], &[0.0, 0.0]), 1e30);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use heapless::Vec;
 
-use crate::math::{exp_nonpositive, gelu, scan_step, silu, softplus, sum_lanes};
+use crate::math::{exp_nonpositive, gelu, scan_step, silu, softplus_sum};
 
 use crate::blob::Blob;
 use crate::error::Error;
@@ -410,8 +410,7 @@ impl<'a> Model<'a> {
             let per_token = s.t.chunks_exact_mut(di).zip(s.v.chunks_exact(di)).zip(s.ug.chunks_exact(2 * di));
             for (i, ((t, v), ug)) in per_token.take(n).enumerate() {
                 // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
-                t.iter_mut().zip(p.delta_bias).for_each(|(z, b)| *z = softplus(*z + b));
-                let dt = sum_lanes(t, |v| v) / c.d_inner as f32;
+                let dt = softplus_sum(t, p.delta_bias) / c.d_inner as f32;
 
                 // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
                 p.b.matvec(v, s.bu, s.xq);

@@ -6,7 +6,7 @@
 //!   f16 scales per 32, as the `int8` and `int4` presets store them; throughput in MACs;
 //! * `matvec/i4g8/ROWSxCOLS`: int4 with f16 scales per 8, the `mixed` preset's head;
 //! * `ops/…`: the elementwise work of a token: LayerNorm (`d` 64, 128, 256), one scan step
-//!   (state 8, 16), and `exp`, `silu`, `softplus`, `gelu` over 128 values (with their
+//!   (state 8, 16), and `exp`, `silu`, `softplus`, `gelu`, `softplus_sum` over 128 values (with their
 //!   accuracy tested in `itera-edge`'s `math` tests);
 //! * `step/{micro,tiny}-{f32,int8}`: one whole [`Session::step`] (forward pass and logits) of
 //!   a synthetic model of that shape (`itera-pack synth`), at positions cycling through
@@ -122,6 +122,11 @@ fn ops(c: &mut Criterion) {
     over(&mut group, "silu", &x, math::silu);
     over(&mut group, "softplus", &x, math::softplus);
     over(&mut group, "gelu", &x, math::gelu);
+    // What the forward pass runs: the sum of softplus over a row (its mean is the step size).
+    let bias = random_f32(&mut rng, 128, 1.0);
+    group.bench_function(BenchmarkId::new("softplus_sum", 128), |bench| {
+        bench.iter(|| math::softplus_sum(black_box(&x), &bias))
+    });
     group.finish();
 }
 
