@@ -3,7 +3,7 @@
 //! int4) implements those two operations here and nowhere else.
 //!
 //! Integer matrices compute with integers: [`Matrix::matvec`] quantizes the input once per
-//! call to symmetric int8 (`sx = max|x| / 127`, `xq = round(x / sx)` clamped to ±127) into a
+//! call to symmetric int8 (`sx = max|x| / 127`, `xq = round(x · 127 / max|x|)`, within ±127) into a
 //! caller-provided scratch buffer, accumulates `q·xq` exactly in `i32` per scale group, and
 //! rescales once per group: `y = (Σ_g (Σ q·xq) as f32 · scale_g) · sx`. Integer sums
 //! are exact and every float operation runs in a fixed order (no fused multiply-add), so the

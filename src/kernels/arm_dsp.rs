@@ -1,7 +1,8 @@
 //! Cortex-M4/M7/M33 DSP path: int8 dot products with `SXTB16` (two bytes to two halfwords)
 //! and `SMLAD` (two 16x16 multiply-accumulates), four products per word loaded, where the
 //! portable code needs a sign-extending load and a multiply-accumulate per product. Exact,
-//! so it returns what the portable `dot_i8` returns.
+//! so it returns what the portable `dot_i8` returns. On targets with an FPU, rows with one f16
+//! scale each run in assembly routines that also do the float epilogue (`itera_rows4`).
 
 use core::arch::asm;
 
