@@ -742,11 +742,8 @@ mod tests {
         if !std::is_x86_feature_detected!("avx2") {
             return;
         }
-        let mut seed = 7u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = crate::Rng::new(7);
+        let mut next = || rng.next_f32() - 0.5;
         for n in [0, 1, 7, 8, 31, 32, 33, 64, 100, 128, 256] {
             for scale in [1e-30f32, 1e-3, 1.0, 1e4, 3e38] {
                 let mut x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
@@ -775,11 +772,8 @@ mod tests {
         if !std::is_x86_feature_detected!("avx2") {
             return;
         }
-        let mut seed = 11u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = crate::Rng::new(11);
+        let mut next = || rng.next_f32() - 0.5;
         for (rows, cols) in [(1, 8), (7, 5), (8, 64), (13, 64), (16, 19), (24, 128), (3, 200)] {
             let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
             let n = 7;

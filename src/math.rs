@@ -209,11 +209,8 @@ mod tests {
 
     #[test]
     fn softplus_sum_is_the_sum_of_softplus() {
-        let mut seed = 3u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = crate::Rng::new(3);
+        let mut next = || rng.next_f32() - 0.5;
         let sp = |v: f64| if v > 30.0 { v } else { v.exp().ln_1p() };
         for n in [0, 1, 7, 8, 9, 128, 255, 256, 257, 300, 1024, 4096] {
             for scale in [0.01f32, 1.0, 8.0, 200.0] {
