@@ -363,37 +363,85 @@ pub(super) fn i4_rows(
     sx: f32,
     y: &mut [f32],
 ) -> bool {
-    const MAX_BLOCKS: usize = 64;
-    let blocks = cols / 8;
-    if !cols.is_multiple_of(8)
-        || !group.is_multiple_of(8)
-        || !cols.is_multiple_of(group)
-        || blocks > MAX_BLOCKS
-        || xq.len() < cols
-    {
+    if !cols.is_multiple_of(8) || !group.is_multiple_of(8) || !cols.is_multiple_of(group) || xq.len() < cols {
         return false;
     }
+    // The per-8-input table sized to the row where the model's widths allow (zeroing the
+    // largest one cost as much as filling it).
+    match cols / 8 {
+        4 => i4_rows_n::<4>(packed, cols, group, xq, scales, sx, y),
+        8 => i4_rows_n::<8>(packed, cols, group, xq, scales, sx, y),
+        16 => i4_rows_n::<16>(packed, cols, group, xq, scales, sx, y),
+        32 => i4_rows_n::<32>(packed, cols, group, xq, scales, sx, y),
+        blocks if blocks <= 64 => i4_rows_n::<64>(packed, cols, group, xq, scales, sx, y),
+        _ => return false,
+    }
+    true
+}
+
+/// [`i4_rows`] with a table of at most `BLOCKS` entries of 8 inputs. Not inlined: each
+/// width's table then lives only in its own frame, not all of them in the caller's.
+#[inline(never)]
+fn i4_rows_n<const BLOCKS: usize>(
+    packed: &[u8],
+    cols: usize,
+    group: usize,
+    xq: &[i8],
+    scales: &super::Scales<'_>,
+    sx: f32,
+    y: &mut [f32],
+) {
     // Per 8 inputs: the halfword pairs that meet the nibbles ([x0 x4], [x2 x6], [x1 x5],
-    // [x3 x7], sign-extended once here, not once per row), and 8 · Σ x (the nibble offset).
-    let mut pairs = [[0u32; 4]; MAX_BLOCKS];
-    let mut offset = [0i32; MAX_BLOCKS];
-    for ((b, p), o) in xq.chunks_exact(8).zip(pairs.iter_mut()).zip(offset.iter_mut()) {
+    // [x3 x7], sign-extended once here, not once per row), then 8 · Σ x (the nibble offset).
+    let mut table = [[0u32; 5]; BLOCKS];
+    for (b, t) in xq.chunks_exact(8).zip(table.iter_mut()).take(cols / 8) {
         let even = u32::from_le_bytes([b[0] as u8, b[2] as u8, b[4] as u8, b[6] as u8]);
         let odd = u32::from_le_bytes([b[1] as u8, b[3] as u8, b[5] as u8, b[7] as u8]);
-        *p = [sxtb16(even), sxtb16_ror8(even), sxtb16(odd), sxtb16_ror8(odd)];
-        *o = 8 * b.iter().map(|&v| v as i32).sum::<i32>();
+        let offset = 8 * b.iter().map(|&v| v as i32).sum::<i32>();
+        *t = [sxtb16(even), sxtb16_ror8(even), sxtb16(odd), sxtb16_ror8(odd), offset as u32];
     }
+    i4_rows_with(packed, cols, group, table.get(..cols / 8).unwrap_or(&table), scales, sx, y);
+}
+
+/// The rows of [`i4_rows`] against a filled table (one entry per 8 columns): the assembly
+/// routine for f16 scales per 8 or 32, otherwise Rust with the DSP intrinsics, a row at a
+/// time. Not generic, so one copy serves every table size.
+fn i4_rows_with(
+    packed: &[u8],
+    cols: usize,
+    group: usize,
+    table: &[[u32; 5]],
+    scales: &super::Scales<'_>,
+    sx: f32,
+    y: &mut [f32],
+) {
     let (row_bytes, groups, per_group) = (cols / 2, cols / group, group / 8);
+    #[cfg(itera_arm_fp16)]
+    if let (super::Scales::F16(s), 8 | 32) = (scales, group) {
+        let rows = y.len().min(packed.len() / row_bytes).min(s.len() / groups);
+        let routine: unsafe extern "C" fn(*const u8, *const [u32; 5], usize, *const half::f16, *mut f32, usize, f32) =
+            if group == 8 { itera_i4_rows_g8 } else { itera_i4_rows_g32 };
+        if rows > 0 && table.len() == cols / 8 {
+            // SAFETY: the routine reads `rows` rows of `cols / 2` bytes from `packed`, the
+            // table's `cols / 8` entries (`group / 8` per group, `groups` groups a row),
+            // `rows · groups` f16 scales, and writes `rows` floats to `y`: all checked above
+            // (`rows` is at most each length; `groups` >= 1 as `group` divides `cols` > 0).
+            // It keeps to the AAPCS-VFP (r4-r11 saved, its 8 bytes of stack given back, only
+            // s0-s4 and r12 clobbered) and touches no other memory.
+            unsafe { routine(packed.as_ptr(), table.as_ptr(), rows, s.as_ptr(), y.as_mut_ptr(), groups, sx) };
+            return;
+        }
+    }
     for (r, (row, out)) in packed.chunks_exact(row_bytes).zip(y.iter_mut()).enumerate() {
         let (words, _) = row.as_chunks::<4>();
         let (mut sum, mut acc, mut left, mut g) = (0.0f32, 0i32, per_group, r * groups);
-        for ((w, x), o) in words.iter().zip(&pairs).zip(&offset) {
+        for (w, t) in words.iter().zip(table) {
             let u = u32::from_le_bytes(*w) ^ 0x8888_8888;
             let (lo, hi) = (u & 0x0F0F_0F0F, (u >> 4) & 0x0F0F_0F0F);
-            acc = smlad(uxtb16(lo), x[0], acc - o);
-            acc = smlad(uxtb16_ror8(lo), x[1], acc);
-            acc = smlad(uxtb16(hi), x[2], acc);
-            acc = smlad(uxtb16_ror8(hi), x[3], acc);
+            acc = smlad(uxtb16(lo), t[0], acc - t[4] as i32);
+            acc = smlad(uxtb16_ror8(lo), t[1], acc);
+            acc = smlad(uxtb16(hi), t[2], acc);
+            acc = smlad(uxtb16_ror8(hi), t[3], acc);
             left -= 1;
             if left == 0 {
                 sum += acc as f32 * scale(scales, g);
@@ -402,5 +450,104 @@ pub(super) fn i4_rows(
         }
         *out = sum * sx;
     }
-    true
+}
+
+// `itera_i4_rows_gGROUP(packed, table, rows, scales, y, groups, sx)`: `rows` (at least 1)
+// int4 rows of `groups` (at least 1) groups of GROUP values, one f16 scale per group, as
+// `i4_rows_with`'s loop computes them. Per word of 8 nibbles: flip to unsigned, split even and
+// odd nibbles, load the word's four input pairs and offset, four `UXTB16` and four `SMLAD`
+// (15 instructions for 8 MACs); per group the scale by `VCVTB` and `sum += acc · scale`
+// (`VMLA`, rounded product then sum, as Rust's `+=` of a product); per row `sum · sx`.
+// Registers: r0 packed, r1 table, r2 groups left, r3 scales, lr y, r4 acc, r5/r6 even/odd
+// nibbles, r7 scratch, r8-r11 a word's pairs, r12 0x0F0F0F0F; the rows left and the groups
+// per row on the stack; s0 sx, s1 sum, s2 zero, s3/s4 scratch.
+#[cfg(itera_arm_fp16)]
+core::arch::global_asm!(
+    ".fpu fpv4-sp-d16",
+    ".macro itera_i4_word",
+    "ldr r5, [r0], #4",
+    "eor r5, r5, #0x88888888",
+    "and r6, r12, r5, lsr #4",
+    "and r5, r5, r12",
+    "ldm r1!, {{r8-r11}}",
+    "ldr r7, [r1], #4",
+    "sub r4, r4, r7",
+    "uxtb16 r7, r5",
+    "smlad r4, r7, r8, r4",
+    "uxtb16 r7, r5, ror #8",
+    "smlad r4, r7, r9, r4",
+    "uxtb16 r7, r6",
+    "smlad r4, r7, r10, r4",
+    "uxtb16 r7, r6, ror #8",
+    "smlad r4, r7, r11, r4",
+    ".endm",
+    ".macro itera_i4_rows group",
+    ".section .text.itera_i4_rows_g\\group,\"ax\",%progbits",
+    ".global itera_i4_rows_g\\group",
+    ".type itera_i4_rows_g\\group,%function",
+    ".thumb_func",
+    "itera_i4_rows_g\\group:",
+    "push {{r4-r11, lr}}",
+    "sub sp, sp, #8",
+    "ldr lr, [sp, #44]",
+    "ldr r4, [sp, #48]",
+    "str r2, [sp]",
+    "str r4, [sp, #4]",
+    "movw r12, #0x0F0F",
+    "movt r12, #0x0F0F",
+    "movs r4, #0",
+    "vmov s2, r4",
+    "1:",
+    "ldr r2, [sp, #4]",
+    "vmov.f32 s1, s2",
+    "2:",
+    "movs r4, #0",
+    ".rept \\group / 8",
+    "itera_i4_word",
+    ".endr",
+    "ldrh r7, [r3], #2",
+    "vmov s3, r7",
+    "vcvtb.f32.f16 s3, s3",
+    "vmov s4, r4",
+    "vcvt.f32.s32 s4, s4",
+    "vmla.f32 s1, s4, s3",
+    "subs r2, r2, #1",
+    "bne 2b",
+    "vmul.f32 s1, s1, s0",
+    "vstmia lr!, {{s1}}",
+    "ldr r2, [sp, #4]",
+    "mov r7, #(\\group / 8 * 20)",
+    "mls r1, r2, r7, r1",
+    "ldr r2, [sp]",
+    "subs r2, r2, #1",
+    "str r2, [sp]",
+    "bne 1b",
+    "add sp, sp, #8",
+    "pop {{r4-r11, pc}}",
+    ".size itera_i4_rows_g\\group, . - itera_i4_rows_g\\group",
+    ".endm",
+    "itera_i4_rows 8",
+    "itera_i4_rows 32",
+);
+
+#[cfg(itera_arm_fp16)]
+extern "C" {
+    fn itera_i4_rows_g8(
+        packed: *const u8,
+        table: *const [u32; 5],
+        rows: usize,
+        scales: *const half::f16,
+        y: *mut f32,
+        groups: usize,
+        sx: f32,
+    );
+    fn itera_i4_rows_g32(
+        packed: *const u8,
+        table: *const [u32; 5],
+        rows: usize,
+        scales: *const half::f16,
+        y: *mut f32,
+        groups: usize,
+        sx: f32,
+    );
 }
