@@ -801,8 +801,9 @@ unsafe fn f32_tile<const R: usize, const M: usize>(
 }
 
 /// [`reduce8_ps`] of eight accumulators at once: lane k of the result is the reduction of
-/// `a[k]`, in the same order (`((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`), with 4 + 3
-/// additions and 9 shuffles for all eight where one at a time takes 24 and 24.
+/// `a[k]`, in the same order (`((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`): 16 instructions
+/// (4 additions, 3 horizontal additions, 9 shuffles) where eight at a time one by one take
+/// 48 (24 additions, 24 shuffles and extracts).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn reduce8x8(a: [__m256; 8]) -> __m256 {
