@@ -204,17 +204,18 @@ core::arch::global_asm!(
     "itera_rows4 512, 4",
 );
 
-/// Declares the routines `itera_rows4` assembles, one signature for all widths.
-macro_rules! rows4_routines {
-    ($($name:ident),*) => {
+/// Declares assembly routines that share one signature (the parameter list, then the names).
+macro_rules! routines {
+    ($params:tt $($name:ident),*) => {
         #[cfg(itera_arm_fp16)]
         extern "C" {
-            $(fn $name(q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32);)*
+            $(fn $name $params;)*
         }
     };
 }
 
-rows4_routines!(
+routines!(
+    (q: *const i8, pairs: *const [u32; 2], blocks: usize, scales: *const half::f16, y: *mut f32, sx: f32)
     itera_i8_rows4_8,
     itera_i8_rows4_32,
     itera_i8_rows4_64,
@@ -530,24 +531,8 @@ core::arch::global_asm!(
     "itera_i4_rows 32",
 );
 
-#[cfg(itera_arm_fp16)]
-extern "C" {
-    fn itera_i4_rows_g8(
-        packed: *const u8,
-        table: *const [u32; 5],
-        rows: usize,
-        scales: *const half::f16,
-        y: *mut f32,
-        groups: usize,
-        sx: f32,
-    );
-    fn itera_i4_rows_g32(
-        packed: *const u8,
-        table: *const [u32; 5],
-        rows: usize,
-        scales: *const half::f16,
-        y: *mut f32,
-        groups: usize,
-        sx: f32,
-    );
-}
+routines!(
+    (packed: *const u8, table: *const [u32; 5], rows: usize, scales: *const half::f16, y: *mut f32, groups: usize, sx: f32)
+    itera_i4_rows_g8,
+    itera_i4_rows_g32
+);
