@@ -39,27 +39,20 @@ pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'
     let mut r = done;
     let mut pairs = q.chunks_exact(2 * cols);
     let mut outs = y.chunks_exact_mut(2);
-    if cols.is_multiple_of(4) && xq.len() >= cols {
-        // The model's widths: whole words, no tails.
-        let (xw, _) = xq[..cols].as_chunks::<4>();
-        for (out, two) in (&mut outs).zip(&mut pairs) {
-            let (a, b) = two.split_at(cols);
-            let (sa, sb) = dot2_words(a.as_chunks::<4>().0, b.as_chunks::<4>().0, xw);
-            out[0] = super::row_value1(sa, scale(scales, r), sx);
-            out[1] = super::row_value1(sb, scale(scales, r + 1), sx);
-            r += 2;
-        }
-    } else {
-        for (out, two) in (&mut outs).zip(&mut pairs) {
-            let (a, b) = two.split_at(cols);
-            let (sa, sb) = (dot_i8(a, xq), dot_i8(b, xq));
-            out[0] = super::row_value1(sa, scale(scales, r), sx);
-            out[1] = super::row_value1(sb, scale(scales, r + 1), sx);
-            r += 2;
-        }
+    // The model's widths take whole words (no tails) in an assembly loop.
+    let words = xq.get(..cols).filter(|_| cols.is_multiple_of(4)).map(|x| x.as_chunks::<4>().0);
+    for (out, two) in (&mut outs).zip(&mut pairs) {
+        let (a, b) = two.split_at(cols);
+        let (sa, sb) = match words {
+            Some(xw) => dot2_words(a.as_chunks::<4>().0, b.as_chunks::<4>().0, xw),
+            None => (dot_i8(a, xq), dot_i8(b, xq)),
+        };
+        out[0] = super::row_value1(sa, scales.get(r), sx);
+        out[1] = super::row_value1(sb, scales.get(r + 1), sx);
+        r += 2;
     }
     if let (Some(out), Some(row)) = (outs.into_remainder().first_mut(), pairs.remainder().get(..cols)) {
-        *out = super::row_value1(dot_i8(row, xq), scale(scales, r), sx);
+        *out = super::row_value1(dot_i8(row, xq), scales.get(r), sx);
     }
 }
 
@@ -296,28 +289,6 @@ fn dot2_words(a: &[[i8; 4]], b: &[[i8; 4]], x: &[[i8; 4]]) -> (i32, i32) {
     (acc_a, acc_b)
 }
 
-/// Row `r`'s scale (the same value as [`super::Scales::get`]).
-#[inline(always)]
-fn scale(scales: &super::Scales<'_>, r: usize) -> f32 {
-    if let super::Scales::F16(s) = scales {
-        let Some(h) = s.get(r) else { return 0.0 };
-        return f16_to_f32(h.to_bits());
-    }
-    scales.get(r)
-}
-
-/// An f16 (its bits) as f32, exactly: normal values by rebiasing the exponent in place, the
-/// rest by the portable conversion.
-#[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
-    let h = h as u32;
-    // Exponent 1..=30 (normal): rebias it by 127 - 15 in place; sign moves to bit 31.
-    if (h & 0x7C00).wrapping_sub(0x0400) < 0x7800 {
-        return f32::from_bits(((h & 0x8000) << 16) | (((h & 0x7FFF) << 13) + (112 << 23)));
-    }
-    super::f16_to_f32(half::f16::from_bits(h as u16))
-}
-
 /// One DSP instruction on registers: `$op rd, rn` (optionally `, ror #8`).
 macro_rules! dsp1 {
     ($name:ident, $asm:literal) => {
@@ -369,39 +340,34 @@ pub(super) fn i4_rows(
     }
     // The per-8-input table sized to the row where the model's widths allow (zeroing the
     // largest one cost as much as filling it).
+    let xq = xq.get(..cols).unwrap_or(xq);
+    let rows = |table: &[[u32; 5]]| i4_rows_with(packed, cols, group, table, scales, sx, y);
     match cols / 8 {
-        4 => i4_rows_n::<4>(packed, cols, group, xq, scales, sx, y),
-        8 => i4_rows_n::<8>(packed, cols, group, xq, scales, sx, y),
-        16 => i4_rows_n::<16>(packed, cols, group, xq, scales, sx, y),
-        32 => i4_rows_n::<32>(packed, cols, group, xq, scales, sx, y),
-        blocks if blocks <= 64 => i4_rows_n::<64>(packed, cols, group, xq, scales, sx, y),
+        4 => with_table::<4>(xq, rows),
+        8 => with_table::<8>(xq, rows),
+        16 => with_table::<16>(xq, rows),
+        32 => with_table::<32>(xq, rows),
+        blocks if blocks <= 64 => with_table::<64>(xq, rows),
         _ => return false,
     }
     true
 }
 
-/// [`i4_rows`] with a table of at most `BLOCKS` entries of 8 inputs. Not inlined: each
-/// width's table then lives only in its own frame, not all of them in the caller's.
+/// Calls `rows` with the table of [`i4_rows`] for the first `BLOCKS` · 8 inputs of `xq`: per
+/// 8 inputs, the halfword pairs that meet the nibbles ([x0 x4], [x2 x6], [x1 x5], [x3 x7],
+/// sign-extended once here, not once per row), then 8 · Σ x (the nibble offset). Not
+/// inlined: each size's table then lives only in its own frame, not all of them in the
+/// caller's.
 #[inline(never)]
-fn i4_rows_n<const BLOCKS: usize>(
-    packed: &[u8],
-    cols: usize,
-    group: usize,
-    xq: &[i8],
-    scales: &super::Scales<'_>,
-    sx: f32,
-    y: &mut [f32],
-) {
-    // Per 8 inputs: the halfword pairs that meet the nibbles ([x0 x4], [x2 x6], [x1 x5],
-    // [x3 x7], sign-extended once here, not once per row), then 8 · Σ x (the nibble offset).
+fn with_table<const BLOCKS: usize>(xq: &[i8], rows: impl FnOnce(&[[u32; 5]])) {
     let mut table = [[0u32; 5]; BLOCKS];
-    for (b, t) in xq.chunks_exact(8).zip(table.iter_mut()).take(cols / 8) {
+    for (b, t) in xq.chunks_exact(8).zip(table.iter_mut()) {
         let even = u32::from_le_bytes([b[0] as u8, b[2] as u8, b[4] as u8, b[6] as u8]);
         let odd = u32::from_le_bytes([b[1] as u8, b[3] as u8, b[5] as u8, b[7] as u8]);
         let offset = 8 * b.iter().map(|&v| v as i32).sum::<i32>();
         *t = [sxtb16(even), sxtb16_ror8(even), sxtb16(odd), sxtb16_ror8(odd), offset as u32];
     }
-    i4_rows_with(packed, cols, group, table.get(..cols / 8).unwrap_or(&table), scales, sx, y);
+    rows(table.get(..xq.len() / 8).unwrap_or(&table));
 }
 
 /// The rows of [`i4_rows`] against a filled table (one entry per 8 columns): the assembly
@@ -445,7 +411,7 @@ fn i4_rows_with(
             acc = smlad(uxtb16_ror8(hi), t[3], acc);
             left -= 1;
             if left == 0 {
-                sum += acc as f32 * scale(scales, g);
+                sum += acc as f32 * scales.get(g);
                 (acc, left, g) = (0, per_group, g + 1);
             }
         }
