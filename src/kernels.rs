@@ -735,15 +735,19 @@ mod tests {
         }
     }
 
+    /// Uniform noise in [-0.5, 0.5) from `seed`, if this CPU has AVX2 (the tests comparing
+    /// the AVX2 kernels with the portable ones have nothing to compare without it).
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_and_noise(seed: u64) -> Option<impl FnMut() -> f32> {
+        let mut rng = crate::Rng::new(seed);
+        std::is_x86_feature_detected!("avx2").then(move || move || rng.next_f32() - 0.5)
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     #[allow(unsafe_code)]
     fn avx2_quantize_gives_the_portable_bits() {
-        if !std::is_x86_feature_detected!("avx2") {
-            return;
-        }
-        let mut rng = crate::Rng::new(7);
-        let mut next = || rng.next_f32() - 0.5;
+        let Some(mut next) = avx2_and_noise(7) else { return };
         for n in [0, 1, 7, 8, 31, 32, 33, 64, 100, 128, 256] {
             for scale in [1e-30f32, 1e-3, 1.0, 1e4, 3e38] {
                 let mut x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
@@ -769,11 +773,7 @@ mod tests {
     #[test]
     #[allow(unsafe_code)]
     fn avx2_f32_products_give_the_portable_bits() {
-        if !std::is_x86_feature_detected!("avx2") {
-            return;
-        }
-        let mut rng = crate::Rng::new(11);
-        let mut next = || rng.next_f32() - 0.5;
+        let Some(mut next) = avx2_and_noise(11) else { return };
         for (rows, cols) in [(1, 8), (7, 5), (8, 64), (13, 64), (16, 19), (24, 128), (3, 200)] {
             let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
             let n = 7;

@@ -471,12 +471,9 @@ pub(super) unsafe fn i4_rows_64(
     sx: f32,
     y: &mut [f32],
 ) {
-    // SAFETY (both): forwarded contract; VNNI was enabled by `enable_avx512_vnni`.
-    if vnni() {
-        unsafe { i4_blocks_vnni(packed, cols, group, xq, scales, sx, y) }
-    } else {
-        unsafe { i4_blocks_avx2(packed, cols, group, xq, scales, sx, y) }
-    }
+    let body: I4Blocks = if vnni() { i4_blocks_vnni } else { i4_blocks_avx2 };
+    // SAFETY: forwarded contract; VNNI (when taken) was enabled by `enable_avx512_vnni`.
+    unsafe { body(packed, cols, group, xq, scales, sx, y) }
 }
 
 /// `y[r..r + n] = rows[..n]`: a whole block as one fixed-size copy (a vector store, not a
@@ -524,6 +521,9 @@ fn nibble_dot(acc: __m256i, lo: __m256i, hi: __m256i, xe: __m256i, xo: __m256i) 
 fn nibble_dot_vnni(acc: __m256i, lo: __m256i, hi: __m256i, xe: __m256i, xo: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, xe), hi, xo)
 }
+
+/// The signature of [`i4_rows_64`]'s bodies, one per set of target features.
+type I4Blocks = unsafe fn(&[u8], usize, usize, &mut [i8], &[f16], f32, &mut [f32]);
 
 /// Stamps out the body of [`i4_rows_64`] for one set of target features and its `$dot`.
 macro_rules! i4_blocks {
