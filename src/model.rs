@@ -365,7 +365,9 @@ impl<'a> Model<'a> {
             let p = &layer.ssm;
             layer_norms(s.x, &p.norm, eps, s.h, d, n);
             // [u | g] = in_proj · h; tokens before `skip` need only u (g gates what they skip).
-            p.in_proj.top(di).matmul(s.h, d, s.ug, 2 * di, skip, s.xq);
+            if skip > 0 {
+                p.in_proj.top(di).matmul(s.h, d, s.ug, 2 * di, skip, s.xq);
+            }
             let (h, ug) = (s.h.get(skip * d..).unwrap_or_default(), s.ug.get_mut(skip * 2 * di..).unwrap_or_default());
             p.in_proj.matmul(h, d, ug, 2 * di, m, s.xq);
 
@@ -448,9 +450,10 @@ impl<'a> Model<'a> {
                         // `picked` indexes `s.z` (from `top_k`), so `get` is always `Some`.
                         let z = |i: usize| s.z.get(i).copied().unwrap_or(f32::NEG_INFINITY);
                         let max = picked.iter().map(|&i| z(i)).fold(f32::NEG_INFINITY, f32::max);
-                        let total: f32 = picked.iter().map(|&i| exp_nonpositive(z(i) - max)).sum();
-                        for &i in &picked {
-                            let weight = exp_nonpositive(z(i) - max) / total;
+                        let e: Vec<f32, MAX_EXPERTS> = picked.iter().map(|&i| exp_nonpositive(z(i) - max)).collect();
+                        let total: f32 = e.iter().sum();
+                        for (&i, e) in picked.iter().zip(&e) {
+                            let weight = e / total;
                             if let Some(expert) = self.experts.get(first + i) {
                                 expert.apply(h, s.hidden, hid, s.acc, 1, s.xq);
                                 for (x, y) in x.iter_mut().zip(s.acc.iter()) {
