@@ -1,6 +1,6 @@
 //! `itera-pack`: checkpoint → blob converter and blob inspector.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -166,6 +166,21 @@ enum Cmd {
     },
 }
 
+/// Writes a finished blob to `output` and reads it back for its report (parse only:
+/// quantized dtypes need not run in this build of the core). A blob that does not parse
+/// back is a packer bug.
+fn write_blob(output: &Path, bytes: &[u8]) -> anyhow::Result<(inspect::AlignedBytes, inspect::Report)> {
+    std::fs::write(output, bytes).with_context(|| format!("cannot write {}", output.display()))?;
+    let aligned = inspect::AlignedBytes::from(bytes);
+    let report = inspect::report(&aligned).context("the blob just written does not parse back (packer bug)")?;
+    Ok((aligned, report))
+}
+
+/// "N bytes, arena N bytes, N tensors": what `convert` and `synth` say of a written blob.
+fn sizes(r: &inspect::Report) -> String {
+    format!("{} bytes, arena {} bytes, {} tensors", r.blob_bytes, r.arena_bytes, r.tensors.len())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, emit_rust, json } => {
@@ -176,11 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let bytes = itera_pack::convert_file(&checkpoint, &opts)
                 .with_context(|| format!("cannot convert {}", checkpoint.display()))?;
-            std::fs::write(&output, &bytes).with_context(|| format!("cannot write {}", output.display()))?;
-            // Parse only: quantized dtypes need not run in this build of the core.
-            let aligned = inspect::AlignedBytes::from(bytes.as_slice());
-            itera_edge::Blob::parse(&aligned).context("the blob just written does not parse back (packer bug)")?;
-            let report = inspect::report(&aligned).context("the blob just written does not parse back (packer bug)")?;
+            let (aligned, report) = write_blob(&output, &bytes)?;
             if let Some(path) = &emit_rust {
                 let consts = itera_pack::emit::rust_consts(&aligned)
                     .context("cannot compute the constants: this build of the core cannot run the blob")?;
@@ -189,13 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
-                    "wrote {} ({} bytes, arena {} bytes, {} tensors)",
-                    output.display(),
-                    report.blob_bytes,
-                    report.arena_bytes,
-                    report.tensors.len()
-                );
+                println!("wrote {} ({})", output.display(), sizes(&report));
                 let quantized: Vec<_> = report.tensors.iter().filter_map(|t| t.sqnr_db.map(|d| (t, d))).collect();
                 if let Some((worst, db)) = quantized.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
                     println!(
@@ -210,22 +215,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Synth { shape, seed, output, quant, json } => {
             let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
             let bytes = itera_pack::synthetic::synth_blob(shape, seed, &quant)?;
-            std::fs::write(&output, &bytes).with_context(|| format!("cannot write {}", output.display()))?;
-            let aligned = inspect::AlignedBytes::from(bytes.as_slice());
-            let report = inspect::report(&aligned).context("the blob just written does not parse back (packer bug)")?;
+            let (_, report) = write_blob(&output, &bytes)?;
             let parameters = itera_pack::synthetic::param_count(&shape.config());
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["parameters"] = serde_json::json!(parameters);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
-                    "wrote {} (synthetic {shape}, seed {seed}: {parameters} parameters; {} bytes, arena {} bytes, {} tensors)",
-                    output.display(),
-                    report.blob_bytes,
-                    report.arena_bytes,
-                    report.tensors.len()
-                );
+                let what = format!("synthetic {shape}, seed {seed}: {parameters} parameters");
+                println!("wrote {} ({what}; {})", output.display(), sizes(&report));
             }
         }
         Cmd::Keygen { output } => {
