@@ -390,8 +390,7 @@ mod tests {
     }
 
     fn tiny_blob(config: &itera_edge::Config) -> AlignedBytes {
-        let sd = itera_pack::synthetic::state_dict(config, 4);
-        AlignedBytes::from(itera_pack::convert::build(&sd, &Default::default()).unwrap().finish().unwrap().as_slice())
+        crate::engine::tests::tiny_blob(config, 4)
     }
 
     #[test]

@@ -122,11 +122,13 @@ pub fn select_kernels() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tiny_blob() -> AlignedBytes {
-        let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 3);
+    /// A small f32 blob of `config` with seeded weights, packed by the real packer (the
+    /// crate's unit tests share it).
+    pub(crate) fn tiny_blob(config: &itera_edge::Config, seed: u64) -> AlignedBytes {
+        let sd = itera_pack::synthetic::state_dict(config, seed);
         let bytes = itera_pack::convert::build(&sd, &Default::default()).unwrap().finish().unwrap();
         AlignedBytes::from(bytes.as_slice())
     }
@@ -141,7 +143,7 @@ mod tests {
 
     #[test]
     fn logits_have_one_row_per_token_and_bad_ids_are_refused() {
-        let bytes = tiny_blob();
+        let bytes = tiny_blob(&itera_pack::synthetic::tiny_config(), 3);
         let model = open_model(&bytes).unwrap();
         let vocab = model.config().vocab as usize;
         let mut calls = 0;
