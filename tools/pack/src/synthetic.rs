@@ -15,25 +15,34 @@ use crate::quant::QuantPolicy;
 use crate::writer::TokenizerTable;
 use crate::PackOptions;
 
-/// The shape of `itera_lite_micro_distilled.pt`: vocab 2000, d 64, 3 layers (layer 1 MoE with
-/// 4 experts of width 32, top-2), d_inner 128, state 8, conv 4, 128 positions, tied head.
-pub fn micro_config() -> Config {
+/// An Itera-Lite configuration from what the papers publish (vocab, width, depth, state
+/// size, experts and their width); the rest is the same for every published shape, as in the
+/// released micro checkpoint: `d_inner = 2·d`, conv kernel 4, 128 positions, MoE on every
+/// other layer starting at layer 1, top-2 routing, plain FFN layers as wide as one expert,
+/// LayerNorm eps 1e-5, `lm_head` tied to the embedding.
+fn published(vocab: u32, d_model: u32, n_layers: u32, d_state: u32, n_experts: u32, expert_hidden: u32) -> Config {
     Config {
-        vocab: 2000,
-        d_model: 64,
-        n_layers: 3,
-        d_inner: 128,
-        d_state: 8,
+        vocab,
+        d_model,
+        n_layers,
+        d_inner: 2 * d_model,
+        d_state,
         conv_kernel: 4,
         max_seq: 128,
-        ffn_hidden: 32,
-        n_experts: 4,
-        expert_hidden: 32,
+        ffn_hidden: expert_hidden,
+        n_experts,
+        expert_hidden,
         top_k: 2,
-        moe_layers: 0b010,
+        moe_layers: 0xAAAA_AAAA & ((1u32 << n_layers) - 1),
         norm_eps: 1e-5,
         tied_lm_head: true,
     }
+}
+
+/// The shape of `itera_lite_micro_distilled.pt`: vocab 2000, d 64, 3 layers (layer 1 MoE with
+/// 4 experts of width 32, top-2), d_inner 128, state 8, conv 4, 128 positions, tied head.
+pub fn micro_config() -> Config {
+    published(2000, 64, 3, 8, 4, 32)
 }
 
 /// The published tiny configuration (the authors' headline CPU model): vocab 8000, d 128,
@@ -42,52 +51,18 @@ pub fn micro_config() -> Config {
 ///
 /// Not to be confused with [`tiny_config`], the very small config of the unit tests.
 pub fn published_tiny_config() -> Config {
-    Config {
-        vocab: 8000,
-        d_model: 128,
-        n_layers: 4,
-        d_inner: 256,
-        d_state: 8,
-        conv_kernel: 4,
-        max_seq: 128,
-        ffn_hidden: 64,
-        n_experts: 4,
-        expert_hidden: 64,
-        top_k: 2,
-        moe_layers: 0b1010,
-        norm_eps: 1e-5,
-        tied_lm_head: true,
-    }
+    published(8000, 128, 4, 8, 4, 64)
 }
 
 /// The published small configuration: vocab 16000, d 256, 6 layers (layers 1, 3 and 5 MoE
 /// with 8 experts of width 128, top-2; layers 0, 2 and 4 a plain FFN of width 128), d_inner
 /// 512, state 16, conv 4, 128 positions, tied head: 9,963,104 parameters.
 pub fn small_config() -> Config {
-    Config {
-        vocab: 16000,
-        d_model: 256,
-        n_layers: 6,
-        d_inner: 512,
-        d_state: 16,
-        conv_kernel: 4,
-        max_seq: 128,
-        ffn_hidden: 128,
-        n_experts: 8,
-        expert_hidden: 128,
-        top_k: 2,
-        moe_layers: 0b10_1010,
-        norm_eps: 1e-5,
-        tied_lm_head: true,
-    }
+    published(16000, 256, 6, 16, 8, 128)
 }
 
-/// A published Itera-Lite configuration, for `itera-pack synth --shape`.
-///
-/// The papers give vocab, width, depth, state size and experts; the rest is the same for all
-/// three, as in the released micro checkpoint: `d_inner = 2·d`, conv kernel 4, 128 positions,
-/// MoE on every other layer starting at layer 1, top-2 routing, plain FFN layers as wide as
-/// one expert, LayerNorm eps 1e-5, `lm_head` tied to the embedding.
+/// A published Itera-Lite configuration, for `itera-pack synth --shape` (see [`published`]
+/// for what the three share).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Shape {
     /// vocab 2000, d 64, 3 layers, state 8, 4 experts x 32 (the micro checkpoint's shape).
