@@ -272,23 +272,13 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
                 }
             }
         }
-        let (dtype, _) = policy.resolve(&name, e.role, qint8);
         let cols = e.shape[1] as usize;
-        // Rows narrower than one int4 group (the SSM's `C`, d_inner x N) gain nothing from
-        // 4 bits (one f16 scale per row) and run slowly: they take int8 instead.
-        let dtype = if matches!(dtype, QDType::Int4 | QDType::Int4G8) && cols < quant::INT4_GROUP {
-            QDType::Int8
-        } else {
-            dtype
-        };
+        let dtype = policy.dtype_for(&name, e.role, qint8, cols);
         let payload = match (&t.data, dtype) {
             (TensorData::QInt8 { q, scale, zero_point }, QDType::Int8) => {
                 keep_qint8(q, *scale, *zero_point, e.shape, policy.preset == Preset::Keep)
             }
-            // The position table is only ever looked up, never multiplied: finer scales
-            // cost little and keep positions apart (measured: top-1 vs f32 on tiny).
-            (_, QDType::Int8) if e.role == Role::Position => quant::quantize_int8_groups(&values, cols, 32),
-            (_, dtype) => quant::quantize(&values, cols, dtype),
+            (_, dtype) => quant::quantize_role(e.role, &values, cols, dtype),
         };
         if dtype != QDType::F32 {
             let deq = quant::dequantize(&payload, cols).unwrap_or_default();

@@ -132,8 +132,10 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "blob:   {} bytes ({} bytes of weights)", r.blob_bytes, r.weight_bytes);
     let _ = writeln!(
         s,
-        "arena:  {} bytes per session ({} to prefill in blocks of 8 tokens)",
-        r.arena_bytes, r.prefill_arena_bytes
+        "arena:  {} bytes per session ({} to prefill in blocks of {} tokens)",
+        r.arena_bytes,
+        r.prefill_arena_bytes,
+        itera_edge::model::PREFILL_BLOCK
     );
     let _ = writeln!(s, "macs:   {} per token", r.macs_per_token);
     let _ = writeln!(s, "config: {}", r.config);
