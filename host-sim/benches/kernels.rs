@@ -31,14 +31,11 @@ use half::f16;
 use itera_edge::kernels::{Matrix, Scales, Weights};
 use itera_edge::{Model, Rng, Session};
 use itera_pack::inspect::AlignedBytes;
-use itera_pack::quant::QuantPolicy;
+use itera_pack::quant::{QuantPolicy, INT4_GROUP as I4_GROUP};
 use itera_pack::synthetic::{synth_blob, Shape};
 
 /// `(rows, cols)` of the benchmarked matrices.
 const SHAPES: [(usize, usize); 6] = [(256, 64), (128, 128), (64, 128), (2000, 64), (512, 128), (8000, 128)];
-
-/// Int4 elements per scale, as the `int4` preset stores them.
-const I4_GROUP: usize = 32;
 
 fn random_f32(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| scale * (2.0 * rng.next_f32() - 1.0)).collect()
