@@ -296,8 +296,9 @@ impl<'a> Matrix<'a> {
                 if let (true, 8 | 32, Scales::F16(s)) =
                     (x86::avx2() && n == cols && cols.is_multiple_of(64) && cols <= 512, group, scales)
                 {
-                    // SAFETY: AVX2 and F16C are present; the sizes were checked by `Matrix::new`.
-                    unsafe { x86::i4_rows_64(packed, cols, group, xq, s, sx, y) };
+                    // SAFETY: AVX2 and F16C are present (VNNI where `i4_rows_64` takes it); the
+                    // sizes were checked by `Matrix::new` and above.
+                    unsafe { x86::i4_rows_64()(packed, cols, group, xq, s, sx, y) };
                     return;
                 }
                 #[cfg(target_arch = "x86_64")]

@@ -336,7 +336,7 @@ pub(super) unsafe fn i4_rows(packed: &[u8], cols: usize, xq: &mut [i8], scales: 
         g.copy_from_slice(&even_odd);
     }
     let xq = &*xq;
-    // Wider rows with f16 scales take `i4_rows_64`; what reaches here is 32 columns (the
+    // Wider rows with f16 scales take `i4_rows_64()`; what reaches here is 32 columns (the
     // experts' w2) or an unusual shape or scale type.
     // SAFETY (both arms): as this function's contract; `cols` is the arm's width.
     match cols {
@@ -448,8 +448,8 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
     }
 }
 
-/// Int4 rows in blocks of 64 columns, groups of 8 or 32 with f16 scales: one 32-byte load
-/// holds a row's 64 values. The nibbles are used unsigned (`q + 8`: the top bit flipped), so
+/// `(packed, cols, group, xq, scales, sx, y)`: int4 rows in blocks of 64 columns, groups of
+/// 8 or 32 with f16 scales: one 32-byte load holds a row's 64 values. The nibbles are used unsigned (`q + 8`: the top bit flipped), so
 /// `vpmaddubsw`/`vpdpbusd` take them as they are, and `8 · Σ x` per 8 columns (the same for
 /// every row) is subtracted once: each `i32` lane is then the exact sum of 8 columns.
 /// `Σ_g acc_g · scale_g` then runs in group order, lane by lane, as [`super::row_value`]:
@@ -461,19 +461,16 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
 /// Needs AVX2 and F16C. `cols` is a multiple of 64 (at most 512), `group` 8 or 32;
 /// `packed` holds `y.len()` rows of `cols / 2` bytes, `xq` `cols` values, `scales`
 /// `y.len() · cols / group`.
-#[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn i4_rows_64(
-    packed: &[u8],
-    cols: usize,
-    group: usize,
-    xq: &mut [i8],
-    scales: &[f16],
-    sx: f32,
-    y: &mut [f32],
-) {
-    let body: I4Blocks = if vnni() { i4_blocks_vnni } else { i4_blocks_avx2 };
-    // SAFETY: forwarded contract; VNNI (when taken) was enabled by `enable_avx512_vnni`.
-    unsafe { body(packed, cols, group, xq, scales, sx, y) }
+pub(super) type I4Blocks = unsafe fn(&[u8], usize, usize, &mut [i8], &[f16], f32, &mut [f32]);
+
+/// The [`I4Blocks`] for this machine: with AVX-512 VNNI's `vpdpbusd` where it was enabled,
+/// else AVX2's `vpmaddubsw`.
+pub(super) fn i4_rows_64() -> I4Blocks {
+    if vnni() {
+        i4_blocks_vnni
+    } else {
+        i4_blocks_avx2
+    }
 }
 
 /// `y[r..r + n] = rows[..n]`: a whole block as one fixed-size copy (a vector store, not a
@@ -522,16 +519,13 @@ fn nibble_dot_vnni(acc: __m256i, lo: __m256i, hi: __m256i, xe: __m256i, xo: __m2
     _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, xe), hi, xo)
 }
 
-/// The signature of [`i4_rows_64`]'s bodies, one per set of target features.
-type I4Blocks = unsafe fn(&[u8], usize, usize, &mut [i8], &[f16], f32, &mut [f32]);
-
-/// Stamps out the body of [`i4_rows_64`] for one set of target features and its `$dot`.
+/// Stamps out an [`I4Blocks`] for one set of target features and its `$dot`.
 macro_rules! i4_blocks {
     ($name:ident, $features:literal, $dot:ident) => {
-        /// The body of [`i4_rows_64`].
+        /// An [`I4Blocks`].
         ///
         /// # Safety
-        /// As [`i4_rows_64`].
+        /// As [`I4Blocks`].
         #[target_feature(enable = $features)]
         unsafe fn $name(
             packed: &[u8],
