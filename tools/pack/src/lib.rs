@@ -22,7 +22,16 @@ pub use convert::{ConvertError, PackOptions};
 
 /// Reads a checkpoint file and returns the blob bytes.
 pub fn convert_file(path: &Path, opts: &PackOptions) -> anyhow::Result<Vec<u8>> {
-    let sd = checkpoint::load(path)?;
+    convert_file_within(path, opts, &checkpoint::MemoryBudget::default())
+}
+
+/// [`convert_file`], reading the checkpoint within `budget`.
+pub fn convert_file_within(
+    path: &Path,
+    opts: &PackOptions,
+    budget: &checkpoint::MemoryBudget,
+) -> anyhow::Result<Vec<u8>> {
+    let sd = checkpoint::load_within(path, budget)?;
     let mut opts = opts.clone();
     let source = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     opts.meta.insert(0, ("source".into(), source));

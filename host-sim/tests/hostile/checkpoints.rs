@@ -1,0 +1,1 @@
+//! Hostile checkpoints (`.pt` zips, pickles, safetensors) against the packer's readers.

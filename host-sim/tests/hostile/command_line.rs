@@ -1,0 +1,1 @@
+//! Hostile command lines against `itera-sim`: absurd sizes and flags.

@@ -1,0 +1,33 @@
+//! The hostile-input suite: checkpoints, blobs, tokenizers, key files and command lines made
+//! by code (nothing binary is committed), each run through `itera-pack` or `itera-sim` as a
+//! child process. Every case asserts the exit code (1 for a refusal; never 101, 134 or 139),
+//! the class of its one-line message, that no output file is left behind, and a peak RSS
+//! within 256 MB + 2x the input's size (`support`).
+//!
+//! One module per part of the toolchain a case attacks; each case names its class (the
+//! numbered list of docs/SECURITY.md, "Hostile input").
+
+mod support;
+
+mod blobs;
+mod checkpoints;
+mod command_line;
+mod packer;
+
+use support::{tiny_tensors, Case, Class, Scratch, Tool};
+
+/// The harness's own `.pt` writer makes checkpoints the packer reads: without this, a
+/// refusal in the cases below could be the harness's bug, not the input's.
+#[test]
+fn the_harness_checkpoint_packs_cleanly() {
+    let s = Scratch::new("harness");
+    let pt = s.write("tiny.pt", &support::pt_bytes(&tiny_tensors()));
+    let out = s.path("tiny.itb");
+    let o = Case::new(Class::Messages, "harness checkpoint packs", Tool::Pack)
+        .args(["convert".as_ref(), pt.as_os_str(), "-o".as_ref(), out.as_os_str()])
+        .input(&pt)
+        .run();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(out.is_file());
+    assert!(o.peak_rss > 0, "wait4 reported no RSS");
+}

@@ -1,0 +1,484 @@
+//! The hostile-input harness: runs `itera-pack` or `itera-sim` as a child on an input made
+//! by code, and asserts what every case must hold: a clean exit (1 for a refusal, never a
+//! panic's 101 or a signal's 134/139), a one-line message of the expected class, no output
+//! file left behind, and a peak resident set within 256 MB + 2x the input's size (measured
+//! by `wait4`'s rusage of that child alone).
+//!
+//! With `ITERA_HOSTILE_REPORT=FILE` set, each case appends one JSON line (class, case,
+//! exit code, peak RSS) to FILE; `scripts/test` summarises it per class.
+
+// Not every module uses every builder.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The classes of hostile input, numbered as there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// 1. Damaged zip entries (CRC-32, sizes).
+    ZipIntegrity = 1,
+    /// 2. Zero points and scales out of range.
+    QuantParams = 2,
+    /// 3. Inputs that would need unbounded memory.
+    MemoryBudget = 3,
+    /// 4. Tokenizers that do not fit the model.
+    TokenizerFit = 4,
+    /// 5. Control characters in untrusted strings.
+    TerminalEscapes = 5,
+    /// 6. Absurd command-line sizes.
+    CommandLineSizes = 6,
+    /// 7. Key files: permissions and kind.
+    Keys = 7,
+    /// 8. Output files: never over the input, never partial.
+    Outputs = 8,
+    /// 9. Format laxity: duplicates, overlaps, reserved bytes.
+    FormatLaxity = 9,
+    /// 10. Messages a user can act on.
+    Messages = 10,
+}
+
+/// Which binary a case runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Tool {
+    /// `itera-pack`.
+    Pack,
+    /// `itera-sim`.
+    Sim,
+}
+
+/// The `itera-sim` binary under test.
+const SIM_BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
+
+/// `itera-pack`, built beside `itera-sim` by `cargo test --workspace` (the packer's own
+/// tests need it); `ITERA_PACK` overrides.
+fn pack_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ITERA_PACK") {
+        return PathBuf::from(p);
+    }
+    let sim = Path::new(SIM_BIN);
+    let pack = sim.with_file_name(format!("itera-pack{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        pack.is_file(),
+        "{} is missing: build it first (cargo build -p itera-pack --release, or cargo test --workspace)",
+        pack.display()
+    );
+    pack
+}
+
+/// Peak memory allowed to a case: 256 MB plus twice the hostile input's size.
+pub fn rss_bound(input_bytes: u64) -> u64 {
+    256_000_000 + 2 * input_bytes
+}
+
+/// Longest a case may run before it counts as a hang.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Address-space cap on the child, so that a regression fails one case (a refused
+/// allocation aborts: exit 134) instead of taking the machine's memory.
+const ADDRESS_SPACE_CAP: u64 = 4 << 30;
+
+/// One hostile case: a command line, the input it attacks with, what it must not leave.
+pub struct Case {
+    class: Class,
+    name: String,
+    tool: Tool,
+    args: Vec<OsString>,
+    input_bytes: u64,
+    must_not_exist: Vec<PathBuf>,
+}
+
+/// What a child did.
+pub struct Outcome {
+    /// Exit code; 128 + signal number when a signal ended it.
+    pub code: i32,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// Peak resident set, bytes.
+    pub peak_rss: u64,
+}
+
+impl Case {
+    /// A case of `class`, named `name` in reports, running `tool`.
+    pub fn new(class: Class, name: &str, tool: Tool) -> Case {
+        Case { class, name: name.to_string(), tool, args: Vec::new(), input_bytes: 0, must_not_exist: Vec::new() }
+    }
+
+    /// Appends command-line arguments.
+    pub fn args<I, S>(mut self, args: I) -> Case
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The hostile input file: its size sets the memory bound.
+    pub fn input(mut self, path: &Path) -> Case {
+        self.input_bytes += std::fs::metadata(path).map_or(0, |m| m.len());
+        self
+    }
+
+    /// A path that must not exist after the run (an output the command must not write).
+    pub fn no_output(mut self, path: &Path) -> Case {
+        self.must_not_exist.push(path.to_path_buf());
+        self
+    }
+
+    /// Runs the case and checks what every case must hold (no crash, the memory bound,
+    /// no forbidden output); returns what the child did.
+    pub fn run(&self) -> Outcome {
+        let bin = match self.tool {
+            Tool::Pack => pack_bin(),
+            Tool::Sim => PathBuf::from(SIM_BIN),
+        };
+        let out = spawn_measured(&bin, &self.args);
+        self.report(&out);
+        let what = format!("{:?} case '{}'", self.class, self.name);
+        assert!(
+            out.code == 0 || out.code == 1 || out.code == 2,
+            "{what}: exit {} (a crash), stderr: {}",
+            out.code,
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{what}: panicked: {}", out.stderr);
+        assert!(
+            out.peak_rss <= rss_bound(self.input_bytes),
+            "{what}: peak RSS {} bytes over the bound {} (input {} bytes)",
+            out.peak_rss,
+            rss_bound(self.input_bytes),
+            self.input_bytes
+        );
+        for p in &self.must_not_exist {
+            assert!(!p.exists(), "{what}: left {} behind", p.display());
+        }
+        out
+    }
+
+    /// Runs the case and requires a refusal: exit 1 and exactly one `error:` line, the last
+    /// line of stderr, of at most 400 characters, holding every one of `needles` (the
+    /// message's class: what went wrong, where, what to do).
+    pub fn refused(&self, needles: &[&str]) -> Outcome {
+        let out = self.run();
+        let what = format!("{:?} case '{}'", self.class, self.name);
+        assert_eq!(out.code, 1, "{what}: expected a refusal (exit 1), stdout: {} stderr: {}", out.stdout, out.stderr);
+        let line = error_line(&out.stderr).unwrap_or_else(|| panic!("{what}: no single error line in: {}", out.stderr));
+        assert!(line.chars().count() <= 400, "{what}: the message is {} characters: {line}", line.chars().count());
+        assert!(!line.chars().any(|c| c.is_control()), "{what}: control characters in: {line:?}");
+        for n in needles {
+            assert!(line.contains(n), "{what}: expected '{n}' in: {line}");
+        }
+        out
+    }
+
+    /// Appends this case's line to `$ITERA_HOSTILE_REPORT`, if set.
+    fn report(&self, out: &Outcome) {
+        let Some(path) = std::env::var_os("ITERA_HOSTILE_REPORT") else { return };
+        let line = serde_json::json!({
+            "class": self.class as u8,
+            "case": self.name,
+            "exit": out.code,
+            "peak_rss": out.peak_rss,
+            "input_bytes": self.input_bytes,
+        });
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            // One write per line: O_APPEND keeps parallel tests' lines whole.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+}
+
+/// The one `error:` line of a refusal, if it is the last line and the only such line.
+pub fn error_line(stderr: &str) -> Option<&str> {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let errors = lines.iter().filter(|l| l.starts_with("error:")).count();
+    match lines.last() {
+        Some(last) if errors == 1 && last.starts_with("error: ") => Some(last),
+        _ => None,
+    }
+}
+
+/// Runs `bin args` with no stdin, collecting its output, and reaps it with `wait4` to read
+/// its own peak RSS. Kills it after [`TIMEOUT`].
+fn spawn_measured(bin: &Path, args: &[OsString]) -> Outcome {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is
+    // async-signal-safe, on a struct on its own stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: ADDRESS_SPACE_CAP, rlim_max: ADDRESS_SPACE_CAP };
+            libc::setrlimit(libc::RLIMIT_AS, &lim);
+            Ok(())
+        });
+    }
+    // Reaped by `wait4` below (for its rusage), not by `Child::wait`.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let pid = child.id() as libc::pid_t;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let start = Instant::now();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own unreaped child; status and usage are valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4 failed: {}", std::io::Error::last_os_error());
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            panic!("{} {:?} ran past {} s (a hang)", bin.display(), args, TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+    Outcome {
+        code,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        // Linux reports ru_maxrss in KiB.
+        peak_rss: (usage.ru_maxrss as u64) * 1024,
+    }
+}
+
+/// A fresh folder, unique per process and case, removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new folder named after `kind`.
+    pub fn new(kind: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("itera-hostile-{kind}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Scratch(dir)
+    }
+
+    /// A path inside the folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `bytes` to `name` inside the folder; returns the path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).expect("write a hostile input");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs made by code: PyTorch checkpoints as `torch.save` writes them.
+// ---------------------------------------------------------------------------------------
+
+/// One tensor of a hand-made `.pt`.
+pub enum PtTensor {
+    /// A float32 tensor.
+    F32 {
+        /// Dimensions.
+        shape: Vec<usize>,
+        /// Row-major values.
+        data: Vec<f32>,
+    },
+    /// A per-tensor-affine qint8 tensor, with the quantizer parameters exactly as given
+    /// (out-of-range ones included).
+    QInt8 {
+        /// Dimensions.
+        shape: Vec<usize>,
+        /// Row-major quantized values.
+        q: Vec<i8>,
+        /// Scale (any f64, NaN included).
+        scale: f64,
+        /// Zero point (any i64).
+        zero_point: i64,
+    },
+}
+
+impl PtTensor {
+    fn storage_bytes(&self) -> Vec<u8> {
+        match self {
+            PtTensor::F32 { data, .. } => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            PtTensor::QInt8 { q, .. } => q.iter().map(|&v| v as u8).collect(),
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            PtTensor::F32 { shape, .. } | PtTensor::QInt8 { shape, .. } => shape,
+        }
+    }
+}
+
+/// The f32 tensors of a state dict, as [`PtTensor`]s (qint8 ones are kept as qint8).
+pub fn pt_tensors(sd: &itera_pack::checkpoint::StateDict) -> Vec<(String, PtTensor)> {
+    use itera_pack::checkpoint::TensorData;
+    sd.tensors
+        .iter()
+        .map(|(name, t)| {
+            let shape = t.shape.clone();
+            let tensor = match &t.data {
+                TensorData::F32(data) => PtTensor::F32 { shape, data: data.clone() },
+                TensorData::QInt8 { q, scale, zero_point } => {
+                    PtTensor::QInt8 { shape, q: q.clone(), scale: *scale, zero_point: *zero_point }
+                }
+                TensorData::I64(v) => PtTensor::F32 { shape, data: v.iter().map(|&x| x as f32).collect() },
+            };
+            (name.clone(), tensor)
+        })
+        .collect()
+}
+
+/// The tiny synthetic model's state dict (seed 1), as [`PtTensor`]s.
+pub fn tiny_tensors() -> Vec<(String, PtTensor)> {
+    pt_tensors(&itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1))
+}
+
+fn pickle_str(p: &mut Vec<u8>, s: &str) {
+    p.push(b'X');
+    p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    p.extend_from_slice(s.as_bytes());
+}
+
+fn pickle_int(p: &mut Vec<u8>, v: i64) {
+    if let Ok(v) = i32::try_from(v) {
+        p.push(b'J');
+        p.extend_from_slice(&v.to_le_bytes());
+    } else {
+        // LONG1: little-endian two's complement, 8 bytes.
+        p.extend_from_slice(&[0x8a, 8]);
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn pickle_tuple(p: &mut Vec<u8>, items: &[usize]) {
+    p.push(b'(');
+    for &d in items {
+        pickle_int(p, d as i64);
+    }
+    p.push(b't');
+}
+
+/// `data.pkl` for `tensors`, as `torch.save(state_dict)` writes it (protocol 2, an
+/// `OrderedDict` of `_rebuild_tensor_v2`/`_rebuild_qtensor` calls over persistent storage
+/// ids "0", "1", ...).
+pub fn state_dict_pickle(tensors: &[(String, PtTensor)]) -> Vec<u8> {
+    let mut p = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        pickle_str(&mut p, name);
+        let (func, storage_type) = match t {
+            PtTensor::F32 { .. } => ("_rebuild_tensor_v2", "FloatStorage"),
+            PtTensor::QInt8 { .. } => ("_rebuild_qtensor", "QInt8Storage"),
+        };
+        p.extend_from_slice(format!("ctorch._utils\n{func}\n(").as_bytes());
+        // Persistent id ('storage', torch.FloatStorage, key, 'cpu', numel).
+        p.push(b'(');
+        pickle_str(&mut p, "storage");
+        p.extend_from_slice(format!("ctorch\n{storage_type}\n").as_bytes());
+        pickle_str(&mut p, &i.to_string());
+        pickle_str(&mut p, "cpu");
+        let shape = t.shape();
+        let numel: usize = shape.iter().product();
+        pickle_int(&mut p, numel as i64);
+        p.extend_from_slice(b"tQ");
+        pickle_int(&mut p, 0);
+        pickle_tuple(&mut p, shape);
+        let mut stride = vec![1usize; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * shape[d + 1];
+        }
+        pickle_tuple(&mut p, &stride);
+        if let PtTensor::QInt8 { scale, zero_point, .. } = t {
+            p.push(b'(');
+            p.extend_from_slice(b"ctorch\nper_tensor_affine\n");
+            p.push(b'G');
+            p.extend_from_slice(&scale.to_be_bytes());
+            pickle_int(&mut p, *zero_point);
+            p.push(b't');
+        }
+        p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend_from_slice(b"u.");
+    p
+}
+
+/// The entries of a `.pt` zip for `tensors`: `archive/data.pkl`, `archive/byteorder` and
+/// one `archive/data/N` per storage, in that order.
+pub fn pt_entries(tensors: &[(String, PtTensor)]) -> Vec<(String, Vec<u8>)> {
+    let mut entries = vec![
+        ("archive/data.pkl".to_string(), state_dict_pickle(tensors)),
+        ("archive/byteorder".to_string(), b"little".to_vec()),
+    ];
+    for (i, (_, t)) in tensors.iter().enumerate() {
+        entries.push((format!("archive/data/{i}"), t.storage_bytes()));
+    }
+    entries
+}
+
+/// A zip of `entries` (name, bytes), each stored (`deflate: false`) or deflated.
+pub fn zip_of(entries: &[(String, Vec<u8>)], deflate: bool) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let method = if deflate { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+    let options = SimpleFileOptions::default().compression_method(method);
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        w.start_file(name.as_str(), options).expect("zip entry");
+        w.write_all(bytes).expect("zip write");
+    }
+    w.finish().expect("zip finish").into_inner()
+}
+
+/// A `.pt` of `tensors`, stored (uncompressed) as `torch.save` writes it.
+pub fn pt_bytes(tensors: &[(String, PtTensor)]) -> Vec<u8> {
+    zip_of(&pt_entries(tensors), false)
+}
+
+/// Where entry `name`'s data starts in `zip` and how many bytes it has there.
+pub fn zip_entry_data(zip: &[u8], name: &str) -> (usize, usize) {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a zip");
+    let entry = archive.by_name(name).expect("the entry");
+    (entry.data_start() as usize, entry.compressed_size() as usize)
+}
+
+/// Offset of the local file header of entry `name` in `zip`.
+pub fn zip_local_header(zip: &[u8], name: &str) -> usize {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a zip");
+    let entry = archive.by_name(name).expect("the entry");
+    entry.header_start() as usize
+}
+
+/// Packs the tiny synthetic model into a blob file in `s` (default options); its path.
+pub fn tiny_blob(s: &Scratch) -> PathBuf {
+    let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1);
+    let bytes = itera_pack::convert::build(&sd, &itera_pack::PackOptions::default())
+        .expect("the tiny model converts")
+        .finish()
+        .expect("the tiny model packs");
+    s.write("tiny.itb", &bytes)
+}
