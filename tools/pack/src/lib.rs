@@ -14,6 +14,7 @@ pub mod quant;
 pub mod sign;
 pub mod synthetic;
 pub mod tokenizer_json;
+pub mod untrusted;
 pub mod writer;
 
 use std::path::Path;
