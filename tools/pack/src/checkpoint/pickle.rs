@@ -146,7 +146,7 @@ pub enum PickleError {
     /// A `GLOBAL`/`STACK_GLOBAL` naming something outside the allow-list.
     // The allow-list itself is in docs/SECURITY.md: printed here it would
     // bury the one name that matters in a kilobyte of names.
-    #[error("pickle global '{name}' is refused without being resolved (not on the allow-list in docs/SECURITY.md); do not torch.load this file: re-export the state dict with torch.save(model.state_dict(), path) or use safetensors")]
+    #[error("pickle global '{name}' is refused unresolved (allow-list: docs/SECURITY.md); do not torch.load this file: re-export the state dict with torch.save(model.state_dict(), path) or use safetensors")]
     GlobalNotAllowed {
         /// `module.name` as written in the file (control characters escaped, long names shortened).
         name: String,
@@ -476,7 +476,7 @@ fn opcode_label(op: u8) -> String {
 /// Shortens and escapes an untrusted name for display (short enough that
 /// the whole message stays one readable line).
 fn display_name(module: &str, name: &str) -> String {
-    const MAX: usize = 100;
+    const MAX: usize = 64;
     let full = crate::untrusted::shown(&format!("{module}.{name}"));
     let mut out: String = full.chars().take(MAX).collect();
     if full.chars().nth(MAX).is_some() {
