@@ -597,6 +597,25 @@ mod tests {
         }
     }
 
+    /// A cause is said once: in the message, not again through `source()`,
+    /// which `{:#}` of an error chain would append a second time.
+    #[test]
+    fn causes_are_in_the_message_not_repeated_as_sources() {
+        use std::error::Error as _;
+        use std::io::Write;
+        let io = load(Path::new("definitely/not/here.pt")).expect_err("missing");
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        w.start_file("a/data.pkl", zip::write::SimpleFileOptions::default()).expect("entry");
+        w.write_all(b"\x80\x02cos\nsystem\n.").expect("write");
+        let zip = w.finish().expect("zip").into_inner();
+        let pickle = load_bytes(&zip, "evil.pt").expect_err("os.system");
+        for err in [io, pickle] {
+            assert!(err.source().is_none(), "{err}");
+            let display = err.to_string();
+            assert_eq!(format!("{:#}", anyhow::Error::new(err)), display);
+        }
+    }
+
     #[test]
     fn missing_file_is_io_error() {
         let err = load(Path::new("definitely/not/here.pt")).expect_err("missing");

@@ -1147,6 +1147,51 @@ mod tests {
     }
 
     #[test]
+    fn value_bytes_are_bounded_not_only_counted() {
+        // A dict of 10,000 pairs copied by OrderedDict(d) 10,000 times: 100 KB of pickle,
+        // within every count limit, that would hold 1.6 GB.
+        let mut p = b"\x80\x02K\x07q\x00ccollections\nOrderedDict\nq\x01}q\x02(".to_vec();
+        p.extend(b"h\x00h\x00".repeat(10_000));
+        p.push(b'u');
+        p.extend(b"h\x01h\x02\x85R".repeat(10_000));
+        p.push(b'.');
+        let err = run(&p).expect_err("copies");
+        assert!(
+            matches!(err, PickleError::MemoryExceeded { limit, needed, .. } if limit == 64 << 20 && needed > limit),
+            "{err}"
+        );
+
+        // Under a limit of its own, a small pickle's count is exact enough to be tight.
+        let small = b"\x80\x02}q\x00(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00bK\x02u.";
+        let bytes = run(small).expect("parses").bytes();
+        assert!(bytes > 0);
+        let tight = Limits { max_bytes: bytes - 1, ..Limits::default() };
+        assert!(matches!(parse(small, ALLOWED, &tight), Err(PickleError::MemoryExceeded { .. })));
+        assert_eq!(
+            parse(small, ALLOWED, &Limits { max_bytes: bytes, ..Limits::default() }).map(|t| t.bytes()),
+            Ok(bytes)
+        );
+
+        // A long APPENDS list grows in counted steps.
+        let mut p = b"\x80\x02]q\x00(".to_vec();
+        p.extend(b"h\x00".repeat(100_000));
+        p.extend_from_slice(b"e.");
+        let limits = Limits { max_bytes: 400_000, ..Limits::default() };
+        assert!(matches!(parse(&p, ALLOWED, &limits), Err(PickleError::MemoryExceeded { .. })));
+    }
+
+    #[test]
+    fn refused_globals_are_short_and_escaped() {
+        let mut p = b"\x80\x02cos\x1b]0;pwn\x07\n".to_vec();
+        p.extend("s".repeat(10_000).as_bytes());
+        p.extend_from_slice(b"\n.");
+        let msg = run(&p).expect_err("refused").to_string();
+        assert!(msg.contains("'os\\u{1b}]0;pwn\\u{7}.sss"), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg}");
+        assert!(msg.len() < 300, "{} bytes: {msg}", msg.len());
+    }
+
+    #[test]
     fn random_bytes_never_panic() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {

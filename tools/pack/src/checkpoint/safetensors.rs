@@ -6,9 +6,14 @@
 //! relative to the start of the data.
 //!
 //! Reading validates everything before use: the header length (at most
-//! [`MAX_HEADER_BYTES`] and within the file), each tensor's offsets (inside
-//! the data, `end - begin == numel * element size`). Tensors are returned in
-//! data order. If every tensor name starts with `model.`, the prefix is removed.
+//! [`MAX_HEADER_BYTES`] and within the file); the header itself, parsed
+//! straight into typed entries (at most [`MAX_TENSORS`] tensors of rank 8 and
+//! [`MAX_METADATA`] metadata entries, names unique, no generic JSON tree);
+//! each tensor's offsets (inside the data, `end - begin == numel * element
+//! size`, no two tensors sharing a byte). The file, the parsed header and the
+//! decoded tensors count against the caller's [`super::MemoryBudget`].
+//! Tensors are returned in data order. If every tensor name starts with
+//! `model.`, the prefix is removed.
 //!
 //! qint8 tensors are written as `I8` with `<name>.scale` and `<name>.zero_point`
 //! in `__metadata__`; reading an `I8` tensor with both entries yields
@@ -457,6 +462,7 @@ pub fn save_safetensors(tensors: &[(String, RawTensor)], path: &Path) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use super::super::MemoryBudget;
     use super::super::{load, load_bytes};
     use super::*;
 
@@ -595,6 +601,71 @@ mod tests {
             let _ = load_bytes(&bytes[..cut], "cut");
         }
         assert!(load_bytes(&bytes[..bytes.len() / 2], "half").is_err());
+    }
+
+    fn st_error(header: &str, data: usize) -> String {
+        let err = load_bytes(&raw_file(header, &vec![0; data]), "x.safetensors").expect_err(header);
+        assert!(matches!(err, CheckpointError::Safetensors { .. }), "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn shared_or_overlapping_ranges_are_refused_naming_both() {
+        let e = |n: &str, b: usize, end: usize| {
+            format!(r#""{n}":{{"dtype":"U8","shape":[{}],"data_offsets":[{b},{end}]}}"#, end - b)
+        };
+        let cases = [
+            (format!("{{{},{}}}", e("a", 0, 8), e("b", 4, 12)), "'a' (bytes 0..8) and 'b' (bytes 4..12) overlap"),
+            (format!("{{{},{}}}", e("b", 0, 8), e("a", 0, 8)), "'a' (bytes 0..8) and 'b' (bytes 0..8) overlap"),
+            (
+                format!("{{{},{},{}}}", e("o", 0, 12), e("i", 2, 4), e("j", 6, 8)),
+                "'o' (bytes 0..12) and 'i' (bytes 2..4)",
+            ),
+        ];
+        for (header, needle) in cases {
+            let msg = st_error(&header, 12);
+            assert!(msg.contains(needle), "{msg}");
+        }
+        // Adjacent ranges, gaps and empty tensors anywhere are fine.
+        let fine = format!("{{{},{},{},{}}}", e("a", 0, 4), e("z", 4, 4), e("b", 4, 8), e("c", 10, 12));
+        assert_eq!(load_bytes(&raw_file(&fine, &[0; 12]), "ok").expect("reads").len(), 4);
+    }
+
+    #[test]
+    fn header_limits() {
+        let entry = |i: usize| format!(r#""t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#);
+        let at_limit: Vec<String> = (0..MAX_TENSORS).map(entry).collect();
+        let sd = load_bytes(&raw_file(&format!("{{{}}}", at_limit.join(",")), &[]), "max").expect("at the limit");
+        assert_eq!(sd.len(), MAX_TENSORS);
+        let over: Vec<String> = (0..=MAX_TENSORS).map(entry).collect();
+        assert!(st_error(&format!("{{{}}}", over.join(",")), 0).contains("more than 16384 tensors"));
+
+        let dims = ["1"; MAX_RANK + 1].join(",");
+        let msg = st_error(&format!(r#"{{"t":{{"dtype":"F32","shape":[{dims}],"data_offsets":[0,4]}}}}"#), 4);
+        assert!(msg.contains("tensor 't': shape has more than 8 dimensions"), "{msg}");
+        assert!(st_error(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8).contains("tensor 'w' appears twice"));
+        assert!(st_error(r#"{"__metadata__":{},"__metadata__":{}}"#, 0).contains("appears twice"));
+        // Non-string metadata (numbers, nesting) is skipped, as other readers do.
+        let odd = r#"{"__metadata__":{"n":[1,2,{"x":3}],"s":"ok"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":[1,2]}}"#;
+        assert_eq!(load_bytes(&raw_file(odd, &[0; 4]), "odd").expect("reads").len(), 1);
+        let many: Vec<String> = (0..=MAX_METADATA).map(|i| format!(r#""k{i}":"v""#)).collect();
+        assert!(st_error(&format!(r#"{{"__metadata__":{{{}}}}}"#, many.join(",")), 0).contains("entries"));
+    }
+
+    #[test]
+    fn the_budget_counts_the_file_and_the_tensors() {
+        let bytes = safetensors_to_vec(&sample()).expect("writes");
+        let path = std::env::temp_dir().join(format!("itera-pack-budget-{}.safetensors", std::process::id()));
+        std::fs::write(&path, &bytes).expect("writes");
+        let (_, used) = super::super::load_metered(&path, &MemoryBudget::default()).expect("loads");
+        let in_memory = super::super::load_bytes_metered(&bytes, "b", &MemoryBudget::default()).expect("loads").1;
+        // The file read counts; bytes handed in by the caller do not.
+        assert_eq!(used, in_memory + bytes.len() as u64);
+        let err = super::super::load_within(&path, &MemoryBudget { max_bytes: used - 1 }).expect_err("over");
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(err, CheckpointError::MemoryBudget { .. }), "{err}");
+        let err = super::super::load_bytes_within(&bytes, "b", &MemoryBudget { max_bytes: 8 }).expect_err("over");
+        assert!(err.to_string().contains("over the budget of 1 MiB (8 bytes)"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,22 @@
 //! [`ALLOWED_GLOBALS`]; tensors are then rebuilt from the recorded
 //! `_rebuild_tensor_v2` / `_rebuild_parameter` / `_rebuild_qtensor` calls.
 //!
+//! Integrity (as Python's `zipfile.testzip()` checks, and more): entry names
+//! are unique in the central directory; each entry's local header agrees
+//! with the directory (name, CRC-32, sizes; or its data descriptor, which
+//! `torch.save` writes); the CRC-32 of every byte read is verified. A damaged
+//! download is refused naming the entry, never packed.
+//!
 //! Bounds (all violations are errors, never panics or huge allocations):
+//! * everything the reader holds (decompressed entries, the pickle's values,
+//!   materialised tensors) is summed against the caller's [`MemoryBudget`]
+//!   before it is allocated;
 //! * zip entries larger than [`MAX_ENTRY_BYTES`] or compressed more than
 //!   [`MAX_COMPRESSION_RATIO`]x are refused before decompression;
-//! * `data.pkl` is at most 256 MiB and parsed under [`pickle::Limits::default`];
+//! * `data.pkl` is at most 256 MiB and parsed under [`pickle::Limits::default`],
+//!   its values limited to what is left of the budget;
 //! * a storage's declared size (`numel * element size`) is checked against
-//!   its zip entry before the entry is read;
+//!   its zip entry;
 //! * every view index is bounds-checked with checked arithmetic;
 //! * the total size of materialised tensors is at most
 //!   [`OUTPUT_BUDGET_FACTOR`]x the bytes of storages actually read, plus
@@ -1334,6 +1344,115 @@ mod tests {
         let err = load_bytes(&bomb, "bomb.pt").expect_err("bomb");
         assert!(matches!(err, CheckpointError::ZipEntryTooLarge { .. }), "{err}");
         assert!(err.to_string().contains("refusing to decompress"), "{err}");
+    }
+
+    /// Offset of `entry`'s data and its length, by the zip crate's reckoning.
+    fn entry_data(zip: &[u8], entry: &str) -> (usize, usize, usize) {
+        let mut archive = ZipArchive::new(std::io::Cursor::new(zip)).expect("zip");
+        let e = archive.by_name(entry).expect("entry");
+        (e.header_start() as usize, e.data_start() as usize, e.compressed_size() as usize)
+    }
+
+    fn damaged_entry(err: &CheckpointError) -> &str {
+        match err {
+            CheckpointError::ZipEntryDamaged { entry, .. } => entry,
+            other => panic!("expected a damaged entry, got: {other}"),
+        }
+    }
+
+    #[test]
+    fn damaged_entries_of_a_real_checkpoint_are_refused_by_name() {
+        // torch.save writes data descriptors (local CRC and sizes zero): the bytes'
+        // CRC-32 and the descriptor are what catch damage there.
+        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+            return;
+        };
+        let entry = "itera_lite_micro_distilled/data/9";
+        let (header, start, len) = entry_data(&bytes, entry);
+        assert_ne!(le16(&bytes, header + 6) & FLAG_DATA_DESCRIPTOR, 0, "the fixture uses data descriptors");
+
+        let mut flipped = bytes.clone();
+        flipped[start + len / 3] ^= 0x80;
+        let err = load_bytes(&flipped, "flipped.pt").expect_err("a flipped storage byte");
+        assert_eq!(damaged_entry(&err), entry);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("flipped.pt: zip entry") && msg.contains("CRC-32") && msg.contains("download"),
+            "{msg}"
+        );
+
+        // The descriptor's CRC, then its sizes, disagreeing with the directory.
+        let descriptor = start + len + if le32(&bytes, start + len) == DATA_DESCRIPTOR_SIG { 4 } else { 0 };
+        for at in [descriptor, descriptor + 4] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x01;
+            let err = load_bytes(&bad, "descriptor.pt").expect_err("a bad data descriptor");
+            assert_eq!(damaged_entry(&err), entry);
+            assert!(err.to_string().contains("data descriptor"), "{err}");
+        }
+
+        // A local header that claims sizes, wrongly, though a descriptor follows.
+        let mut claims = bytes.clone();
+        claims[header + 22..header + 26].copy_from_slice(&((len as u32) + 1).to_le_bytes());
+        let err = load_bytes(&claims, "claims.pt").expect_err("a wrong local size");
+        assert!(err.to_string().contains("local header size"), "{err}");
+    }
+
+    #[test]
+    fn local_headers_and_crcs_of_written_zips_are_checked() {
+        let p = tensor_pickle(&[("w", "FloatStorage", "0", 3, 0, &[3], &[1])]);
+        let data = f32_bytes(&[1.0, 2.0, 3.0]);
+        let ok = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data, false)]);
+        assert!(load_bytes(&ok, "ok.pt").is_ok());
+        let (header, start, _) = entry_data(&ok, "a/data/0");
+        // Each field of the local header that the directory also records.
+        for (at, what) in [(14, "local header CRC-32"), (18, "compressed size"), (22, "local header size")] {
+            let mut bad = ok.clone();
+            bad[header + at] ^= 0x04;
+            let err = load_bytes(&bad, "bad.pt").expect_err(what);
+            assert_eq!(damaged_entry(&err), "a/data/0", "{what}");
+            assert!(err.to_string().contains(what), "{err}");
+        }
+        let mut renamed = ok.clone();
+        renamed[header + 30] = b'b';
+        assert!(load_bytes(&renamed, "n.pt").expect_err("name").to_string().contains("names it 'b/data/0'"));
+        let mut flipped = ok.clone();
+        flipped[start] ^= 0x01;
+        assert!(load_bytes(&flipped, "f.pt").expect_err("crc").to_string().contains("its bytes have CRC-32"));
+    }
+
+    #[test]
+    fn duplicate_entry_names_are_refused() {
+        let p = tensor_pickle(&[("w", "FloatStorage", "0", 1, 0, &[1], &[1])]);
+        let one = f32_bytes(&[1.0]);
+        let two = f32_bytes(&[2.0]);
+        let mut zip = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &one, false), ("a/data/X", &two, false)]);
+        // A zip writer refuses a repeated name: rename the third entry everywhere.
+        for i in 0..zip.len() - 8 {
+            if &zip[i..i + 8] == b"a/data/X" {
+                zip[i + 7] = b'0';
+            }
+        }
+        let err = load_bytes(&zip, "dup.pt").expect_err("duplicate");
+        assert!(matches!(&err, CheckpointError::DuplicateZipEntry { entry, .. } if entry == "a/data/0"), "{err}");
+        assert!(err.to_string().contains("appears more than once"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_sums_entries_and_tensors() {
+        let p = tensor_pickle(&[
+            ("a", "FloatStorage", "0", 1024, 0, &[1024], &[1]),
+            ("b", "FloatStorage", "1", 1024, 0, &[1024], &[1]),
+        ]);
+        let data = f32_bytes(&[0.5; 1024]);
+        let zip = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data, true), ("a/data/1", &data, true)]);
+        let (_, used) = super::super::load_bytes_metered(&zip, "b.pt", &MemoryBudget::default()).expect("loads");
+        // Two 4 KiB entries and two 4 KiB tensors, plus the pickle and directory.
+        assert!((4 * 4096..4 * 4096 + 8192).contains(&used), "{used}");
+        for max_bytes in [used - 1, 3 * 4096, 4096] {
+            let err = super::super::load_bytes_within(&zip, "b.pt", &MemoryBudget { max_bytes }).expect_err("over");
+            assert!(matches!(err, CheckpointError::MemoryBudget { budget, .. } if budget == max_bytes), "{err}");
+        }
     }
 
     #[test]
