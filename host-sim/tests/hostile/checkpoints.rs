@@ -235,6 +235,30 @@ fn class3_large_deflated_entries_are_summed_against_the_budget() {
 }
 
 #[test]
+fn class3_views_sharing_one_storage_are_counted_each() {
+    // Ten 8 MiB tensors over one deflated 8 MiB storage (as tied weights share one): each
+    // view is materialised, so each counts, though the storage is read once.
+    let s = Scratch::new("c3-views");
+    let numel = 2 << 20;
+    let tensors: Vec<(String, PtTensor)> = (0..10).map(|i| (format!("view{i}"), shape_only(numel))).collect();
+    let mut pickle = state_dict_pickle(&tensors);
+    // Storage keys "0".."9" are the pickle's only one-character strings: point them all at "0".
+    for i in 0..pickle.len() - 6 {
+        if pickle[i..i + 5] == *b"X\x01\x00\x00\x00" && pickle[i + 5].is_ascii_digit() {
+            pickle[i + 5] = b'0';
+        }
+    }
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("archive/data.pkl", stored).expect("zip entry");
+    std::io::Write::write_all(&mut w, &pickle).expect("zip write");
+    w.start_file("archive/data/0", stored.compression_method(zip::CompressionMethod::Deflated)).expect("zip entry");
+    write_compressible_storage(&mut w, numel, 7);
+    let pt = s.write("views.pt", &w.finish().expect("zip finish").into_inner());
+    refused_over_budget(convert(Class::MemoryBudget, "views sharing one storage", &s, &pt), &pt, Some("tensor 'view"));
+}
+
+#[test]
 fn class3_pickle_within_every_count_limit_is_bounded_by_its_bytes() {
     // A dict of 100,000 pairs, then OrderedDict(d) once per 6 bytes: a megabyte of pickle,
     // well within the stack, memo and value counts, that would copy 1.6 MB per opcode.
