@@ -103,6 +103,11 @@ pub struct Limits {
     pub max_memo: usize,
     /// Most values created in total (default 16,000,000).
     pub max_nodes: usize,
+    /// Most bytes the values may hold: the arena, strings, the items of
+    /// tuples, lists and dicts, and the memo (default 64 MiB). Counts alone
+    /// do not bound memory: a million-pair dict copied by `OrderedDict(d)`
+    /// once per 6-byte opcode stays under every count and takes gigabytes.
+    pub max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -113,6 +118,7 @@ impl Default for Limits {
             max_mark_depth: 10_000,
             max_memo: 1_000_000,
             max_nodes: 16_000_000,
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -138,12 +144,12 @@ pub enum PickleError {
         offset: usize,
     },
     /// A `GLOBAL`/`STACK_GLOBAL` naming something outside the allow-list.
-    #[error("pickle global '{name}' is not allowed (allowed: {allowed}); a weights checkpoint never needs it, so it was refused without being resolved. Do not open this file with torch.load; re-export only the state dict (torch.save(model.state_dict(), path)) or use safetensors")]
+    // The allow-list itself is in docs/SECURITY.md: printed here it would
+    // bury the one name that matters in a kilobyte of names.
+    #[error("pickle global '{name}' is refused unresolved (allow-list: docs/SECURITY.md); do not torch.load this file: re-export the state dict with torch.save(model.state_dict(), path) or use safetensors")]
     GlobalNotAllowed {
         /// `module.name` as written in the file (control characters escaped, long names shortened).
         name: String,
-        /// The allow-list, comma separated.
-        allowed: String,
     },
     /// The pickle protocol version is unknown.
     #[error("pickle protocol {version} is not supported (0 to 5 are); re-save the checkpoint with torch.save")]
@@ -199,6 +205,16 @@ pub enum PickleError {
         /// Byte offset of the opcode.
         offset: usize,
     },
+    /// The values would hold more than [`Limits::max_bytes`].
+    #[error("pickle values would take {needed} bytes at byte {offset}, over the limit of {limit}; a state-dict pickle never needs this much, so the file is malformed or hostile: re-export it")]
+    MemoryExceeded {
+        /// Bytes the values would have held.
+        needed: usize,
+        /// The limit.
+        limit: usize,
+        /// Byte offset of the opcode that would have passed it.
+        offset: usize,
+    },
     /// One of the [`Limits`] was exceeded.
     #[error("pickle exceeds the {what} limit of {limit} at byte {offset}; a state-dict pickle never needs this much, so the file is malformed or hostile: re-export it")]
     LimitExceeded {
@@ -216,6 +232,7 @@ pub enum PickleError {
 pub struct Tree {
     nodes: Vec<Node>,
     root: NodeId,
+    bytes: usize,
 }
 
 /// Returned by [`Tree::node`] for an id that does not belong to the tree.
@@ -235,6 +252,11 @@ impl Tree {
     /// Number of nodes in the arena.
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Bytes the values hold, as counted against [`Limits::max_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether the arena is empty (never true for a parsed tree).
@@ -323,6 +345,7 @@ pub fn parse(data: &[u8], allowed_globals: &[&str], limits: &Limits) -> Result<T
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        bytes: 0,
         limits,
         allowed: allowed_globals,
     }
@@ -450,15 +473,56 @@ fn opcode_label(op: u8) -> String {
     }
 }
 
-/// Shortens and escapes an untrusted name for display.
+/// Shortens and escapes an untrusted name for display (short enough that
+/// the whole message stays one readable line).
 fn display_name(module: &str, name: &str) -> String {
-    const MAX: usize = 200;
-    let full = format!("{module}.{name}");
-    let mut out: String = full.escape_debug().take(MAX).collect();
-    if full.escape_debug().nth(MAX).is_some() {
+    const MAX: usize = 64;
+    let full = crate::untrusted::shown(&format!("{module}.{name}"));
+    let mut out: String = full.chars().take(MAX).collect();
+    if full.chars().nth(MAX).is_some() {
         out.push_str("...");
     }
     out
+}
+
+/// Bytes a node holds outside the arena slot itself.
+fn heap_bytes(node: &Node) -> usize {
+    use std::mem::size_of;
+    match node {
+        Node::Str(s) => s.capacity(),
+        Node::Bytes(b) => b.capacity(),
+        Node::Tuple(v) | Node::List(v) => v.capacity().saturating_mul(size_of::<NodeId>()),
+        Node::Dict(p) => p.capacity().saturating_mul(size_of::<(NodeId, NodeId)>()),
+        Node::Global { module, name } => module.capacity().saturating_add(name.capacity()),
+        Node::None | Node::Bool(_) | Node::Int(_) | Node::Float(_) | Node::Call { .. } | Node::PersistentId(_) => 0,
+    }
+}
+
+/// Bytes one memo entry is counted as (key, value and the hash table's share).
+const MEMO_ENTRY_BYTES: usize = 32;
+
+/// Makes room in `v` for `more` items, counting the growth on `bytes`
+/// against `limit` *before* the allocation (growth doubles, as `Vec` does,
+/// but exactly: the counted capacity is the one reserved).
+fn reserve_within<T>(
+    v: &mut Vec<T>,
+    more: usize,
+    bytes: &mut usize,
+    limit: usize,
+    offset: usize,
+) -> Result<(), PickleError> {
+    let need = v.len().saturating_add(more);
+    if need <= v.capacity() {
+        return Ok(());
+    }
+    let new_cap = need.max(v.capacity().saturating_mul(2));
+    let total = bytes.saturating_add((new_cap - v.capacity()).saturating_mul(std::mem::size_of::<T>()));
+    if total > limit {
+        return Err(PickleError::MemoryExceeded { needed: total, limit, offset });
+    }
+    v.reserve_exact(new_cap - v.len());
+    *bytes = total;
+    Ok(())
 }
 
 struct Machine<'a> {
@@ -471,6 +535,8 @@ struct Machine<'a> {
     /// Stack lengths at each open `MARK`.
     marks: Vec<usize>,
     memo: HashMap<u32, NodeId>,
+    /// Bytes the values hold (see [`Limits::max_bytes`]).
+    bytes: usize,
     limits: &'a Limits,
     allowed: &'a [&'a str],
 }
@@ -494,7 +560,7 @@ impl<'a> Machine<'a> {
                 }
                 STOP => {
                     let root = self.pop("STOP")?;
-                    return Ok(Tree { nodes: self.nodes, root });
+                    return Ok(Tree { nodes: self.nodes, root, bytes: self.bytes });
                 }
                 MARK => {
                     if self.marks.len() >= self.limits.max_mark_depth {
@@ -687,10 +753,34 @@ impl<'a> Machine<'a> {
         self.nodes.get(id).unwrap_or(&NONE_NODE)
     }
 
+    /// Counts `more` bytes, or refuses them, before they are allocated.
+    fn account(&mut self, more: usize) -> Result<(), PickleError> {
+        let needed = self.bytes.saturating_add(more);
+        if needed > self.limits.max_bytes {
+            return Err(PickleError::MemoryExceeded { needed, limit: self.limits.max_bytes, offset: self.op_start });
+        }
+        self.bytes = needed;
+        Ok(())
+    }
+
+    /// Refuses, before an allocation of `more` bytes, what [`Self::account`]
+    /// would refuse afterwards.
+    fn room_for(&self, more: usize) -> Result<(), PickleError> {
+        let needed = self.bytes.saturating_add(more);
+        if needed > self.limits.max_bytes {
+            return Err(PickleError::MemoryExceeded { needed, limit: self.limits.max_bytes, offset: self.op_start });
+        }
+        Ok(())
+    }
+
     fn new_node(&mut self, node: Node) -> Result<NodeId, PickleError> {
         if self.nodes.len() >= self.limits.max_nodes {
             return Err(self.limit("value count", self.limits.max_nodes));
         }
+        // The node's own payload was sized by the opcode that made it (input
+        // bytes, or items already on the stack): count it with its slot.
+        self.account(heap_bytes(&node))?;
+        reserve_within(&mut self.nodes, 1, &mut self.bytes, self.limits.max_bytes, self.op_start)?;
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
     }
@@ -741,13 +831,17 @@ impl<'a> Machine<'a> {
         if mark > self.stack.len() {
             return Err(PickleError::StackUnderflow { opcode, offset: self.op_start });
         }
+        self.room_for((self.stack.len() - mark).saturating_mul(std::mem::size_of::<NodeId>()))?;
         Ok(self.stack.split_off(mark))
     }
 
     fn memo_put(&mut self, idx: u32) -> Result<(), PickleError> {
         let top = self.peek("memo put")?;
-        if !self.memo.contains_key(&idx) && self.memo.len() >= self.limits.max_memo {
-            return Err(self.limit("memo size", self.limits.max_memo));
+        if !self.memo.contains_key(&idx) {
+            if self.memo.len() >= self.limits.max_memo {
+                return Err(self.limit("memo size", self.limits.max_memo));
+            }
+            self.account(MEMO_ENTRY_BYTES)?;
         }
         self.memo.insert(idx, top);
         Ok(())
@@ -771,10 +865,7 @@ impl<'a> Machine<'a> {
         let full = format!("{module}.{name}");
         let allowed = self.allowed.contains(&full.as_str());
         if !allowed {
-            return Err(PickleError::GlobalNotAllowed {
-                name: display_name(&module, &name),
-                allowed: self.allowed.join(", "),
-            });
+            return Err(PickleError::GlobalNotAllowed { name: display_name(&module, &name) });
         }
         self.push_new(Node::Global { module, name })
     }
@@ -805,9 +896,14 @@ impl<'a> Machine<'a> {
     fn pairs_of(&self, id: NodeId) -> Result<Vec<(NodeId, NodeId)>, PickleError> {
         let items = match self.node(id) {
             Node::List(items) | Node::Tuple(items) => items,
-            Node::Dict(pairs) => return Ok(pairs.clone()),
+            Node::Dict(pairs) => {
+                // The copy is what a repeated `OrderedDict(d)` multiplies.
+                self.room_for(pairs.len().saturating_mul(std::mem::size_of::<(NodeId, NodeId)>()))?;
+                return Ok(pairs.clone());
+            }
             other => return Err(self.mismatch("REDUCE", "a sequence of pairs for OrderedDict", other.kind())),
         };
+        self.room_for(items.len().saturating_mul(std::mem::size_of::<(NodeId, NodeId)>()))?;
         items
             .iter()
             .map(|&item| match self.node(item) {
@@ -820,8 +916,10 @@ impl<'a> Machine<'a> {
     fn extend_dict(&mut self, items: Vec<NodeId>, opcode: &'static str) -> Result<(), PickleError> {
         let target = self.peek(opcode)?;
         let offset = self.op_start;
+        let limit = self.limits.max_bytes;
         match self.nodes.get_mut(target) {
             Some(Node::Dict(pairs)) => {
+                reserve_within(pairs, items.len() / 2, &mut self.bytes, limit, offset)?;
                 pairs.extend(items.chunks_exact(2).map(|kv| (kv[0], kv[1])));
                 Ok(())
             }
@@ -835,8 +933,10 @@ impl<'a> Machine<'a> {
     fn extend_list(&mut self, items: Vec<NodeId>, opcode: &'static str) -> Result<(), PickleError> {
         let target = self.peek(opcode)?;
         let offset = self.op_start;
+        let limit = self.limits.max_bytes;
         match self.nodes.get_mut(target) {
             Some(Node::List(list)) => {
+                reserve_within(list, items.len(), &mut self.bytes, limit, offset)?;
                 list.extend(items);
                 Ok(())
             }
@@ -952,12 +1052,9 @@ mod tests {
             let err = run(&p).expect_err("must refuse");
             assert!(matches!(err, PickleError::GlobalNotAllowed { .. }), "{err:?}");
             let msg = err.to_string();
-            assert!(
-                msg.contains(&format!(
-                    "pickle global '{module}.{name}' is not allowed (allowed: collections.OrderedDict"
-                )),
-                "{msg}"
-            );
+            assert!(msg.contains(&format!("pickle global '{module}.{name}' is refused")), "{msg}");
+            // One name, not the whole allow-list.
+            assert!(!msg.contains("OrderedDict"), "{msg}");
         }
         // STACK_GLOBAL form, too.
         let p = b"\x80\x04\x8c\x02os\x8c\x06system\x93.";
@@ -1047,6 +1144,51 @@ mod tests {
         assert!(matches!(parse(&p, ALLOWED, &limits), Err(PickleError::LimitExceeded { what: "stack size", .. })));
         let limits = Limits { max_input_bytes: 4, ..Limits::default() };
         assert!(matches!(parse(b"\x80\x02NN.", ALLOWED, &limits), Err(PickleError::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn value_bytes_are_bounded_not_only_counted() {
+        // A dict of 10,000 pairs copied by OrderedDict(d) 10,000 times: 100 KB of pickle,
+        // within every count limit, that would hold 1.6 GB.
+        let mut p = b"\x80\x02K\x07q\x00ccollections\nOrderedDict\nq\x01}q\x02(".to_vec();
+        p.extend(b"h\x00h\x00".repeat(10_000));
+        p.push(b'u');
+        p.extend(b"h\x01h\x02\x85R".repeat(10_000));
+        p.push(b'.');
+        let err = run(&p).expect_err("copies");
+        assert!(
+            matches!(err, PickleError::MemoryExceeded { limit, needed, .. } if limit == 64 << 20 && needed > limit),
+            "{err}"
+        );
+
+        // Under a limit of its own, a small pickle's count is exact enough to be tight.
+        let small = b"\x80\x02}q\x00(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00bK\x02u.";
+        let bytes = run(small).expect("parses").bytes();
+        assert!(bytes > 0);
+        let tight = Limits { max_bytes: bytes - 1, ..Limits::default() };
+        assert!(matches!(parse(small, ALLOWED, &tight), Err(PickleError::MemoryExceeded { .. })));
+        assert_eq!(
+            parse(small, ALLOWED, &Limits { max_bytes: bytes, ..Limits::default() }).map(|t| t.bytes()),
+            Ok(bytes)
+        );
+
+        // A long APPENDS list grows in counted steps.
+        let mut p = b"\x80\x02]q\x00(".to_vec();
+        p.extend(b"h\x00".repeat(100_000));
+        p.extend_from_slice(b"e.");
+        let limits = Limits { max_bytes: 400_000, ..Limits::default() };
+        assert!(matches!(parse(&p, ALLOWED, &limits), Err(PickleError::MemoryExceeded { .. })));
+    }
+
+    #[test]
+    fn refused_globals_are_short_and_escaped() {
+        let mut p = b"\x80\x02cos\x1b]0;pwn\x07\n".to_vec();
+        p.extend("s".repeat(10_000).as_bytes());
+        p.extend_from_slice(b"\n.");
+        let msg = run(&p).expect_err("refused").to_string();
+        assert!(msg.contains("'os\\u{1b}]0;pwn\\u{7}.sss"), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg}");
+        assert!(msg.len() < 300, "{} bytes: {msg}", msg.len());
     }
 
     #[test]

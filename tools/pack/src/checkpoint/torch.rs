@@ -7,26 +7,38 @@
 //! [`ALLOWED_GLOBALS`]; tensors are then rebuilt from the recorded
 //! `_rebuild_tensor_v2` / `_rebuild_parameter` / `_rebuild_qtensor` calls.
 //!
+//! Integrity (as Python's `zipfile.testzip()` checks, and more): entry names
+//! are unique in the central directory; each entry's local header agrees
+//! with the directory (name, CRC-32, sizes; or its data descriptor, which
+//! `torch.save` writes); the CRC-32 of every byte read is verified. A damaged
+//! download is refused naming the entry, never packed.
+//!
 //! Bounds (all violations are errors, never panics or huge allocations):
+//! * everything the reader holds (decompressed entries, the pickle's values,
+//!   materialised tensors) is summed against the caller's [`MemoryBudget`]
+//!   before it is allocated;
 //! * zip entries larger than [`MAX_ENTRY_BYTES`] or compressed more than
 //!   [`MAX_COMPRESSION_RATIO`]x are refused before decompression;
-//! * `data.pkl` is at most 256 MiB and parsed under [`pickle::Limits::default`];
+//! * `data.pkl` is at most 256 MiB and parsed under [`pickle::Limits::default`],
+//!   its values limited to what is left of the budget;
 //! * a storage's declared size (`numel * element size`) is checked against
-//!   its zip entry before the entry is read;
+//!   its zip entry;
 //! * every view index is bounds-checked with checked arithmetic;
 //! * the total size of materialised tensors is at most
 //!   [`OUTPUT_BUDGET_FACTOR`]x the bytes of storages actually read, plus
 //!   1 MiB, so overlapping or repeated views cannot amplify memory use.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Seek};
+use std::io::{self, Read, Seek};
+use std::rc::Rc;
 
-use zip::result::ZipError;
 use zip::ZipArchive;
 
 use super::pickle::{self, Node, NodeId, Tree};
-use super::{checked_numel, CheckpointError, RawTensor, StateDict, StateDictBuilder, TensorData};
+use super::{checked_numel, CheckpointError, MemoryBudget, Meter, RawTensor, StateDict, StateDictBuilder, TensorData};
+use crate::untrusted::shown;
 
 /// Globals a checkpoint pickle may reference. Everything else is refused by
 /// name without being resolved.
@@ -110,7 +122,7 @@ impl StorageKind {
     }
 
     /// Bytes per element once materialised as [`TensorData`].
-    fn output_size(self) -> usize {
+    pub(crate) fn output_size(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 | Self::F64 => 4,
             Self::I64 | Self::I32 | Self::I16 | Self::I8 | Self::U8 | Self::Bool => 8,
@@ -184,10 +196,9 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
 
 /// Source of raw storage bytes, keyed by the persistent-id key.
 trait StorageSource {
-    /// Makes storage `key` available, checking that it holds at least
-    /// `min_bytes`; `Ok(false)` if there is no such storage. Errors are
-    /// complete messages (problem and remedy).
-    fn load(&mut self, key: &str, min_bytes: u64) -> Result<bool, String>;
+    /// Makes storage `key` available and returns its length in bytes, or
+    /// `None` if there is no such storage. What it holds is counted on `meter`.
+    fn load(&mut self, key: &str, meter: &mut Meter) -> Result<Option<u64>, CheckpointError>;
     /// The bytes of a storage made available by [`StorageSource::load`].
     fn get(&self, key: &str) -> Option<&[u8]>;
     /// Total bytes of storages read so far (for the output budget).
@@ -196,36 +207,25 @@ trait StorageSource {
 
 /// Storages read lazily from the zip archive, each at most once.
 struct ZipStorages<'z, R: Read + Seek> {
-    zip: &'z mut ZipArchive<R>,
+    archive: &'z mut Archive<R>,
     prefix: String,
-    file: String,
     cache: HashMap<String, Vec<u8>>,
     bytes_read: u64,
 }
 
 impl<R: Read + Seek> StorageSource for ZipStorages<'_, R> {
-    fn load(&mut self, key: &str, min_bytes: u64) -> Result<bool, String> {
-        if self.cache.contains_key(key) {
-            let len = self.cache.get(key).map_or(0, Vec::len) as u64;
-            if len < min_bytes {
-                return Err(format!("storage '{key}' holds {len} bytes but the tensor declares {min_bytes}; the file is corrupted: re-export it"));
-            }
-            return Ok(true);
+    fn load(&mut self, key: &str, meter: &mut Meter) -> Result<Option<u64>, CheckpointError> {
+        if let Some(bytes) = self.cache.get(key) {
+            return Ok(Some(bytes.len() as u64));
         }
         let entry = format!("{}/data/{key}", self.prefix);
-        match read_entry(self.zip, &entry, MAX_ENTRY_BYTES, min_bytes, &self.file) {
-            Ok(Some(bytes)) => {
-                self.bytes_read = self.bytes_read.saturating_add(bytes.len() as u64);
-                self.cache.insert(key.to_string(), bytes);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            // Drop the "<file>: " prefix: the caller adds file and tensor name.
-            Err(e) => {
-                let msg = e.to_string();
-                Err(msg.strip_prefix(&format!("{}: ", self.file)).map_or(msg.clone(), str::to_string))
-            }
-        }
+        let Some(bytes) = self.archive.read_entry(&entry, MAX_ENTRY_BYTES, meter)? else {
+            return Ok(None);
+        };
+        let len = bytes.len() as u64;
+        self.bytes_read = self.bytes_read.saturating_add(len);
+        self.cache.insert(key.to_string(), bytes);
+        Ok(Some(len))
     }
 
     fn get(&self, key: &str) -> Option<&[u8]> {
@@ -241,90 +241,365 @@ fn zip_error(file: &str, e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::Zip { file: file.to_string(), detail: e.to_string() }
 }
 
-/// Reads zip entry `name` fully, after checking the zip-bomb limits and that
-/// it holds at least `min_bytes`. `Ok(None)` if there is no such entry.
-fn read_entry<R: Read + Seek>(
-    zip: &mut ZipArchive<R>,
-    name: &str,
-    max_size: u64,
-    min_bytes: u64,
-    file: &str,
-) -> Result<Option<Vec<u8>>, CheckpointError> {
-    let mut entry = match zip.by_name(name) {
-        Ok(entry) => entry,
-        Err(ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(zip_error(file, format!("entry '{name}': {e}"))),
-    };
-    let size = entry.size();
-    let compressed = entry.compressed_size();
-    if size > max_size || size > compressed.saturating_mul(MAX_COMPRESSION_RATIO) {
-        return Err(CheckpointError::ZipEntryTooLarge {
-            file: file.to_string(),
-            entry: name.to_string(),
-            size,
-            compressed,
-            max_size,
-            max_ratio: MAX_COMPRESSION_RATIO,
-        });
+/// The archive's reader, shared by the zip crate (which parses the central
+/// directory and decompresses) and by [`Archive`]'s own checks of the local
+/// headers, which the zip crate reads only to find where data starts. Each
+/// call borrows the reader for its own duration only; a reentrant call is an
+/// I/O error, never a panic.
+struct Shared<R>(Rc<RefCell<R>>);
+
+impl<R> Clone for Shared<R> {
+    fn clone(&self) -> Self {
+        Shared(Rc::clone(&self.0))
     }
-    if size < min_bytes {
-        return Err(CheckpointError::Zip {
-            file: file.to_string(),
-            detail: format!("entry '{name}' holds {size} bytes but the checkpoint declares {min_bytes} bytes for it"),
-        });
-    }
-    // Grow the buffer as data actually arrives; never trust `size` for more
-    // than a modest up-front reservation.
-    let mut bytes = Vec::with_capacity(size.min(64 << 20) as usize);
-    (&mut entry)
-        .take(size)
-        .read_to_end(&mut bytes)
-        .map_err(|e| zip_error(file, format!("reading entry '{name}': {e}")))?;
-    if (bytes.len() as u64) != size {
-        return Err(zip_error(file, format!("entry '{name}' ends after {} of {size} bytes", bytes.len())));
-    }
-    Ok(Some(bytes))
 }
 
-/// Finds `<archive>/data.pkl` and returns `<archive>`.
-fn find_prefix<R: Read + Seek>(zip: &ZipArchive<R>) -> Option<String> {
-    let mut best: Option<&str> = None;
-    for name in zip.file_names() {
-        if let Some(prefix) = name.strip_suffix("/data.pkl") {
-            let depth = |p: &str| p.matches('/').count();
-            // Prefer the shallowest folder (normally exactly one level).
-            let better = match best {
-                Some(b) => depth(prefix) < depth(b),
-                None => true,
-            };
-            if better {
-                best = Some(prefix);
+impl<R> Shared<R> {
+    fn with<T>(&self, f: impl FnOnce(&mut R) -> io::Result<T>) -> io::Result<T> {
+        let mut r = self.0.try_borrow_mut().map_err(|_| io::Error::other("zip reader used reentrantly"))?;
+        f(&mut r)
+    }
+}
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.with(|r| r.read(buf))
+    }
+}
+
+impl<R: Seek> Seek for Shared<R> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.with(|r| r.seek(pos))
+    }
+}
+
+/// Zip record signatures.
+const LOCAL_HEADER_SIG: u32 = 0x0403_4b50;
+const CENTRAL_HEADER_SIG: u32 = 0x0201_4b50;
+const DATA_DESCRIPTOR_SIG: u32 = 0x0807_4b50;
+/// General-purpose flag: CRC and sizes follow the data in a data descriptor
+/// (PyTorch's writer sets it), the local header's copies are zero.
+const FLAG_DATA_DESCRIPTOR: u16 = 1 << 3;
+/// A 32-bit size field saying "see the zip64 extra field".
+const ZIP64_MARK: u32 = 0xffff_ffff;
+
+/// Little-endian field readers over a header already in memory (offsets are
+/// constants inside the fixed-size header, so `get` never fails in practice;
+/// a failure reads as zero and is then caught as a mismatch).
+fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map_or(0, u16::from_le_bytes)
+}
+fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes)
+}
+fn le64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
+
+/// What the central directory records for one entry.
+struct DirEntry {
+    index: usize,
+    name_raw: Vec<u8>,
+    header_start: u64,
+    data_start: u64,
+    compressed: u64,
+    size: u64,
+    crc: u32,
+}
+
+/// A `torch.save` archive whose entries are read whole, each verified as
+/// `zipfile.testzip()` would and more: names unique in the directory, the
+/// local header agreeing with the directory (name, CRC-32, sizes; or the data
+/// descriptor, when the writer used one), and the CRC-32 of the bytes read.
+struct Archive<R> {
+    zip: ZipArchive<Shared<R>>,
+    raw: Shared<R>,
+    file: String,
+}
+
+impl<R: Read + Seek> Archive<R> {
+    /// Parses the central directory and refuses duplicate names.
+    fn open(reader: R, meter: &mut Meter) -> Result<Self, CheckpointError> {
+        let file = meter.file().to_string();
+        let raw = Shared(Rc::new(RefCell::new(reader)));
+        let zip = ZipArchive::new(raw.clone()).map_err(|e| zip_error(&file, e))?;
+        let archive = Archive { zip, raw, file };
+        archive.check_unique_names(meter)?;
+        Ok(archive)
+    }
+
+    fn damaged(&self, entry: &str, detail: String) -> CheckpointError {
+        CheckpointError::ZipEntryDamaged { file: self.file.clone(), entry: entry.to_string(), detail }
+    }
+
+    /// Walks the central directory records: the zip crate keeps the last of
+    /// several entries with one name, so a repeated name would let a file
+    /// show one content to this reader and another to other tools.
+    fn check_unique_names(&self, meter: &mut Meter) -> Result<(), CheckpointError> {
+        let io = |e: io::Error| zip_error(&self.file, format!("reading the central directory: {e}"));
+        let mut raw = self.raw.clone();
+        raw.seek(io::SeekFrom::Start(self.zip.central_directory_start())).map_err(io)?;
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut records = 0usize;
+        let mut fixed = [0u8; 46];
+        // The zip crate read these records; they are contiguous, and the
+        // walk ends at the first record that is not one of them.
+        loop {
+            if raw.read_exact(&mut fixed).is_err() || le32(&fixed, 0) != CENTRAL_HEADER_SIG {
+                break;
+            }
+            let name_len = usize::from(le16(&fixed, 28));
+            let skip = i64::from(le16(&fixed, 30)) + i64::from(le16(&fixed, 32));
+            meter.charge(name_len as u64 + 64, || "the zip directory".to_string())?;
+            let mut name = vec![0u8; name_len];
+            raw.read_exact(&mut name).map_err(io)?;
+            raw.seek(io::SeekFrom::Current(skip)).map_err(io)?;
+            records += 1;
+            if !seen.insert(name.clone()) {
+                return Err(CheckpointError::DuplicateZipEntry {
+                    file: self.file.clone(),
+                    entry: String::from_utf8_lossy(&name).into_owned(),
+                });
             }
         }
+        if records != self.zip.len() {
+            // Distinct raw names that decode to one name (or a directory
+            // the walk could not follow): ambiguous either way.
+            return Err(zip_error(
+                &self.file,
+                format!("the central directory holds {records} records for {} distinct names", self.zip.len()),
+            ));
+        }
+        Ok(())
     }
-    best.map(str::to_string)
+
+    fn dir_entry(&mut self, name: &str) -> Result<Option<DirEntry>, CheckpointError> {
+        let Some(index) = self.zip.index_for_name(name) else {
+            return Ok(None);
+        };
+        let e =
+            self.zip.by_index_raw(index).map_err(|e| zip_error(&self.file, format!("entry '{}': {e}", shown(name))))?;
+        Ok(Some(DirEntry {
+            index,
+            name_raw: e.name_raw().to_vec(),
+            header_start: e.header_start(),
+            data_start: e.data_start(),
+            compressed: e.compressed_size(),
+            size: e.size(),
+            crc: e.crc32(),
+        }))
+    }
+
+    /// Compares the local header (and the data descriptor, if the writer
+    /// used one) with what the central directory records.
+    fn check_local_header(&self, name: &str, d: &DirEntry) -> Result<(), CheckpointError> {
+        let mut raw = self.raw.clone();
+        let io = |e: io::Error| self.damaged(name, format!("its local header cannot be read: {e}"));
+        raw.seek(io::SeekFrom::Start(d.header_start)).map_err(io)?;
+        let mut h = [0u8; 30];
+        raw.read_exact(&mut h).map_err(io)?;
+        if le32(&h, 0) != LOCAL_HEADER_SIG {
+            return Err(self.damaged(name, "its local header signature is missing".to_string()));
+        }
+        let mut local_name = vec![0u8; usize::from(le16(&h, 26))];
+        raw.read_exact(&mut local_name).map_err(io)?;
+        if local_name != d.name_raw {
+            let local = String::from_utf8_lossy(&local_name);
+            return Err(self.damaged(name, format!("its local header names it '{}'", shown(&local))));
+        }
+        let mut extra = vec![0u8; usize::from(le16(&h, 28))];
+        raw.read_exact(&mut extra).map_err(io)?;
+
+        let flags = le16(&h, 6);
+        let (crc, csize32, usize32) = (le32(&h, 14), le32(&h, 18), le32(&h, 22));
+        let descriptor = flags & FLAG_DATA_DESCRIPTOR != 0;
+        // With a data descriptor the local copies are zero (or, from some
+        // writers, the true values): only nonzero ones are compared here.
+        if !(descriptor && crc == 0) && crc != d.crc {
+            return Err(self.damaged(name, format!("local header CRC-32 {crc:08x}, directory {:08x}", d.crc)));
+        }
+        let zip64 = zip64_sizes(&extra, usize32, csize32);
+        let local_size = if usize32 == ZIP64_MARK { zip64.0 } else { Some(u64::from(usize32)) };
+        let local_compressed = if csize32 == ZIP64_MARK { zip64.1 } else { Some(u64::from(csize32)) };
+        for (what, local, dir) in [("size", local_size, d.size), ("compressed size", local_compressed, d.compressed)] {
+            let skip = descriptor && local == Some(0);
+            if !skip && local != Some(dir) {
+                let local = local.map_or_else(|| "missing".to_string(), |v| v.to_string());
+                return Err(self.damaged(name, format!("local header {what} {local}, directory {dir}")));
+            }
+        }
+        if descriptor {
+            self.check_data_descriptor(name, d)?;
+        }
+        Ok(())
+    }
+
+    /// The data descriptor after the data: optional signature, CRC-32, then
+    /// 32-bit or (zip64) 64-bit sizes.
+    fn check_data_descriptor(&self, name: &str, d: &DirEntry) -> Result<(), CheckpointError> {
+        let mut raw = self.raw.clone();
+        let at = d
+            .data_start
+            .checked_add(d.compressed)
+            .ok_or_else(|| self.damaged(name, "its data ends past 2^64".into()))?;
+        let mut b = [0u8; 24];
+        let got = raw.seek(io::SeekFrom::Start(at)).and_then(|_| read_up_to(&mut raw, &mut b)).unwrap_or(0);
+        let b = &b[..got];
+        let body = if le32(b, 0) == DATA_DESCRIPTOR_SIG { b.get(4..).unwrap_or(&[]) } else { b };
+        let crc = le32(body, 0);
+        let sizes32 =
+            body.len() >= 12 && u64::from(le32(body, 4)) == d.compressed && u64::from(le32(body, 8)) == d.size;
+        let sizes64 = body.len() >= 20 && le64(body, 4) == d.compressed && le64(body, 12) == d.size;
+        if body.len() < 12 || crc != d.crc || !(sizes32 || sizes64) {
+            return Err(self.damaged(
+                name,
+                format!(
+                    "its data descriptor (CRC-32 {crc:08x}) disagrees with the directory (CRC-32 {:08x}, {} bytes)",
+                    d.crc, d.size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads entry `name` whole, after the zip-bomb limits, the header checks
+    /// and the memory budget; verifies its CRC-32. `Ok(None)` if there is no
+    /// such entry.
+    fn read_entry(&mut self, name: &str, max_size: u64, meter: &mut Meter) -> Result<Option<Vec<u8>>, CheckpointError> {
+        let Some(d) = self.dir_entry(name)? else {
+            return Ok(None);
+        };
+        let (size, compressed) = (d.size, d.compressed);
+        if size > max_size || size > compressed.saturating_mul(MAX_COMPRESSION_RATIO) {
+            return Err(CheckpointError::ZipEntryTooLarge {
+                file: self.file.clone(),
+                entry: name.to_string(),
+                size,
+                compressed,
+                max_size,
+                max_ratio: MAX_COMPRESSION_RATIO,
+            });
+        }
+        self.check_local_header(name, &d)?;
+        meter.charge(size, || format!("zip entry '{}'", shown(name)))?;
+        let mut entry =
+            self.zip.by_index(d.index).map_err(|e| zip_error(&self.file, format!("entry '{}': {e}", shown(name))))?;
+        // The budget admitted `size` bytes; the entry may still deliver
+        // fewer (checked below), never more (`take`).
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let read = (&mut entry).take(size).read_to_end(&mut bytes);
+        drop(entry);
+        if let Err(e) = read {
+            return Err(self.damaged(name, format!("decompressing it failed: {e}")));
+        }
+        if (bytes.len() as u64) != size {
+            return Err(self.damaged(name, format!("it ends after {} of its {size} bytes", bytes.len())));
+        }
+        // The zip crate checks the CRC only once a reader reaches the end of
+        // the entry; reading exactly `size` bytes never does, so check here.
+        let crc = itera_edge::format::crc32(&bytes);
+        if crc != d.crc {
+            return Err(
+                self.damaged(name, format!("its bytes have CRC-32 {crc:08x}, the directory records {:08x}", d.crc))
+            );
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Finds `<archive>/data.pkl` and returns `<archive>`.
+    fn find_prefix(&self) -> Option<String> {
+        let mut best: Option<&str> = None;
+        for name in self.zip.file_names() {
+            if let Some(prefix) = name.strip_suffix("/data.pkl") {
+                let depth = |p: &str| p.matches('/').count();
+                // Prefer the shallowest folder (normally exactly one level).
+                let better = match best {
+                    Some(b) => depth(prefix) < depth(b),
+                    None => true,
+                };
+                if better {
+                    best = Some(prefix);
+                }
+            }
+        }
+        best.map(str::to_string)
+    }
 }
 
-/// Reads a PyTorch zip checkpoint from `reader`. `file` names it in errors.
-pub fn load_zip<R: Read + Seek>(reader: R, file: &str) -> Result<StateDict, CheckpointError> {
-    let mut zip = ZipArchive::new(reader).map_err(|e| zip_error(file, e))?;
-    let prefix = find_prefix(&zip).ok_or_else(|| CheckpointError::MissingDataPkl { file: file.to_string() })?;
+/// Reads into `buf` until it is full or the input ends; the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
 
-    if let Some(order) = read_entry(&mut zip, &format!("{prefix}/byteorder"), 64, 0, file)? {
+/// The (uncompressed, compressed) sizes of a local header's zip64 extra
+/// field (tag 1): each present only where the 32-bit field is the marker.
+fn zip64_sizes(extra: &[u8], usize32: u32, csize32: u32) -> (Option<u64>, Option<u64>) {
+    let mut at = 0;
+    while at + 4 <= extra.len() {
+        let (tag, len) = (le16(extra, at), usize::from(le16(extra, at + 2)));
+        let body = extra.get(at + 4..at + 4 + len).unwrap_or(&[]);
+        if tag == 1 {
+            let mut fields = body.chunks_exact(8).map(|c| le64(c, 0));
+            let size = if usize32 == ZIP64_MARK { fields.next() } else { None };
+            let compressed = if csize32 == ZIP64_MARK { fields.next() } else { None };
+            return (size, compressed);
+        }
+        at += 4 + len;
+    }
+    (None, None)
+}
+
+/// Reads a PyTorch zip checkpoint from `reader` within the default
+/// [`MemoryBudget`]. `file` names it in errors.
+pub fn load_zip<R: Read + Seek>(reader: R, file: &str) -> Result<StateDict, CheckpointError> {
+    read_zip(reader, &mut Meter::new(&MemoryBudget::default(), file))
+}
+
+/// Reads a PyTorch zip checkpoint, counting what it holds on `meter`.
+pub(crate) fn read_zip<R: Read + Seek>(reader: R, meter: &mut Meter) -> Result<StateDict, CheckpointError> {
+    let mut archive = Archive::open(reader, meter)?;
+    let file = archive.file.clone();
+    let prefix = archive.find_prefix().ok_or_else(|| CheckpointError::MissingDataPkl { file: file.clone() })?;
+
+    if let Some(order) = archive.read_entry(&format!("{prefix}/byteorder"), 64, meter)? {
         let order = String::from_utf8_lossy(&order).trim().to_string();
         if order != "little" {
-            return Err(CheckpointError::UnsupportedByteOrder { file: file.to_string(), order });
+            return Err(CheckpointError::UnsupportedByteOrder { file, order });
         }
     }
 
-    let pkl = read_entry(&mut zip, &format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES, 0, file)?
-        .ok_or_else(|| CheckpointError::MissingDataPkl { file: file.to_string() })?;
-    let tree = pickle::parse(&pkl, ALLOWED_GLOBALS, &pickle::Limits::default())
-        .map_err(|source| CheckpointError::Pickle { file: file.to_string(), source })?;
+    let pkl = archive
+        .read_entry(&format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES, meter)?
+        .ok_or_else(|| CheckpointError::MissingDataPkl { file: file.clone() })?;
+    // The pickle's values may take what is left of the budget.
+    let limits = pickle::Limits {
+        max_bytes: usize::try_from(meter.remaining()).unwrap_or(usize::MAX),
+        ..pickle::Limits::default()
+    };
+    let tree = match pickle::parse(&pkl, ALLOWED_GLOBALS, &limits) {
+        Ok(tree) => tree,
+        Err(pickle::PickleError::MemoryExceeded { needed, .. }) => {
+            return Err(CheckpointError::MemoryBudget {
+                file,
+                what: "data.pkl's values".to_string(),
+                needed: meter.used().saturating_add(needed as u64),
+                budget: meter.used().saturating_add(meter.remaining()),
+            })
+        }
+        Err(error) => return Err(CheckpointError::Pickle { file, error }),
+    };
+    meter.charge(tree.bytes() as u64, || "data.pkl's values".to_string())?;
+    drop(pkl);
 
-    let mut storages =
-        ZipStorages { zip: &mut zip, prefix, file: file.to_string(), cache: HashMap::new(), bytes_read: 0 };
-    build_state_dict(&tree, &mut storages, file)
+    let mut storages = ZipStorages { archive: &mut archive, prefix, cache: HashMap::new(), bytes_read: 0 };
+    build_state_dict(&tree, &mut storages, meter)
 }
 
 /// Finds the state dict inside the pickled object: the object itself, or its
@@ -349,8 +624,13 @@ const PACKED_SUFFIX: &str = "._packed_params._packed_params";
 
 /// Turns the state dict of `tree` into a [`StateDict`], materialising tensors
 /// from `storages`.
-fn build_state_dict(tree: &Tree, storages: &mut dyn StorageSource, file: &str) -> Result<StateDict, CheckpointError> {
-    let pairs = state_dict_pairs(tree, file)?;
+fn build_state_dict(
+    tree: &Tree,
+    storages: &mut dyn StorageSource,
+    meter: &mut Meter,
+) -> Result<StateDict, CheckpointError> {
+    let file = meter.file().to_string();
+    let pairs = state_dict_pairs(tree, &file)?;
     let named: Vec<(&str, NodeId)> = pairs.iter().filter_map(|&(k, v)| tree.as_str(k).map(|k| (k, v))).collect();
 
     // Dynamic-quantized Linear modules: `<base>._packed_params._packed_params`.
@@ -361,7 +641,7 @@ fn build_state_dict(tree: &Tree, storages: &mut dyn StorageSource, file: &str) -
             .any(|suffix| key.strip_suffix(suffix).is_some_and(|base| packed_bases.contains(base)))
     };
 
-    let mut ctx = Materialiser { tree, storages, file, produced: 0 };
+    let mut ctx = Materialiser { tree, storages, meter, produced: 0 };
     let mut out = StateDictBuilder::default();
     for &(key, value) in &named {
         if let Some(base) = key.strip_suffix(PACKED_SUFFIX) {
@@ -397,10 +677,7 @@ fn build_state_dict(tree: &Tree, storages: &mut dyn StorageSource, file: &str) -
     }
     if out.is_empty() {
         let keys: Vec<String> = named.iter().take(8).map(|(k, _)| k.chars().take(80).collect()).collect();
-        return Err(CheckpointError::Structure {
-            file: file.to_string(),
-            detail: format!("no tensors found (first keys: {keys:?})"),
-        });
+        return Err(CheckpointError::Structure { file, detail: format!("no tensors found (first keys: {keys:?})") });
     }
     Ok(out.finish())
 }
@@ -409,14 +686,15 @@ fn build_state_dict(tree: &Tree, storages: &mut dyn StorageSource, file: &str) -
 struct Materialiser<'a> {
     tree: &'a Tree,
     storages: &'a mut dyn StorageSource,
-    file: &'a str,
+    /// Counts storages read and tensors produced; names the file.
+    meter: &'a mut Meter,
     /// Bytes of tensor data produced so far.
     produced: u64,
 }
 
 impl Materialiser<'_> {
     fn tensor_error(&self, tensor: &str, detail: String) -> CheckpointError {
-        CheckpointError::Tensor { file: self.file.to_string(), tensor: tensor.to_string(), detail }
+        CheckpointError::Tensor { file: self.meter.file().to_string(), tensor: tensor.to_string(), detail }
     }
 
     fn corrupt(&self, tensor: &str, what: String) -> CheckpointError {
@@ -566,15 +844,19 @@ impl Materialiser<'_> {
         let elem = storage.kind.elem_size();
         let numel =
             checked_numel(&view.shape).ok_or_else(|| self.corrupt(name, format!("size {:?} overflows", view.shape)))?;
-        let declared = storage
-            .numel
-            .checked_mul(elem as u64)
-            .ok_or_else(|| self.corrupt(name, format!("storage '{}' declares an impossible size", storage.key)))?;
+        let declared = storage.numel.checked_mul(elem as u64).ok_or_else(|| {
+            self.corrupt(name, format!("storage '{}' declares an impossible size", shown(&storage.key)))
+        })?;
 
-        // Read the storage entry (once per archive), checking its size first.
-        let present = self.storages.load(&storage.key, declared).map_err(|detail| self.tensor_error(name, detail))?;
-        if !present && declared != 0 {
-            return Err(self.tensor_error(name, format!("storage '{}' is missing from the archive; the file is truncated or corrupted: copy or download it again", storage.key)));
+        // Read the storage entry (once per archive).
+        match self.storages.load(&storage.key, self.meter)? {
+            None if declared != 0 => {
+                return Err(self.tensor_error(name, format!("storage '{}' is missing from the archive; the file is truncated or corrupted: copy or download it again", shown(&storage.key))));
+            }
+            Some(len) if len < declared => {
+                return Err(self.tensor_error(name, format!("storage '{}' holds {len} bytes but the checkpoint declares {declared} bytes for it; the file is corrupted: re-export it", shown(&storage.key))));
+            }
+            _ => {}
         }
         if numel == 0 {
             return Ok(Vec::new());
@@ -590,7 +872,11 @@ impl Materialiser<'_> {
                 name,
                 format!(
                     "view (offset {}, size {:?}, stride {:?}) reaches past the end of storage '{}' ({} elements)",
-                    view.offset, view.shape, view.stride, storage.key, storage.numel
+                    view.offset,
+                    view.shape,
+                    view.stride,
+                    shown(&storage.key),
+                    storage.numel
                 ),
             ));
         }
@@ -603,6 +889,10 @@ impl Materialiser<'_> {
         if produced > budget {
             return Err(self.tensor_error(name, format!("materialising this view would bring the tensors to {produced} bytes, more than {OUTPUT_BUDGET_FACTOR}x the {read} bytes of storage read; its strides overlap implausibly: save contiguous tensors (tensor.clone()) instead")));
         }
+        // A strided view is gathered into a buffer of its own first.
+        let contiguous = is_contiguous(&view.shape, &view.stride);
+        let gathered = if contiguous { 0 } else { (numel as u64).saturating_mul(elem as u64) };
+        self.meter.charge(out_bytes.saturating_add(gathered), || format!("tensor '{}'", shown(name)))?;
         self.produced = produced;
 
         let bytes = self.storages.get(&storage.key).unwrap_or(&[]);
@@ -794,15 +1084,10 @@ mod tests {
     /// A hand-made storage source for view tests.
     struct MemStorages(HashMap<String, Vec<u8>>, u64);
     impl StorageSource for MemStorages {
-        fn load(&mut self, key: &str, min_bytes: u64) -> Result<bool, String> {
-            match self.0.get(key) {
-                Some(b) if (b.len() as u64) < min_bytes => Err("too small".into()),
-                Some(b) => {
-                    self.1 += b.len() as u64;
-                    Ok(true)
-                }
-                None => Ok(false),
-            }
+        fn load(&mut self, key: &str, _meter: &mut Meter) -> Result<Option<u64>, CheckpointError> {
+            let len = self.0.get(key).map(|b| b.len() as u64);
+            self.1 += len.unwrap_or(0);
+            Ok(len)
         }
         fn get(&self, key: &str) -> Option<&[u8]> {
             self.0.get(key).map(Vec::as_slice)
@@ -858,9 +1143,9 @@ mod tests {
 
     fn build(p: &[u8], storages: &[(&str, Vec<u8>)]) -> Result<StateDict, CheckpointError> {
         let tree = pickle::parse(p, ALLOWED_GLOBALS, &pickle::Limits::default())
-            .map_err(|source| CheckpointError::Pickle { file: "t".into(), source })?;
+            .map_err(|error| CheckpointError::Pickle { file: "t".into(), error })?;
         let mut src = MemStorages(storages.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), 0);
-        build_state_dict(&tree, &mut src, "t")
+        build_state_dict(&tree, &mut src, &mut Meter::new(&MemoryBudget::default(), "t"))
     }
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -949,13 +1234,14 @@ mod tests {
         let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
             return;
         };
-        let mut zip = ZipArchive::new(std::io::Cursor::new(&bytes)).expect("zip");
-        let prefix = find_prefix(&zip).expect("prefix");
-        let pkl = read_entry(&mut zip, &format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES, 0, "t")
+        let mut meter = Meter::new(&MemoryBudget::default(), "t");
+        let mut archive = Archive::open(std::io::Cursor::new(&bytes), &mut meter).expect("zip");
+        let prefix = archive.find_prefix().expect("prefix");
+        let pkl = archive
+            .read_entry(&format!("{prefix}/data.pkl"), MAX_PICKLE_BYTES, &mut meter)
             .expect("read")
             .expect("present");
-        let mut storages =
-            ZipStorages { zip: &mut zip, prefix, file: "t".into(), cache: HashMap::new(), bytes_read: 0 };
+        let mut storages = ZipStorages { archive: &mut archive, prefix, cache: HashMap::new(), bytes_read: 0 };
         let mut state = 0x1234_5678_9abc_def1u64;
         let mut next = || {
             state ^= state << 13;
@@ -978,7 +1264,9 @@ mod tests {
                 };
             }
             if let Ok(tree) = pickle::parse(&p, ALLOWED_GLOBALS, &pickle::Limits::default()) {
-                if build_state_dict(&tree, &mut storages, "t").is_ok() {
+                // A fresh budget each time: the storages are cached across tries.
+                let mut meter = Meter::new(&MemoryBudget::default(), "t");
+                if build_state_dict(&tree, &mut storages, &mut meter).is_ok() {
                     ok += 1;
                 }
             }
@@ -1025,10 +1313,10 @@ mod tests {
         let evil = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsR.";
         let err = load_bytes(&make_zip(&[("a/data.pkl", evil, false)]), "evil.pt").expect_err("refused");
         assert!(
-            matches!(&err, CheckpointError::Pickle { source: pickle::PickleError::GlobalNotAllowed { .. }, .. }),
+            matches!(&err, CheckpointError::Pickle { error: pickle::PickleError::GlobalNotAllowed { .. }, .. }),
             "{err}"
         );
-        assert!(err.to_string().contains("pickle global 'os.system' is not allowed (allowed: "), "{err}");
+        assert!(err.to_string().contains("pickle global 'os.system' is refused"), "{err}");
 
         // Big-endian, missing data.pkl, missing and short storages.
         let be = make_zip(&[("a/data.pkl", &p, false), ("a/byteorder", b"big", false), ("a/data/0", &data, false)]);
@@ -1042,7 +1330,7 @@ mod tests {
         let err = load_bytes(&short, "s.pt").expect_err("short storage");
         assert!(
             matches!(err, CheckpointError::Tensor { .. })
-                && err.to_string().contains("holds 8 bytes but the checkpoint declares 12"),
+                && err.to_string().contains("holds 8 bytes but the checkpoint declares 12 bytes"),
             "{err}"
         );
     }
@@ -1056,6 +1344,115 @@ mod tests {
         let err = load_bytes(&bomb, "bomb.pt").expect_err("bomb");
         assert!(matches!(err, CheckpointError::ZipEntryTooLarge { .. }), "{err}");
         assert!(err.to_string().contains("refusing to decompress"), "{err}");
+    }
+
+    /// Offset of `entry`'s data and its length, by the zip crate's reckoning.
+    fn entry_data(zip: &[u8], entry: &str) -> (usize, usize, usize) {
+        let mut archive = ZipArchive::new(std::io::Cursor::new(zip)).expect("zip");
+        let e = archive.by_name(entry).expect("entry");
+        (e.header_start() as usize, e.data_start() as usize, e.compressed_size() as usize)
+    }
+
+    fn damaged_entry(err: &CheckpointError) -> &str {
+        match err {
+            CheckpointError::ZipEntryDamaged { entry, .. } => entry,
+            other => panic!("expected a damaged entry, got: {other}"),
+        }
+    }
+
+    #[test]
+    fn damaged_entries_of_a_real_checkpoint_are_refused_by_name() {
+        // torch.save writes data descriptors (local CRC and sizes zero): the bytes'
+        // CRC-32 and the descriptor are what catch damage there.
+        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+            return;
+        };
+        let entry = "itera_lite_micro_distilled/data/9";
+        let (header, start, len) = entry_data(&bytes, entry);
+        assert_ne!(le16(&bytes, header + 6) & FLAG_DATA_DESCRIPTOR, 0, "the fixture uses data descriptors");
+
+        let mut flipped = bytes.clone();
+        flipped[start + len / 3] ^= 0x80;
+        let err = load_bytes(&flipped, "flipped.pt").expect_err("a flipped storage byte");
+        assert_eq!(damaged_entry(&err), entry);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("flipped.pt: zip entry") && msg.contains("CRC-32") && msg.contains("download"),
+            "{msg}"
+        );
+
+        // The descriptor's CRC, then its sizes, disagreeing with the directory.
+        let descriptor = start + len + if le32(&bytes, start + len) == DATA_DESCRIPTOR_SIG { 4 } else { 0 };
+        for at in [descriptor, descriptor + 4] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x01;
+            let err = load_bytes(&bad, "descriptor.pt").expect_err("a bad data descriptor");
+            assert_eq!(damaged_entry(&err), entry);
+            assert!(err.to_string().contains("data descriptor"), "{err}");
+        }
+
+        // A local header that claims sizes, wrongly, though a descriptor follows.
+        let mut claims = bytes.clone();
+        claims[header + 22..header + 26].copy_from_slice(&((len as u32) + 1).to_le_bytes());
+        let err = load_bytes(&claims, "claims.pt").expect_err("a wrong local size");
+        assert!(err.to_string().contains("local header size"), "{err}");
+    }
+
+    #[test]
+    fn local_headers_and_crcs_of_written_zips_are_checked() {
+        let p = tensor_pickle(&[("w", "FloatStorage", "0", 3, 0, &[3], &[1])]);
+        let data = f32_bytes(&[1.0, 2.0, 3.0]);
+        let ok = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data, false)]);
+        assert!(load_bytes(&ok, "ok.pt").is_ok());
+        let (header, start, _) = entry_data(&ok, "a/data/0");
+        // Each field of the local header that the directory also records.
+        for (at, what) in [(14, "local header CRC-32"), (18, "compressed size"), (22, "local header size")] {
+            let mut bad = ok.clone();
+            bad[header + at] ^= 0x04;
+            let err = load_bytes(&bad, "bad.pt").expect_err(what);
+            assert_eq!(damaged_entry(&err), "a/data/0", "{what}");
+            assert!(err.to_string().contains(what), "{err}");
+        }
+        let mut renamed = ok.clone();
+        renamed[header + 30] = b'b';
+        assert!(load_bytes(&renamed, "n.pt").expect_err("name").to_string().contains("names it 'b/data/0'"));
+        let mut flipped = ok.clone();
+        flipped[start] ^= 0x01;
+        assert!(load_bytes(&flipped, "f.pt").expect_err("crc").to_string().contains("its bytes have CRC-32"));
+    }
+
+    #[test]
+    fn duplicate_entry_names_are_refused() {
+        let p = tensor_pickle(&[("w", "FloatStorage", "0", 1, 0, &[1], &[1])]);
+        let one = f32_bytes(&[1.0]);
+        let two = f32_bytes(&[2.0]);
+        let mut zip = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &one, false), ("a/data/X", &two, false)]);
+        // A zip writer refuses a repeated name: rename the third entry everywhere.
+        for i in 0..zip.len() - 8 {
+            if &zip[i..i + 8] == b"a/data/X" {
+                zip[i + 7] = b'0';
+            }
+        }
+        let err = load_bytes(&zip, "dup.pt").expect_err("duplicate");
+        assert!(matches!(&err, CheckpointError::DuplicateZipEntry { entry, .. } if entry == "a/data/0"), "{err}");
+        assert!(err.to_string().contains("appears more than once"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_sums_entries_and_tensors() {
+        let p = tensor_pickle(&[
+            ("a", "FloatStorage", "0", 1024, 0, &[1024], &[1]),
+            ("b", "FloatStorage", "1", 1024, 0, &[1024], &[1]),
+        ]);
+        let data = f32_bytes(&[0.5; 1024]);
+        let zip = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data, true), ("a/data/1", &data, true)]);
+        let (_, used) = super::super::load_bytes_metered(&zip, "b.pt", &MemoryBudget::default()).expect("loads");
+        // Two 4 KiB entries and two 4 KiB tensors, plus the pickle and directory.
+        assert!((4 * 4096..4 * 4096 + 8192).contains(&used), "{used}");
+        for max_bytes in [used - 1, 3 * 4096, 4096] {
+            let err = super::super::load_bytes_within(&zip, "b.pt", &MemoryBudget { max_bytes }).expect_err("over");
+            assert!(matches!(err, CheckpointError::MemoryBudget { budget, .. } if budget == max_bytes), "{err}");
+        }
     }
 
     #[test]
