@@ -29,6 +29,11 @@ pub const MAX_EXPERTS: usize = 16;
 /// Most provenance entries a blob may carry.
 pub const MAX_META: usize = 32;
 
+/// Largest quantization scale a blob may hold, per tensor or in a scale table. Above every
+/// finite f16 (65504), so it refuses no f16 table entry, and an int8 weight stays within
+/// `255 * 65536`, far above any trained weight; a larger scale is damage, not a model.
+pub const MAX_SCALE: f32 = 65536.0;
+
 /// Model hyper-parameters. Every tensor shape follows from these.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -205,6 +210,13 @@ pub struct TensorEntry {
     pub len: u32,
     /// Quantization parameters.
     pub quant: Quant,
+}
+
+impl TensorEntry {
+    /// The tensor as messages name it.
+    pub fn name(&self) -> crate::error::TensorName {
+        crate::error::TensorName { role: self.role, layer: self.layer, expert: self.expert }
+    }
 }
 
 /// Kind of the optional tokenizer.

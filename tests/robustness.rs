@@ -72,7 +72,7 @@ fn bad_tokens_and_a_full_session_are_typed_errors_and_leave_the_session_usable()
     for t in 1..c.max_seq {
         s.step(t % c.vocab).expect("within max_seq");
     }
-    assert_eq!(s.step(1).err(), Some(Error::ContextFull { max_seq: c.max_seq }));
+    assert_eq!(s.step(1).err(), Some(Error::ContextFull { max_seq: c.max_seq, needed: c.max_seq + 1 }));
     s.reset();
     assert_eq!(s.step(1).expect("after reset"), first.as_slice(), "reset restores the empty state exactly");
     assert!(s.logits().iter().all(|v| v.is_finite()));
