@@ -335,6 +335,48 @@ pub fn tensor_count(c: &Config) -> usize {
     n
 }
 
+/// Encodes a manifest into `out` as format v1 lays it out: `head`, then each of `tensors`,
+/// then each `meta` pair; returns the bytes written, or `None` if `out` is too short. The
+/// reader's inverse; tests and fuzzing use it to re-encode an edited manifest, which
+/// postcard's varints may make longer or shorter than before.
+pub fn encode_manifest<'m>(
+    out: &mut [u8],
+    head: &ManifestHead,
+    tensors: impl IntoIterator<Item = &'m TensorEntry>,
+    meta: impl IntoIterator<Item = (&'m str, &'m str)>,
+) -> Option<usize> {
+    let mut at = 0;
+    let mut put = |v: &dyn erased::Encode| -> Option<()> {
+        at += v.encode(out.get_mut(at..)?)?;
+        Some(())
+    };
+    put(head)?;
+    for e in tensors {
+        put(e)?;
+    }
+    for kv in meta {
+        put(&kv)?;
+    }
+    Some(at)
+}
+
+/// Postcard encoding behind one object-safe call, so `encode_manifest` writes its three
+/// kinds of value with one cursor.
+mod erased {
+    use serde::Serialize;
+
+    pub trait Encode {
+        /// Bytes written to `out`, or `None` if it is too short.
+        fn encode(&self, out: &mut [u8]) -> Option<usize>;
+    }
+
+    impl<T: Serialize> Encode for T {
+        fn encode(&self, out: &mut [u8]) -> Option<usize> {
+            postcard::to_slice(self, out).ok().map(|used| used.len())
+        }
+    }
+}
+
 /// Writes the CRC32 of everything before the last [`CRC_LEN`] bytes into those bytes, as a
 /// blob ends (the writer seals a finished blob this way; tests and fuzzing reseal an edited
 /// one). Too short a buffer is left alone.
