@@ -221,3 +221,32 @@ pub fn scale_count(e: &TensorEntry) -> usize {
         _ => 0,
     }
 }
+
+/// `bytes` with a tokenizer table of `tokens` (unknown id `unk_id`) appended to its data
+/// section and referenced by the manifest in place of any other, whatever the model's
+/// vocab: the packer may refuse to write such a table, a crafted blob still can.
+pub fn with_tokenizer(bytes: &[u8], unk_id: u32, tokens: &[String]) -> Vec<u8> {
+    let body = bytes.len() - CRC_LEN;
+    let mut out = bytes[..body].to_vec();
+    out.resize(body.next_multiple_of(4), 0);
+    let offset = out.len() as u32;
+    let mut end = 0u32;
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for t in tokens {
+        end += t.len() as u32;
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    for t in tokens {
+        out.extend_from_slice(t.as_bytes());
+    }
+    let len = out.len() as u32 - offset;
+    out.extend_from_slice(&[0; CRC_LEN]);
+    let total = out.len() as u32;
+    out[20..24].copy_from_slice(&total.to_le_bytes());
+    seal(&mut out);
+    edit_manifest(&out, |m| {
+        let kind = itera_edge::format::TokenizerKind::Word;
+        let count = tokens.len() as u32;
+        m.head.tokenizer = Some(itera_edge::format::TokenizerRef { kind, unk_id, count, offset, len });
+    })
+}
