@@ -250,7 +250,7 @@ fn scale_count(shape: [u32; 2], group: u32) -> Option<usize> {
 /// Whether `v` may be an entry of a scale table: a number in `(0, MAX_SCALE]` (NaN, a
 /// negative sign, which flips every weight of a group, and zero, which erases one, are
 /// damage: the packer writes 1 for a group of zeros). Subnormal entries are legitimate:
-/// the packer's int4 and f16 scales round a group of tiny weights to one.
+/// the packer may write an f16 subnormal scale for a group of tiny weights.
 fn table_scale_ok(v: f32) -> bool {
     v > 0.0 && v <= MAX_SCALE
 }
