@@ -8,7 +8,7 @@
 #[path = "../../../tests/support/craft.rs"]
 mod craft;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use craft::{edit_bytes, edit_manifest, scale_at, tiny, with_tokenizer, words, Storage};
 use itera_edge::format::{Quant, Role};
@@ -21,14 +21,14 @@ fn blob_file(s: &Scratch, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// `itera-sim run BLOB --tokens 1,2 -n 2`: parse, model and a session.
-fn sim_run(class: Class, name: &str, blob: &PathBuf) -> Case {
+fn sim_run(class: Class, name: &str, blob: &Path) -> Case {
     Case::new(class, name, Tool::Sim)
         .args(["run".as_ref(), blob.as_os_str(), "--tokens".as_ref(), "1,2".as_ref(), "-n".as_ref(), "2".as_ref()])
         .input(blob)
 }
 
 /// `itera-sim logits BLOB --tokens 1,2 --out OUT`: must not leave OUT behind when refused.
-fn sim_logits(class: Class, name: &str, blob: &PathBuf, out: &PathBuf) -> Case {
+fn sim_logits(class: Class, name: &str, blob: &Path, out: &Path) -> Case {
     Case::new(class, name, Tool::Sim)
         .args([
             "logits".as_ref(),
@@ -43,7 +43,7 @@ fn sim_logits(class: Class, name: &str, blob: &PathBuf, out: &PathBuf) -> Case {
 }
 
 /// `itera-pack inspect BLOB`.
-fn inspect(class: Class, name: &str, blob: &PathBuf) -> Case {
+fn inspect(class: Class, name: &str, blob: &Path) -> Case {
     Case::new(class, name, Tool::Pack).args(["inspect".as_ref(), blob.as_os_str()]).input(blob)
 }
 
