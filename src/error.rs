@@ -308,3 +308,33 @@ impl fmt::Display for TensorName {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages added for hostile input: one line each, naming where, saying what to do.
+    #[test]
+    fn hostile_input_messages_are_one_line_with_where_and_what_to_do() {
+        let tensor = TensorName { role: Role::ExpertW1, layer: 1, expert: 3 };
+        let cases = [
+            (Error::ZeroPointOutOfRange { tensor, zero_point: i32::MIN }, "ExpertW1 of expert 3 of layer 1", "repack"),
+            (Error::BadScale { tensor, index: Some(7), value: f32::NAN }, "scale 7 of its table is NaN", "repack"),
+            (Error::BadScale { tensor, index: None, value: 0.0 }, "ExpertW1 of expert 3", "repack"),
+            (Error::TopKOutOfRange { top_k: 0, n_experts: 4 }, "top_k is 0", "--top-k"),
+            (Error::TopKOutOfRange { top_k: 5, n_experts: 4 }, "have 4 experts", "--top-k"),
+            (Error::UnknownTokenOutOfRange { unk_id: 9, count: 9 }, "unknown-token id 9", "--tokenizer"),
+            (Error::TokenizerLargerThanVocab { count: 5001, vocab: 2000 }, "vocabulary has 2000", "--tokenizer"),
+            (Error::ReservedHeaderByte { offset: 10, value: 1 }, "byte 10 (flags)", "repack"),
+            (Error::ContextFull { max_seq: 128, needed: 203 }, "need 203 positions", "fewer tokens"),
+        ];
+        for (e, place, todo) in cases {
+            let line = e.to_string();
+            assert!(!line.contains('\n') && line.contains(place) && line.contains(todo), "{line}");
+        }
+        let found = TensorName { role: Role::SsmNormWeight, layer: 2, expert: 0 };
+        let expected = TensorName { layer: 0, ..found };
+        let line = Error::UnexpectedTensor { index: 2, expected, found }.to_string();
+        assert!(line.contains("expected SsmNormWeight of layer 0, found SsmNormWeight of layer 2"), "{line}");
+    }
+}
