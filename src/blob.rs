@@ -1,11 +1,17 @@
 //! `Blob`: a model file validated once, then read in place (from flash or RAM), never copied.
 
-use crate::error::Error;
+use crate::error::{Error, TensorName};
 use crate::format::{
     crc32, for_each_expected, tensor_count, Config, DType, ManifestHead, Quant, ScaleType, TensorEntry, TokenizerRef,
-    ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_EXPERTS, MAX_LAYERS, MAX_META, VERSION,
+    ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_EXPERTS, MAX_LAYERS, MAX_META, MAX_SCALE, VERSION,
 };
+use crate::kernels::f16_to_f32;
 use crate::tokenizer::Tokenizer;
+
+/// Header bytes format v1 defines and requires to be zero: the flags (10..12, no flag is
+/// defined yet) and the reserved field (24..32). Refusing them keeps a blob that a newer
+/// packer marks with a meaning this reader does not know from being misread.
+const ZERO_HEADER_BYTES: [core::ops::Range<usize>; 2] = [10..12, 24..32];
 
 /// A validated model blob borrowing its bytes.
 ///
@@ -81,6 +87,13 @@ impl<'a> Blob<'a> {
         if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::BlobNotAligned);
         }
+        for offset in ZERO_HEADER_BYTES.into_iter().flatten() {
+            match bytes.get(offset) {
+                Some(&0) | None => {}
+                // `offset < 32`: fits a u8.
+                Some(&value) => return Err(Error::ReservedHeaderByte { offset: offset as u8, value }),
+            }
+        }
         let manifest_len = read_u32(bytes, 12) as usize;
         let data_offset = read_u32(bytes, 16) as usize;
         if HEADER_LEN.checked_add(manifest_len).is_none_or(|end| end > data_offset)
@@ -97,7 +110,12 @@ impl<'a> Blob<'a> {
         let blob = Blob { bytes, head, table };
         blob.check_tensors(data_offset, body)?;
         if let Some(t) = head.tokenizer {
-            Tokenizer::new(bytes, &t, data_offset, body)?;
+            let tokenizer = Tokenizer::new(bytes, &t, data_offset, body)?;
+            // Every id the tokenizer names must have an embedding row, or a prompt it encodes
+            // fails at run time (`TokenOutOfRange`) instead of here.
+            if tokenizer.len() > head.config.vocab {
+                return Err(Error::TokenizerLargerThanVocab { count: tokenizer.len(), vocab: head.config.vocab });
+            }
         }
         if head.n_meta as usize > MAX_META {
             return Err(Error::Capacity { what: "provenance entries", needed: head.n_meta as usize, max: MAX_META });
@@ -124,8 +142,9 @@ impl<'a> Blob<'a> {
         for_each_expected(c, |want| {
             let (e, r): (TensorEntry, _) = decode(rest)?;
             rest = r;
-            if e.role != want.role || e.layer != want.layer || e.expert != want.expert {
-                return Err(Error::UnexpectedTensor { index, expected: want.role, found: e.role, layer: want.layer });
+            let expected = TensorName { role: want.role, layer: want.layer, expert: want.expert };
+            if e.name() != expected {
+                return Err(Error::UnexpectedTensor { index, expected, found: e.name() });
             }
             if e.shape != want.shape {
                 return Err(Error::ShapeMismatch {
@@ -135,7 +154,7 @@ impl<'a> Blob<'a> {
                     found: e.shape,
                 });
             }
-            check_entry(&e, data_offset, body)?;
+            check_entry(self.bytes, &e, data_offset, body)?;
             index += 1;
             Ok(())
         })?;
@@ -228,7 +247,31 @@ fn scale_count(shape: [u32; 2], group: u32) -> Option<usize> {
     per_row.checked_mul(shape[0] as usize)
 }
 
-fn check_entry(e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), Error> {
+/// Whether `v` may be an entry of a scale table: a number in `(0, MAX_SCALE]` (NaN, a
+/// negative sign, which flips every weight of a group, and zero, which erases one, are
+/// damage: the packer writes 1 for a group of zeros). Subnormal entries are legitimate:
+/// the packer may write an f16 subnormal scale for a group of tiny weights.
+fn table_scale_ok(v: f32) -> bool {
+    v > 0.0 && v <= MAX_SCALE
+}
+
+/// Refuses a scale table holding an entry [`table_scale_ok`] refuses.
+fn check_scale_table(table: &[u8], scale_type: ScaleType, tensor: TensorName) -> Result<(), Error> {
+    let width = scale_width(scale_type);
+    for (i, raw) in table.chunks_exact(width).enumerate() {
+        let value = match (scale_type, raw) {
+            (ScaleType::F16, &[a, b]) => f16_to_f32(half::f16::from_bits(u16::from_le_bytes([a, b]))),
+            (ScaleType::F32, &[a, b, c, d]) => f32::from_le_bytes([a, b, c, d]),
+            _ => f32::NAN,
+        };
+        if !table_scale_ok(value) {
+            return Err(Error::BadScale { tensor, index: Some(i as u32), value });
+        }
+    }
+    Ok(())
+}
+
+fn check_entry(bytes: &[u8], e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), Error> {
     let bad = |why| Error::BadTensor { role: e.role, layer: e.layer, why };
     let n = (e.shape[0] as usize).checked_mul(e.shape[1] as usize).ok_or(bad("element count overflows"))?;
     let start = e.offset as usize;
@@ -249,15 +292,28 @@ fn check_entry(e: &TensorEntry, data_offset: usize, body: usize) -> Result<(), E
     }
     match (e.dtype, e.quant) {
         (DType::F32 | DType::F16, Quant::None) => Ok(()),
-        (DType::I8, Quant::PerTensor { scale, .. }) if scale.is_finite() => Ok(()),
+        (DType::I8, Quant::PerTensor { scale, zero_point }) => {
+            // qint8's range: with it `q - zero_point` lies in -255..=255 and the kernels'
+            // arithmetic cannot overflow (`Weights::I8Affine` holds an i8).
+            if i8::try_from(zero_point).is_err() {
+                return Err(Error::ZeroPointOutOfRange { tensor: e.name(), zero_point });
+            }
+            // One scale for the whole tensor: zero or subnormal would flush every weight to
+            // (nearly) zero, which no quantizer writes for a real tensor.
+            if !(scale.is_normal() && scale > 0.0 && scale <= MAX_SCALE) {
+                return Err(Error::BadScale { tensor: e.name(), index: None, value: scale });
+            }
+            Ok(())
+        }
         (DType::I8 | DType::I4, Quant::Grouped { group, scales_offset, scale_type }) => {
             let count = scale_count(e.shape, group).ok_or(bad("quantization group is zero"))?;
             let s = scales_offset as usize;
-            let bytes = count.checked_mul(scale_width(scale_type)).ok_or(bad("scale table overflows"))?;
-            if !s.is_multiple_of(4) || s < data_offset || s.checked_add(bytes).is_none_or(|end| end > body) {
+            let len = count.checked_mul(scale_width(scale_type)).ok_or(bad("scale table overflows"))?;
+            if !s.is_multiple_of(4) || s < data_offset || s.checked_add(len).is_none_or(|end| end > body) {
                 return Err(bad("scale table is misaligned or outside the data section"));
             }
-            Ok(())
+            let table = bytes.get(s..s + len).ok_or(bad("scale table is misaligned or outside the data section"))?;
+            check_scale_table(table, scale_type, e.name())
         }
         _ => Err(bad("dtype and quantization parameters do not go together")),
     }
@@ -294,7 +350,7 @@ fn check_config(c: &Config) -> Result<(), Error> {
             return Err(Error::Capacity { what: "experts per layer", needed: c.n_experts as usize, max: MAX_EXPERTS });
         }
         if c.top_k == 0 || c.top_k > c.n_experts {
-            return Err(inv("top_k must be between 1 and the number of experts"));
+            return Err(Error::TopKOutOfRange { top_k: c.top_k, n_experts: c.n_experts });
         }
         if c.expert_hidden == 0 {
             return Err(inv("experts have zero width"));

@@ -58,12 +58,10 @@ pub enum Error {
     UnexpectedTensor {
         /// Row index.
         index: usize,
-        /// Role expected there.
-        expected: Role,
-        /// Role found.
-        found: Role,
-        /// Layer expected.
-        layer: u16,
+        /// The tensor expected there.
+        expected: TensorName,
+        /// The tensor found there.
+        found: TensorName,
     },
     /// A tensor's shape disagrees with the config.
     ShapeMismatch {
@@ -103,8 +101,52 @@ pub enum Error {
         /// How many this build holds.
         max: usize,
     },
+    /// A per-tensor zero point outside qint8's range `-128..=127`.
+    ZeroPointOutOfRange {
+        /// The tensor.
+        tensor: TensorName,
+        /// The zero point stored.
+        zero_point: i32,
+    },
+    /// A quantization scale that is not a usable number (see [`crate::format::MAX_SCALE`]).
+    BadScale {
+        /// The tensor.
+        tensor: TensorName,
+        /// Index in the tensor's scale table (`None`: the per-tensor scale).
+        index: Option<u32>,
+        /// The scale stored, as f32.
+        value: f32,
+    },
+    /// The config's `top_k` is 0 or more than the experts a MoE layer has.
+    TopKOutOfRange {
+        /// The config's `top_k`.
+        top_k: u32,
+        /// Experts per MoE layer.
+        n_experts: u32,
+    },
     /// The tokenizer section is inconsistent.
     BadTokenizer(&'static str),
+    /// The tokenizer's unknown-token id is not one of its ids.
+    UnknownTokenOutOfRange {
+        /// `unk_id` stored.
+        unk_id: u32,
+        /// Ids in the table.
+        count: u32,
+    },
+    /// The tokenizer names more ids than the model has rows in its embedding.
+    TokenizerLargerThanVocab {
+        /// Ids in the table.
+        count: u32,
+        /// The model's vocabulary size.
+        vocab: u32,
+    },
+    /// A header byte that format v1 defines as zero (the flags and reserved fields) is not.
+    ReservedHeaderByte {
+        /// Offset of the byte in the blob.
+        offset: u8,
+        /// Its value.
+        value: u8,
+    },
     /// The blob's first byte is not 4-aligned in memory, so f32 weights cannot be read in place.
     BlobNotAligned,
     /// The arena given to a session is smaller than `Model::arena_bytes()`.
@@ -123,10 +165,12 @@ pub enum Error {
         /// Vocabulary size.
         vocab: u32,
     },
-    /// The session already holds `max_seq` tokens (the position table has no more rows).
+    /// The tokens would run past `max_seq` positions (the position table has no more rows).
     ContextFull {
         /// The model's `max_seq`.
         max_seq: u32,
+        /// Positions the sequence would need (saturating).
+        needed: u32,
     },
     /// The blob's Ed25519 signature does not verify with the device's public key.
     BadSignature,
@@ -165,9 +209,9 @@ impl fmt::Display for Error {
                 f,
                 "tensor table has {found} tensors, the config implies {expected}; repack the checkpoint"
             ),
-            Error::UnexpectedTensor { index, expected, found, layer } => write!(
+            Error::UnexpectedTensor { index, expected, found } => write!(
                 f,
-                "tensor {index}: expected {expected:?} of layer {layer}, found {found:?}; repack the checkpoint"
+                "tensor table row {index}: expected {expected}, found {found}; the table is out of order: repack the checkpoint with `itera-pack convert`"
             ),
             Error::ShapeMismatch { role, layer, expected, found } => write!(
                 f,
@@ -181,6 +225,39 @@ impl fmt::Display for Error {
             Error::Capacity { what, needed, max } => write!(
                 f,
                 "model needs {needed} {what}, this build holds at most {max}"
+            ),
+            Error::ZeroPointOutOfRange { tensor, zero_point } => write!(
+                f,
+                "{tensor}: zero point {zero_point} is outside qint8's range -128..=127; the quantization parameters are corrupt: repack from a sound checkpoint with `itera-pack convert`"
+            ),
+            Error::BadScale { tensor, index, value } => {
+                let max = crate::format::MAX_SCALE;
+                match index {
+                    Some(i) => write!(f, "{tensor}: scale {i} of its table is {value:e}, outside (0, {max}]"),
+                    None => write!(f, "{tensor}: scale {value:e} is not a normal number in (0, {max}]"),
+                }?;
+                write!(f, "; the quantization parameters are corrupt: repack from a sound checkpoint with `itera-pack convert`")
+            }
+            Error::TopKOutOfRange { top_k: 0, n_experts } => write!(
+                f,
+                "the config's top_k is 0: each MoE layer must mix at least one expert; repack with `itera-pack convert --top-k K`, K from 1 to {n_experts}"
+            ),
+            Error::TopKOutOfRange { top_k, n_experts } => write!(
+                f,
+                "the config's top_k is {top_k} but MoE layers have {n_experts} experts; repack with `itera-pack convert --top-k K`, K from 1 to {n_experts}"
+            ),
+            Error::UnknownTokenOutOfRange { unk_id, count } => write!(
+                f,
+                "tokenizer section: unknown-token id {unk_id} is not among its {count} ids (0..{count}); repack with a valid --tokenizer"
+            ),
+            Error::TokenizerLargerThanVocab { count, vocab } => write!(
+                f,
+                "tokenizer section names {count} ids but the model's vocabulary has {vocab}; repack with the tokenizer made for this model (--tokenizer)"
+            ),
+            Error::ReservedHeaderByte { offset, value } => write!(
+                f,
+                "blob header byte {offset} ({}) is {value:#04x}; format v1 defines no such bits, so the blob is from a newer or foreign packer: repack it with this `itera-pack convert`",
+                if offset < 12 { "flags" } else { "reserved" }
             ),
             Error::BadTokenizer(why) => write!(f, "tokenizer section: {why}; repack with a valid --tokenizer"),
             Error::BlobNotAligned => write!(
@@ -200,12 +277,64 @@ impl fmt::Display for Error {
                 f,
                 "blob signature does not verify: the blob was altered or signed with another key; install a blob signed by `itera-pack sign`"
             ),
-            Error::ContextFull { max_seq } => write!(
+            Error::ContextFull { max_seq, needed } => write!(
                 f,
-                "session is full: the model has {max_seq} positions; call reset() to start a new sequence"
+                "sequence too long: it would need {needed} positions but the model has {max_seq}; use fewer tokens (a shorter prompt, fewer new tokens) or start a new sequence"
             ),
         }
     }
 }
 
 impl core::error::Error for Error {}
+
+/// One tensor of the table, as messages name it: role, layer and, for expert weights, expert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TensorName {
+    /// Role.
+    pub role: Role,
+    /// Layer (0 for model-level tensors).
+    pub layer: u16,
+    /// Expert (0 unless an expert weight).
+    pub expert: u16,
+}
+
+impl fmt::Display for TensorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let TensorName { role, layer, expert } = *self;
+        match role {
+            Role::ExpertW1 | Role::ExpertW2 => write!(f, "{role:?} of expert {expert} of layer {layer}"),
+            _ => write!(f, "{role:?} of layer {layer}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages added for hostile input: one line each, naming where, saying what to do.
+    #[test]
+    fn hostile_input_messages_are_one_line_with_where_and_what_to_do() {
+        let tensor = TensorName { role: Role::ExpertW1, layer: 1, expert: 3 };
+        let cases = [
+            (Error::ZeroPointOutOfRange { tensor, zero_point: i32::MIN }, "ExpertW1 of expert 3 of layer 1", "repack"),
+            (Error::BadScale { tensor, index: Some(7), value: f32::NAN }, "scale 7 of its table is NaN", "repack"),
+            (Error::BadScale { tensor, index: None, value: 0.0 }, "ExpertW1 of expert 3", "repack"),
+            (Error::TopKOutOfRange { top_k: 0, n_experts: 4 }, "top_k is 0", "--top-k"),
+            (Error::TopKOutOfRange { top_k: 5, n_experts: 4 }, "have 4 experts", "--top-k"),
+            (Error::UnknownTokenOutOfRange { unk_id: 9, count: 9 }, "unknown-token id 9", "--tokenizer"),
+            (Error::TokenizerLargerThanVocab { count: 5001, vocab: 2000 }, "vocabulary has 2000", "--tokenizer"),
+            (Error::ReservedHeaderByte { offset: 10, value: 1 }, "byte 10 (flags)", "repack"),
+            (Error::ContextFull { max_seq: 128, needed: 203 }, "need 203 positions", "fewer tokens"),
+        ];
+        for (e, place, todo) in cases {
+            let line = e.to_string();
+            assert!(!line.contains('\n') && line.contains(place) && line.contains(todo), "{line}");
+        }
+        let found = TensorName { role: Role::SsmNormWeight, layer: 2, expert: 0 };
+        let expected = TensorName { layer: 0, ..found };
+        let line = Error::UnexpectedTensor { index: 2, expected, found }.to_string();
+        assert!(line.contains("expected SsmNormWeight of layer 0, found SsmNormWeight of layer 2"), "{line}");
+    }
+}

@@ -29,6 +29,11 @@ pub const MAX_EXPERTS: usize = 16;
 /// Most provenance entries a blob may carry.
 pub const MAX_META: usize = 32;
 
+/// Largest quantization scale a blob may hold, per tensor or in a scale table. Above every
+/// finite f16 (65504), so it refuses no f16 table entry, and an int8 weight stays within
+/// `255 * 65536`, far above any trained weight; a larger scale is damage, not a model.
+pub const MAX_SCALE: f32 = 65536.0;
+
 /// Model hyper-parameters. Every tensor shape follows from these.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -207,6 +212,13 @@ pub struct TensorEntry {
     pub quant: Quant,
 }
 
+impl TensorEntry {
+    /// The tensor as messages name it.
+    pub fn name(&self) -> crate::error::TensorName {
+        crate::error::TensorName { role: self.role, layer: self.layer, expert: self.expert }
+    }
+}
+
 /// Kind of the optional tokenizer.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -321,6 +333,48 @@ pub fn tensor_count(c: &Config) -> usize {
         Ok(())
     });
     n
+}
+
+/// Encodes a manifest into `out` as format v1 lays it out: `head`, then each of `tensors`,
+/// then each `meta` pair; returns the bytes written, or `None` if `out` is too short. The
+/// reader's inverse; tests and fuzzing use it to re-encode an edited manifest, which
+/// postcard's varints may make longer or shorter than before.
+pub fn encode_manifest<'m>(
+    out: &mut [u8],
+    head: &ManifestHead,
+    tensors: impl IntoIterator<Item = &'m TensorEntry>,
+    meta: impl IntoIterator<Item = (&'m str, &'m str)>,
+) -> Option<usize> {
+    let mut at = 0;
+    let mut put = |v: &dyn erased::Encode| -> Option<()> {
+        at += v.encode(out.get_mut(at..)?)?;
+        Some(())
+    };
+    put(head)?;
+    for e in tensors {
+        put(e)?;
+    }
+    for kv in meta {
+        put(&kv)?;
+    }
+    Some(at)
+}
+
+/// Postcard encoding behind one object-safe call, so `encode_manifest` writes its three
+/// kinds of value with one cursor.
+mod erased {
+    use serde::Serialize;
+
+    pub trait Encode {
+        /// Bytes written to `out`, or `None` if it is too short.
+        fn encode(&self, out: &mut [u8]) -> Option<usize>;
+    }
+
+    impl<T: Serialize> Encode for T {
+        fn encode(&self, out: &mut [u8]) -> Option<usize> {
+            postcard::to_slice(self, out).ok().map(|used| used.len())
+        }
+    }
 }
 
 /// Writes the CRC32 of everything before the last [`CRC_LEN`] bytes into those bytes, as a

@@ -99,8 +99,9 @@ pub enum Weights<'a> {
         q: &'a [i8],
         /// Scale.
         scale: f32,
-        /// Zero point subtracted from every `q`.
-        zero_point: i32,
+        /// Zero point subtracted from every `q`: qint8's own range, so `q − zero_point` lies in
+        /// −255..=255 and no arithmetic on it can overflow.
+        zero_point: i8,
     },
     /// Row-major int4 in −8..=7, two per byte (low nibble first); every row starts on a byte
     /// (`ceil(cols / 2)` bytes per row). `value = q · scale_g`, one scale per `group` elements
@@ -388,7 +389,7 @@ impl<'a> Matrix<'a> {
             Weights::I8Affine { q, scale, zero_point } => {
                 let r = q.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
                 for (o, &v) in out.iter_mut().zip(r) {
-                    *o += (v as i32 - zero_point) as f32 * scale;
+                    *o += affine(v, zero_point) * scale;
                 }
             }
             Weights::I4 { packed, scales, group } => {
@@ -441,10 +442,16 @@ fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
 
 /// `y[r] = (Σ (q − zero_point)·x) · scale` per row, the sum in [`dot_f32`]'s order.
 #[inline(always)]
-fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i32, scale: f32, x: &[f32], y: &mut [f32]) {
+fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
     for (row, out) in q.chunks_exact(cols).zip(y.iter_mut()) {
-        *out = dot_lanes(row, x, |v| (v as i32 - zero_point) as f32) * scale;
+        *out = dot_lanes(row, x, |v| affine(v, zero_point)) * scale;
     }
+}
+
+/// `q − zero_point` as f32, exact: both are i8, so the difference (−255..=255) fits an i16.
+#[inline(always)]
+fn affine(q: i8, zero_point: i8) -> f32 {
+    f32::from(i16::from(q) - i16::from(zero_point))
 }
 
 /// Whole-row int8 dots, four rows at a time; `finish(row, acc)` turns each into the output.

@@ -136,9 +136,13 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
         Ok(match (e.dtype, e.quant) {
             (DType::F32, Quant::None) => Weights::F32(bytemuck::try_cast_slice(data).map_err(aligned)?),
             (DType::F16, Quant::None) => Weights::F16(bytemuck::try_cast_slice(data).map_err(aligned)?),
-            (DType::I8, Quant::PerTensor { scale, zero_point }) => {
-                Weights::I8Affine { q: bytemuck::cast_slice(data), scale, zero_point }
-            }
+            (DType::I8, Quant::PerTensor { scale, zero_point }) => Weights::I8Affine {
+                q: bytemuck::cast_slice(data),
+                scale,
+                // `Blob::parse` refused a zero point outside qint8's range.
+                zero_point: i8::try_from(zero_point)
+                    .map_err(|_| Error::ZeroPointOutOfRange { tensor: e.name(), zero_point })?,
+            },
             (DType::I8, Quant::Grouped { group, scale_type, .. }) => Weights::I8 {
                 q: bytemuck::cast_slice(data),
                 scales: self.scales(e, scale_type)?,

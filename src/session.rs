@@ -72,7 +72,7 @@ impl<'s, 'a> Session<'s, 'a> {
             return Err(Error::TokenOutOfRange { token, vocab: c.vocab });
         }
         if self.pos >= c.max_seq {
-            return Err(Error::ContextFull { max_seq: c.max_seq });
+            return Err(Error::ContextFull { max_seq: c.max_seq, needed: self.pos.saturating_add(1) });
         }
         self.model.forward(&mut self.state, &[token], self.pos as usize, true);
         self.pos += 1;
@@ -90,7 +90,8 @@ impl<'s, 'a> Session<'s, 'a> {
             return Err(Error::TokenOutOfRange { token, vocab: c.vocab });
         }
         if tokens.len() > (c.max_seq - self.pos) as usize {
-            return Err(Error::ContextFull { max_seq: c.max_seq });
+            let needed = u32::try_from(tokens.len()).unwrap_or(u32::MAX).saturating_add(self.pos);
+            return Err(Error::ContextFull { max_seq: c.max_seq, needed });
         }
         let blocks = tokens.chunks(self.state.block);
         let count = blocks.len();

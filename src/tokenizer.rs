@@ -33,6 +33,10 @@ impl<'a> Tokenizer<'a> {
         if index_len > len {
             return Err(bad("offset table is longer than the section"));
         }
+        // Unknown input maps to `unk_id` and unnamed ids decode as it: it must be an id.
+        if r.unk_id >= r.count {
+            return Err(Error::UnknownTokenOutOfRange { unk_id: r.unk_id, count: r.count });
+        }
         let (ends, strings) = table.split_at(index_len);
         let t = Tokenizer { kind: r.kind, unk_id: r.unk_id, count: r.count, ends, strings };
         let mut prev = 0u32;

@@ -209,7 +209,7 @@ fn int8_per_tensor_affine_is_weight_only_and_path_independent() {
             for zero_point in [0, -3, 17, -128] {
                 let mut r = quantize_i8(&mut rng, rows, cols, cols);
                 r.scales = vec![0.0123];
-                r.zero_point = zero_point;
+                r.zero_point = zero_point.into();
                 let m =
                     Matrix::new(rows, cols, Weights::I8Affine { q: &r.q, scale: 0.0123, zero_point }).expect("shape");
                 assert_eq!(m.kernel_name(), format!("i8w-{}", family(path)));

@@ -39,8 +39,8 @@ fn generate(spec: &str) -> usize {
     for i in 0..TOKENS {
         let logits = match s.step(token) {
             Ok(l) => l,
-            Err(Error::ContextFull { max_seq }) => {
-                assert_eq!((max_seq, s.position()), (c.max_seq, c.max_seq));
+            Err(Error::ContextFull { max_seq, needed }) => {
+                assert_eq!((max_seq, needed, s.position()), (c.max_seq, c.max_seq + 1, c.max_seq));
                 s.reset();
                 resets += 1;
                 s.step(token).expect("a reset session takes a token")
@@ -84,10 +84,10 @@ fn prefill_past_the_context_is_refused_whole_and_mid_sequence() {
     let mut words = vec![0u32; model.arena_bytes().div_ceil(4)];
     let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words)).expect("session");
     let too_long: Vec<u32> = (0..=c.max_seq).map(|t| t % c.vocab).collect();
-    assert_eq!(s.prefill(&too_long).err(), Some(Error::ContextFull { max_seq: c.max_seq }));
+    assert_eq!(s.prefill(&too_long).err(), Some(Error::ContextFull { max_seq: c.max_seq, needed: c.max_seq + 1 }));
     assert_eq!(s.position(), 0, "a refused prefill runs nothing");
     s.prefill(&too_long[..10]).expect("fits");
-    assert_eq!(s.prefill(&too_long[..7]).err(), Some(Error::ContextFull { max_seq: c.max_seq }));
+    assert_eq!(s.prefill(&too_long[..7]).err(), Some(Error::ContextFull { max_seq: c.max_seq, needed: 17 }));
     assert_eq!(s.position(), 10, "a refused prefill mid-sequence runs nothing");
     s.prefill(&too_long[..6]).expect("exactly fills the context");
     assert_eq!(s.position(), c.max_seq);

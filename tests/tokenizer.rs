@@ -7,9 +7,13 @@ use itera_pack::inspect::AlignedBytes;
 use itera_pack::synthetic::{state_dict, tiny_config};
 use itera_pack::writer::TokenizerTable;
 
+/// The tiny model with `tokenizer`, its vocab widened to the tokenizer's ids (a blob whose
+/// tokenizer names more ids than the model has is refused).
 fn blob_with(tokenizer: TokenizerTable) -> AlignedBytes {
+    let vocab = tiny_config().vocab.max(tokenizer.tokens.len() as u32);
+    let config = itera_edge::Config { vocab, ..tiny_config() };
     let opts = PackOptions { tokenizer: Some(tokenizer), ..PackOptions::default() };
-    let bytes = build(&state_dict(&tiny_config(), 5), &opts).expect("build").finish().expect("finish");
+    let bytes = build(&state_dict(&config, 5), &opts).expect("build").finish().expect("finish");
     AlignedBytes::from(bytes.as_slice())
 }
 

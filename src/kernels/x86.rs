@@ -689,7 +689,7 @@ pub(super) unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) 
 /// # Safety
 /// Needs AVX2.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i32, scale: f32, x: &[f32], y: &mut [f32]) {
+pub(super) unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
     super::i8_affine_rows(q, cols, zero_point, scale, x, y)
 }
 
