@@ -297,6 +297,56 @@ impl QuantPolicy {
     }
 }
 
+/// Largest quantizer scale the packer accepts from a checkpoint (f16's largest finite
+/// value, 65504). With it a qint8 weight `(q - zero_point) * scale` stays below 1.7e7 in
+/// magnitude: far beyond any trained weight (Itera-Lite's scales are below 0.1), and far
+/// from f32's range in the kernels' sums. A larger scale is damage, not a model.
+pub const MAX_QINT8_SCALE: f32 = 65504.0;
+
+/// A checkpoint's per-tensor affine qint8 parameters, range-checked: what the packer and
+/// the blob may hold (`zero_point` in int8's range, `scale` a normal f32 in
+/// `(0, MAX_QINT8_SCALE]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QInt8Params {
+    /// The scale, as the blob stores it.
+    pub scale: f32,
+    /// The zero point, in -128..=127.
+    pub zero_point: i8,
+}
+
+impl QInt8Params {
+    /// Checks PyTorch's `(scale, zero_point)` before any use. A qint8 value lies in
+    /// -128..=127, so a zero point outside that range is no quantizer PyTorch makes and
+    /// would overflow the kernels' `q - zero_point` in 32 bits; a scale that is NaN,
+    /// infinite, zero, negative or subnormal as an f32 (the dtype the blob stores) makes
+    /// every weight NaN, zero or noise. The error says which parameter and its value.
+    pub fn check(scale: f64, zero_point: i64) -> Result<QInt8Params, String> {
+        let zero_point = i8::try_from(zero_point)
+            .map_err(|_| format!("zero point {zero_point}, outside int8's -128..=127"))?;
+        let stored = scale as f32;
+        if !(stored.is_normal() && stored > 0.0 && stored <= MAX_QINT8_SCALE) {
+            return Err(format!(
+                "scale {scale:e}, which is not a normal f32 in (0, {MAX_QINT8_SCALE}] (zero, negative, subnormal, NaN, infinite or huge)"
+            ));
+        }
+        Ok(QInt8Params { scale: stored, zero_point })
+    }
+}
+
+/// Largest magnitude `dtype` can store with the packer's f16 scales (`None`: any finite
+/// f32). An int8 group's f16 scale is at most 65504, so values up to 127 x 65504 fit; int4
+/// holds 7 x 65504; f16 itself 65504. Beyond that the scale search would find no finite
+/// f16 scale and clip the weights silently, so such tensors are refused instead.
+pub fn max_magnitude(dtype: QDType) -> Option<f32> {
+    let f16_max = f16::MAX.to_f32();
+    match dtype {
+        QDType::F32 => None,
+        QDType::F16 => Some(f16_max),
+        QDType::Int8 => Some(127.0 * f16_max),
+        QDType::Int4 | QDType::Int4G8 => Some(7.0 * f16_max),
+    }
+}
+
 /// Symmetric int8, one f16 scale per row, chosen to minimise the row's squared error
 /// (candidates `max|row| / 127 * f`, `f` in 0.60..=1.00; the plain max scaling is among them,
 /// so the search is never worse), then `q = round(w / scale)` with the stored scale.

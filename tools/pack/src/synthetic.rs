@@ -166,6 +166,7 @@ pub fn synth_blob(shape: Shape, seed: u64, quant: &QuantPolicy) -> anyhow::Resul
             ("synthetic".into(), format!("shape={shape} seed={seed}")),
         ],
         quant: quant.clone(),
+        tokenizer_source: None,
     };
     let builder = crate::convert::build(&sd, &opts)
         .with_context(|| format!("packing the synthetic {shape} model failed (packer bug)"))?;
