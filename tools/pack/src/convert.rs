@@ -307,10 +307,7 @@ fn check_tokenizer(t: &TokenizerTable, source: Option<&TokenizerSource>, vocab: 
         ));
     }
     if u64::from(t.unk_id) >= count {
-        return fit(format!(
-            "its unknown-token id {} is beyond its {count} ids; add an `<UNK>` token to it",
-            t.unk_id
-        ));
+        return fit(format!("its unknown-token id {} is beyond its {count} ids; add an `<UNK>` token to it", t.unk_id));
     }
     Ok(())
 }

@@ -48,9 +48,9 @@ fn temporary(dest: &Path, access: Access) -> anyhow::Result<(PathBuf, File)> {
     }
     #[cfg(not(unix))]
     let _ = access;
-    let file = options.open(&tmp).map_err(|e| {
-        anyhow::anyhow!("cannot write {}: {e}; check that its folder exists and is writable", at(dest))
-    })?;
+    let file = options
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}; check that its folder exists and is writable", at(dest)))?;
     Ok((tmp, file))
 }
 

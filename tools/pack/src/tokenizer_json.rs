@@ -35,9 +35,7 @@ pub fn parse_tokenizer_declared(text: &str) -> Result<(TokenizerTable, Option<u3
     let kind = match j.level.as_deref() {
         Some("char") => TokenizerKind::Char,
         None | Some("word") => TokenizerKind::Word,
-        Some(other) => {
-            return Err(format!("unknown tokenizer level '{}' (expected 'word' or 'char')", shown(other)))
-        }
+        Some(other) => return Err(format!("unknown tokenizer level '{}' (expected 'word' or 'char')", shown(other))),
     };
     let mut by_id: BTreeMap<u32, String> = BTreeMap::new();
     // The maps are consumed, not cloned: a hostile file's strings are held once.
