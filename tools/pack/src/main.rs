@@ -128,8 +128,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Make an Ed25519 key pair for signing blobs: NAME.secret (keep it off devices and out
-    /// of repositories) and NAME.public (build it into firmware with the `verify` feature).
+    /// Make an Ed25519 key pair for signing blobs: NAME.secret (created with mode 0600, never
+    /// over an existing file; keep it off devices and out of repositories) and NAME.public
+    /// (32 raw bytes; build it into firmware with the `verify` feature).
     Keygen {
         /// Base name of the two key files.
         #[arg(short, long, value_name = "NAME")]
@@ -142,7 +143,7 @@ enum Cmd {
     Sign {
         /// The blob.
         blob: PathBuf,
-        /// Secret key from `itera-pack keygen`.
+        /// Secret key from `itera-pack keygen` (a public key or any other file is refused).
         #[arg(long, value_name = "NAME.secret")]
         key: PathBuf,
         /// Signature file (default: BLOB.sig).

@@ -624,6 +624,37 @@ mod tests {
     }
 
     #[test]
+    fn qint8_parameters_are_range_checked_at_their_bounds() {
+        for zp in [-128, 0, 127] {
+            assert_eq!(QInt8Params::check(0.5, zp).map(|p| p.zero_point as i64), Ok(zp));
+        }
+        for zp in [-129, 128, 200, 1 << 31, 1 << 32, -(1 << 31) - 1, i64::MIN, i64::MAX] {
+            let e = QInt8Params::check(0.5, zp).expect_err("out of int8");
+            assert!(e.contains(&format!("zero point {zp}")), "{e}");
+        }
+        for scale in [f32::MIN_POSITIVE as f64, 1e-3, MAX_QINT8_SCALE as f64] {
+            assert_eq!(QInt8Params::check(scale, 0).map(|p| p.scale), Ok(scale as f32));
+        }
+        for scale in [0.0, -0.0, -1e-3, 1e-40, 1e-300, f64::NAN, f64::INFINITY, 65505.0, 1e30] {
+            let e = QInt8Params::check(scale, 0).expect_err("bad scale");
+            assert!(e.starts_with("scale "), "{e}");
+        }
+    }
+
+    #[test]
+    fn values_up_to_the_limit_get_finite_f16_scales_and_are_not_clipped() {
+        for dtype in [QDType::Int8, QDType::Int4, QDType::Int4G8, QDType::F16] {
+            let limit = max_magnitude(dtype).expect("a limit");
+            let row: Vec<f32> = (0..32).map(|i| if i == 5 { -limit } else { limit * (i as f32 / 64.0) }).collect();
+            let deq = dequantize(&quantize(&row, 32, dtype), 32).expect("values");
+            assert!(deq.iter().all(|v| v.is_finite()), "{dtype:?}");
+            let err = (deq[5] - row[5]).abs();
+            assert!(err <= limit / 7.0, "{dtype:?}: the largest value came back as {} (not clipped)", deq[5]);
+        }
+        assert_eq!(max_magnitude(QDType::F32), None);
+    }
+
+    #[test]
     fn sqnr_exact_is_infinite() {
         assert_eq!(sqnr_db(&[1.0, 2.0], &[1.0, 2.0]), f64::INFINITY);
         assert!((sqnr_db(&[1.0], &[0.9]) - 20.0).abs() < 1e-3);
