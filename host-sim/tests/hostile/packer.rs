@@ -360,6 +360,18 @@ fn class7_a_blob_or_a_damaged_key_as_the_secret_key_is_refused() {
 }
 
 #[test]
+fn class7_a_secret_key_given_as_the_public_key_is_refused() {
+    let s = Scratch::new("packer-secret-as-pub");
+    let (secret, _) = keygen(&s);
+    let blob = tiny_blob(&s);
+    let sig = s.write("tiny.itb.sig", &[0u8; 64]);
+    Case::new(Class::Keys, "secret key as --public", Tool::Pack)
+        .args([OsStr::new("verify"), a(&blob), "--public".as_ref(), a(&secret), "--sig".as_ref(), a(&sig)])
+        .input(&secret)
+        .refused(&["k.secret", "is a secret key, not a public key", "NAME.public"]);
+}
+
+#[test]
 fn class8_convert_onto_its_own_input_is_refused_and_the_input_is_unchanged() {
     let s = Scratch::new("packer-self");
     let pt = s.write("x.pt", &pt_bytes(&tiny_tensors()));
