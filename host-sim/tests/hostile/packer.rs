@@ -209,6 +209,17 @@ fn class4_the_tiny_fixture_tokenizer_does_not_pack_into_a_vocab_2000_model() {
 }
 
 #[test]
+fn class3_a_huge_tokenizer_file_is_refused_unread() {
+    let s = Scratch::new("packer-tok-huge");
+    let pt = s.write("x.pt", &pt_bytes(&tiny_tensors()));
+    let tok = s.path("huge.json");
+    // Sparse: 65 MiB of holes, past the 64 MiB a tokenizer file may have.
+    std::fs::File::create(&tok).and_then(|f| f.set_len(65 << 20)).expect("a sparse file");
+    convert(Class::MemoryBudget, "65 MiB tokenizer", &pt, &s.path("x.itb"), &["--tokenizer".as_ref(), a(&tok)])
+        .refused(&["huge.json", "over 67108864 bytes", "pass the right file"]);
+}
+
+#[test]
 fn class4_a_tokenizer_that_fits_still_packs() {
     let s = Scratch::new("packer-tok-ok");
     let pt = micro_pt(&s);

@@ -443,13 +443,15 @@ pub fn read_tokenizer(path: &std::path::Path) -> anyhow::Result<TokenizerTable> 
     Ok(read_tokenizer_file(path)?.0)
 }
 
+/// Largest tokenizer file read (64 MiB): a tokenizer of the most ids allowed
+/// ([`crate::tokenizer_json::MAX_TOKENIZER_IDS`]) is about 20 MB of JSON.
+pub const MAX_TOKENIZER_FILE_BYTES: u64 = 64 << 20;
+
 /// [`read_tokenizer`], with the file's name and its own `vocab_size` for
 /// [`PackOptions::tokenizer_source`].
 pub fn read_tokenizer_file(path: &std::path::Path) -> anyhow::Result<(TokenizerTable, TokenizerSource)> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!("cannot read tokenizer {}: {e}; check the path and that it is a UTF-8 JSON file", shown(&file))
-    })?;
+    let text = crate::output::read_text_within(path, MAX_TOKENIZER_FILE_BYTES, "tokenizer")?;
     let (table, vocab_size) =
         parse_tokenizer_declared(&text).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", shown(&file)))?;
     Ok((table, TokenizerSource { file, vocab_size }))

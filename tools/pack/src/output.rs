@@ -21,6 +21,29 @@ pub fn at(path: &Path) -> String {
     shown(&path.display().to_string())
 }
 
+/// The text of a small input file (a tokenizer, a policy file), refused unread when it is
+/// over `limit` bytes: a huge file given by mistake must not exhaust memory. `what` names
+/// the file's kind in messages.
+pub fn read_text_within(path: &Path, limit: u64, what: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
+        anyhow::anyhow!("cannot read {what} {}: {e}; check the path and that it is a readable UTF-8 file", at(path))
+    };
+    let file = File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > limit {
+        bail!("{what} {} is over {limit} bytes, more than any Itera-Lite {what} holds; pass the right file", at(path));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} {} is not UTF-8 text (byte {}); pass a JSON/text file",
+            at(path),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// Who may read a file written here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {

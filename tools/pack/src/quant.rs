@@ -254,7 +254,9 @@ impl QuantPolicy {
         match file {
             None => Ok(QuantPolicy::preset(preset)),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read policy file {path}: {e}"))?;
+                // A policy file is a few lines: 1 MiB is far more than any needs.
+                let text = crate::output::read_text_within(std::path::Path::new(path), 1 << 20, "policy file")
+                    .map_err(|e| e.to_string())?;
                 QuantPolicy::from_rules(preset, &text, path)
             }
         }
