@@ -256,6 +256,13 @@ fn class5_a_tensor_name_with_a_newline_cannot_forge_a_line() {
 }
 
 #[test]
+fn class5_a_huge_tensor_name_is_cut_in_the_message() {
+    // `refused` also holds the message to 400 characters.
+    let name = format!("layers.0.{}\x1b[2J", "x".repeat(5000));
+    named_refused("5,000-character tensor name", &name, &["unexpected tensor 'layers.0.xxx", "... (5013 bytes)"]);
+}
+
+#[test]
 fn class5_a_tokenizer_level_with_escapes_is_shown_escaped() {
     let s = Scratch::new("packer-level");
     let pt = s.write("t.pt", &pt_bytes(&tiny_tensors()));

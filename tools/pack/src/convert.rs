@@ -60,7 +60,7 @@ pub enum ConvertError {
     #[error("missing tensor '{0}': the checkpoint is incomplete or not an Itera-Lite model")]
     Missing(String),
     /// A tensor the packer does not know.
-    #[error("unexpected tensor '{}': not part of an Itera-Lite model (wrong checkpoint, or a newer architecture)", shown(.0))]
+    #[error("unexpected tensor '{}': not part of an Itera-Lite model (wrong checkpoint, or a newer architecture)", quoted(.0))]
     Unexpected(String),
     /// A tensor's shape disagrees with the shapes of the others.
     #[error("tensor '{name}' has shape {found:?}, expected {expected:?} from the other tensors")]
@@ -111,7 +111,7 @@ pub enum ConvertError {
     #[error("quantization policy {0}")]
     Policy(String),
     /// A qint8 tensor whose quantizer parameters are out of range ([`QInt8Params::check`]).
-    #[error("tensor '{}' is stored as qint8 with {detail}: its quantizer parameters are damaged; re-export the checkpoint (e.g. torch.quantization.quantize_dynamic) or pack an f32 one", shown(.name))]
+    #[error("tensor '{}' is stored as qint8 with {detail}: its quantizer parameters are damaged; re-export the checkpoint (e.g. torch.quantization.quantize_dynamic) or pack an f32 one", quoted(.name))]
     QuantParams {
         /// Checkpoint name.
         name: String,
@@ -119,7 +119,7 @@ pub enum ConvertError {
         detail: String,
     },
     /// A value beyond what the tensor's storage dtype can hold with f16 scales.
-    #[error("tensor '{}' holds {value:e} at element {index}, beyond the +-{limit:e} that {dtype} can store; store it as f32 (a --quant policy rule `{} = f32`)", shown(.name), shown(.name))]
+    #[error("tensor '{}' holds {value:e} at element {index}, beyond the +-{limit:e} that {dtype} can store; store it as f32 (a --quant policy rule `{} = f32`)", quoted(.name), quoted(.name))]
     Unrepresentable {
         /// Checkpoint name.
         name: String,
@@ -140,6 +140,20 @@ pub enum ConvertError {
         /// What does not fit, and what to pass instead.
         detail: String,
     },
+}
+
+/// Most characters of a checkpoint's tensor name a message quotes: Itera-Lite's longest is
+/// under 50, and a hostile name of megabytes must not make a message of megabytes.
+const QUOTED_NAME_CHARS: usize = 96;
+
+/// A tensor name from the checkpoint as a message quotes it: escaped ([`shown`]) and, past
+/// [`QUOTED_NAME_CHARS`], cut with its length stated.
+fn quoted(name: &str) -> String {
+    let escaped = shown(name);
+    match escaped.char_indices().nth(QUOTED_NAME_CHARS) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &escaped[..cut], name.len()),
+        None => escaped,
+    }
 }
 
 /// Training-only buffers that carry no inference weight.
@@ -196,7 +210,7 @@ fn get<'a>(sd: &'a StateDict, name: &str) -> Result<&'a RawTensor, ConvertError>
 fn dim(sd: &StateDict, name: &str, axis: usize) -> Result<u32, ConvertError> {
     let t = get(sd, name)?;
     t.shape.get(axis).map(|&v| v as u32).ok_or_else(|| {
-        ConvertError::Structure(format!("tensor '{}' has shape {:?}, which has no axis {axis}", shown(name), t.shape))
+        ConvertError::Structure(format!("tensor '{}' has shape {:?}, which has no axis {axis}", quoted(name), t.shape))
     })
 }
 
@@ -211,7 +225,7 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
             if l >= 32 {
                 return Err(ConvertError::Structure(format!(
                     "tensor '{}': more than 32 layers are not supported",
-                    shown(name)
+                    quoted(name)
                 )));
             }
             layers.insert(l);
@@ -386,7 +400,7 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
             if let Some((index, &value)) = deq.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(ConvertError::Structure(format!(
                     "tensor '{}' overflows {} at element {index} ({value}); store it as f32",
-                    shown(&name),
+                    quoted(&name),
                     dtype.name()
                 )));
             }
