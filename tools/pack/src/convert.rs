@@ -6,8 +6,9 @@ use itera_edge::format::{for_each_expected, Config, Expected, Role};
 use thiserror::Error;
 
 use crate::checkpoint::{RawTensor, StateDict, TensorData};
-use crate::quant::{self, Preset, QDType, QuantPolicy};
-use crate::tokenizer_json::parse_tokenizer;
+use crate::quant::{self, Preset, QDType, QInt8Params, QuantPolicy};
+use crate::tokenizer_json::parse_tokenizer_declared;
+use crate::untrusted::shown;
 use crate::writer::{BlobBuilder, Payload, PendingTensor, TokenizerTable};
 
 /// Packer options.
@@ -23,22 +24,43 @@ pub struct PackOptions {
     pub meta: Vec<(String, String)>,
     /// Which dtype each tensor is stored in (default: all f32, qint8 tensors dequantized).
     pub quant: QuantPolicy,
+    /// Where [`PackOptions::tokenizer`] came from and the vocabulary it declares, if known
+    /// ([`read_tokenizer_file`]): checked against the checkpoint's vocab.
+    pub tokenizer_source: Option<TokenizerSource>,
+}
+
+/// A tokenizer file's name and the `vocab_size` it states, for the checks against the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenizerSource {
+    /// The file, as messages name it.
+    pub file: String,
+    /// The file's own `vocab_size`, if it states one.
+    pub vocab_size: Option<u32>,
 }
 
 impl Default for PackOptions {
     fn default() -> Self {
-        PackOptions { top_k: 2, norm_eps: 1e-5, tokenizer: None, meta: Vec::new(), quant: QuantPolicy::default() }
+        PackOptions {
+            top_k: 2,
+            norm_eps: 1e-5,
+            tokenizer: None,
+            meta: Vec::new(),
+            quant: QuantPolicy::default(),
+            tokenizer_source: None,
+        }
     }
 }
 
-/// Why a state dict cannot become a blob. Each message names the tensor or layer.
+/// Why a state dict cannot become a blob. Each message names the tensor or layer. Names
+/// that come from the checkpoint are kept raw in the fields and escaped
+/// ([`shown`]) in the message.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConvertError {
     /// A tensor the model needs is absent.
     #[error("missing tensor '{0}': the checkpoint is incomplete or not an Itera-Lite model")]
     Missing(String),
     /// A tensor the packer does not know.
-    #[error("unexpected tensor '{0}': not part of an Itera-Lite model (wrong checkpoint, or a newer architecture)")]
+    #[error("unexpected tensor '{}': not part of an Itera-Lite model (wrong checkpoint, or a newer architecture)", quoted(.0))]
     Unexpected(String),
     /// A tensor's shape disagrees with the shapes of the others.
     #[error("tensor '{name}' has shape {found:?}, expected {expected:?} from the other tensors")]
@@ -74,8 +96,8 @@ pub enum ConvertError {
         /// Requested top_k.
         top_k: u32,
     },
-    /// `--top-k` larger than the expert count.
-    #[error("--top-k {top_k} but MoE layers have only {experts} experts")]
+    /// `--top-k` of 0, or larger than the expert count.
+    #[error("--top-k {top_k} is out of range: each token mixes at least 1 expert and at most the {experts} experts of the checkpoint's MoE layers; pass --top-k from 1 to {experts}")]
     TopK {
         /// Requested.
         top_k: u32,
@@ -88,6 +110,50 @@ pub enum ConvertError {
     /// A `--quant` policy rule that cannot be applied (names its file and line).
     #[error("quantization policy {0}")]
     Policy(String),
+    /// A qint8 tensor whose quantizer parameters are out of range ([`QInt8Params::check`]).
+    #[error("tensor '{}' is stored as qint8 with {detail}: its quantizer parameters are damaged; re-export the checkpoint (e.g. torch.quantization.quantize_dynamic) or pack an f32 one", quoted(.name))]
+    QuantParams {
+        /// Checkpoint name.
+        name: String,
+        /// Which parameter, and its value.
+        detail: String,
+    },
+    /// A value beyond what the tensor's storage dtype can hold with f16 scales.
+    #[error("tensor '{}' holds {value:e} at element {index}, beyond the +-{limit:e} that {dtype} can store; store it as f32 (a --quant policy rule `{} = f32`)", quoted(.name), quoted(.name))]
+    Unrepresentable {
+        /// Checkpoint name.
+        name: String,
+        /// Storage dtype asked for.
+        dtype: &'static str,
+        /// Flat element index.
+        index: usize,
+        /// The value.
+        value: f32,
+        /// Largest magnitude the dtype holds.
+        limit: f32,
+    },
+    /// A tokenizer that does not fit the checkpoint's vocabulary.
+    #[error("tokenizer {}: {detail}", shown(.file))]
+    TokenizerFit {
+        /// The tokenizer, as given (or "table" for one built in code).
+        file: String,
+        /// What does not fit, and what to pass instead.
+        detail: String,
+    },
+}
+
+/// Most characters of a checkpoint's tensor name a message quotes: Itera-Lite's longest is
+/// under 50, and a hostile name of megabytes must not make a message of megabytes.
+const QUOTED_NAME_CHARS: usize = 96;
+
+/// A tensor name from the checkpoint as a message quotes it: escaped ([`shown`]) and, past
+/// [`QUOTED_NAME_CHARS`], cut with its length stated.
+fn quoted(name: &str) -> String {
+    let escaped = shown(name);
+    match escaped.char_indices().nth(QUOTED_NAME_CHARS) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &escaped[..cut], name.len()),
+        None => escaped,
+    }
 }
 
 /// Training-only buffers that carry no inference weight.
@@ -144,7 +210,7 @@ fn get<'a>(sd: &'a StateDict, name: &str) -> Result<&'a RawTensor, ConvertError>
 fn dim(sd: &StateDict, name: &str, axis: usize) -> Result<u32, ConvertError> {
     let t = get(sd, name)?;
     t.shape.get(axis).map(|&v| v as u32).ok_or_else(|| {
-        ConvertError::Structure(format!("tensor '{name}' has shape {:?}, which has no axis {axis}", t.shape))
+        ConvertError::Structure(format!("tensor '{}' has shape {:?}, which has no axis {axis}", quoted(name), t.shape))
     })
 }
 
@@ -157,7 +223,10 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
             let (idx, tail) = rest.split_once('.').unwrap_or((rest, ""));
             let l: u32 = idx.parse().map_err(|_| ConvertError::Unexpected(name.to_string()))?;
             if l >= 32 {
-                return Err(ConvertError::Structure(format!("tensor '{name}': more than 32 layers are not supported")));
+                return Err(ConvertError::Structure(format!(
+                    "tensor '{}': more than 32 layers are not supported",
+                    quoted(name)
+                )));
             }
             layers.insert(l);
             if tail.starts_with("moe.layer.") {
@@ -219,20 +288,50 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
     })
 }
 
-/// Dequantized f32 values (PyTorch's `(q - zero_point) * scale`, computed in f64).
+/// Dequantized f32 values (PyTorch's `(q - zero_point) * scale`, computed in f64, where
+/// no zero point can overflow; [`build`] range-checks the parameters first).
 pub fn to_f32(t: &RawTensor) -> Vec<f32> {
     match &t.data {
         TensorData::F32(v) => v.clone(),
         TensorData::QInt8 { q, scale, zero_point } => {
-            q.iter().map(|&q| ((q as i64 - zero_point) as f64 * scale) as f32).collect()
+            q.iter().map(|&q| ((q as f64 - *zero_point as f64) * scale) as f32).collect()
         }
         TensorData::I64(v) => v.iter().map(|&x| x as f32).collect(),
     }
 }
 
+/// Checks an embedded tokenizer against the model's vocabulary: a tokenizer made for
+/// another model would pack cleanly and fail (or decode garbage) on every prompt.
+fn check_tokenizer(t: &TokenizerTable, source: Option<&TokenizerSource>, vocab: u32) -> Result<(), ConvertError> {
+    let file = source.map_or_else(|| "table".to_string(), |s| s.file.clone());
+    let fit = |detail: String| Err(ConvertError::TokenizerFit { file: file.clone(), detail });
+    let count = t.tokens.len() as u64;
+    if let Some(declared) = source.and_then(|s| s.vocab_size) {
+        if declared != vocab {
+            return fit(format!(
+                "its vocab_size is {declared} but the checkpoint's vocab is {vocab}: it was made for another model; pass the tokenizer made for this checkpoint (vocab_size {vocab})"
+            ));
+        }
+    }
+    if count > u64::from(vocab) {
+        return fit(format!(
+            "it names ids up to {} but the checkpoint's vocab is {vocab} (ids 0 to {}): it was made for another model; pass the tokenizer made for this checkpoint",
+            count - 1,
+            u64::from(vocab).saturating_sub(1)
+        ));
+    }
+    if u64::from(t.unk_id) >= count {
+        return fit(format!("its unknown-token id {} is beyond its {count} ids; add an `<UNK>` token to it", t.unk_id));
+    }
+    Ok(())
+}
+
 /// Checks a state dict against the config it implies and builds the blob contents.
 pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertError> {
     let config = infer_config(sd, opts)?;
+    if let Some(t) = &opts.tokenizer {
+        check_tokenizer(t, opts.tokenizer_source.as_ref(), config.vocab)?;
+    }
     let policy = &opts.quant;
     let mut used = BTreeSet::new();
     let mut tensors = Vec::new();
@@ -257,6 +356,15 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         if t.shape != expected {
             return Err(ConvertError::Shape { name, expected, found: t.shape.clone() });
         }
+        // Quantizer parameters are checked before any use, for every policy: even f32
+        // dequantizes with them.
+        let qparams = match &t.data {
+            TensorData::QInt8 { scale, zero_point, .. } => Some(
+                QInt8Params::check(*scale, *zero_point)
+                    .map_err(|detail| ConvertError::QuantParams { name: name.clone(), detail })?,
+            ),
+            _ => None,
+        };
         let values = to_f32(t);
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(ConvertError::NonFinite { name, index, value });
@@ -274,17 +382,25 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         }
         let cols = e.shape[1] as usize;
         let dtype = policy.dtype_for(&name, e.role, qint8, cols);
-        let payload = match (&t.data, dtype) {
-            (TensorData::QInt8 { q, scale, zero_point }, QDType::Int8) => {
-                keep_qint8(q, *scale, *zero_point, e.shape, policy.preset == Preset::Keep)
+        let payload = match (&t.data, qparams, dtype) {
+            (TensorData::QInt8 { q, .. }, Some(params), QDType::Int8) => {
+                keep_qint8(q, params, e.shape, policy.preset == Preset::Keep)
             }
-            (_, dtype) => quant::quantize_role(e.role, &values, cols, dtype),
+            (_, _, dtype) => {
+                if let Some(limit) = quant::max_magnitude(dtype) {
+                    if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.abs() > limit) {
+                        return Err(ConvertError::Unrepresentable { name, dtype: dtype.name(), index, value, limit });
+                    }
+                }
+                quant::quantize_role(e.role, &values, cols, dtype)
+            }
         };
         if dtype != QDType::F32 {
             let deq = quant::dequantize(&payload, cols).unwrap_or_default();
             if let Some((index, &value)) = deq.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(ConvertError::Structure(format!(
-                    "tensor '{name}' overflows {} at element {index} ({value}); store it as f32",
+                    "tensor '{}' overflows {} at element {index} ({value}); store it as f32",
+                    quoted(&name),
                     dtype.name()
                 )));
             }
@@ -307,7 +423,7 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
             )));
         }
         if !fixed && !matrix {
-            eprintln!("warning: {}: pattern `{}` matches no tensor", rule.location(), rule.pattern);
+            eprintln!("warning: {}: pattern `{}` matches no tensor", shown(&rule.location()), shown(&rule.pattern));
         }
     }
     let mut meta = vec![("packer".to_string(), format!("itera-pack {}", env!("CARGO_PKG_VERSION")))];
@@ -325,19 +441,32 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
 /// float input: the checkpoint's dequantized model, to float rounding. Otherwise a symmetric
 /// tensor takes per-row scales (all equal) and the fast int8 × int8 kernels, which also
 /// quantize the input; a nonzero zero point always stays affine.
-fn keep_qint8(q: &[i8], scale: f64, zero_point: i64, shape: [u32; 2], weight_only: bool) -> Payload {
+fn keep_qint8(q: &[i8], params: QInt8Params, shape: [u32; 2], weight_only: bool) -> Payload {
     let [rows, cols] = shape;
+    let QInt8Params { scale, zero_point } = params;
     if zero_point == 0 && !weight_only {
-        Payload::I8Grouped { q: q.to_vec(), group: cols, scales: vec![scale as f32; rows as usize], f16_scales: false }
+        Payload::I8Grouped { q: q.to_vec(), group: cols, scales: vec![scale; rows as usize], f16_scales: false }
     } else {
-        Payload::I8PerTensor { q: q.to_vec(), scale: scale as f32, zero_point: zero_point as i32 }
+        Payload::I8PerTensor { q: q.to_vec(), scale, zero_point: i32::from(zero_point) }
     }
 }
 
 /// Reads a tokenizer JSON file (word-level `token_to_id`/`id_to_token` or char-level
 /// `token2id`/`id2token`) into a table.
 pub fn read_tokenizer(path: &std::path::Path) -> anyhow::Result<TokenizerTable> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()))?;
-    parse_tokenizer(&text).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", path.display()))
+    Ok(read_tokenizer_file(path)?.0)
+}
+
+/// Largest tokenizer file read (64 MiB): a tokenizer of the most ids allowed
+/// ([`crate::tokenizer_json::MAX_TOKENIZER_IDS`]) is about 20 MB of JSON.
+pub const MAX_TOKENIZER_FILE_BYTES: u64 = 64 << 20;
+
+/// [`read_tokenizer`], with the file's name and its own `vocab_size` for
+/// [`PackOptions::tokenizer_source`].
+pub fn read_tokenizer_file(path: &std::path::Path) -> anyhow::Result<(TokenizerTable, TokenizerSource)> {
+    let file = path.display().to_string();
+    let text = crate::output::read_text_within(path, MAX_TOKENIZER_FILE_BYTES, "tokenizer")?;
+    let (table, vocab_size) =
+        parse_tokenizer_declared(&text).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", shown(&file)))?;
+    Ok((table, TokenizerSource { file, vocab_size }))
 }

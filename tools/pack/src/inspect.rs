@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::convert::checkpoint_name;
 use crate::quant::parse_sqnr_meta;
+use crate::untrusted::shown;
 
 fn ser_db<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
@@ -125,6 +126,25 @@ pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
     })
 }
 
+/// `value` as pretty JSON whose every character is printable: serde escapes C0 controls
+/// inside strings but writes DEL, C1 controls and bidirectional overrides raw, which a
+/// terminal acts on. Those are written as `\uXXXX` escapes (all lie in the BMP, and raw
+/// controls can only occur inside strings), so the JSON means exactly the same.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    let text = serde_json::to_string_pretty(value)?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        // `shown` holds the one list of what a terminal acts on: a char it changes is one.
+        if c != '\n' && shown(c.encode_utf8(&mut [0; 4])).len() != c.len_utf8() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 /// Human-readable rendering of a report.
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;
@@ -140,8 +160,9 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "macs:   {} per token", r.macs_per_token);
     let _ = writeln!(s, "config: {}", r.config);
     let _ = writeln!(s, "tokenizer: {}", r.tokenizer.as_deref().unwrap_or("none"));
+    // Provenance comes from the blob: escaped, so it cannot move the cursor or forge lines.
     for (k, v) in &r.provenance {
-        let _ = writeln!(s, "  {k}: {v}");
+        let _ = writeln!(s, "  {}: {}", shown(k), shown(v));
     }
     let _ = writeln!(
         s,

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use itera_pack::output::{at, refuse_overlap, write_atomically, Access};
 use itera_pack::quant::QuantPolicy;
+use itera_pack::untrusted::shown;
 use itera_pack::{convert, inspect, PackOptions};
 
 const QUANT_HELP: &str = "\
@@ -82,6 +84,11 @@ enum Cmd {
         /// MACS_PER_TOKEN, VOCAB, MAX_SEQ) to this file, to `include!` beside the blob.
         #[arg(long = "emit-rust", value_name = "FILE.rs")]
         emit_rust: Option<PathBuf>,
+        /// Most memory, in MiB, the checkpoint reader may hold at once (decompressed entries
+        /// and materialized tensors); a checkpoint needing more is refused before it is
+        /// allocated. 1 to 16384; the default fits every Itera-Lite model.
+        #[arg(long = "max-memory", value_name = "MIB", default_value_t = itera_pack::checkpoint::DEFAULT_MEMORY_BUDGET_BYTES >> 20)]
+        max_memory: u64,
         /// Print a JSON summary instead of text.
         #[arg(long)]
         json: bool,
@@ -121,8 +128,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Make an Ed25519 key pair for signing blobs: NAME.secret (keep it off devices and out
-    /// of repositories) and NAME.public (build it into firmware with the `verify` feature).
+    /// Make an Ed25519 key pair for signing blobs: NAME.secret (created with mode 0600, never
+    /// over an existing file; keep it off devices and out of repositories) and NAME.public
+    /// (32 raw bytes; build it into firmware with the `verify` feature).
     Keygen {
         /// Base name of the two key files.
         #[arg(short, long, value_name = "NAME")]
@@ -135,7 +143,7 @@ enum Cmd {
     Sign {
         /// The blob.
         blob: PathBuf,
-        /// Secret key from `itera-pack keygen`.
+        /// Secret key from `itera-pack keygen` (a public key or any other file is refused).
         #[arg(long, value_name = "NAME.secret")]
         key: PathBuf,
         /// Signature file (default: BLOB.sig).
@@ -166,13 +174,13 @@ enum Cmd {
     },
 }
 
-/// Writes a finished blob to `output` and reads it back for its report (parse only:
-/// quantized dtypes need not run in this build of the core). A blob that does not parse
-/// back is a packer bug.
-fn write_blob(output: &Path, bytes: &[u8]) -> anyhow::Result<(inspect::AlignedBytes, inspect::Report)> {
-    std::fs::write(output, bytes).with_context(|| format!("cannot write {}", output.display()))?;
+/// Parses a finished blob back for its report (parse only: quantized dtypes need not run
+/// in this build of the core). A blob that does not parse back is a packer bug, found
+/// before anything is written.
+fn parse_back(bytes: &[u8]) -> anyhow::Result<(inspect::AlignedBytes, inspect::Report)> {
     let aligned = inspect::AlignedBytes::from(bytes);
-    let report = inspect::report(&aligned).context("the blob just written does not parse back (packer bug)")?;
+    let report = inspect::report(&aligned)
+        .context("the blob just made does not parse back: a bug in itera-pack, please report it")?;
     Ok((aligned, report))
 }
 
@@ -183,82 +191,114 @@ fn sizes(r: &inspect::Report) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, emit_rust, json } => {
+        Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, emit_rust, max_memory, json } => {
+            let mut inputs = vec![("the checkpoint", checkpoint.as_path())];
+            inputs.extend(tokenizer.as_deref().map(|t| ("the tokenizer", t)));
+            let policy_file = quant.split_once(':').map(|(_, f)| PathBuf::from(f));
+            inputs.extend(policy_file.as_deref().map(|f| ("the policy file", f)));
+            let mut outputs = vec![("-o", output.as_path())];
+            outputs.extend(emit_rust.as_deref().map(|p| ("--emit-rust", p)));
+            refuse_overlap(&inputs, &outputs)?;
+            let budget = itera_pack::memory_budget_mib(max_memory).map_err(anyhow::Error::msg)?;
             let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
             let mut opts = PackOptions { top_k, quant, ..PackOptions::default() };
             if let Some(t) = &tokenizer {
-                opts.tokenizer = Some(convert::read_tokenizer(t)?);
+                let (table, source) = convert::read_tokenizer_file(t)?;
+                opts.tokenizer = Some(table);
+                opts.tokenizer_source = Some(source);
             }
-            let bytes = itera_pack::convert_file(&checkpoint, &opts)
-                .with_context(|| format!("cannot convert {}", checkpoint.display()))?;
-            let (aligned, report) = write_blob(&output, &bytes)?;
-            if let Some(path) = &emit_rust {
-                let consts = itera_pack::emit::rust_consts(&aligned)
-                    .context("cannot compute the constants: this build of the core cannot run the blob")?;
-                std::fs::write(path, consts).with_context(|| format!("cannot write {}", path.display()))?;
+            let bytes = itera_pack::convert_file_within(&checkpoint, &opts, &budget)?;
+            let (aligned, report) = parse_back(&bytes)?;
+            // Everything is computed before the first write, so a refusal leaves no file.
+            let consts = match &emit_rust {
+                Some(_) => Some(
+                    itera_pack::emit::rust_consts(&aligned)
+                        .context("cannot compute the --emit-rust constants: this build of the core cannot run the blob; pack it with another --quant")?,
+                ),
+                None => None,
+            };
+            write_atomically(&output, &bytes, Access::Public)?;
+            if let (Some(path), Some(consts)) = (&emit_rust, consts) {
+                if let Err(e) = write_atomically(path, consts.as_bytes(), Access::Public) {
+                    // A blob without the constants it was asked with is half a result.
+                    let _ = std::fs::remove_file(&output);
+                    return Err(e);
+                }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                println!("{}", inspect::to_json(&report)?);
             } else {
-                println!("wrote {} ({})", output.display(), sizes(&report));
+                println!("wrote {} ({})", at(&output), sizes(&report));
                 let quantized: Vec<_> = report.tensors.iter().filter_map(|t| t.sqnr_db.map(|d| (t, d))).collect();
                 if let Some((worst, db)) = quantized.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
                     println!(
                         "quantized {} tensors; lowest SQNR {} dB ({})",
                         quantized.len(),
                         itera_pack::quant::format_db(*db),
-                        worst.name
+                        shown(&worst.name)
                     );
                 }
             }
         }
         Cmd::Synth { shape, seed, output, quant, json } => {
+            let policy_file = quant.split_once(':').map(|(_, f)| PathBuf::from(f));
+            let inputs: Vec<_> = policy_file.as_deref().map(|f| ("the policy file", f)).into_iter().collect();
+            refuse_overlap(&inputs, &[("-o", output.as_path())])?;
             let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
             let bytes = itera_pack::synthetic::synth_blob(shape, seed, &quant)?;
-            let (_, report) = write_blob(&output, &bytes)?;
+            let (_, report) = parse_back(&bytes)?;
+            write_atomically(&output, &bytes, Access::Public)?;
             let parameters = itera_pack::synthetic::param_count(&shape.config());
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["parameters"] = serde_json::json!(parameters);
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", inspect::to_json(&v)?);
             } else {
                 let what = format!("synthetic {shape}, seed {seed}: {parameters} parameters");
-                println!("wrote {} ({what}; {})", output.display(), sizes(&report));
+                println!("wrote {} ({what}; {})", at(&output), sizes(&report));
             }
         }
         Cmd::Keygen { output } => {
             let (secret, public) = itera_pack::sign::keygen(&output)?;
-            println!("wrote {} (secret: keep it safe) and {}", secret.display(), public.display());
+            println!("wrote {} (secret, mode 0600: keep it safe) and {}", at(&secret), at(&public));
         }
         Cmd::Sign { blob, key, output } => {
-            let bytes = inspect::read_aligned(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
-            itera_edge::Blob::parse(&bytes).with_context(|| format!("{} is not a valid blob", blob.display()))?;
-            let signature = itera_pack::sign::sign(&bytes, &key)?;
             let out = output.unwrap_or_else(|| signature_path(&blob));
-            std::fs::write(&out, signature).with_context(|| format!("cannot write {}", out.display()))?;
-            println!("wrote {}", out.display());
+            refuse_overlap(&[("the blob", &blob), ("the key", &key)], &[("the signature", &out)])?;
+            let bytes = inspect::read_aligned(&blob).map_err(|e| read_error(&blob, &e))?;
+            itera_edge::Blob::parse(&bytes).with_context(|| format!("{} is not a valid blob", at(&blob)))?;
+            let signature = itera_pack::sign::sign(&bytes, &key)?;
+            write_atomically(&out, &signature, Access::Public)?;
+            println!("wrote {}", at(&out));
         }
         Cmd::Verify { blob, public, signature } => {
-            let bytes = std::fs::read(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
+            let bytes = std::fs::read(&blob).map_err(|e| read_error(&blob, &e))?;
             let sig = signature.unwrap_or_else(|| signature_path(&blob));
-            itera_pack::sign::verify(&bytes, &sig, &public).with_context(|| format!("{}", blob.display()))?;
-            println!("{}: signature OK", blob.display());
+            itera_pack::sign::verify(&bytes, &sig, &public).with_context(|| at(&blob))?;
+            println!("{}: signature OK", at(&blob));
         }
         Cmd::Inspect { blob, json, chart } => {
-            let bytes = inspect::read_aligned(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
-            let report = inspect::report(&bytes).with_context(|| format!("{} is not a valid blob", blob.display()))?;
             if let Some(path) = &chart {
-                std::fs::write(path, inspect::size_chart_svg(&report))
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                refuse_overlap(&[("the blob", &blob)], &[("--chart", path)])?;
+            }
+            let bytes = inspect::read_aligned(&blob).map_err(|e| read_error(&blob, &e))?;
+            let report = inspect::report(&bytes).with_context(|| format!("{} is not a valid blob", at(&blob)))?;
+            if let Some(path) = &chart {
+                write_atomically(path, inspect::size_chart_svg(&report).as_bytes(), Access::Public)?;
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                println!("{}", inspect::to_json(&report)?);
             } else {
                 print!("{}", inspect::render(&report));
             }
         }
     }
     Ok(())
+}
+
+/// "cannot read FILE: why; what to do".
+fn read_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot read {}: {e}; check the path and that it is a readable file", at(path))
 }
 
 /// `BLOB.sig` beside the blob.
@@ -272,7 +312,9 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every message escapes the untrusted strings it quotes where it is made; this
+            // keeps the line one line whatever a lower layer let through.
+            eprintln!("error: {}", shown(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -254,7 +254,9 @@ impl QuantPolicy {
         match file {
             None => Ok(QuantPolicy::preset(preset)),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read policy file {path}: {e}"))?;
+                // A policy file is a few lines: 1 MiB is far more than any needs.
+                let text = crate::output::read_text_within(std::path::Path::new(path), 1 << 20, "policy file")
+                    .map_err(|e| e.to_string())?;
                 QuantPolicy::from_rules(preset, &text, path)
             }
         }
@@ -294,6 +296,54 @@ impl QuantPolicy {
             s.push_str(&format!("; {}={}", r.pattern, r.dtype.name()));
         }
         s
+    }
+}
+
+/// Largest quantizer scale the packer accepts from a checkpoint (f16's largest finite
+/// value, 65504). With it a qint8 weight `(q - zero_point) * scale` stays below 1.7e7 in
+/// magnitude: far beyond any trained weight (Itera-Lite's scales are below 0.1), and far
+/// from f32's range in the kernels' sums. A larger scale is damage, not a model.
+pub const MAX_QINT8_SCALE: f32 = 65504.0;
+
+/// A checkpoint's per-tensor affine qint8 parameters, range-checked: what the packer and
+/// the blob may hold (`zero_point` in int8's range, `scale` a normal f32 in
+/// `(0, MAX_QINT8_SCALE]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QInt8Params {
+    /// The scale, as the blob stores it.
+    pub scale: f32,
+    /// The zero point, in -128..=127.
+    pub zero_point: i8,
+}
+
+impl QInt8Params {
+    /// Checks PyTorch's `(scale, zero_point)` before any use. A qint8 value lies in
+    /// -128..=127, so a zero point outside that range is no quantizer PyTorch makes and
+    /// would overflow the kernels' `q - zero_point` in 32 bits; a scale that is NaN,
+    /// infinite, zero, negative or subnormal as an f32 (the dtype the blob stores) makes
+    /// every weight NaN, zero or noise. The error says which parameter and its value.
+    pub fn check(scale: f64, zero_point: i64) -> Result<QInt8Params, String> {
+        let zero_point =
+            i8::try_from(zero_point).map_err(|_| format!("zero point {zero_point}, outside int8's -128..=127"))?;
+        let stored = scale as f32;
+        if !(stored.is_normal() && stored > 0.0 && stored <= MAX_QINT8_SCALE) {
+            return Err(format!("scale {scale:e}, not a normal f32 in (0, {MAX_QINT8_SCALE}]"));
+        }
+        Ok(QInt8Params { scale: stored, zero_point })
+    }
+}
+
+/// Largest magnitude `dtype` can store with the packer's f16 scales (`None`: any finite
+/// f32). An int8 group's f16 scale is at most 65504, so values up to 127 x 65504 fit; int4
+/// holds 7 x 65504; f16 itself 65504. Beyond that the scale search would find no finite
+/// f16 scale and clip the weights silently, so such tensors are refused instead.
+pub fn max_magnitude(dtype: QDType) -> Option<f32> {
+    let f16_max = f16::MAX.to_f32();
+    match dtype {
+        QDType::F32 => None,
+        QDType::F16 => Some(f16_max),
+        QDType::Int8 => Some(127.0 * f16_max),
+        QDType::Int4 | QDType::Int4G8 => Some(7.0 * f16_max),
     }
 }
 
@@ -573,6 +623,37 @@ mod tests {
         let Payload::I4Grouped { q, scales, .. } = quantize_int4(&w, 70) else { panic!() };
         assert_eq!(scales.len(), 64 * 3);
         assert!(q.iter().all(|v| (-8..=7).contains(v)));
+    }
+
+    #[test]
+    fn qint8_parameters_are_range_checked_at_their_bounds() {
+        for zp in [-128, 0, 127] {
+            assert_eq!(QInt8Params::check(0.5, zp).map(|p| p.zero_point as i64), Ok(zp));
+        }
+        for zp in [-129, 128, 200, 1 << 31, 1 << 32, -(1 << 31) - 1, i64::MIN, i64::MAX] {
+            let e = QInt8Params::check(0.5, zp).expect_err("out of int8");
+            assert!(e.contains(&format!("zero point {zp}")), "{e}");
+        }
+        for scale in [f32::MIN_POSITIVE as f64, 1e-3, MAX_QINT8_SCALE as f64] {
+            assert_eq!(QInt8Params::check(scale, 0).map(|p| p.scale), Ok(scale as f32));
+        }
+        for scale in [0.0, -0.0, -1e-3, 1e-40, 1e-300, f64::NAN, f64::INFINITY, 65505.0, 1e30] {
+            let e = QInt8Params::check(scale, 0).expect_err("bad scale");
+            assert!(e.starts_with("scale "), "{e}");
+        }
+    }
+
+    #[test]
+    fn values_up_to_the_limit_get_finite_f16_scales_and_are_not_clipped() {
+        for dtype in [QDType::Int8, QDType::Int4, QDType::Int4G8, QDType::F16] {
+            let limit = max_magnitude(dtype).expect("a limit");
+            let row: Vec<f32> = (0..32).map(|i| if i == 5 { -limit } else { limit * (i as f32 / 64.0) }).collect();
+            let deq = dequantize(&quantize(&row, 32, dtype), 32).expect("values");
+            assert!(deq.iter().all(|v| v.is_finite()), "{dtype:?}");
+            let err = (deq[5] - row[5]).abs();
+            assert!(err <= limit / 7.0, "{dtype:?}: the largest value came back as {} (not clipped)", deq[5]);
+        }
+        assert_eq!(max_magnitude(QDType::F32), None);
     }
 
     #[test]

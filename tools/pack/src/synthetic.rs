@@ -166,9 +166,13 @@ pub fn synth_blob(shape: Shape, seed: u64, quant: &QuantPolicy) -> anyhow::Resul
             ("synthetic".into(), format!("shape={shape} seed={seed}")),
         ],
         quant: quant.clone(),
+        tokenizer_source: None,
     };
-    let builder = crate::convert::build(&sd, &opts)
-        .with_context(|| format!("packing the synthetic {shape} model failed (packer bug)"))?;
+    // A policy file is the user's; any other refusal of weights made here is a packer bug.
+    let builder = crate::convert::build(&sd, &opts).map_err(|e| match e {
+        crate::convert::ConvertError::Policy(_) => anyhow::Error::new(e),
+        e => anyhow::anyhow!("packing the synthetic {shape} model failed: {e} (a bug in itera-pack: please report it)"),
+    })?;
     builder.finish().with_context(|| format!("writing the synthetic {shape} blob failed"))
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use itera_edge::format::TokenizerKind;
 use serde::Deserialize;
 
+use crate::untrusted::shown;
 use crate::writer::TokenizerTable;
 
 #[derive(Deserialize)]
@@ -17,28 +18,36 @@ struct Json {
     vocab_size: Option<u32>,
 }
 
-/// Most ids a tokenizer table may name (bounds memory on hostile input).
+/// Most ids a tokenizer table may name (ids 0 to `MAX_TOKENIZER_IDS - 1`; bounds memory on
+/// hostile input). Itera-Lite vocabularies are 2,000 to 16,000 tokens.
 pub const MAX_TOKENIZER_IDS: u32 = 1 << 20;
 
 /// Parses tokenizer JSON: word level (`token_to_id`, `id_to_token`; text is lower-cased and
 /// split on whitespace) or char level (`token2id`, `id2token`, `"level": "char"`).
 pub fn parse_tokenizer(text: &str) -> Result<TokenizerTable, String> {
+    Ok(parse_tokenizer_declared(text)?.0)
+}
+
+/// [`parse_tokenizer`], with the file's own `vocab_size` (if it states one), which the
+/// packer checks against the model's vocabulary.
+pub fn parse_tokenizer_declared(text: &str) -> Result<(TokenizerTable, Option<u32>), String> {
     let j: Json = serde_json::from_str(text).map_err(|e| format!("not tokenizer JSON: {e}"))?;
     let kind = match j.level.as_deref() {
         Some("char") => TokenizerKind::Char,
         None | Some("word") => TokenizerKind::Word,
-        Some(other) => return Err(format!("unknown tokenizer level '{other}' (expected 'word' or 'char')")),
+        Some(other) => return Err(format!("unknown tokenizer level '{}' (expected 'word' or 'char')", shown(other))),
     };
     let mut by_id: BTreeMap<u32, String> = BTreeMap::new();
-    if let Some(m) = &j.id_to_token {
+    // The maps are consumed, not cloned: a hostile file's strings are held once.
+    if let Some(m) = j.id_to_token {
         for (id, tok) in m {
-            let id: u32 = id.parse().map_err(|_| format!("id_to_token key '{id}' is not an integer"))?;
-            by_id.insert(id, tok.clone());
+            let id: u32 = id.parse().map_err(|_| format!("id_to_token key '{}' is not an integer", shown(&id)))?;
+            by_id.insert(id, tok);
         }
     }
-    if let Some(m) = &j.token_to_id {
-        for (tok, &id) in m {
-            by_id.entry(id).or_insert_with(|| tok.clone());
+    if let Some(m) = j.token_to_id {
+        for (tok, id) in m {
+            by_id.entry(id).or_insert(tok);
         }
     }
     if by_id.is_empty() {
@@ -46,15 +55,17 @@ pub fn parse_tokenizer(text: &str) -> Result<TokenizerTable, String> {
     }
     let max_id = by_id.keys().next_back().copied().unwrap_or(0);
     if max_id >= MAX_TOKENIZER_IDS {
-        return Err(format!("token id {max_id} is implausibly large (limit {MAX_TOKENIZER_IDS})"));
+        return Err(format!(
+            "token id {max_id} is beyond the largest id a tokenizer may name ({}); Itera-Lite vocabularies are far smaller: pass the tokenizer made for this model",
+            MAX_TOKENIZER_IDS - 1
+        ));
     }
     let unk_id = by_id.iter().find(|(_, t)| t.as_str() == "<UNK>").map_or(1, |(&id, _)| id);
     let mut tokens = vec![String::new(); max_id as usize + 1];
     for (id, tok) in by_id {
         tokens[id as usize] = tok;
     }
-    let _ = j.vocab_size;
-    Ok(TokenizerTable { kind, unk_id, tokens })
+    Ok((TokenizerTable { kind, unk_id, tokens }, j.vocab_size))
 }
 
 #[cfg(test)]
