@@ -13,8 +13,9 @@ use itera_sim::engine::provenance_source;
 use itera_sim::eval::evaluate;
 use itera_sim::generate::{generate, Sampling};
 use itera_sim::progress::Progress;
-use itera_sim::text::{decode, encode, encode_with_table, TextStream};
-use itera_sim::{golden, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
+use itera_sim::text::{decode, encode, encode_iter, TableVocab, TextStream};
+use itera_sim::{golden, limits, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
+use itera_pack::untrusted::shown;
 use serde_json::json;
 
 const MAIN_EXAMPLES: &str = "\
@@ -160,8 +161,9 @@ A blob packed without --tokenizer has no text side: give --tokens instead of --p
         /// Prompt as token ids (commas or spaces); output is ids unless the blob has a tokenizer.
         #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
         tokens: Option<String>,
-        /// Tokens to generate.
-        #[arg(short, long = "max-tokens", default_value_t = 40, value_name = "N")]
+        /// Tokens to generate (1 to 16777215; generation stops when max_seq is reached).
+        #[arg(short, long = "max-tokens", default_value_t = 40, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::GENERATE_TOKENS.parser())]
         n: usize,
         /// Print the prompt (as the model sees it, unknown words shown as such) before the output.
         #[arg(long)]
@@ -209,8 +211,9 @@ keys are null without --reference; a non-finite value is null).")]
         /// Reference blob (e.g. the FP32 model) to compare with, on the same windows.
         #[arg(long, value_name = "BLOB")]
         reference: Option<PathBuf>,
-        /// Evaluate only the first N tokens of the text (default: all).
-        #[arg(long = "max-tokens", value_name = "N")]
+        /// Evaluate only the first N tokens of the text (default: all; 2 to 16777216).
+        #[arg(long = "max-tokens", value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::EVAL_TOKENS.parser())]
         max_tokens: Option<usize>,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -255,11 +258,13 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
     Bench {
         /// The blob (.itb).
         blob: PathBuf,
-        /// Tokens per prefill and per generation run.
-        #[arg(long, default_value_t = 128, value_name = "N")]
+        /// Tokens per prefill and per generation run (1 to 8192). Here a count; in the
+        /// other commands --tokens is a list of token ids.
+        #[arg(long, default_value_t = 128, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::BENCH_TOKENS.parser())]
         tokens: usize,
-        /// Timed repeats (default: as many as fit about one second, at least 3).
-        #[arg(long, value_name = "N")]
+        /// Timed repeats, 1 to 1000 (default: as many as fit about one second, 3 to 101).
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = limits::BENCH_REPEATS.parser())]
         repeat: Option<usize>,
         /// Another blob to measure in the same run, interleaved; prints the speed ratio.
         #[arg(long, value_name = "BLOB")]
@@ -280,8 +285,9 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
         /// Prompt token ids (comma separated).
         #[arg(long, value_name = "IDS")]
         tokens: String,
-        /// Tokens to generate.
-        #[arg(short, default_value_t = 16, value_name = "N")]
+        /// Tokens to generate; the prompt plus N must fit the model's max_seq positions.
+        #[arg(short, default_value_t = 16, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::GREEDY_TOKENS.parser())]
         n: usize,
         /// Print one JSON object instead.
         #[arg(long)]
@@ -328,8 +334,9 @@ For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer
         /// Seed of the random weights (and of the sampler when --temperature > 0).
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Tokens to generate.
-        #[arg(short, long = "max-tokens", default_value_t = 32, value_name = "N")]
+        /// Tokens to generate (1 to 16777215; generation stops when max_seq is reached).
+        #[arg(short, long = "max-tokens", default_value_t = 32, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::GENERATE_TOKENS.parser())]
         n: usize,
         /// Prompt text (words outside the made-up vocabulary become <UNK>).
         #[arg(long, short, value_name = "TEXT", default_value = "once upon a time there was a little fox")]
@@ -338,7 +345,8 @@ For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer
         #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
         temperature: f32,
         /// Keep only the K most likely tokens (0: no limit, at most 64).
-        #[arg(long = "top-k", default_value_t = 0, value_name = "K")]
+        #[arg(long = "top-k", default_value_t = 0, value_name = "K", allow_negative_numbers = true,
+          value_parser = limits::TOP_K.parser())]
         top_k: usize,
         /// Nucleus sampling mass (1: no limit).
         #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
@@ -364,7 +372,8 @@ struct SamplingArgs {
     #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
     temperature: f32,
     /// Keep only the K most likely tokens (0: no limit, at most 64).
-    #[arg(long = "top-k", default_value_t = 0, value_name = "K")]
+    #[arg(long = "top-k", default_value_t = 0, value_name = "K", allow_negative_numbers = true,
+          value_parser = limits::TOP_K.parser())]
     top_k: usize,
     /// Keep the smallest set of likely tokens whose probability reaches P (1: no limit).
     #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
@@ -622,10 +631,19 @@ struct EvalArgs<'a> {
 
 fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
     let table = itera_pack::convert::read_tokenizer(a.tokenizer)?;
-    let text = std::fs::read_to_string(a.text).with_context(|| format!("cannot read text {}", a.text.display()))?;
-    let mut tokens = encode_with_table(&table, &text);
-    if let Some(n) = a.max_tokens {
-        tokens.truncate(n);
+    let text = read_text(a.text)?;
+    // Encode no more than can be evaluated: one token past the limit tells a text that is
+    // too long (without --max-tokens) from one that fits.
+    let limit = a.max_tokens.unwrap_or(limits::EVAL_TOKENS.max);
+    let mut tokens: Vec<u32> = encode_iter(&TableVocab::new(&table), &text).take(limit + 1).collect();
+    if tokens.len() > limit {
+        if a.max_tokens.is_none() {
+            bail!(
+                "{} has more than {limit} tokens, the most eval holds in memory: give --max-tokens {limit} (or fewer) to evaluate its start",
+                a.text.display()
+            );
+        }
+        tokens.truncate(limit);
     }
     let bytes = read_blob(a.blob)?;
     let model = load(a.blob, &bytes)?;
@@ -644,6 +662,31 @@ fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
         say(&r.render())?;
     }
     Ok(Outcome::Ok)
+}
+
+/// The text file `eval` reads, refused before reading when it is larger than
+/// [`limits::MAX_EVAL_TEXT_BYTES`] (and read no further than that when its size is unknown,
+/// as for a pipe).
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let max = limits::MAX_EVAL_TEXT_BYTES;
+    let too_big = || {
+        anyhow::anyhow!(
+            "text {} is larger than {} MiB, the most eval reads: evaluate a part of it (e.g. head -c 100M)",
+            path.display(),
+            max >> 20
+        )
+    };
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read text {}", path.display()))?;
+    if file.metadata().is_ok_and(|m| m.len() > max) {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text).with_context(|| format!("cannot read text {}", path.display()))?;
+    if text.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(text)
 }
 
 fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) -> anyhow::Result<Outcome> {
@@ -725,7 +768,7 @@ fn cmd_greedy(blob: &Path, tokens: &str, n: usize, json: bool) -> anyhow::Result
     let prompt = parse_tokens(tokens).context("--tokens")?;
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
-    let run = itera_sim::board::greedy_reference(&model, &prompt, n).context("greedy run")?;
+    let run = itera_sim::board::greedy_reference(&model, &prompt, n)?;
     say(&if json { format!("{}\n", serde_json::to_string_pretty(&run)?) } else { run.firmware_lines() })?;
     Ok(Outcome::Ok)
 }
@@ -813,6 +856,8 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
 }
 
 fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
+    // Refuse bad sampling flags before the lines below are printed.
+    opts.sampling.sampler()?;
     if json {
         let r = run_demo(&opts, |_| ())?;
         say(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
@@ -893,14 +938,33 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Clap's usage error as one line: its first paragraph (the error, with any list of
+/// missing arguments on the lines under it) joined, escaped (it quotes the user's
+/// arguments, which may hold control characters), and where to look for the usage.
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    let what = first.join(" ");
+    let what = what.strip_prefix("error: ").unwrap_or(&what);
+    use clap::CommandFactory;
+    let sub = std::env::args().nth(1).filter(|a| Cli::command().find_subcommand(a).is_some());
+    let help = sub.map_or_else(|| "itera-sim --help".to_string(), |s| format!("itera-sim {s} --help"));
+    format!("{}; see `{help}`", shown(what))
+}
+
 fn main() -> ExitCode {
     itera_sim::engine::select_kernels();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Help and --version go to stdout with status 0; usage errors are errors (1).
+        // Help and --version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
+        }
+        // Usage errors are errors (1), on one line like every other.
+        Err(e) => {
+            eprintln!("error: {}", usage_error(&e));
+            return ExitCode::FAILURE;
         }
     };
     match run(cli) {

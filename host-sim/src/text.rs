@@ -71,14 +71,24 @@ impl Vocab for TableVocab {
 ///   the source tokenizer: `day,` is its own token);
 /// * char level: each character → its id, or the unknown id.
 pub fn encode<V: Vocab + ?Sized>(tok: &V, text: &str) -> Vec<u32> {
+    encode_iter(tok, text).collect()
+}
+
+/// [`encode`] one token at a time, so that a caller who wants only the first N tokens of
+/// a long text never holds more than those.
+///
+/// Words are lower-cased one by one: the same as lower-casing the whole text first (no
+/// character's lower case is whitespace, and a final sigma's context ends at whitespace)
+/// without a lower-cased copy of the text.
+pub fn encode_iter<'t, V: Vocab + ?Sized>(tok: &'t V, text: &'t str) -> impl Iterator<Item = u32> + 't {
     let unk = tok.unk_id();
-    match tok.kind() {
-        TokenizerKind::Word => text.to_lowercase().split_whitespace().map(|w| tok.id_of(w).unwrap_or(unk)).collect(),
-        TokenizerKind::Char => {
-            let mut buf = [0u8; 4];
-            text.chars().map(|c| tok.id_of(c.encode_utf8(&mut buf)).unwrap_or(unk)).collect()
-        }
-    }
+    let (words, chars) = match tok.kind() {
+        TokenizerKind::Word => (Some(text.split_whitespace()), None),
+        TokenizerKind::Char => (None, Some(text.chars())),
+    };
+    let words = words.into_iter().flatten().map(move |w| tok.id_of(&w.to_lowercase()).unwrap_or(unk));
+    let chars = chars.into_iter().flatten().map(move |c| tok.id_of(c.encode_utf8(&mut [0u8; 4])).unwrap_or(unk));
+    words.chain(chars)
 }
 
 /// Encodes `text` with a tokenizer table (see [`encode`]).
@@ -166,5 +176,11 @@ mod tests {
         }
         let words = TokenizerTable { kind: TokenizerKind::Word, unk_id: 1, tokens: vec!["".into(), "<UNK>".into()] };
         assert_eq!(encode_with_table(&words, "x"), vec![1]);
+        // Word by word lower-casing is the whole text's, final sigma included.
+        let text = "ΟΔΟΣ Σ\tΑΣ.";
+        let lowered: Vec<String> = text.to_lowercase().split_whitespace().map(String::from).collect();
+        let words = TokenizerTable { kind: TokenizerKind::Word, unk_id: 0, tokens: lowered.clone() };
+        assert_eq!(encode_with_table(&words, text), (0..lowered.len() as u32).collect::<Vec<_>>(), "{lowered:?}");
+        assert_eq!(encode_iter(&TableVocab::new(&words), text).take(1).collect::<Vec<_>>(), vec![0]);
     }
 }

@@ -1,0 +1,130 @@
+//! Bounds on every size-like number `itera-sim` takes from a user: token counts, repeats,
+//! text sizes. Each count sizes an allocation or a loop, so an unchecked one either panics
+//! (`Vec::with_capacity(u64::MAX)`: capacity overflow), aborts (a 4 TB allocation) or runs
+//! until killed. The command line checks each at parse time with [`Count::parser`], so
+//! nothing is printed or read before a bad number is refused; the library checks the same
+//! [`Count`] with [`Count::check`], so a caller of the library gets the same refusal.
+
+use anyhow::bail;
+use itera_edge::sample::MAX_CANDIDATES;
+
+/// Most positions any blob can have: `Blob::parse` refuses a dimension of 2^24 or more
+/// (itera-edge, `src/blob.rs`), so no session holds more tokens than this.
+pub const MAX_POSITIONS: usize = (1 << 24) - 1;
+
+/// A size-like argument: its name on the command line, the range it accepts and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Count {
+    /// The flag, as the user types it (`-n`, `--repeat`).
+    pub flag: &'static str,
+    /// Smallest accepted value.
+    pub min: usize,
+    /// Largest accepted value.
+    pub max: usize,
+    /// Why the range is what it is, in a few words a user can act on.
+    pub why: &'static str,
+}
+
+/// `run -n` / `demo -n`: generation stops cleanly when the session is full, so more than
+/// a session's positions can never be generated.
+pub const GENERATE_TOKENS: Count = Count {
+    flag: "-n",
+    min: 1,
+    max: MAX_POSITIONS,
+    why: "no blob holds 2^24 positions, and generation stops when the model's max_seq positions are used",
+};
+
+/// `greedy -n`: a board's greedy run feeds every token back, so the prompt plus N must fit
+/// the model's positions (checked against the model in `board::greedy_reference`).
+pub const GREEDY_TOKENS: Count = Count {
+    flag: "-n",
+    min: 0,
+    max: MAX_POSITIONS,
+    why: "the prompt plus N must fit the model's max_seq positions, below 2^24 in any blob",
+};
+
+/// `bench --tokens`: prefill is clamped to `max_seq`; generation past it restarts the
+/// session, so more tokens only lengthen each timed run.
+pub const BENCH_TOKENS: Count = Count {
+    flag: "--tokens",
+    min: 1,
+    max: 8192,
+    why: "tokens per timed run; prefill is clamped to max_seq and generation past it restarts, so more only lengthens the run",
+};
+
+/// `bench --repeat`: the medians are stable long before this; the automatic choice stops
+/// at 101.
+pub const BENCH_REPEATS: Count = Count {
+    flag: "--repeat",
+    min: 1,
+    max: 1000,
+    why: "timed repeats; the medians are stable long before 1000, and without --repeat about one second of repeats runs",
+};
+
+/// `eval --max-tokens`: one prediction needs two tokens; the encoded text is held in memory
+/// (4 bytes per token), so at most 2^24 tokens (64 MiB) are evaluated.
+pub const EVAL_TOKENS: Count = Count {
+    flag: "--max-tokens",
+    min: 2,
+    max: 1 << 24,
+    why: "one prediction needs 2 tokens, and eval holds at most 2^24 tokens, 64 MiB of ids, in memory",
+};
+
+/// `--top-k` of `run` and `demo` (sampling; in `itera-pack`, `--top-k` is the experts an
+/// MoE layer mixes): the core's sampler ranks at most [`MAX_CANDIDATES`] candidates.
+pub const TOP_K: Count = Count {
+    flag: "--top-k",
+    min: 0,
+    max: MAX_CANDIDATES,
+    why: "0 keeps every token; the sampler ranks at most 64 candidates",
+};
+
+/// Largest text file `eval` reads: the text is held whole while it is encoded.
+pub const MAX_EVAL_TEXT_BYTES: u64 = 256 << 20;
+
+impl Count {
+    /// "a whole number from MIN to MAX (WHY)".
+    fn expected(&self) -> String {
+        format!("expected a whole number from {} to {} ({})", self.min, self.max, self.why)
+    }
+
+    /// `n` if it is in range; otherwise an error naming the flag, the range and why.
+    pub fn check(&self, n: usize) -> anyhow::Result<usize> {
+        if !(self.min..=self.max).contains(&n) {
+            bail!("{} {n} is out of range: {}", self.flag, self.expected());
+        }
+        Ok(n)
+    }
+
+    /// A clap value parser for this count. Its message (after clap's "invalid value 'X'
+    /// for 'FLAG'") says the range and why, for garbage (`abc`, `-5`, `1e9`) as well as
+    /// for numbers out of range, including those too large for a `usize`.
+    pub fn parser(self) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+        move |s: &str| match s.trim().parse::<usize>() {
+            Ok(n) if (self.min..=self.max).contains(&n) => Ok(n),
+            _ => Err(self.expected()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_accept_their_range_and_refuse_the_rest_saying_why() {
+        let p = BENCH_REPEATS.parser();
+        assert_eq!(p("1"), Ok(1));
+        assert_eq!(p(" 1000 "), Ok(1000));
+        for bad in ["0", "1001", "-5", "abc", "", "1e3", "18446744073709551615", "99999999999999999999999"] {
+            let e = p(bad).unwrap_err();
+            assert!(e.contains("from 1 to 1000") && e.contains("medians"), "{bad}: {e}");
+        }
+        assert_eq!(GENERATE_TOKENS.check(MAX_POSITIONS).unwrap(), MAX_POSITIONS);
+        let e = GENERATE_TOKENS.check(MAX_POSITIONS + 1).unwrap_err().to_string();
+        assert!(e.starts_with("-n 16777216 is out of range: expected a whole number from 1 to 16777215"), "{e}");
+        assert!(GREEDY_TOKENS.check(0).is_ok() && EVAL_TOKENS.check(1).is_err());
+        assert_eq!(TOP_K.max, MAX_CANDIDATES);
+        assert!(TOP_K.parser()("64").is_ok() && TOP_K.parser()("65").unwrap_err().contains("64 candidates"));
+    }
+}
