@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use itera_edge::{Blob, Config, Model, Session};
 use itera_pack::inspect::{read_aligned, AlignedBytes};
+use itera_pack::untrusted::shown;
 
 /// Reads a blob file into a 4-aligned buffer (the core reads f32 weights in place).
 ///
@@ -53,7 +54,8 @@ pub fn parse_tokens(list: &str) -> anyhow::Result<Vec<u32>> {
         .map(|s| {
             s.parse::<u32>().map_err(|_| {
                 anyhow::anyhow!(
-                    "'{s}' is not a token id: expected non-negative integers separated by commas, e.g. 5,17,2"
+                    "'{}' is not a token id: expected non-negative integers separated by commas, e.g. 5,17,2",
+                    shown(s)
                 )
             })
         })
@@ -139,6 +141,8 @@ pub(crate) mod tests {
         assert_eq!(parse_tokens(" 4 ,5\n6 ").unwrap(), vec![4, 5, 6]);
         assert!(parse_tokens("").is_err());
         assert!(parse_tokens("-1").unwrap_err().to_string().contains("not a token id"));
+        let e = parse_tokens("5,\u{1b}[31m").unwrap_err().to_string();
+        assert!(e.contains("'\\u{1b}[31m' is not a token id") && !e.chars().any(char::is_control), "{e}");
     }
 
     #[test]

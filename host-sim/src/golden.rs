@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use itera_edge::{Config, Model};
+use itera_pack::untrusted::shown;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{compare, Metrics};
@@ -130,7 +131,12 @@ impl Golden {
         let want = self.checkpoint.as_deref()?;
         let have = blob_source?;
         (want != have).then(|| {
-            format!("the golden was computed from {want} but the blob was packed from {have}; expect a mismatch")
+            // Both names come from files (the golden JSON, the blob's provenance): escaped.
+            format!(
+                "the golden was computed from {} but the blob was packed from {}; expect a mismatch",
+                shown(want),
+                shown(have)
+            )
         })
     }
 
@@ -214,6 +220,8 @@ mod tests {
         assert_eq!(g.checkpoint_warning(Some("m.pt")), None);
         assert_eq!(g.checkpoint_warning(None), None);
         assert!(g.checkpoint_warning(Some("other.pt")).unwrap().contains("other.pt"));
+        let w = g.checkpoint_warning(Some("x.pt\x1b[2J\n")).unwrap();
+        assert!(w.contains("x.pt\\u{1b}[2J\\n") && !w.chars().any(char::is_control), "{w}");
         let mut c = itera_pack::synthetic::tiny_config();
         assert_eq!(g.top_k_warning(&c), None);
         c.top_k = 1;

@@ -13,7 +13,7 @@ use itera_sim::engine::provenance_source;
 use itera_sim::eval::evaluate;
 use itera_sim::generate::{generate, Sampling};
 use itera_sim::progress::Progress;
-use itera_sim::text::{decode, encode, encode_iter, TableVocab, TextStream};
+use itera_sim::text::{decode, encode, encode_iter, for_terminal, TableVocab, TextStream};
 use itera_sim::{golden, limits, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
 use itera_pack::untrusted::shown;
 use serde_json::json;
@@ -150,7 +150,9 @@ Examples:
   itera-sim run micro.itb --prompt \"the fox\" -n 20 --temperature 0.8 --top-k 40 --seed 7
   itera-sim run micro.itb --tokens 4,16,6 --json                      # ids in, ids out
 
-A blob packed without --tokenizer has no text side: give --tokens instead of --prompt.")]
+A blob packed without --tokenizer has no text side: give --tokens instead of --prompt.
+Token text is the blob's: control characters in it other than newline and tab are shown
+escaped (\\u{1b}); --json gives the exact text.")]
     #[command(group(ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
     Run {
         /// The blob (.itb).
@@ -555,7 +557,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     if a.echo && stream {
         match text_tok {
-            Some(t) => write!(out, "{}", decode(t, &prompt))?,
+            Some(t) => write!(out, "{}", for_terminal(&decode(t, &prompt)))?,
             None => write!(out, "{}", join_ids(&prompt))?,
         }
     }
@@ -570,7 +572,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
             return;
         }
         let piece = match text_tok {
-            Some(t) => text.piece(t, id),
+            Some(t) => for_terminal(&text.piece(t, id)),
             None if first => id.to_string(),
             None => format!(" {id}"),
         };
@@ -780,7 +782,7 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
     let boards: Vec<_> = match board {
         Some(name) => vec![*BOARDS.iter().find(|b| b.name == name).with_context(|| {
             let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
-            format!("unknown board '{name}' (known: {})", names.join(", "))
+            format!("unknown board '{}' (known: {})", shown(name), names.join(", "))
         })?],
         None => BOARDS.to_vec(),
     };
@@ -870,7 +872,7 @@ fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
     write!(out, "output: ")?;
     out.flush()?;
     let r = run_demo(&opts, |piece| {
-        let _ = out.write_all(piece.as_bytes());
+        let _ = out.write_all(for_terminal(piece).as_bytes());
         let _ = out.flush();
     })?;
     writeln!(out)?;
@@ -969,16 +971,19 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        // Messages are escaped where they quote untrusted text; escaping the whole line
+        // again here (a no-op on escaped text) keeps every error one line without control
+        // characters, whatever a cause deeper down (an I/O error, a path) holds.
         Ok(Outcome::Failed(why)) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", shown(&why));
             ExitCode::FAILURE
         }
         Ok(Outcome::Unavailable(why)) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", shown(&why));
             ExitCode::from(itera_sim::reference_cuda::EXIT_UNAVAILABLE)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", shown(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

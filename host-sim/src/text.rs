@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use itera_edge::format::TokenizerKind;
 use itera_edge::Tokenizer;
+use itera_pack::untrusted::shown;
 use itera_pack::writer::TokenizerTable;
 
 /// A token table that text can be encoded with.
@@ -96,6 +97,24 @@ pub fn encode_with_table(table: &TokenizerTable, text: &str) -> Vec<u32> {
     encode(&TableVocab::new(table), text)
 }
 
+/// `text` as it may reach a terminal: newlines and tabs kept (a char-level tokenizer has
+/// them as tokens), every other control or bidi character escaped by
+/// [`itera_pack::untrusted::shown`]. Token text comes from the blob, so a token holding
+/// `ESC [ 2 J` would otherwise clear the user's screen. Exact text stays in `--json`
+/// output, where JSON escapes it.
+pub fn for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive(['\n', '\t']) {
+        let (body, end) = match piece.strip_suffix(['\n', '\t']) {
+            Some(body) => (body, &piece[body.len()..]),
+            None => (piece, ""),
+        };
+        out += &shown(body);
+        out += end;
+    }
+    out
+}
+
 /// Decodes a whole sequence, tokens joined by the tokenizer's separator.
 pub fn decode(tok: &Tokenizer<'_>, ids: &[u32]) -> String {
     let mut s = TextStream::new();
@@ -151,6 +170,14 @@ mod tests {
         assert_eq!(decode(&tok, &[2, 3, 1, 40]), "once upon <UNK> <UNK>");
         let mut s = TextStream::continuing();
         assert_eq!(s.piece(&tok, 4), " a");
+    }
+
+    #[test]
+    fn terminal_text_keeps_lines_and_tabs_and_escapes_other_controls() {
+        assert_eq!(for_terminal("once\n\tupon"), "once\n\tupon");
+        assert_eq!(for_terminal("a\x1b[2Jb\r\n\u{202e}"), "a\\u{1b}[2Jb\\r\n\\u{202e}");
+        assert_eq!(for_terminal(""), "");
+        assert_eq!(for_terminal("été\u{9b}"), "été\\u{9b}");
     }
 
     #[test]
