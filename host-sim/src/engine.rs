@@ -71,12 +71,16 @@ pub fn parse_tokens(list: &str) -> anyhow::Result<Vec<u32>> {
 pub fn check_tokens(tokens: &[u32], config: &Config) -> anyhow::Result<()> {
     if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t >= config.vocab) {
         bail!(
-            "token id {t} (position {i}) is out of range: the model's vocabulary has {v} ids (0..{v})",
+            "token id {t} (position {i}) is out of range: the model's vocabulary has {v} ids (0..{v}); give ids below {v}",
             v = config.vocab
         );
     }
     if tokens.len() > config.max_seq as usize {
-        bail!("{} tokens do not fit: the model holds at most {} positions (max_seq)", tokens.len(), config.max_seq);
+        bail!(
+            "{} tokens do not fit: the model holds at most {m} positions (max_seq); give at most {m} tokens",
+            tokens.len(),
+            m = config.max_seq
+        );
     }
     Ok(())
 }

@@ -58,7 +58,8 @@ pub const BENCH_REPEATS: Count = Count {
     flag: "--repeat",
     min: 1,
     max: 1000,
-    why: "timed repeats; the medians are stable long before 1000, and without --repeat about one second of repeats runs",
+    why:
+        "timed repeats; the medians are stable long before 1000, and without --repeat about one second of repeats runs",
 };
 
 /// `eval --max-tokens`: one prediction needs two tokens; the encoded text is held in memory

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use itera_edge::Model;
+use itera_pack::untrusted::shown;
 use itera_sim::bench::{bench, BenchOptions, BenchResult};
 use itera_sim::demo::{run_demo, DemoOptions, SYNTHETIC_NOTE};
 use itera_sim::engine::provenance_source;
@@ -15,7 +16,6 @@ use itera_sim::generate::{generate, Sampling};
 use itera_sim::progress::Progress;
 use itera_sim::text::{decode, encode, encode_iter, for_terminal, TableVocab, TextStream};
 use itera_sim::{golden, limits, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
-use itera_pack::untrusted::shown;
 use serde_json::json;
 
 const MAIN_EXAMPLES: &str = "\
