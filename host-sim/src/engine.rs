@@ -85,6 +85,14 @@ pub fn check_tokens(tokens: &[u32], config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// [`check_tokens`], and that a table of the logits after each of `tokens` stays within
+/// [`limits::MAX_LOGITS`](crate::limits::MAX_LOGITS): for the commands that keep every
+/// position's logits.
+pub fn check_table_tokens(tokens: &[u32], config: &Config) -> anyhow::Result<()> {
+    check_tokens(tokens, config)?;
+    crate::limits::check_logits_table(tokens.len(), config.vocab as usize)
+}
+
 /// Feeds `tokens` one by one from an empty session and returns the logits after each,
 /// row-major `[tokens.len()][vocab]`: row `p` is what the model predicts after
 /// `tokens[0..=p]`. `progress(done, total)` is called after each token.
@@ -93,7 +101,7 @@ pub fn logits_for_tokens(
     tokens: &[u32],
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<Vec<f32>> {
-    check_tokens(tokens, model.config())?;
+    check_table_tokens(tokens, model.config())?;
     let vocab = model.config().vocab as usize;
     let mut arena = new_arena(model);
     let mut session = new_session(model, &mut arena)?;

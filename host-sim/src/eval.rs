@@ -7,12 +7,38 @@
 //! positions (its last token is never fed: nothing in the window follows it). Every metric
 //! is computed over the same predicted positions, and all arithmetic runs in f64.
 
+use std::io::Read;
+use std::path::Path;
+
 use anyhow::{bail, Context};
 use itera_edge::sample::argmax;
 use itera_edge::Model;
 use serde::Serialize;
 
 use crate::engine::{new_arena, new_session};
+
+/// Reads the text file to evaluate, refusing one larger than `max` bytes before reading it
+/// (and reading no further than `max + 1` bytes when its size is unknown, as for a pipe):
+/// the whole text is held while it is encoded.
+pub fn read_text(path: &Path, max: u64) -> anyhow::Result<String> {
+    let too_big = || {
+        anyhow::anyhow!(
+            "text {} is larger than {max} bytes, the most eval reads: evaluate a part of it (e.g. head -c {max})",
+            path.display()
+        )
+    };
+    let cannot = || format!("cannot read text {}", path.display());
+    let file = std::fs::File::open(path).with_context(cannot)?;
+    if file.metadata().is_ok_and(|m| m.len() > max) {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    file.take(max.saturating_add(1)).read_to_string(&mut text).with_context(cannot)?;
+    if text.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(text)
+}
 
 /// `log softmax(logits)` in f64 (stable: the maximum is subtracted first).
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
@@ -267,6 +293,19 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn texts_over_the_limit_are_refused_before_they_are_read_whole() {
+        let dir = std::env::temp_dir().join(format!("itera-sim-eval-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.txt");
+        std::fs::write(&path, "once upon a time").unwrap();
+        assert_eq!(read_text(&path, 16).unwrap(), "once upon a time");
+        let e = read_text(&path, 15).unwrap_err().to_string();
+        assert!(e.contains("t.txt") && e.contains("larger than 15 bytes") && e.contains("head -c 15"), "{e}");
+        assert!(read_text(&dir.join("none.txt"), 15).unwrap_err().to_string().contains("none.txt"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

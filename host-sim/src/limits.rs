@@ -80,6 +80,25 @@ pub const TOP_K: Count = Count {
     why: "0 keeps every token; the sampler ranks at most 64 candidates",
 };
 
+/// Most logits one table holds: `logits` and `check` keep every position's logits (f32,
+/// and f64 in the reference), so 2^24 of them are 64 MiB (128 MiB in f64). An Itera-Lite
+/// model needs 128 positions × 8000 = 1,024,000; a blob with a tiny width but a huge
+/// vocabulary and max_seq would otherwise ask for terabytes.
+pub const MAX_LOGITS: usize = 1 << 24;
+
+/// Refuses a table of `positions` × `vocab` logits over [`MAX_LOGITS`], saying how many
+/// positions fit.
+pub fn check_logits_table(positions: usize, vocab: usize) -> anyhow::Result<()> {
+    let n = positions.saturating_mul(vocab);
+    if n > MAX_LOGITS {
+        bail!(
+            "{positions} positions × {vocab} logits is {n} logits, more than the {MAX_LOGITS} (64 MiB) itera-sim holds in one table: give at most {} tokens",
+            MAX_LOGITS / vocab.max(1)
+        );
+    }
+    Ok(())
+}
+
 /// Largest text file `eval` reads: the text is held whole while it is encoded.
 pub const MAX_EVAL_TEXT_BYTES: u64 = 256 << 20;
 
@@ -126,6 +145,9 @@ mod tests {
         assert!(e.starts_with("-n 16777216 is out of range: expected a whole number from 1 to 16777215"), "{e}");
         assert!(GREEDY_TOKENS.check(0).is_ok() && EVAL_TOKENS.check(1).is_err());
         assert_eq!(TOP_K.max, MAX_CANDIDATES);
+        assert!(check_logits_table(128, 8000).is_ok() && check_logits_table(1 << 12, 1 << 12).is_ok());
+        let e = check_logits_table(65_536, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("65536 positions × 1048576 logits") && e.contains("give at most 16 tokens"), "{e}");
         assert!(TOP_K.parser()("64").is_ok() && TOP_K.parser()("65").unwrap_err().contains("64 candidates"));
     }
 }

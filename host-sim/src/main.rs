@@ -463,7 +463,7 @@ fn cmd_check_reference(a: RefCheckArgs<'_>) -> anyhow::Result<Outcome> {
         (None, Some(list)) => (parse_tokens(list).context("--tokens")?, "--tokens".to_string()),
         (None, None) => (default_tokens(model.config()), "default 64-token sequence".to_string()),
     };
-    itera_sim::engine::check_tokens(&tokens, model.config())?;
+    itera_sim::engine::check_table_tokens(&tokens, model.config())?;
     let reference = RefModel::from_bytes(&bytes)
         .with_context(|| format!("the reference cannot read the weights of {}", a.blob.display()))?;
     // The reference before the engine: when the GPU cannot run, say so before any work.
@@ -633,7 +633,7 @@ struct EvalArgs<'a> {
 
 fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
     let table = itera_pack::convert::read_tokenizer(a.tokenizer)?;
-    let text = read_text(a.text)?;
+    let text = itera_sim::eval::read_text(a.text, limits::MAX_EVAL_TEXT_BYTES)?;
     // Encode no more than can be evaluated: one token past the limit tells a text that is
     // too long (without --max-tokens) from one that fits.
     let limit = a.max_tokens.unwrap_or(limits::EVAL_TOKENS.max);
@@ -664,31 +664,6 @@ fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
         say(&r.render())?;
     }
     Ok(Outcome::Ok)
-}
-
-/// The text file `eval` reads, refused before reading when it is larger than
-/// [`limits::MAX_EVAL_TEXT_BYTES`] (and read no further than that when its size is unknown,
-/// as for a pipe).
-fn read_text(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read;
-    let max = limits::MAX_EVAL_TEXT_BYTES;
-    let too_big = || {
-        anyhow::anyhow!(
-            "text {} is larger than {} MiB, the most eval reads: evaluate a part of it (e.g. head -c 100M)",
-            path.display(),
-            max >> 20
-        )
-    };
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read text {}", path.display()))?;
-    if file.metadata().is_ok_and(|m| m.len() > max) {
-        return Err(too_big());
-    }
-    let mut text = String::new();
-    file.take(max + 1).read_to_string(&mut text).with_context(|| format!("cannot read text {}", path.display()))?;
-    if text.len() as u64 > max {
-        return Err(too_big());
-    }
-    Ok(text)
 }
 
 fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) -> anyhow::Result<Outcome> {

@@ -25,7 +25,7 @@ use itera_edge::{Blob, Config};
 use serde::Serialize;
 
 use crate::compare::{compare, Bounds, Metrics};
-use crate::engine::check_tokens;
+use crate::engine::check_table_tokens;
 use crate::eval::{kl_divergence, log_softmax};
 
 /// A dense row-major matrix of f64.
@@ -263,7 +263,7 @@ impl RefModel {
     /// Logits after every position of `tokens`, row-major `[tokens.len()][vocab]`, in f64.
     pub fn logits(&self, tokens: &[u32]) -> anyhow::Result<Vec<f64>> {
         let c = &self.config;
-        check_tokens(tokens, c)?;
+        check_table_tokens(tokens, c)?;
         let (di, k, eps) = (c.d_inner as usize, c.conv_kernel as usize, c.norm_eps as f64);
         // x_t = E[token_t] + P[t]
         let mut x: Vec<Vec<f64>> = tokens

@@ -358,3 +358,49 @@ fn class5_arguments_quoted_back_in_errors_are_escaped() {
     on_blob(Class::TerminalEscapes, "board name with OSC", "fit", &blob, &["--board", "\x1b]0;pwned\x07"])
         .refused(&["unknown board '\\u{1b}]0;pwned\\u{7}'", "qemu-an386"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Class 3, command-line side: a table of logits sized by the blob and the user together.
+// ---------------------------------------------------------------------------------------
+
+/// The tiny model widened to a 65,536-token vocabulary and 65,536 positions: a 4 MB blob
+/// whose logits for 60,000 positions would take 15.7 GB.
+fn wide_long_blob(s: &Scratch) -> PathBuf {
+    let config = itera_edge::Config { vocab: 1 << 16, max_seq: 1 << 16, ..itera_pack::synthetic::tiny_config() };
+    let sd = itera_pack::synthetic::state_dict(&config, 1);
+    let bytes = itera_pack::convert::build(&sd, &PackOptions::default()).expect("converts").finish().expect("packs");
+    s.write("wide-long.itb", &bytes)
+}
+
+#[test]
+fn class3_logits_tables_past_the_limit_are_refused_before_allocating() {
+    let s = Scratch::new("cl3");
+    let blob = wide_long_blob(&s);
+    // 120 kB of ids: under the 128 KiB a single argument may have.
+    let tokens = vec!["1"; 60_000].join(",");
+    let out = s.path("never.f32");
+    on_blob(Class::MemoryBudget, "logits: 60000 x 65536", "logits", &blob, &["--tokens", &tokens, "--out"])
+        .args([out.as_os_str()])
+        .no_output(&out)
+        .refused(&["60000 positions × 65536 logits", "give at most 256 tokens"]);
+    on_blob(
+        Class::MemoryBudget,
+        "check --reference: 60000 x 65536",
+        "check",
+        &blob,
+        &["--reference", "cpu", "--tokens", &tokens],
+    )
+    .refused(&["60000 positions × 65536 logits", "give at most 256 tokens"]);
+    // What fits runs.
+    let o = on_blob(
+        Class::MemoryBudget,
+        "logits: 256 x 65536",
+        "logits",
+        &blob,
+        &["--tokens", &vec!["1"; 256].join(","), "--out"],
+    )
+    .args([out.as_os_str()])
+    .run();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::metadata(&out).map(|m| m.len()).ok(), Some(256 * 65_536 * 4));
+}
