@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{compare, Metrics};
 use crate::engine::logits_for_tokens;
+use crate::output::write_whole;
 
 /// The JSON half of a golden file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -158,8 +159,8 @@ impl Golden {
         };
         let f32_path = json_path.parent().unwrap_or(Path::new("")).join(logits_file);
         write_f32_le(&f32_path, logits)?;
-        std::fs::write(json_path, serde_json::to_string_pretty(&j)?)
-            .with_context(|| format!("cannot write {}", json_path.display()))
+        let text = serde_json::to_string_pretty(&j)?;
+        write_whole(json_path, |w| w.write_all(text.as_bytes()))
     }
 }
 
@@ -169,13 +170,9 @@ pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Writes `values` as little-endian f32s, the layout of golden `.f32` files.
+/// Written whole or not at all ([`write_whole`]).
 pub fn write_f32_le(path: &Path, values: &[f32]) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    for v in values {
-        w.write_all(&v.to_le_bytes())?;
-    }
-    w.flush().with_context(|| format!("cannot write {}", path.display()))
+    write_whole(path, |w| values.iter().try_for_each(|v| w.write_all(&v.to_le_bytes())))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //!   [`reference_cuda`] the same in f32 on an NVIDIA GPU (feature `cuda`);
 //! * [`bench`]: prefill and generation speed, several models interleaved in one run;
 //! * [`limits`]: the accepted range of every count a user gives (tokens, repeats);
+//! * [`output`]: files written whole or not at all, never over the input;
 //! * [`demo`]: the whole pipeline (synthetic checkpoint → packer → blob → session) with no
 //!   input files.
 //!
@@ -41,6 +42,7 @@ pub mod eval;
 pub mod generate;
 pub mod golden;
 pub mod limits;
+pub mod output;
 pub mod progress;
 pub mod reference;
 pub mod reference_cuda;

@@ -411,6 +411,7 @@ fn load<'b>(path: &Path, bytes: &'b [u8]) -> anyhow::Result<Model<'b>> {
 
 fn cmd_logits(blob: &Path, tokens: &str, out: &Path, json: bool) -> anyhow::Result<Outcome> {
     let tokens = parse_tokens(tokens).context("--tokens")?;
+    itera_sim::output::refuse_overwriting_input(out, blob, "--out")?;
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let mut progress = Progress::new("logits");

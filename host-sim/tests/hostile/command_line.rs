@@ -404,3 +404,42 @@ fn class3_logits_tables_past_the_limit_are_refused_before_allocating() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(std::fs::metadata(&out).map(|m| m.len()).ok(), Some(256 * 65_536 * 4));
 }
+
+// ---------------------------------------------------------------------------------------
+// Class 8, itera-sim side: `logits --out` never over its input, never half-written.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn class8_logits_out_over_the_blob_is_refused_and_the_blob_kept() {
+    let s = Scratch::new("cl8");
+    let blob = tiny_blob(&s);
+    let before = std::fs::read(&blob).expect("the blob");
+    // The same file by another path, too.
+    let other_path = s.path(".").join("tiny.itb");
+    for out in [&blob, &other_path] {
+        on_blob(Class::Outputs, "logits --out the blob", "logits", &blob, &["--tokens", "1,2", "--out"])
+            .args([out.as_os_str()])
+            .refused(&["--out", "is the input", "give another output file"]);
+        assert_eq!(std::fs::read(&blob).expect("the blob"), before, "the blob is untouched");
+    }
+}
+
+#[test]
+fn class8_a_failed_logits_write_leaves_nothing_behind() {
+    let s = Scratch::new("cl8");
+    let blob = tiny_blob(&s);
+    // A folder in the way of the output: the rename fails after the data is written.
+    let out = s.path("taken");
+    std::fs::create_dir_all(out.join("inside")).expect("a folder");
+    on_blob(Class::Outputs, "logits --out a folder", "logits", &blob, &["--tokens", "1,2", "--out"])
+        .args([out.as_os_str()])
+        .refused(&["cannot write", "taken"]);
+    let left: Vec<_> = std::fs::read_dir(s.path(".")).expect("scratch").flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains("partial")), "a temporary left behind: {left:?}");
+    // No folder to write into: refused, nothing created.
+    let missing = s.path("no-such-folder").join("l.f32");
+    on_blob(Class::Outputs, "logits --out in a missing folder", "logits", &blob, &["--tokens", "1,2", "--out"])
+        .args([missing.as_os_str()])
+        .no_output(&missing)
+        .refused(&["cannot create", "no-such-folder"]);
+}
