@@ -443,3 +443,35 @@ fn class8_a_failed_logits_write_leaves_nothing_behind() {
         .no_output(&missing)
         .refused(&["cannot create", "no-such-folder"]);
 }
+
+/// A blob read is bounded by what its header declares, whatever the file holds.
+#[test]
+fn class3_a_blob_read_stops_at_its_declared_length() {
+    let s = Scratch::new("cl3");
+    let blob = tiny_blob(&s);
+    // Not a blob, endless: refused after its first 36 bytes.
+    Case::new(Class::MemoryBudget, "run /dev/zero", Sim).args(["run", "/dev/zero", "--tokens", "1"]).refused(&[
+        "/dev/zero",
+        "magic",
+        "itera-pack convert",
+    ]);
+    // A whole blob followed by 8 GiB (sparse: no disk used) of something else.
+    let long = s.path("long.itb");
+    std::fs::copy(&blob, &long).expect("copy");
+    std::fs::File::options().write(true).open(&long).and_then(|f| f.set_len(8 << 30)).expect("sparse tail");
+    let declared = std::fs::metadata(&blob).expect("blob").len();
+    on_blob(Class::MemoryBudget, "blob with an 8 GiB tail", "run", &long, &["--tokens", "1"]).refused(&[
+        "long.itb",
+        &format!("more than the {declared} bytes its header declares"),
+        "repack",
+    ]);
+    // A header declaring 4 GiB over a small file: truncated, said as such.
+    let mut bytes = std::fs::read(&blob).expect("blob");
+    bytes[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    let lying = s.write("lying.itb", &bytes);
+    on_blob(Class::MemoryBudget, "header declaring 4 GiB", "run", &lying, &["--tokens", "1"]).refused(&[
+        "lying.itb",
+        "truncated",
+        &format!("needs {}", u32::MAX),
+    ]);
+}
