@@ -7,7 +7,6 @@
 //! positions (its last token is never fed: nothing in the window follows it). Every metric
 //! is computed over the same predicted positions, and all arithmetic runs in f64.
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -17,27 +16,17 @@ use serde::Serialize;
 
 use crate::engine::{new_arena, new_session};
 
-/// Reads the text file to evaluate, refusing one larger than `max` bytes before reading it
-/// (and reading no further than `max + 1` bytes when its size is unknown, as for a pipe):
-/// the whole text is held while it is encoded.
+/// Reads the text file to evaluate, refusing one over `max` bytes before reading it (the
+/// whole text is held while it is encoded).
 pub fn read_text(path: &Path, max: u64) -> anyhow::Result<String> {
-    let too_big = || {
+    let bytes = crate::files::read_at_most(path, max, "text", "evaluate a part of it (e.g. head -c 100M)")?;
+    String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
-            "text {} is larger than {max} bytes, the most eval reads: evaluate a part of it (e.g. head -c {max})",
-            path.display()
+            "text {} is not UTF-8 (first bad byte at offset {}): convert it to UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
         )
-    };
-    let cannot = || format!("cannot read text {}", path.display());
-    let file = std::fs::File::open(path).with_context(cannot)?;
-    if file.metadata().is_ok_and(|m| m.len() > max) {
-        return Err(too_big());
-    }
-    let mut text = String::new();
-    file.take(max.saturating_add(1)).read_to_string(&mut text).with_context(cannot)?;
-    if text.len() as u64 > max {
-        return Err(too_big());
-    }
-    Ok(text)
+    })
 }
 
 /// `log softmax(logits)` in f64 (stable: the maximum is subtracted first).
@@ -296,15 +285,16 @@ mod tests {
     }
 
     #[test]
-    fn texts_over_the_limit_are_refused_before_they_are_read_whole() {
+    fn texts_must_be_utf8_and_within_the_limit() {
         let dir = std::env::temp_dir().join(format!("itera-sim-eval-text-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.txt");
-        std::fs::write(&path, "once upon a time").unwrap();
-        assert_eq!(read_text(&path, 16).unwrap(), "once upon a time");
-        let e = read_text(&path, 15).unwrap_err().to_string();
-        assert!(e.contains("t.txt") && e.contains("larger than 15 bytes") && e.contains("head -c 15"), "{e}");
-        assert!(read_text(&dir.join("none.txt"), 15).unwrap_err().to_string().contains("none.txt"));
+        std::fs::write(&path, b"once \xff upon").unwrap();
+        let e = read_text(&path, 100).unwrap_err().to_string();
+        assert!(e.contains("t.txt") && e.contains("not UTF-8") && e.contains("offset 5"), "{e}");
+        assert!(read_text(&path, 5).unwrap_err().to_string().contains("larger than 5 bytes"));
+        std::fs::write(&path, "once upon").unwrap();
+        assert_eq!(read_text(&path, 100).unwrap(), "once upon");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

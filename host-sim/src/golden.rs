@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{compare, Metrics};
 use crate::engine::logits_for_tokens;
-use crate::output::write_whole;
+use crate::files::{read_at_most, write_whole};
+use crate::limits;
 
 /// The JSON half of a golden file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -54,8 +55,8 @@ impl Golden {
     /// entries, and the file holds exactly `positions * vocab` f32s.
     pub fn load(json_path: &Path) -> anyhow::Result<Golden> {
         let shown = json_path.display();
-        let text = std::fs::read_to_string(json_path).with_context(|| format!("cannot read golden file {shown}"))?;
-        let j: GoldenJson = serde_json::from_str(&text).with_context(|| {
+        let text = read_at_most(json_path, limits::MAX_GOLDEN_JSON_BYTES, "golden file", "give the golden's JSON")?;
+        let j: GoldenJson = serde_json::from_slice(&text).with_context(|| {
             format!("{shown} is not a golden description (needs `tokens`, `positions`, `vocab`, `logits_file`)")
         })?;
         if j.positions == 0 || j.vocab == 0 {
@@ -70,16 +71,25 @@ impl Golden {
             .checked_mul(j.vocab)
             .and_then(|n| n.checked_mul(4))
             .with_context(|| format!("{shown}: positions × vocab overflows"))?;
-        let bytes = std::fs::read(&logits_path)
-            .with_context(|| format!("cannot read golden logits {} (named by {shown})", logits_path.display()))?;
-        if bytes.len() != want {
-            bail!(
-                "golden logits {} have {} bytes, but positions {} × vocab {} × 4 = {want}; the file does not match its JSON",
+        limits::check_logits_table(j.positions, j.vocab).with_context(|| format!("golden {shown}"))?;
+        let mismatch = |have: u64| {
+            anyhow::anyhow!(
+                "golden logits {} have {have} bytes, but positions {} × vocab {} × 4 = {want}; the file does not match its JSON",
                 logits_path.display(),
-                bytes.len(),
                 j.positions,
                 j.vocab
-            );
+            )
+        };
+        // A file of another size is refused before it is read; one whose size is unknown
+        // (a pipe) is read no further than one byte past `want`.
+        if let Some(n) = std::fs::metadata(&logits_path).ok().filter(|m| m.is_file()).map(|m| m.len()) {
+            if n != want as u64 {
+                return Err(mismatch(n));
+            }
+        }
+        let bytes = read_at_most(&logits_path, want as u64, "golden logits", "the file does not match its JSON")?;
+        if bytes.len() != want {
+            return Err(mismatch(bytes.len() as u64));
         }
         Ok(Golden {
             tokens: j.tokens,

@@ -99,8 +99,17 @@ pub fn check_logits_table(positions: usize, vocab: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Largest text file `eval` reads: the text is held whole while it is encoded.
-pub const MAX_EVAL_TEXT_BYTES: u64 = 256 << 20;
+/// Largest text file `eval` reads: the text is held whole while it is encoded, and
+/// [`EVAL_TOKENS`]' 2^24 tokens take about 80 MiB of English words.
+pub const MAX_EVAL_TEXT_BYTES: u64 = 128 << 20;
+
+/// Largest golden description (JSON) read: its tokens fit one session, and 16 MiB holds
+/// over a million ids.
+pub const MAX_GOLDEN_JSON_BYTES: u64 = 16 << 20;
+
+/// Largest firmware ELF `fit --elf` reads: the boards have at most 4 MiB of flash; the
+/// rest of a firmware ELF is symbols and debug information.
+pub const MAX_ELF_BYTES: u64 = 64 << 20;
 
 impl Count {
     /// "a whole number from MIN to MAX (WHY)".

@@ -475,3 +475,34 @@ fn class3_a_blob_read_stops_at_its_declared_length() {
         &format!("needs {}", u32::MAX),
     ]);
 }
+
+/// Every other file itera-sim reads (golden JSON and logits, eval's text, a firmware ELF)
+/// is bounded before it is read: an endless one is refused, not read until memory runs out.
+#[test]
+fn class3_endless_side_files_are_refused_within_their_limits() {
+    let s = Scratch::new("cl3");
+    let blob = tiny_blob(&s);
+    // Golden logits named as /dev/zero: read one byte past the 2 x 48 x 4 it must hold.
+    let golden = serde_json::json!({ "tokens": [1, 2], "positions": 2, "vocab": VOCAB, "logits_file": "/dev/zero" });
+    let golden = s.write("zero.json", golden.to_string().as_bytes());
+    on_blob(Class::MemoryBudget, "golden logits /dev/zero", "check", &blob, &["--golden"])
+        .args([golden.as_os_str()])
+        .refused(&["golden logits /dev/zero", "larger than 384 bytes"]);
+    // A golden declaring a table of 2^40 logits: refused before any logits file is opened.
+    let huge = serde_json::json!({ "tokens": [1], "positions": 1, "vocab": 1u64 << 40, "logits_file": "/dev/zero" });
+    let huge = s.write("huge.json", huge.to_string().as_bytes());
+    on_blob(Class::MemoryBudget, "golden of 2^40 logits", "check", &blob, &["--golden"])
+        .args([huge.as_os_str()])
+        .refused(&["huge.json", "1099511627776 logits", "give at most"]);
+    for (name, args) in [
+        ("golden file /dev/zero", vec!["check", "--golden", "/dev/zero"]),
+        ("firmware ELF /dev/zero", vec!["fit", "--board", "stm32f411", "--elf", "/dev/zero"]),
+    ] {
+        on_blob(Class::MemoryBudget, name, args[0], &blob, &args[1..]).refused(&["/dev/zero", "larger than"]);
+    }
+    let tok =
+        s.write("tok.json", br#"{"token_to_id": {"<UNK>": 0, "once": 1}, "id_to_token": {"0": "<UNK>", "1": "once"}}"#);
+    on_blob(Class::MemoryBudget, "eval text /dev/zero", "eval", &blob, &["--text", "/dev/zero", "--tokenizer"])
+        .args([tok.as_os_str()])
+        .refused(&["text /dev/zero", "larger than 134217728 bytes"]);
+}

@@ -1,10 +1,30 @@
-//! Files `itera-sim` writes: whole or not at all, and never over the file being read.
+//! Files `itera-sim` reads and writes: reads bounded before they start, writes whole or not
+//! at all and never over the file being read.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+
+/// Reads `path` whole, refusing a file over `max` bytes before reading it (and reading no
+/// further than `max + 1` bytes when its size is unknown, as for a pipe or `/dev/zero`).
+/// `what` names the file in messages; `fix` says what to do when it is too large.
+pub fn read_at_most(path: &Path, max: u64, what: &str, fix: &str) -> anyhow::Result<Vec<u8>> {
+    let too_big =
+        || anyhow::anyhow!("{what} {} is larger than {max} bytes, the most itera-sim reads: {fix}", path.display());
+    let cannot = || format!("cannot read {what} {}", path.display());
+    let file = File::open(path).with_context(cannot)?;
+    if file.metadata().is_ok_and(|m| m.len() > max) {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes).with_context(cannot)?;
+    if bytes.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
 
 /// Writes `path` through a temporary file beside it (same folder, so the rename cannot
 /// cross file systems), renamed over `path` only once every byte is written and flushed: a
@@ -48,6 +68,27 @@ pub fn refuse_overwriting_input(out: &Path, input: &Path, flag: &str) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_over_the_limit_are_refused_before_they_are_read_whole() {
+        let dir = std::env::temp_dir().join(format!("itera-sim-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.txt");
+        std::fs::write(&path, "once upon a time").unwrap();
+        assert_eq!(read_at_most(&path, 16, "text", "cut it").unwrap(), b"once upon a time");
+        let e = read_at_most(&path, 15, "text", "cut it").unwrap_err().to_string();
+        assert!(
+            e.contains("text ") && e.contains("t.txt") && e.contains("larger than 15 bytes") && e.ends_with(": cut it"),
+            "{e}"
+        );
+        let e = read_at_most(Path::new("/dev/zero"), 1000, "golden logits", "cut it").unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("larger than 1000 bytes"), "{e}");
+        assert!(read_at_most(&dir.join("none.txt"), 15, "text", "cut it")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read text"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn outputs_are_whole_or_absent_and_never_the_input() {
