@@ -348,7 +348,7 @@ For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer
         temperature: f32,
         /// Keep only the K most likely tokens (0: no limit, at most 64).
         #[arg(long = "top-k", default_value_t = 0, value_name = "K", allow_negative_numbers = true,
-          value_parser = limits::TOP_K.parser())]
+              value_parser = limits::TOP_K.parser())]
         top_k: usize,
         /// Nucleus sampling mass (1: no limit).
         #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
@@ -545,7 +545,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
             })?;
             let ids = encode(tok, text);
             if ids.is_empty() {
-                bail!("--prompt has no tokens (it is empty or only whitespace)");
+                bail!("--prompt has no tokens (it is empty or only whitespace): give some text, or ids with --tokens 1,2,3");
             }
             ids
         }
