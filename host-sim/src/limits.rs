@@ -99,6 +99,10 @@ pub fn check_logits_table(positions: usize, vocab: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Most memory the f64 reference forward pass (`check --reference`) may take for the
+/// blob's weights, dequantized: the published Itera-Lite models need under 64 MiB.
+pub const MAX_REFERENCE_BYTES: u64 = 1 << 30;
+
 /// Largest text file `eval` reads: the text is held whole while it is encoded, and
 /// [`EVAL_TOKENS`]' 2^24 tokens take about 80 MiB of English words.
 pub const MAX_EVAL_TEXT_BYTES: u64 = 128 << 20;

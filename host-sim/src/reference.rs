@@ -213,6 +213,15 @@ impl RefModel {
     pub fn from_blob(blob: &Blob<'_>) -> anyhow::Result<RefModel> {
         let config = *blob.config();
         let table: Vec<TensorEntry> = blob.tensors().collect();
+        // Every weight becomes an f64 (16 times an int4 weight's bytes): bounded before any is.
+        let weights: u64 = table.iter().map(|e| u64::from(e.shape[0]) * u64::from(e.shape[1])).sum();
+        let bytes = weights.saturating_mul(8);
+        if bytes > crate::limits::MAX_REFERENCE_BYTES {
+            bail!(
+                "the f64 reference of this blob needs {bytes} bytes ({weights} weights × 8), more than the {} MiB it may take: check this blob with --golden instead",
+                crate::limits::MAX_REFERENCE_BYTES >> 20
+            );
+        }
         let get = |role: Role, layer: u32, expert: u32| -> anyhow::Result<Mat> {
             let e = table
                 .iter()
