@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use itera_edge::Model;
 use itera_pack::untrusted::shown;
 use itera_sim::bench::{bench, BenchOptions, BenchResult};
@@ -849,7 +849,7 @@ fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
     eprintln!("note: {SYNTHETIC_NOTE}");
     eprintln!("packing a synthetic micro model (seed {}) with itera-pack, parsing it with itera-edge...", opts.seed);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "prompt: {}", opts.prompt)?;
+    writeln!(out, "prompt: {}", for_terminal(&opts.prompt))?;
     write!(out, "output: ")?;
     out.flush()?;
     let r = run_demo(&opts, |piece| {
@@ -925,11 +925,17 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
 /// missing arguments on the lines under it) joined, escaped (it quotes the user's
 /// arguments, which may hold control characters), and where to look for the usage.
 fn usage_error(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // No command at all: clap would print the whole help as the "error".
+        let names: Vec<String> =
+            Cli::command().get_subcommands().map(|c| c.get_name().to_string()).filter(|n| n != "help").collect();
+        return format!("no command given: give one of {}; see `itera-sim --help`", names.join(", "));
+    }
     let text = e.render().to_string();
     let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
     let what = first.join(" ");
     let what = what.strip_prefix("error: ").unwrap_or(&what);
-    use clap::CommandFactory;
     let sub = std::env::args().nth(1).filter(|a| Cli::command().find_subcommand(a).is_some());
     let help = sub.map_or_else(|| "itera-sim --help".to_string(), |s| format!("itera-sim {s} --help"));
     format!("{}; see `{help}`", shown(what))
