@@ -243,6 +243,13 @@ fn class10_usage_errors_are_one_line_naming_what_is_missing() {
     Case::new(Class::Messages, "unknown command", Sim)
         .args(["frobnicate"])
         .refused(&["'frobnicate'", "itera-sim --help"]);
+    // No command: one line listing them, not the whole help as an "error".
+    let none: [&str; 0] = [];
+    Case::new(Class::Messages, "no command", Sim).args(none).refused(&[
+        "no command given",
+        "run, eval",
+        "itera-sim --help",
+    ]);
 }
 
 #[test]
