@@ -11,13 +11,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use itera_edge::format::Role;
 use itera_edge::sample::argmax;
 use itera_edge::{Blob, Model, Session};
 use serde::Serialize;
 
 use crate::engine::{new_arena, new_session};
+use crate::limits;
 
 /// Benchmark settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -292,11 +293,9 @@ fn rate(tokens: usize, secs: f64) -> f64 {
 /// then repeats in which every model runs a prefill, a generation and a read-bandwidth
 /// sample of its [`weight_bytes_per_token`] in turn.
 pub fn bench(models: &[(&Model<'_>, &[u8])], opts: &BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
-    if opts.tokens == 0 {
-        bail!("--tokens must be at least 1");
-    }
-    if opts.repeat == Some(0) {
-        bail!("--repeat must be at least 1");
+    limits::BENCH_TOKENS.check(opts.tokens)?;
+    if let Some(n) = opts.repeat {
+        limits::BENCH_REPEATS.check(n)?;
     }
     let mut arenas: Vec<Vec<u32>> = models.iter().map(|(m, _)| new_arena(m)).collect();
     let mut runners = Vec::with_capacity(models.len());

@@ -1,10 +1,12 @@
 //! What the boards need from the host: the reference run a firmware's output is compared
 //! with, and whether a blob fits a board's flash and RAM.
 
+use anyhow::bail;
 use itera_edge::{greedy::Greedy, Model};
 use serde::Serialize;
 
-use crate::engine::{new_arena, new_session};
+use crate::engine::{check_tokens, new_arena, new_session};
+use crate::limits;
 
 /// The greedy run a firmware performs, computed on the host with the same core.
 #[derive(Debug, Serialize, PartialEq)]
@@ -16,7 +18,22 @@ pub struct GreedyReference {
 }
 
 /// Prefills `prompt`, generates `n` tokens greedily and returns them with the checksum.
-pub fn greedy_reference(model: &Model<'_>, prompt: &[u32], n: usize) -> Result<GreedyReference, itera_edge::Error> {
+///
+/// A firmware's greedy run feeds every token it emits back into the session, so the prompt
+/// plus `n` must fit the model's `max_seq` positions: checked, with the `n` that fits,
+/// before any work (a run that stopped part-way would print no checksum to compare).
+pub fn greedy_reference(model: &Model<'_>, prompt: &[u32], n: usize) -> anyhow::Result<GreedyReference> {
+    limits::GREEDY_TOKENS.check(n)?;
+    check_tokens(prompt, model.config())?;
+    let max_seq = model.config().max_seq as usize;
+    if prompt.len().saturating_add(n) > max_seq {
+        bail!(
+            "the prompt's {} tokens plus -n {n} need {} positions, but the model has {max_seq} (max_seq): give -n {} or less, or a shorter --tokens",
+            prompt.len(),
+            prompt.len().saturating_add(n),
+            max_seq - prompt.len()
+        );
+    }
     let mut arena = new_arena(model);
     let mut session = new_session(model, &mut arena)?;
     let mut run = Greedy::start(&mut session, prompt)?;
@@ -200,6 +217,22 @@ mod tests {
         assert_eq!(f[0].flash_needed, 400_000 + (84 << 10), "the board's own estimate");
         let f = fit(500_000, 20_000, Some(&cost), &BOARDS[1..2]);
         assert!(!f[0].fits, "560 kB of flash does not fit 512 KiB");
+    }
+
+    #[test]
+    fn greedy_runs_that_do_not_fit_the_positions_are_refused_with_the_n_that_fits() {
+        let config = itera_pack::synthetic::tiny_config();
+        let bytes = crate::engine::tests::tiny_blob(&config, 2);
+        let model = crate::open_model(&bytes).unwrap();
+        let max_seq = config.max_seq as usize;
+        let run = greedy_reference(&model, &[1, 2, 3], max_seq - 3).unwrap();
+        assert_eq!(run.tokens.len(), max_seq - 3, "the prompt plus N filling every position runs");
+        let e = greedy_reference(&model, &[1, 2, 3], max_seq - 2).unwrap_err().to_string();
+        assert!(e.contains(&format!("give -n {} or less", max_seq - 3)) && e.contains("max_seq"), "{e}");
+        let e = greedy_reference(&model, &[1], usize::MAX).unwrap_err().to_string();
+        assert!(e.contains("-n") && e.contains("out of range"), "{e}");
+        let e = greedy_reference(&model, &[config.vocab], 1).unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
     }
 
     #[test]

@@ -1,16 +1,51 @@
 //! Loading blobs and running the core: the same calls a board makes, on host memory.
 
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use itera_edge::format::{CRC_LEN, HEADER_LEN, MAGIC};
 use itera_edge::{Blob, Config, Model, Session};
-use itera_pack::inspect::{read_aligned, AlignedBytes};
+use itera_pack::inspect::AlignedBytes;
+use itera_pack::untrusted::shown;
 
 /// Reads a blob file into a 4-aligned buffer (the core reads f32 weights in place).
 ///
+/// Reads no more than the blob's header declares (`total_len`, a `u32`, so at most 4 GiB),
+/// plus one byte: a file that is not a blob (`/dev/zero`, a checkpoint given by mistake)
+/// stops after its header, and a file longer than its header says is refused before it is
+/// read. [`Blob::parse`] then says what is wrong with what was read (bad magic, truncated,
+/// too long), so these checks need no messages of their own but one.
+///
 /// The error names the path and says why it could not be read.
 pub fn read_blob(path: &Path) -> anyhow::Result<AlignedBytes> {
-    read_aligned(path).with_context(|| format!("cannot read blob {}", path.display()))
+    let cannot = || format!("cannot read blob {}", path.display());
+    let mut file = std::fs::File::open(path).with_context(cannot)?;
+    // The header and a CRC: the least Blob::parse reads before it looks at the magic.
+    let first = (HEADER_LEN + CRC_LEN) as u64;
+    let mut bytes = Vec::new();
+    (&mut file).take(first).read_to_end(&mut bytes).with_context(cannot)?;
+    // Layout (itera_edge::format): magic at 0, total_len as a little-endian u32 at 20.
+    let declared = if bytes.starts_with(&MAGIC) { bytes.get(20..24) } else { None };
+    if let Some(&[a, b, c, d]) = declared {
+        let total = u64::from(u32::from_le_bytes([a, b, c, d]));
+        let too_long = || {
+            anyhow::anyhow!(
+                "blob {} holds more than the {total} bytes its header declares (total_len): it is damaged or not a blob from itera-pack; repack it",
+                path.display()
+            )
+        };
+        // A regular file says its size: refused before reading it.
+        if file.metadata().is_ok_and(|m| m.is_file() && m.len() > total) {
+            return Err(too_long());
+        }
+        // One byte past the declared end tells a longer stream (a pipe) from a whole blob.
+        (&mut file).take((total + 1).saturating_sub(first)).read_to_end(&mut bytes).with_context(cannot)?;
+        if bytes.len() as u64 > total.max(first) {
+            return Err(too_long());
+        }
+    }
+    Ok(AlignedBytes::from(bytes.as_slice()))
 }
 
 /// Validates `bytes` as a blob ([`Blob::parse`]: magic, version, CRC, manifest, every tensor)
@@ -53,7 +88,8 @@ pub fn parse_tokens(list: &str) -> anyhow::Result<Vec<u32>> {
         .map(|s| {
             s.parse::<u32>().map_err(|_| {
                 anyhow::anyhow!(
-                    "'{s}' is not a token id: expected non-negative integers separated by commas, e.g. 5,17,2"
+                    "'{}' is not a token id: expected non-negative integers separated by commas, e.g. 5,17,2",
+                    shown(s)
                 )
             })
         })
@@ -69,14 +105,26 @@ pub fn parse_tokens(list: &str) -> anyhow::Result<Vec<u32>> {
 pub fn check_tokens(tokens: &[u32], config: &Config) -> anyhow::Result<()> {
     if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t >= config.vocab) {
         bail!(
-            "token id {t} (position {i}) is out of range: the model's vocabulary has {v} ids (0..{v})",
+            "token id {t} (position {i}) is out of range: the model's vocabulary has {v} ids (0..{v}); give ids below {v}",
             v = config.vocab
         );
     }
     if tokens.len() > config.max_seq as usize {
-        bail!("{} tokens do not fit: the model holds at most {} positions (max_seq)", tokens.len(), config.max_seq);
+        bail!(
+            "{} tokens do not fit: the model holds at most {m} positions (max_seq); give at most {m} tokens",
+            tokens.len(),
+            m = config.max_seq
+        );
     }
     Ok(())
+}
+
+/// [`check_tokens`], and that a table of the logits after each of `tokens` stays within
+/// [`limits::MAX_LOGITS`](crate::limits::MAX_LOGITS): for the commands that keep every
+/// position's logits.
+pub fn check_table_tokens(tokens: &[u32], config: &Config) -> anyhow::Result<()> {
+    check_tokens(tokens, config)?;
+    crate::limits::check_logits_table(tokens.len(), config.vocab as usize)
 }
 
 /// Feeds `tokens` one by one from an empty session and returns the logits after each,
@@ -87,7 +135,7 @@ pub fn logits_for_tokens(
     tokens: &[u32],
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<Vec<f32>> {
-    check_tokens(tokens, model.config())?;
+    check_table_tokens(tokens, model.config())?;
     let vocab = model.config().vocab as usize;
     let mut arena = new_arena(model);
     let mut session = new_session(model, &mut arena)?;
@@ -139,6 +187,8 @@ pub(crate) mod tests {
         assert_eq!(parse_tokens(" 4 ,5\n6 ").unwrap(), vec![4, 5, 6]);
         assert!(parse_tokens("").is_err());
         assert!(parse_tokens("-1").unwrap_err().to_string().contains("not a token id"));
+        let e = parse_tokens("5,\u{1b}[31m").unwrap_err().to_string();
+        assert!(e.contains("'\\u{1b}[31m' is not a token id") && !e.chars().any(char::is_control), "{e}");
     }
 
     #[test]

@@ -7,12 +7,27 @@
 //! positions (its last token is never fed: nothing in the window follows it). Every metric
 //! is computed over the same predicted positions, and all arithmetic runs in f64.
 
+use std::path::Path;
+
 use anyhow::{bail, Context};
 use itera_edge::sample::argmax;
 use itera_edge::Model;
 use serde::Serialize;
 
 use crate::engine::{new_arena, new_session};
+
+/// Reads the text file to evaluate, refusing one over `max` bytes before reading it (the
+/// whole text is held while it is encoded).
+pub fn read_text(path: &Path, max: u64) -> anyhow::Result<String> {
+    let bytes = crate::files::read_at_most(path, max, "text", "evaluate a part of it (e.g. head -c 100M)")?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "text {} is not UTF-8 (first bad byte at offset {}): convert it to UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
 
 /// `log softmax(logits)` in f64 (stable: the maximum is subtracted first).
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
@@ -267,6 +282,20 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn texts_must_be_utf8_and_within_the_limit() {
+        let dir = std::env::temp_dir().join(format!("itera-sim-eval-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.txt");
+        std::fs::write(&path, b"once \xff upon").unwrap();
+        let e = read_text(&path, 100).unwrap_err().to_string();
+        assert!(e.contains("t.txt") && e.contains("not UTF-8") && e.contains("offset 5"), "{e}");
+        assert!(read_text(&path, 5).unwrap_err().to_string().contains("larger than 5 bytes"));
+        std::fs::write(&path, "once upon").unwrap();
+        assert_eq!(read_text(&path, 100).unwrap(), "once upon");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,11 +3,11 @@
 use std::time::Instant;
 
 use anyhow::bail;
-use itera_edge::sample::MAX_CANDIDATES;
 use itera_edge::{Model, Rng, Sampler};
 use serde::Serialize;
 
 use crate::engine::{check_tokens, new_arena, new_session};
+use crate::limits;
 
 /// How to pick tokens (validated by [`Sampling::sampler`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -35,9 +35,7 @@ impl Sampling {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             bail!("--temperature must be a finite number >= 0 (0 is greedy), got {}", self.temperature);
         }
-        if self.top_k > MAX_CANDIDATES {
-            bail!("--top-k must be at most {MAX_CANDIDATES} (0: no limit), got {}", self.top_k);
-        }
+        limits::TOP_K.check(self.top_k)?;
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("--top-p must be in (0, 1] (1: no limit), got {}", self.top_p);
         }
@@ -104,7 +102,10 @@ pub fn generate(
     let prefill_secs = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let mut generated = Vec::with_capacity(n);
+    // At most the positions left, plus the prediction after the last: never `n` itself,
+    // which is the user's number and may be anything.
+    let room = (max_seq as usize).saturating_sub(prompt.len()) + 1;
+    let mut generated = Vec::with_capacity(n.min(room));
     let mut stopped_at_max_seq = false;
     while generated.len() < n {
         let id = sampler.sample(session.logits());

@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use itera_edge::{Config, Model};
+use itera_pack::untrusted::shown;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{compare, Metrics};
 use crate::engine::logits_for_tokens;
+use crate::files::{read_at_most, write_whole};
+use crate::limits;
 
 /// The JSON half of a golden file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -52,8 +55,8 @@ impl Golden {
     /// entries, and the file holds exactly `positions * vocab` f32s.
     pub fn load(json_path: &Path) -> anyhow::Result<Golden> {
         let shown = json_path.display();
-        let text = std::fs::read_to_string(json_path).with_context(|| format!("cannot read golden file {shown}"))?;
-        let j: GoldenJson = serde_json::from_str(&text).with_context(|| {
+        let text = read_at_most(json_path, limits::MAX_GOLDEN_JSON_BYTES, "golden file", "give the golden's JSON")?;
+        let j: GoldenJson = serde_json::from_slice(&text).with_context(|| {
             format!("{shown} is not a golden description (needs `tokens`, `positions`, `vocab`, `logits_file`)")
         })?;
         if j.positions == 0 || j.vocab == 0 {
@@ -68,16 +71,25 @@ impl Golden {
             .checked_mul(j.vocab)
             .and_then(|n| n.checked_mul(4))
             .with_context(|| format!("{shown}: positions × vocab overflows"))?;
-        let bytes = std::fs::read(&logits_path)
-            .with_context(|| format!("cannot read golden logits {} (named by {shown})", logits_path.display()))?;
-        if bytes.len() != want {
-            bail!(
-                "golden logits {} have {} bytes, but positions {} × vocab {} × 4 = {want}; the file does not match its JSON",
+        limits::check_logits_table(j.positions, j.vocab).with_context(|| format!("golden {shown}"))?;
+        let mismatch = |have: u64| {
+            anyhow::anyhow!(
+                "golden logits {} have {have} bytes, but positions {} × vocab {} × 4 = {want}; the file does not match its JSON",
                 logits_path.display(),
-                bytes.len(),
                 j.positions,
                 j.vocab
-            );
+            )
+        };
+        // A file of another size is refused before it is read; one whose size is unknown
+        // (a pipe) is read no further than one byte past `want`.
+        if let Some(n) = std::fs::metadata(&logits_path).ok().filter(|m| m.is_file()).map(|m| m.len()) {
+            if n != want as u64 {
+                return Err(mismatch(n));
+            }
+        }
+        let bytes = read_at_most(&logits_path, want as u64, "golden logits", "the file does not match its JSON")?;
+        if bytes.len() != want {
+            return Err(mismatch(bytes.len() as u64));
         }
         Ok(Golden {
             tokens: j.tokens,
@@ -130,7 +142,12 @@ impl Golden {
         let want = self.checkpoint.as_deref()?;
         let have = blob_source?;
         (want != have).then(|| {
-            format!("the golden was computed from {want} but the blob was packed from {have}; expect a mismatch")
+            // Both names come from files (the golden JSON, the blob's provenance): escaped.
+            format!(
+                "the golden was computed from {} but the blob was packed from {}; expect a mismatch",
+                shown(want),
+                shown(have)
+            )
         })
     }
 
@@ -152,8 +169,8 @@ impl Golden {
         };
         let f32_path = json_path.parent().unwrap_or(Path::new("")).join(logits_file);
         write_f32_le(&f32_path, logits)?;
-        std::fs::write(json_path, serde_json::to_string_pretty(&j)?)
-            .with_context(|| format!("cannot write {}", json_path.display()))
+        let text = serde_json::to_string_pretty(&j)?;
+        write_whole(json_path, |w| w.write_all(text.as_bytes()))
     }
 }
 
@@ -163,13 +180,9 @@ pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Writes `values` as little-endian f32s, the layout of golden `.f32` files.
+/// Written whole or not at all ([`write_whole`]).
 pub fn write_f32_le(path: &Path, values: &[f32]) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    for v in values {
-        w.write_all(&v.to_le_bytes())?;
-    }
-    w.flush().with_context(|| format!("cannot write {}", path.display()))
+    write_whole(path, |w| values.iter().try_for_each(|v| w.write_all(&v.to_le_bytes())))
 }
 
 #[cfg(test)]
@@ -214,6 +227,8 @@ mod tests {
         assert_eq!(g.checkpoint_warning(Some("m.pt")), None);
         assert_eq!(g.checkpoint_warning(None), None);
         assert!(g.checkpoint_warning(Some("other.pt")).unwrap().contains("other.pt"));
+        let w = g.checkpoint_warning(Some("x.pt\x1b[2J\n")).unwrap();
+        assert!(w.contains("x.pt\\u{1b}[2J\\n") && !w.chars().any(char::is_control), "{w}");
         let mut c = itera_pack::synthetic::tiny_config();
         assert_eq!(g.top_k_warning(&c), None);
         c.top_k = 1;

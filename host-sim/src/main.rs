@@ -5,16 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use itera_edge::Model;
+use itera_pack::untrusted::shown;
 use itera_sim::bench::{bench, BenchOptions, BenchResult};
 use itera_sim::demo::{run_demo, DemoOptions, SYNTHETIC_NOTE};
 use itera_sim::engine::provenance_source;
 use itera_sim::eval::evaluate;
 use itera_sim::generate::{generate, Sampling};
 use itera_sim::progress::Progress;
-use itera_sim::text::{decode, encode, encode_with_table, TextStream};
-use itera_sim::{golden, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
+use itera_sim::text::{decode, encode, encode_iter, for_terminal, TableVocab, TextStream};
+use itera_sim::{golden, limits, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
 use serde_json::json;
 
 const MAIN_EXAMPLES: &str = "\
@@ -149,7 +150,9 @@ Examples:
   itera-sim run micro.itb --prompt \"the fox\" -n 20 --temperature 0.8 --top-k 40 --seed 7
   itera-sim run micro.itb --tokens 4,16,6 --json                      # ids in, ids out
 
-A blob packed without --tokenizer has no text side: give --tokens instead of --prompt.")]
+A blob packed without --tokenizer has no text side: give --tokens instead of --prompt.
+Token text is the blob's: control characters in it other than newline and tab are shown
+escaped (\\u{1b}); --json gives the exact text.")]
     #[command(group(ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
     Run {
         /// The blob (.itb).
@@ -160,8 +163,9 @@ A blob packed without --tokenizer has no text side: give --tokens instead of --p
         /// Prompt as token ids (commas or spaces); output is ids unless the blob has a tokenizer.
         #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
         tokens: Option<String>,
-        /// Tokens to generate.
-        #[arg(short, long = "max-tokens", default_value_t = 40, value_name = "N")]
+        /// Tokens to generate (1 to 16777215; generation stops when max_seq is reached).
+        #[arg(short, long = "max-tokens", default_value_t = 40, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::GENERATE_TOKENS.parser())]
         n: usize,
         /// Print the prompt (as the model sees it, unknown words shown as such) before the output.
         #[arg(long)]
@@ -209,8 +213,9 @@ keys are null without --reference; a non-finite value is null).")]
         /// Reference blob (e.g. the FP32 model) to compare with, on the same windows.
         #[arg(long, value_name = "BLOB")]
         reference: Option<PathBuf>,
-        /// Evaluate only the first N tokens of the text (default: all).
-        #[arg(long = "max-tokens", value_name = "N")]
+        /// Evaluate only the first N tokens of the text (default: all; 2 to 16777216).
+        #[arg(long = "max-tokens", value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::EVAL_TOKENS.parser())]
         max_tokens: Option<usize>,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -255,11 +260,13 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
     Bench {
         /// The blob (.itb).
         blob: PathBuf,
-        /// Tokens per prefill and per generation run.
-        #[arg(long, default_value_t = 128, value_name = "N")]
+        /// Tokens per prefill and per generation run (1 to 8192). Here a count; in the
+        /// other commands --tokens is a list of token ids.
+        #[arg(long, default_value_t = 128, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::BENCH_TOKENS.parser())]
         tokens: usize,
-        /// Timed repeats (default: as many as fit about one second, at least 3).
-        #[arg(long, value_name = "N")]
+        /// Timed repeats, 1 to 1000 (default: as many as fit about one second, 3 to 101).
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = limits::BENCH_REPEATS.parser())]
         repeat: Option<usize>,
         /// Another blob to measure in the same run, interleaved; prints the speed ratio.
         #[arg(long, value_name = "BLOB")]
@@ -280,8 +287,9 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
         /// Prompt token ids (comma separated).
         #[arg(long, value_name = "IDS")]
         tokens: String,
-        /// Tokens to generate.
-        #[arg(short, default_value_t = 16, value_name = "N")]
+        /// Tokens to generate; the prompt plus N must fit the model's max_seq positions.
+        #[arg(short, default_value_t = 16, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::GREEDY_TOKENS.parser())]
         n: usize,
         /// Print one JSON object instead.
         #[arg(long)]
@@ -328,8 +336,9 @@ For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer
         /// Seed of the random weights (and of the sampler when --temperature > 0).
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Tokens to generate.
-        #[arg(short, long = "max-tokens", default_value_t = 32, value_name = "N")]
+        /// Tokens to generate (1 to 16777215; generation stops when max_seq is reached).
+        #[arg(short, long = "max-tokens", default_value_t = 32, value_name = "N", allow_negative_numbers = true,
+              value_parser = limits::GENERATE_TOKENS.parser())]
         n: usize,
         /// Prompt text (words outside the made-up vocabulary become <UNK>).
         #[arg(long, short, value_name = "TEXT", default_value = "once upon a time there was a little fox")]
@@ -338,7 +347,8 @@ For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer
         #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
         temperature: f32,
         /// Keep only the K most likely tokens (0: no limit, at most 64).
-        #[arg(long = "top-k", default_value_t = 0, value_name = "K")]
+        #[arg(long = "top-k", default_value_t = 0, value_name = "K", allow_negative_numbers = true,
+              value_parser = limits::TOP_K.parser())]
         top_k: usize,
         /// Nucleus sampling mass (1: no limit).
         #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
@@ -364,7 +374,8 @@ struct SamplingArgs {
     #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
     temperature: f32,
     /// Keep only the K most likely tokens (0: no limit, at most 64).
-    #[arg(long = "top-k", default_value_t = 0, value_name = "K")]
+    #[arg(long = "top-k", default_value_t = 0, value_name = "K", allow_negative_numbers = true,
+          value_parser = limits::TOP_K.parser())]
     top_k: usize,
     /// Keep the smallest set of likely tokens whose probability reaches P (1: no limit).
     #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
@@ -400,6 +411,7 @@ fn load<'b>(path: &Path, bytes: &'b [u8]) -> anyhow::Result<Model<'b>> {
 
 fn cmd_logits(blob: &Path, tokens: &str, out: &Path, json: bool) -> anyhow::Result<Outcome> {
     let tokens = parse_tokens(tokens).context("--tokens")?;
+    itera_sim::files::refuse_overwriting_input(out, blob, "--out")?;
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let mut progress = Progress::new("logits");
@@ -452,7 +464,7 @@ fn cmd_check_reference(a: RefCheckArgs<'_>) -> anyhow::Result<Outcome> {
         (None, Some(list)) => (parse_tokens(list).context("--tokens")?, "--tokens".to_string()),
         (None, None) => (default_tokens(model.config()), "default 64-token sequence".to_string()),
     };
-    itera_sim::engine::check_tokens(&tokens, model.config())?;
+    itera_sim::engine::check_table_tokens(&tokens, model.config())?;
     let reference = RefModel::from_bytes(&bytes)
         .with_context(|| format!("the reference cannot read the weights of {}", a.blob.display()))?;
     // The reference before the engine: when the GPU cannot run, say so before any work.
@@ -533,7 +545,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
             })?;
             let ids = encode(tok, text);
             if ids.is_empty() {
-                bail!("--prompt has no tokens (it is empty or only whitespace)");
+                bail!("--prompt has no tokens (it is empty or only whitespace): give some text, or ids with --tokens 1,2,3");
             }
             ids
         }
@@ -546,7 +558,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     if a.echo && stream {
         match text_tok {
-            Some(t) => write!(out, "{}", decode(t, &prompt))?,
+            Some(t) => write!(out, "{}", for_terminal(&decode(t, &prompt)))?,
             None => write!(out, "{}", join_ids(&prompt))?,
         }
     }
@@ -561,7 +573,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
             return;
         }
         let piece = match text_tok {
-            Some(t) => text.piece(t, id),
+            Some(t) => for_terminal(&text.piece(t, id)),
             None if first => id.to_string(),
             None => format!(" {id}"),
         };
@@ -622,10 +634,19 @@ struct EvalArgs<'a> {
 
 fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
     let table = itera_pack::convert::read_tokenizer(a.tokenizer)?;
-    let text = std::fs::read_to_string(a.text).with_context(|| format!("cannot read text {}", a.text.display()))?;
-    let mut tokens = encode_with_table(&table, &text);
-    if let Some(n) = a.max_tokens {
-        tokens.truncate(n);
+    let text = itera_sim::eval::read_text(a.text, limits::MAX_EVAL_TEXT_BYTES)?;
+    // Encode no more than can be evaluated: one token past the limit tells a text that is
+    // too long (without --max-tokens) from one that fits.
+    let limit = a.max_tokens.unwrap_or(limits::EVAL_TOKENS.max);
+    let mut tokens: Vec<u32> = encode_iter(&TableVocab::new(&table), &text).take(limit + 1).collect();
+    if tokens.len() > limit {
+        if a.max_tokens.is_none() {
+            bail!(
+                "{} has more than {limit} tokens, the most eval holds in memory: give --max-tokens {limit} (or fewer) to evaluate its start",
+                a.text.display()
+            );
+        }
+        tokens.truncate(limit);
     }
     let bytes = read_blob(a.blob)?;
     let model = load(a.blob, &bytes)?;
@@ -725,7 +746,7 @@ fn cmd_greedy(blob: &Path, tokens: &str, n: usize, json: bool) -> anyhow::Result
     let prompt = parse_tokens(tokens).context("--tokens")?;
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
-    let run = itera_sim::board::greedy_reference(&model, &prompt, n).context("greedy run")?;
+    let run = itera_sim::board::greedy_reference(&model, &prompt, n)?;
     say(&if json { format!("{}\n", serde_json::to_string_pretty(&run)?) } else { run.firmware_lines() })?;
     Ok(Outcome::Ok)
 }
@@ -737,7 +758,7 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
     let boards: Vec<_> = match board {
         Some(name) => vec![*BOARDS.iter().find(|b| b.name == name).with_context(|| {
             let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
-            format!("unknown board '{name}' (known: {})", names.join(", "))
+            format!("unknown board '{}' (known: {})", shown(name), names.join(", "))
         })?],
         None => BOARDS.to_vec(),
     };
@@ -746,7 +767,12 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
     let mut within_margin = None;
     if let Some(path) = elf {
         let [board] = boards[..] else { bail!("--elf describes one firmware: name its board with --board") };
-        let file = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file = itera_sim::files::read_at_most(
+            path,
+            limits::MAX_ELF_BYTES,
+            "firmware ELF",
+            "give the board's firmware ELF",
+        )?;
         let sizes = elf_sizes(&file).map_err(anyhow::Error::msg).with_context(|| path.display().to_string())?;
         // The ELF already holds the blob and the arena: what is left is the firmware's own.
         let cost = FirmwareCost {
@@ -813,6 +839,8 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
 }
 
 fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
+    // Refuse bad sampling flags before the lines below are printed.
+    opts.sampling.sampler()?;
     if json {
         let r = run_demo(&opts, |_| ())?;
         say(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
@@ -821,11 +849,11 @@ fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
     eprintln!("note: {SYNTHETIC_NOTE}");
     eprintln!("packing a synthetic micro model (seed {}) with itera-pack, parsing it with itera-edge...", opts.seed);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "prompt: {}", opts.prompt)?;
+    writeln!(out, "prompt: {}", for_terminal(&opts.prompt))?;
     write!(out, "output: ")?;
     out.flush()?;
     let r = run_demo(&opts, |piece| {
-        let _ = out.write_all(piece.as_bytes());
+        let _ = out.write_all(for_terminal(piece).as_bytes());
         let _ = out.flush();
     })?;
     writeln!(out)?;
@@ -893,28 +921,56 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Clap's usage error as one line: its first paragraph (the error, with any list of
+/// missing arguments on the lines under it) joined, escaped (it quotes the user's
+/// arguments, which may hold control characters), and where to look for the usage.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // No command at all: clap would print the whole help as the "error".
+        let names: Vec<String> =
+            Cli::command().get_subcommands().map(|c| c.get_name().to_string()).filter(|n| n != "help").collect();
+        return format!("no command given: give one of {}; see `itera-sim --help`", names.join(", "));
+    }
+    let text = e.render().to_string();
+    let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    let what = first.join(" ");
+    let what = what.strip_prefix("error: ").unwrap_or(&what);
+    let sub = std::env::args().nth(1).filter(|a| Cli::command().find_subcommand(a).is_some());
+    let help = sub.map_or_else(|| "itera-sim --help".to_string(), |s| format!("itera-sim {s} --help"));
+    format!("{}; see `{help}`", shown(what))
+}
+
 fn main() -> ExitCode {
     itera_sim::engine::select_kernels();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Help and --version go to stdout with status 0; usage errors are errors (1).
+        // Help and --version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
+        }
+        // Usage errors are errors (1), on one line like every other.
+        Err(e) => {
+            eprintln!("error: {}", usage_error(&e));
+            return ExitCode::FAILURE;
         }
     };
     match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        // Messages are escaped where they quote untrusted text; escaping the whole line
+        // again here (a no-op on escaped text) keeps every error one line without control
+        // characters, whatever a cause deeper down (an I/O error, a path) holds.
         Ok(Outcome::Failed(why)) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", shown(&why));
             ExitCode::FAILURE
         }
         Ok(Outcome::Unavailable(why)) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", shown(&why));
             ExitCode::from(itera_sim::reference_cuda::EXIT_UNAVAILABLE)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", shown(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -25,7 +25,7 @@ use itera_edge::{Blob, Config};
 use serde::Serialize;
 
 use crate::compare::{compare, Bounds, Metrics};
-use crate::engine::check_tokens;
+use crate::engine::check_table_tokens;
 use crate::eval::{kl_divergence, log_softmax};
 
 /// A dense row-major matrix of f64.
@@ -213,6 +213,15 @@ impl RefModel {
     pub fn from_blob(blob: &Blob<'_>) -> anyhow::Result<RefModel> {
         let config = *blob.config();
         let table: Vec<TensorEntry> = blob.tensors().collect();
+        // Every weight becomes an f64 (16 times an int4 weight's bytes): bounded before any is.
+        let weights: u64 = table.iter().map(|e| u64::from(e.shape[0]) * u64::from(e.shape[1])).sum();
+        let bytes = weights.saturating_mul(8);
+        if bytes > crate::limits::MAX_REFERENCE_BYTES {
+            bail!(
+                "the f64 reference of this blob needs {bytes} bytes ({weights} weights × 8), more than the {} MiB it may take: check this blob with --golden instead",
+                crate::limits::MAX_REFERENCE_BYTES >> 20
+            );
+        }
         let get = |role: Role, layer: u32, expert: u32| -> anyhow::Result<Mat> {
             let e = table
                 .iter()
@@ -263,7 +272,7 @@ impl RefModel {
     /// Logits after every position of `tokens`, row-major `[tokens.len()][vocab]`, in f64.
     pub fn logits(&self, tokens: &[u32]) -> anyhow::Result<Vec<f64>> {
         let c = &self.config;
-        check_tokens(tokens, c)?;
+        check_table_tokens(tokens, c)?;
         let (di, k, eps) = (c.d_inner as usize, c.conv_kernel as usize, c.norm_eps as f64);
         // x_t = E[token_t] + P[t]
         let mut x: Vec<Vec<f64>> = tokens

@@ -59,7 +59,7 @@ pub fn logits(model: &RefModel, tokens: &[u32]) -> Result<Vec<f32>, CudaError> {
 /// Logits after every position of `tokens`, `[tokens.len()][vocab]` f32, computed on GPU 0.
 #[cfg(feature = "cuda")]
 pub fn logits(model: &RefModel, tokens: &[u32]) -> Result<Vec<f32>, CudaError> {
-    crate::engine::check_tokens(tokens, &model.config).map_err(CudaError::Failed)?;
+    crate::engine::check_table_tokens(tokens, &model.config).map_err(CudaError::Failed)?;
     let gpu = gpu::Gpu::open()?;
     gpu.forward(model, tokens).map_err(CudaError::Failed)
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use itera_edge::format::TokenizerKind;
 use itera_edge::Tokenizer;
+use itera_pack::untrusted::shown;
 use itera_pack::writer::TokenizerTable;
 
 /// A token table that text can be encoded with.
@@ -71,19 +72,47 @@ impl Vocab for TableVocab {
 ///   the source tokenizer: `day,` is its own token);
 /// * char level: each character → its id, or the unknown id.
 pub fn encode<V: Vocab + ?Sized>(tok: &V, text: &str) -> Vec<u32> {
+    encode_iter(tok, text).collect()
+}
+
+/// [`encode`] one token at a time, so that a caller who wants only the first N tokens of
+/// a long text never holds more than those.
+///
+/// Words are lower-cased one by one: the same as lower-casing the whole text first (no
+/// character's lower case is whitespace, and a final sigma's context ends at whitespace)
+/// without a lower-cased copy of the text.
+pub fn encode_iter<'t, V: Vocab + ?Sized>(tok: &'t V, text: &'t str) -> impl Iterator<Item = u32> + 't {
     let unk = tok.unk_id();
-    match tok.kind() {
-        TokenizerKind::Word => text.to_lowercase().split_whitespace().map(|w| tok.id_of(w).unwrap_or(unk)).collect(),
-        TokenizerKind::Char => {
-            let mut buf = [0u8; 4];
-            text.chars().map(|c| tok.id_of(c.encode_utf8(&mut buf)).unwrap_or(unk)).collect()
-        }
-    }
+    let (words, chars) = match tok.kind() {
+        TokenizerKind::Word => (Some(text.split_whitespace()), None),
+        TokenizerKind::Char => (None, Some(text.chars())),
+    };
+    let words = words.into_iter().flatten().map(move |w| tok.id_of(&w.to_lowercase()).unwrap_or(unk));
+    let chars = chars.into_iter().flatten().map(move |c| tok.id_of(c.encode_utf8(&mut [0u8; 4])).unwrap_or(unk));
+    words.chain(chars)
 }
 
 /// Encodes `text` with a tokenizer table (see [`encode`]).
 pub fn encode_with_table(table: &TokenizerTable, text: &str) -> Vec<u32> {
     encode(&TableVocab::new(table), text)
+}
+
+/// `text` as it may reach a terminal: newlines and tabs kept (a char-level tokenizer has
+/// them as tokens), every other control or bidi character escaped by
+/// [`itera_pack::untrusted::shown`]. Token text comes from the blob, so a token holding
+/// `ESC [ 2 J` would otherwise clear the user's screen. Exact text stays in `--json`
+/// output, where JSON escapes it.
+pub fn for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive(['\n', '\t']) {
+        let (body, end) = match piece.strip_suffix(['\n', '\t']) {
+            Some(body) => (body, &piece[body.len()..]),
+            None => (piece, ""),
+        };
+        out += &shown(body);
+        out += end;
+    }
+    out
 }
 
 /// Decodes a whole sequence, tokens joined by the tokenizer's separator.
@@ -144,6 +173,14 @@ mod tests {
     }
 
     #[test]
+    fn terminal_text_keeps_lines_and_tabs_and_escapes_other_controls() {
+        assert_eq!(for_terminal("once\n\tupon"), "once\n\tupon");
+        assert_eq!(for_terminal("a\x1b[2Jb\r\n\u{202e}"), "a\\u{1b}[2Jb\\r\n\\u{202e}");
+        assert_eq!(for_terminal(""), "");
+        assert_eq!(for_terminal("été\u{9b}"), "été\\u{9b}");
+    }
+
+    #[test]
     fn chars_map_one_by_one() {
         let bytes = blob_with(TokenizerKind::Char, &["", "?", "a", "b", " ", "é"]);
         let blob = itera_edge::Blob::parse(&bytes).unwrap();
@@ -166,5 +203,11 @@ mod tests {
         }
         let words = TokenizerTable { kind: TokenizerKind::Word, unk_id: 1, tokens: vec!["".into(), "<UNK>".into()] };
         assert_eq!(encode_with_table(&words, "x"), vec![1]);
+        // Word by word lower-casing is the whole text's, final sigma included.
+        let text = "ΟΔΟΣ Σ\tΑΣ.";
+        let lowered: Vec<String> = text.to_lowercase().split_whitespace().map(String::from).collect();
+        let words = TokenizerTable { kind: TokenizerKind::Word, unk_id: 0, tokens: lowered.clone() };
+        assert_eq!(encode_with_table(&words, text), (0..lowered.len() as u32).collect::<Vec<_>>(), "{lowered:?}");
+        assert_eq!(encode_iter(&TableVocab::new(&words), text).take(1).collect::<Vec<_>>(), vec![0]);
     }
 }

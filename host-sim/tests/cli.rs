@@ -289,6 +289,9 @@ fn usage_errors_exit_1_and_help_exits_0() {
     let o = sim(&["logits"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).starts_with("error:"));
+    // One line, like every other error: what is missing, and where the usage is.
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("<BLOB>") && stderr(&o).contains("see `itera-sim logits --help`"), "{}", stderr(&o));
     let o = sim(&["--help"]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("Examples:"));

@@ -148,7 +148,7 @@ fn eval_refuses_bad_input_cleanly() {
     assert!(err(sim(&["eval", p(&a), "--text", p(&s.path("none.txt")), "--tokenizer", p(&tok)])).contains("none.txt"));
     assert!(err(sim(&["eval", p(&a), "--text", p(&text), "--tokenizer", p(&text)])).contains("tokenizer"));
     let e = err(sim(&["eval", p(&a), "--text", p(&text), "--tokenizer", p(&tok), "--max-tokens", "1"]));
-    assert!(e.contains("at least 2"), "{e}");
+    assert!(e.contains("--max-tokens") && e.contains("from 2 to") && e.contains("needs 2 tokens"), "{e}");
     // A tokenizer naming ids beyond the model's vocabulary (48).
     let big = s.path("big.json");
     std::fs::write(&big, r#"{"token_to_id": {"<UNK>": 1, "once": 100}, "id_to_token": {"1": "<UNK>", "100": "once"}}"#)
@@ -215,8 +215,16 @@ fn bench_compare_reports_both_and_a_ratio() {
     let o = sim(&["bench", p(&a), "--compare", p(&b), "--repeat", "3", "--tokens", "16"]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("ratio"));
-    let o = sim(&["bench", p(&a), "--repeat", "0"]);
-    assert_eq!(o.status.code(), Some(1));
+    // Refused before anything is printed: one error line, no "then 0 repeats".
+    for bad in [["--repeat", "0"], ["--repeat", "1001"], ["--tokens", "0"], ["--tokens", "18446744073709551616"]] {
+        let o = sim(&["bench", p(&a), bad[0], bad[1]]);
+        assert_eq!(o.status.code(), Some(1));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.starts_with(&format!("error: invalid value '{}' for '{} <N>'", bad[1], bad[0])), "{e}");
+        assert!(e.contains("expected a whole number from 1 to"), "{e}");
+        assert!(o.stdout.is_empty());
+    }
 }
 
 #[test]
