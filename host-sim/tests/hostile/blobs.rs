@@ -301,23 +301,3 @@ fn class10_a_top_k_above_the_experts_names_both() {
     let blob = blob_file(&s, "topk.itb", &edit_manifest(&tiny(Storage::Int8F16, None), |m| m.head.config.top_k = 9));
     inspect(Class::Messages, "top_k 9 of 3", &blob).refused(&["top_k is 9 but MoE layers have 3 experts", "--top-k"]);
 }
-
-/// `greedy -n 200` past the tiny model's 16 positions: the core's `ContextFull` reaches the
-/// user, saying how many positions there are and to use fewer tokens, not "call reset()".
-#[test]
-fn class10_a_sequence_past_max_seq_says_how_many_positions_there_are() {
-    let s = Scratch::new("blob-context");
-    let blob = blob_file(&s, "tiny.itb", &tiny(Storage::Int8F16, None));
-    let o = Case::new(Class::Messages, "greedy -n 200 on 16 positions", Tool::Sim)
-        .args([
-            "greedy".as_ref(),
-            blob.as_os_str(),
-            "--tokens".as_ref(),
-            "1,2,3".as_ref(),
-            "-n".as_ref(),
-            "200".as_ref(),
-        ])
-        .input(&blob)
-        .refused(&["positions but the model has 16", "fewer tokens"]);
-    assert!(!o.stderr.contains("reset()"), "{}", o.stderr);
-}

@@ -16,6 +16,14 @@ mod packer;
 
 use support::{tiny_tensors, Case, Class, Scratch, Tool};
 
+/// Not a case: the process `support` starts each command from, so that the command's peak
+/// RSS is its own (see `support::spawn_measured`). Run directly, it checks the measurement.
+#[test]
+#[ignore = "started by the harness for every case; run directly it checks the RSS measurement"]
+fn measuring_trampoline() {
+    support::trampoline();
+}
+
 /// The harness's own `.pt` writer makes checkpoints the packer reads: without this, a
 /// refusal in the cases below could be the harness's bug, not the input's.
 #[test]

@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -205,38 +205,86 @@ pub fn error_line(stderr: &str) -> Option<&str> {
     }
 }
 
-/// Runs `bin args` with no stdin, collecting its output, and reaps it with `wait4` to read
-/// its own peak RSS. Kills it after [`TIMEOUT`].
+/// Where the trampoline finds its command and leaves what the command did.
+const TRAMPOLINE_ENV: &str = "ITERA_HOSTILE_TRAMPOLINE";
+
+/// Runs `bin args` with no stdin and returns its exit code, output and own peak RSS.
+///
+/// Linux keeps a process's resident high-water mark across `exec`, and a child starts
+/// with its parent's pages, so a child forked straight from this test process would
+/// report at least the test process's size (every case's inputs, built in parallel
+/// threads). The command is therefore started by a small trampoline: this test binary run
+/// afresh on its one `measuring_trampoline` test, which forks the command from its own
+/// few megabytes and reaps it with `wait4` (see [`trampoline`]).
 fn spawn_measured(bin: &Path, args: &[OsString]) -> Outcome {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(bin);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    // SAFETY: between fork and exec the closure only calls setrlimit, which is
-    // async-signal-safe, on a struct on its own stack.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: ADDRESS_SPACE_CAP, rlim_max: ADDRESS_SPACE_CAP };
-            libc::setrlimit(libc::RLIMIT_AS, &lim);
-            Ok(())
-        });
+    let dir = Scratch::new("spawn");
+    let mut argv = bin.as_os_str().as_encoded_bytes().to_vec();
+    for a in args {
+        argv.push(0);
+        argv.extend_from_slice(a.as_encoded_bytes());
     }
-    // Reaped by `wait4` below (for its rusage), not by `Child::wait`.
-    #[allow(clippy::zombie_processes)]
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let pid = child.id() as libc::pid_t;
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
+    std::fs::write(dir.path("argv"), argv).expect("write the command for the trampoline");
+    let me = std::env::current_exe().expect("the test binary");
+    let status = Command::new(me)
+        .args(["--exact", "measuring_trampoline", "--ignored", "--test-threads=1", "-q"])
+        .env(TRAMPOLINE_ENV, dir.path(""))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start the trampoline");
+    let result = std::fs::read_to_string(dir.path("result")).unwrap_or_default();
+    let mut fields = result.split_whitespace().map(|f| f.parse::<i64>().ok());
+    let (Some(Some(code)), Some(Some(peak))) = (fields.next(), fields.next()) else {
+        panic!("the trampoline for {} {:?} reported nothing ({status}): {result}", bin.display(), args);
     };
-    let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    assert!(code != TIMED_OUT, "{} {:?} ran past {} s (a hang)", bin.display(), args, TIMEOUT.as_secs());
+    let read = |name: &str| String::from_utf8_lossy(&std::fs::read(dir.path(name)).unwrap_or_default()).into_owned();
+    Outcome { code: code as i32, stdout: read("stdout"), stderr: read("stderr"), peak_rss: peak as u64 }
+}
+
+/// Exit code the trampoline reports for a command it killed after [`TIMEOUT`].
+const TIMED_OUT: i64 = -1;
+
+/// The trampoline's body, run in a fresh process of this test binary: reads `argv` from
+/// `$ITERA_HOSTILE_TRAMPOLINE`, caps its address space, runs the command with stdout and
+/// stderr to files there, and writes `result`: the exit code (128 + signal when a signal
+/// ended it, [`TIMED_OUT`] when it was killed) and the peak RSS in bytes from `wait4`.
+///
+/// Run directly (no variable set), it measures `itera-sim --version` and requires a
+/// plausible figure: a check of the measurement itself.
+pub fn trampoline() {
+    let Some(dir) = std::env::var_os(TRAMPOLINE_ENV).map(PathBuf::from) else {
+        let out = spawn_measured(Path::new(SIM_BIN), &["--version".into()]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.peak_rss > 0 && out.peak_rss < 64 << 20, "itera-sim --version peaked at {} bytes", out.peak_rss);
+        return;
+    };
+    let argv = std::fs::read(dir.join("argv")).expect("the command");
+    let mut parts = argv.split(|&b| b == 0).map(|p| {
+        // SAFETY: the bytes came from `OsStr::as_encoded_bytes` in this same binary.
+        unsafe { OsString::from_encoded_bytes_unchecked(p.to_vec()) }
+    });
+    let bin = parts.next().expect("a program");
+    let lim = libc::rlimit { rlim_cur: ADDRESS_SPACE_CAP, rlim_max: ADDRESS_SPACE_CAP };
+    // SAFETY: setrlimit reads a valid rlimit struct; the cap is inherited by the command.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+    let file = |name: &str| std::fs::File::create(dir.join(name)).expect("an output file");
+    let started =
+        Command::new(&bin).args(parts).stdin(Stdio::null()).stdout(file("stdout")).stderr(file("stderr")).spawn();
+    let (code, peak) = match started {
+        Ok(child) => reap(child),
+        Err(e) => panic!("cannot start {}: {e}", bin.to_string_lossy()),
+    };
+    std::fs::write(dir.join("result"), format!("{code} {peak}\n")).expect("write the result");
+}
+
+/// Waits for `child` with `wait4` (killing it after [`TIMEOUT`]); its exit code and peak RSS.
+fn reap(mut child: std::process::Child) -> (i64, u64) {
+    let pid = child.id() as libc::pid_t;
     let start = Instant::now();
     let mut status = 0;
+    let mut timed_out = false;
     // SAFETY: a zeroed rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
@@ -246,20 +294,21 @@ fn spawn_measured(bin: &Path, args: &[OsString]) -> Outcome {
             break;
         }
         assert!(r == 0, "wait4 failed: {}", std::io::Error::last_os_error());
-        if start.elapsed() > TIMEOUT {
+        if !timed_out && start.elapsed() > TIMEOUT {
             let _ = child.kill();
-            panic!("{} {:?} ran past {} s (a hang)", bin.display(), args, TIMEOUT.as_secs());
+            timed_out = true;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-    Outcome {
-        code,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        // Linux reports ru_maxrss in KiB.
-        peak_rss: (usage.ru_maxrss as u64) * 1024,
-    }
+    let code = if timed_out {
+        TIMED_OUT
+    } else if libc::WIFEXITED(status) {
+        i64::from(libc::WEXITSTATUS(status))
+    } else {
+        128 + i64::from(libc::WTERMSIG(status))
+    };
+    // Linux reports ru_maxrss in KiB.
+    (code, (usage.ru_maxrss as u64) * 1024)
 }
 
 /// A fresh folder, unique per process and case, removed on drop.
