@@ -6,15 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::{pt_bytes, pt_entries, state_dict_pickle, tiny_tensors, zip_entry_data, zip_local_header};
-use crate::support::{zip_of, Case, Class, Outcome, PtTensor, Scratch, Tool};
+use crate::support::{zip_of, Case, Class, Outcome, PtTensor, Scratch};
 
-/// `itera-pack convert IN -o OUT` on `input`, which must leave no `OUT`.
+/// `itera-pack convert IN -o OUT` on `input`, with OUT in `s`.
 fn convert(class: Class, name: &str, s: &Scratch, input: &Path) -> Case {
-    let out = s.path("out.itb");
-    Case::new(class, name, Tool::Pack)
-        .args(["convert".as_ref(), input.as_os_str(), "-o".as_ref(), out.as_os_str()])
-        .input(input)
-        .no_output(&out)
+    crate::support::convert(class, name, input, &s.path("out.itb"), &[])
 }
 
 /// The file name of `p`, which every checkpoint message must carry.

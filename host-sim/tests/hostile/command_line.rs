@@ -11,7 +11,7 @@ use itera_pack::writer::TokenizerTable;
 use itera_pack::PackOptions;
 
 use crate::support::Tool::Sim;
-use crate::support::{tiny_blob, Case, Class, Outcome, Scratch};
+use crate::support::{tiny_blob, tiny_blob_with, Case, Class, Outcome, Scratch};
 
 /// `tiny_config()`: max_seq 16, vocab 48.
 const MAX_SEQ: usize = 16;
@@ -24,13 +24,6 @@ fn os(args: &[&str]) -> Vec<OsString> {
 /// `itera-sim CMD BLOB REST...` as a case of `class` whose input is the blob.
 fn on_blob(class: Class, name: &str, cmd: &str, blob: &Path, rest: &[&str]) -> Case {
     Case::new(class, name, Sim).args([OsString::from(cmd), blob.as_os_str().to_owned()]).args(os(rest)).input(blob)
-}
-
-/// The tiny synthetic model packed with `opts`, written to `s`.
-fn tiny_blob_with(s: &Scratch, name: &str, opts: &PackOptions) -> PathBuf {
-    let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1);
-    let bytes = itera_pack::convert::build(&sd, opts).expect("the tiny model converts").finish().expect("packs");
-    s.write(name, &bytes)
 }
 
 /// Neither stream holds a raw ESC (or any control character but newline and tab).

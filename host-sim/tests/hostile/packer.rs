@@ -4,7 +4,9 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::support::{pt_bytes, pt_tensors, tiny_blob, tiny_tensors, Case, Class, Outcome, PtTensor, Scratch, Tool};
+use crate::support::{
+    convert, pt_bytes, pt_tensors, tiny_blob, tiny_tensors, Case, Class, Outcome, PtTensor, Scratch, Tool,
+};
 
 /// The tensor the qint8 cases quantize: a matrix every policy may store as int8.
 const QINT8_TENSOR: &str = "layers.0.ssm.in_proj.weight";
@@ -33,15 +35,6 @@ fn micro_tensors() -> Vec<(String, PtTensor)> {
 /// [`micro_tensors`] as a `.pt` in `s`.
 fn micro_pt(s: &Scratch) -> PathBuf {
     s.write("micro.pt", &pt_bytes(&micro_tensors()))
-}
-
-/// `itera-pack convert IN -o OUT EXTRA...` as a case that must leave no OUT.
-fn convert(class: Class, name: &str, input: &Path, out: &Path, extra: &[&OsStr]) -> Case {
-    Case::new(class, name, Tool::Pack)
-        .args([OsStr::new("convert"), a(input), OsStr::new("-o"), a(out)])
-        .args(extra.iter().copied())
-        .input(input)
-        .no_output(out)
 }
 
 /// Packs `tensors` with `--quant quant` and requires a refusal holding `needles`.

@@ -10,7 +10,7 @@
 // Not every module uses every builder.
 #![allow(dead_code)]
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -524,10 +524,22 @@ pub fn zip_local_header(zip: &[u8], name: &str) -> usize {
 
 /// Packs the tiny synthetic model into a blob file in `s` (default options); its path.
 pub fn tiny_blob(s: &Scratch) -> PathBuf {
+    tiny_blob_with(s, "tiny.itb", &itera_pack::PackOptions::default())
+}
+
+/// Packs the tiny synthetic model (seed 1) with `opts` into `name` in `s`; its path.
+pub fn tiny_blob_with(s: &Scratch, name: &str, opts: &itera_pack::PackOptions) -> PathBuf {
     let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1);
-    let bytes = itera_pack::convert::build(&sd, &itera_pack::PackOptions::default())
-        .expect("the tiny model converts")
-        .finish()
-        .expect("the tiny model packs");
-    s.write("tiny.itb", &bytes)
+    let bytes = itera_pack::convert::build(&sd, opts).expect("the tiny model converts").finish().expect("packs");
+    s.write(name, &bytes)
+}
+
+/// `itera-pack convert IN -o OUT EXTRA...` as a case whose input is IN and which must
+/// leave no OUT.
+pub fn convert(class: Class, name: &str, input: &Path, out: &Path, extra: &[&OsStr]) -> Case {
+    Case::new(class, name, Tool::Pack)
+        .args([OsStr::new("convert"), input.as_os_str(), OsStr::new("-o"), out.as_os_str()])
+        .args(extra.iter().copied())
+        .input(input)
+        .no_output(out)
 }
