@@ -1,14 +1,18 @@
 //! The f16, int8 and int4 kernels against independent references, and whole models packed
 //! with each dtype against the same model in f32.
 
+mod support {
+    pub mod craft;
+}
+
 use half::f16;
-use itera_edge::format::Role;
 use itera_edge::kernels::{Matrix, Scales, Weights};
 use itera_edge::{sample::argmax, Blob, Error, Model, Rng, Session};
 use itera_pack::convert::{build, PackOptions};
 use itera_pack::inspect::AlignedBytes;
 use itera_pack::synthetic::{micro_config, state_dict, tiny_config};
 use itera_pack::writer::{BlobBuilder, Payload};
+use support::craft::is_matrix;
 
 static PATH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -314,26 +318,6 @@ enum Kind {
     I8,
     I8Affine,
     I4,
-}
-
-fn is_matrix(role: Role) -> bool {
-    use Role::*;
-    matches!(
-        role,
-        Embedding
-            | Position
-            | InProj
-            | B
-            | C
-            | DeltaProj
-            | OutProj
-            | FfnW1
-            | FfnW2
-            | Gate
-            | ExpertW1
-            | ExpertW2
-            | LmHead
-    )
 }
 
 /// Symmetric per-group quantization with `qmax` levels each side.

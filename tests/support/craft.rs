@@ -31,7 +31,7 @@ pub enum Storage {
 }
 
 /// Matrices the core computes with in any dtype (the rest stay f32).
-fn is_matrix(role: Role) -> bool {
+pub fn is_matrix(role: Role) -> bool {
     use Role::*;
     matches!(
         role,
