@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use itera_pack::output::{at, refuse_overlap, write_atomically, Access};
+use itera_pack::files::{at, refuse_overlap, write_atomically, Access};
 use itera_pack::quant::QuantPolicy;
 use itera_pack::untrusted::shown;
 use itera_pack::{convert, inspect, PackOptions};
