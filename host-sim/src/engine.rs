@@ -1,51 +1,23 @@
 //! Loading blobs and running the core: the same calls a board makes, on host memory.
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{bail, Context};
-use itera_edge::format::{CRC_LEN, HEADER_LEN, MAGIC};
+use anyhow::bail;
 use itera_edge::{Blob, Config, Model, Session};
-use itera_pack::inspect::AlignedBytes;
+use itera_pack::inspect::{AlignedBytes, ReadBlobError};
 use itera_pack::untrusted::shown;
 
-/// Reads a blob file into a 4-aligned buffer (the core reads f32 weights in place).
-///
-/// Reads no more than the blob's header declares (`total_len`, a `u32`, so at most 4 GiB),
-/// plus one byte: a file that is not a blob (`/dev/zero`, a checkpoint given by mistake)
-/// stops after its header, and a file longer than its header says is refused before it is
-/// read. [`Blob::parse`] then says what is wrong with what was read (bad magic, truncated,
-/// too long), so these checks need no messages of their own but one.
+/// Reads a blob file into a 4-aligned buffer (the core reads f32 weights in place), no
+/// further than its header declares: [`itera_pack::inspect::read_aligned`], which both
+/// tools use. A file longer than its header says is refused; [`Blob::parse`] then says what
+/// is wrong with what was read (bad magic, truncated).
 ///
 /// The error names the path and says why it could not be read.
 pub fn read_blob(path: &Path) -> anyhow::Result<AlignedBytes> {
-    let cannot = || format!("cannot read blob {}", path.display());
-    let mut file = std::fs::File::open(path).with_context(cannot)?;
-    // The header and a CRC: the least Blob::parse reads before it looks at the magic.
-    let first = (HEADER_LEN + CRC_LEN) as u64;
-    let mut bytes = Vec::new();
-    (&mut file).take(first).read_to_end(&mut bytes).with_context(cannot)?;
-    // Layout (itera_edge::format): magic at 0, total_len as a little-endian u32 at 20.
-    let declared = if bytes.starts_with(&MAGIC) { bytes.get(20..24) } else { None };
-    if let Some(&[a, b, c, d]) = declared {
-        let total = u64::from(u32::from_le_bytes([a, b, c, d]));
-        let too_long = || {
-            anyhow::anyhow!(
-                "blob {} holds more than the {total} bytes its header declares (total_len): it is damaged or not a blob from itera-pack; repack it",
-                path.display()
-            )
-        };
-        // A regular file says its size: refused before reading it.
-        if file.metadata().is_ok_and(|m| m.is_file() && m.len() > total) {
-            return Err(too_long());
-        }
-        // One byte past the declared end tells a longer stream (a pipe) from a whole blob.
-        (&mut file).take((total + 1).saturating_sub(first)).read_to_end(&mut bytes).with_context(cannot)?;
-        if bytes.len() as u64 > total.max(first) {
-            return Err(too_long());
-        }
-    }
-    Ok(AlignedBytes::from(bytes.as_slice()))
+    itera_pack::inspect::read_aligned(path).map_err(|e| match e {
+        ReadBlobError::Io(e) => anyhow::Error::new(e).context(format!("cannot read blob {}", path.display())),
+        long @ ReadBlobError::LongerThanDeclared { .. } => anyhow::anyhow!("blob {} {long}", path.display()),
+    })
 }
 
 /// Validates `bytes` as a blob ([`Blob::parse`]: magic, version, CRC, manifest, every tensor)

@@ -19,7 +19,7 @@ use crate::engine::{new_arena, new_session};
 /// Reads the text file to evaluate, refusing one over `max` bytes before reading it (the
 /// whole text is held while it is encoded).
 pub fn read_text(path: &Path, max: u64) -> anyhow::Result<String> {
-    let bytes = crate::files::read_at_most(path, max, "text", "evaluate a part of it (e.g. head -c 100M)")?;
+    let bytes = itera_pack::files::read_at_most(path, max, "text", "evaluate a part of it (e.g. head -c 100M)")?;
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "text {} is not UTF-8 (first bad byte at offset {}): convert it to UTF-8",

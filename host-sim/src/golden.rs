@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{compare, Metrics};
 use crate::engine::logits_for_tokens;
-use crate::files::{read_at_most, write_whole};
 use crate::limits;
+use itera_pack::files::{read_at_most, write_whole};
 
 /// The JSON half of a golden file.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -14,8 +14,6 @@
 //!   [`reference_cuda`] the same in f32 on an NVIDIA GPU (feature `cuda`);
 //! * [`bench`]: prefill and generation speed, several models interleaved in one run;
 //! * [`limits`]: the accepted range of every count a user gives (tokens, repeats);
-//! * [`files`]: reads bounded before they start; writes whole or not at all, never over
-//!   the input;
 //! * [`demo`]: the whole pipeline (synthetic checkpoint → packer → blob → session) with no
 //!   input files.
 //!
@@ -40,7 +38,6 @@ pub mod compare;
 pub mod demo;
 pub mod engine;
 pub mod eval;
-pub mod files;
 pub mod generate;
 pub mod golden;
 pub mod limits;

@@ -411,7 +411,7 @@ fn load<'b>(path: &Path, bytes: &'b [u8]) -> anyhow::Result<Model<'b>> {
 
 fn cmd_logits(blob: &Path, tokens: &str, out: &Path, json: bool) -> anyhow::Result<Outcome> {
     let tokens = parse_tokens(tokens).context("--tokens")?;
-    itera_sim::files::refuse_overwriting_input(out, blob, "--out")?;
+    itera_pack::files::refuse_overwriting_input(out, blob, "--out")?;
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let mut progress = Progress::new("logits");
@@ -767,7 +767,7 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
     let mut within_margin = None;
     if let Some(path) = elf {
         let [board] = boards[..] else { bail!("--elf describes one firmware: name its board with --board") };
-        let file = itera_sim::files::read_at_most(
+        let file = itera_pack::files::read_at_most(
             path,
             limits::MAX_ELF_BYTES,
             "firmware ELF",

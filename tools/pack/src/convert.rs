@@ -465,7 +465,7 @@ pub const MAX_TOKENIZER_FILE_BYTES: u64 = 64 << 20;
 /// [`PackOptions::tokenizer_source`].
 pub fn read_tokenizer_file(path: &std::path::Path) -> anyhow::Result<(TokenizerTable, TokenizerSource)> {
     let file = path.display().to_string();
-    let text = crate::output::read_text_within(path, MAX_TOKENIZER_FILE_BYTES, "tokenizer")?;
+    let text = crate::files::read_text_within(path, MAX_TOKENIZER_FILE_BYTES, "tokenizer")?;
     let (table, vocab_size) =
         parse_tokenizer_declared(&text).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", shown(&file)))?;
     Ok((table, TokenizerSource { file, vocab_size }))

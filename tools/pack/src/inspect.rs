@@ -305,9 +305,111 @@ pub fn size_chart_svg(r: &Report) -> String {
     s
 }
 
-/// Reads a file into a 4-aligned buffer, so f32 weights can be viewed in place.
-pub fn read_aligned(path: &std::path::Path) -> std::io::Result<AlignedBytes> {
-    Ok(AlignedBytes::from(std::fs::read(path)?.as_slice()))
+/// Why [`read_aligned`] gave no blob.
+#[derive(Debug)]
+pub enum ReadBlobError {
+    /// The file could not be opened or read.
+    Io(std::io::Error),
+    /// The file holds more than its header's `total_len`.
+    LongerThanDeclared {
+        /// The header's `total_len`.
+        declared: u64,
+    },
+}
+
+impl std::fmt::Display for ReadBlobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadBlobError::Io(e) => e.fmt(f),
+            ReadBlobError::LongerThanDeclared { declared } => write!(
+                f,
+                "holds more than the {declared} bytes its header declares (total_len): it is damaged or not a blob from itera-pack; repack it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReadBlobError {}
+
+/// Reads a blob file into a 4-aligned buffer, so f32 weights can be viewed in place.
+///
+/// Reads no more than the blob's header declares (`total_len`, a `u32`, so at most 4 GiB),
+/// plus one byte: a file that is not a blob (`/dev/zero`, a checkpoint given by mistake)
+/// stops after its header, and a file longer than its header says is refused
+/// ([`ReadBlobError::LongerThanDeclared`]), a regular file before it is read.
+/// [`Blob::parse`] then says what is wrong with what was read (bad magic, truncated).
+pub fn read_aligned(path: &std::path::Path) -> Result<AlignedBytes, ReadBlobError> {
+    let file = std::fs::File::open(path).map_err(ReadBlobError::Io)?;
+    let size = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+    read_aligned_from(file, size)
+}
+
+/// [`read_aligned`] from any reader; `size` is its length when known (a regular file's),
+/// which refuses a longer one before reading it and sizes the buffer at once. The bytes
+/// are read straight into the `u32`-backed buffer: no copy.
+pub fn read_aligned_from(mut r: impl std::io::Read, size: Option<u64>) -> Result<AlignedBytes, ReadBlobError> {
+    use itera_edge::format::{CRC_LEN, HEADER_LEN, MAGIC};
+    // The header and a CRC: the least Blob::parse reads before it looks at the magic.
+    let first = HEADER_LEN + CRC_LEN;
+    let mut out = AlignedBytes { words: vec![0u32; first.div_ceil(4)], len: 0 };
+    out.len = fill(&mut r, &mut out.words, 0, first)?;
+    // Layout (itera_edge::format): magic at 0, total_len as a little-endian u32 at 20.
+    let Some(&[a, b, c, d]) = (if out.starts_with(&MAGIC) { out.get(20..24) } else { None }) else {
+        return Ok(out);
+    };
+    let total = u64::from(u32::from_le_bytes([a, b, c, d]));
+    let too_long = || ReadBlobError::LongerThanDeclared { declared: total };
+    if size.is_some_and(|s| s > total) {
+        return Err(too_long());
+    }
+    if out.len < first || total < first as u64 {
+        // Ended within the header, or declares less than it: Blob::parse says which.
+        return Ok(out);
+    }
+    // `total` fits in a u32, hence in usize on every host this tool runs on.
+    let total = usize::try_from(total).map_err(|_| too_long())?;
+    // A known size is the buffer's at once; a stream's grows as it is read.
+    const STEP: usize = 1 << 20;
+    let mut end = size.map_or(STEP, |s| s as usize).clamp(first, total);
+    while out.len < total {
+        if out.len == end {
+            // Past a known size only a file that grew since it was measured: a little more.
+            let reached = size.is_some_and(|s| out.len as u64 >= s);
+            end = if reached { end + (64 << 10) } else { end.saturating_mul(2).max(STEP) }.min(total);
+        }
+        out.words.resize(end.div_ceil(4), 0);
+        let got = fill(&mut r, &mut out.words, out.len, end)?;
+        if got == out.len {
+            return Ok(out);
+        }
+        out.len = got;
+    }
+    // One byte past the declared end tells a longer stream (a pipe) from a whole blob.
+    let mut probe = [0u8; 1];
+    loop {
+        match r.read(&mut probe) {
+            Ok(0) => return Ok(out),
+            Ok(_) => return Err(too_long()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadBlobError::Io(e)),
+        }
+    }
+}
+
+/// Reads into bytes `from..to` of `words` until they are full or the reader ends; the
+/// index one past the last byte read.
+fn fill(r: &mut impl std::io::Read, words: &mut [u32], from: usize, to: usize) -> Result<usize, ReadBlobError> {
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(words);
+    let mut at = from;
+    while at < to {
+        match r.read(&mut bytes[at..to]) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadBlobError::Io(e)),
+        }
+    }
+    Ok(at)
 }
 
 /// Bytes in a `u32`-backed (hence 4-aligned) buffer.
@@ -342,5 +444,61 @@ impl std::ops::DerefMut for AlignedBytes {
 impl AsMut<[u8]> for AlignedBytes {
     fn as_mut(&mut self) -> &mut [u8] {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_blob() -> Vec<u8> {
+        let sd = crate::synthetic::state_dict(&crate::synthetic::tiny_config(), 1);
+        crate::convert::build(&sd, &Default::default()).expect("build").finish().expect("finish")
+    }
+
+    /// A pipe-like reader: no size, a few bytes a read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(7);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_blob_is_read_whole_and_no_further_than_its_header_declares() {
+        let blob = tiny_blob();
+        let d = std::env::temp_dir().join(format!("itera-pack-read-aligned-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        let path = d.join("x.itb");
+        std::fs::write(&path, &blob).expect("write");
+        let read = read_aligned(&path).expect("a whole blob");
+        assert_eq!(&read[..], &blob[..]);
+        assert!(report(&read).is_ok());
+        assert_eq!(&read_aligned_from(Trickle(&blob), None).expect("a whole stream")[..], &blob[..]);
+
+        // Longer than its header says: a file refused by its size, a stream by one byte more.
+        let mut long = blob.clone();
+        long.extend_from_slice(&[0; 5]);
+        std::fs::write(&path, &long).expect("write");
+        let declared = blob.len() as u64;
+        assert!(matches!(read_aligned(&path), Err(ReadBlobError::LongerThanDeclared { declared: n }) if n == declared));
+        let Err(e) = read_aligned_from(Trickle(&long), None) else { panic!("a longer stream was read") };
+        assert!(matches!(e, ReadBlobError::LongerThanDeclared { declared: n } if n == declared), "{e}");
+        assert!(e.to_string().contains(&format!("more than the {declared} bytes its header declares")), "{e}");
+
+        // Shorter than declared: what there is, for Blob::parse to call truncated.
+        let short = read_aligned_from(Trickle(&blob[..blob.len() - 9]), None).expect("a short stream");
+        assert_eq!(&short[..], &blob[..blob.len() - 9]);
+        assert!(Blob::parse(&short).is_err());
+
+        // Not a blob, endless: its header's worth, then Blob::parse refuses the magic.
+        let zero = read_aligned(std::path::Path::new("/dev/zero")).expect("reads a header's worth");
+        assert_eq!(zero.len(), itera_edge::format::HEADER_LEN + itera_edge::format::CRC_LEN);
+        assert!(report(&zero).is_err());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

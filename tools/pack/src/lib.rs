@@ -8,9 +8,9 @@
 pub mod checkpoint;
 pub mod convert;
 pub mod emit;
+pub mod files;
 pub mod fixtures;
 pub mod inspect;
-pub mod output;
 pub mod quant;
 pub mod sign;
 pub mod synthetic;
@@ -54,6 +54,6 @@ pub fn convert_file_within(
     let mut opts = opts.clone();
     let source = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     opts.meta.insert(0, ("source".into(), source));
-    let builder = convert::build(&sd, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", output::at(path)))?;
+    let builder = convert::build(&sd, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", files::at(path)))?;
     builder.finish()
 }

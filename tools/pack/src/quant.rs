@@ -255,7 +255,7 @@ impl QuantPolicy {
             None => Ok(QuantPolicy::preset(preset)),
             Some(path) => {
                 // A policy file is a few lines: 1 MiB is far more than any needs.
-                let text = crate::output::read_text_within(std::path::Path::new(path), 1 << 20, "policy file")
+                let text = crate::files::read_text_within(std::path::Path::new(path), 1 << 20, "policy file")
                     .map_err(|e| e.to_string())?;
                 QuantPolicy::from_rules(preset, &text, path)
             }

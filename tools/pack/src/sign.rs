@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use ed25519_dalek::{Signer, SigningKey};
 
-use crate::output::{at, write_atomically, write_new, Access};
+use crate::files::{at, write_atomically, write_new, Access};
 
 /// First 8 bytes of a secret key file: "itera-edge secret key, format 1".
 pub const SECRET_MAGIC: [u8; 8] = *b"ITSECK01";
