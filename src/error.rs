@@ -176,6 +176,28 @@ pub enum Error {
     BadSignature,
 }
 
+/// [`crate::format::MAX_SCALE`] as the messages print it (an integer: no float formatting).
+const MAX_SCALE_SHOWN: u32 = crate::format::MAX_SCALE as u32;
+
+/// What is wrong with a refused scale, in words.
+fn scale_kind(v: f32) -> &'static str {
+    if v.is_nan() {
+        "NaN"
+    } else if v.is_infinite() {
+        "infinite"
+    } else if v == 0.0 {
+        "zero"
+    } else if v < 0.0 {
+        "negative"
+    } else if v.is_subnormal() {
+        "subnormal"
+    } else if v > crate::format::MAX_SCALE {
+        "too large"
+    } else {
+        "out of range"
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -231,11 +253,14 @@ impl fmt::Display for Error {
                 "{tensor}: zero point {zero_point} is outside qint8's range -128..=127; the quantization parameters are corrupt: repack from a sound checkpoint with `itera-pack convert`"
             ),
             Error::BadScale { tensor, index, value } => {
-                let max = crate::format::MAX_SCALE;
+                // Named by kind and bits, not printed as a float: core's float formatting
+                // would add about 25 KB of code to every firmware that shows errors.
+                let (kind, bits) = (scale_kind(value), value.to_bits());
                 match index {
-                    Some(i) => write!(f, "{tensor}: scale {i} of its table is {value:e}, outside (0, {max}]"),
-                    None => write!(f, "{tensor}: scale {value:e} is not a normal number in (0, {max}]"),
+                    Some(i) => write!(f, "{tensor}: scale {i} of its table is {kind} (f32 bits {bits:#010x})"),
+                    None => write!(f, "{tensor}: its scale is {kind} (f32 bits {bits:#010x})"),
                 }?;
+                write!(f, ", outside (0, {MAX_SCALE_SHOWN}]")?;
                 write!(f, "; the quantization parameters are corrupt: repack from a sound checkpoint with `itera-pack convert`")
             }
             Error::TopKOutOfRange { top_k: 0, n_experts } => write!(

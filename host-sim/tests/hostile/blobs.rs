@@ -92,7 +92,7 @@ fn class2_a_nan_per_tensor_scale_is_refused_and_leaves_no_logits() {
     let blob = s.write("nan.itb", &affine_with(Role::OutProj, 1, f32::NAN, 0));
     sim_logits(Class::QuantParams, "NaN scale", &blob, &s.path("out.f32")).refused(&[
         "OutProj of layer 1",
-        "scale NaN",
+        "its scale is NaN",
         CONVERT,
     ]);
 }
@@ -101,21 +101,25 @@ fn class2_a_nan_per_tensor_scale_is_refused_and_leaves_no_logits() {
 fn class2_a_zero_per_tensor_scale_is_refused() {
     let s = Scratch::new("blob-zero-scale");
     let blob = s.write("zero.itb", &affine_with(Role::FfnW1, 0, 0.0, 0));
-    sim_run(Class::QuantParams, "zero scale", &blob).refused(&["FfnW1 of layer 0", "scale 0e0", "(0, 65536]"]);
+    sim_run(Class::QuantParams, "zero scale", &blob).refused(&["FfnW1 of layer 0", "its scale is zero", "(0, 65536]"]);
 }
 
 #[test]
 fn class2_a_subnormal_per_tensor_scale_is_refused() {
     let s = Scratch::new("blob-subnormal-scale");
     let blob = s.write("sub.itb", &affine_with(Role::DeltaProj, 1, f32::from_bits(1), 0));
-    inspect(Class::QuantParams, "subnormal scale", &blob).refused(&["DeltaProj of layer 1", "not a normal number"]);
+    inspect(Class::QuantParams, "subnormal scale", &blob).refused(&["DeltaProj of layer 1", "its scale is subnormal"]);
 }
 
 #[test]
 fn class2_a_huge_per_tensor_scale_is_refused() {
     let s = Scratch::new("blob-huge-scale");
     let blob = s.write("huge.itb", &affine_with(Role::Embedding, 0, 1e30, 0));
-    sim_run(Class::QuantParams, "huge scale", &blob).refused(&["Embedding of layer 0", "scale 1e30", "65536"]);
+    sim_run(Class::QuantParams, "huge scale", &blob).refused(&[
+        "Embedding of layer 0",
+        "its scale is too large",
+        "65536",
+    ]);
 }
 
 #[test]
@@ -136,7 +140,7 @@ fn class2_an_infinite_int4_scale_is_refused() {
     let bytes = table_entry(Storage::Int4F16, Role::InProj, 1, 0, &0x7C00u16.to_le_bytes());
     let blob = s.write("f16inf.itb", &bytes);
     inspect(Class::QuantParams, "infinite int4 scale", &blob)
-        .refused(&["InProj of layer 1", "scale 0 of its table is inf"]);
+        .refused(&["InProj of layer 1", "scale 0 of its table is infinite"]);
 }
 
 #[test]
@@ -145,7 +149,7 @@ fn class2_a_negative_f32_table_scale_is_refused() {
     let bytes = table_entry(Storage::Int8F32, Role::OutProj, 0, 2, &(-0.5f32).to_le_bytes());
     let blob = s.write("f32neg.itb", &bytes);
     sim_logits(Class::QuantParams, "negative f32 table scale", &blob, &s.path("out.f32"))
-        .refused(&["OutProj of layer 0", "scale 2 of its table is -5e-1"]);
+        .refused(&["OutProj of layer 0", "scale 2 of its table is negative"]);
 }
 
 /// The accepted edges run to the end: a zero point of -128 and of 127 with values at both
