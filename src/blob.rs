@@ -3,7 +3,8 @@
 use crate::error::{Error, TensorName};
 use crate::format::{
     crc32, for_each_expected, tensor_count, Config, DType, ManifestHead, Quant, ScaleType, TensorEntry, TokenizerRef,
-    ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_EXPERTS, MAX_LAYERS, MAX_META, MAX_SCALE, VERSION,
+    ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_DIM, MAX_EXPERTS, MAX_LAYERS, MAX_META, MAX_SCALE, TOTAL_LEN_OFFSET,
+    VERSION,
 };
 use crate::kernels::f16_to_f32;
 use crate::tokenizer::Tokenizer;
@@ -65,7 +66,7 @@ impl<'a> Blob<'a> {
         if version != VERSION {
             return Err(Error::UnsupportedVersion { found: version, supported: VERSION });
         }
-        let total = read_u32(bytes, 20) as usize;
+        let total = read_u32(bytes, TOTAL_LEN_OFFSET) as usize;
         if total != bytes.len() {
             if total > bytes.len() {
                 return Err(Error::Truncated { needed: total, available: bytes.len() });
@@ -364,9 +365,8 @@ fn check_config(c: &Config) -> Result<(), Error> {
     }
     // Every size the core computes is a product of two of these; keep each below 2^24 so
     // no product of two overflows a u64 and every tensor fits a u32 length.
-    let limit = 1 << 24;
     for v in [c.vocab, c.d_model, c.d_inner, c.d_state, c.conv_kernel, c.max_seq, c.ffn_hidden, c.expert_hidden] {
-        if v >= limit {
+        if v >= MAX_DIM {
             return Err(inv("a dimension exceeds 2^24"));
         }
     }

@@ -28,6 +28,23 @@ pub const MAX_LAYERS: usize = 32;
 pub const MAX_EXPERTS: usize = 16;
 /// Most provenance entries a blob may carry.
 pub const MAX_META: usize = 32;
+/// Every config dimension is below this (2^24), so no product of two overflows a u64 and
+/// every tensor's length fits a u32; a session therefore holds fewer tokens than this.
+pub const MAX_DIM: u32 = 1 << 24;
+/// Offset of the header's `total_len` (little-endian u32).
+pub const TOTAL_LEN_OFFSET: usize = 20;
+
+/// The `total_len` a blob's header declares, when `header` starts with [`MAGIC`] and holds
+/// the field: how many bytes to read of a blob before [`crate::Blob::parse`] sees it.
+pub fn declared_len(header: &[u8]) -> Option<u32> {
+    if !header.starts_with(&MAGIC) {
+        return None;
+    }
+    match header.get(TOTAL_LEN_OFFSET..TOTAL_LEN_OFFSET + 4)? {
+        &[a, b, c, d] => Some(u32::from_le_bytes([a, b, c, d])),
+        _ => None,
+    }
+}
 
 /// Largest quantization scale a blob may hold, per tensor or in a scale table. Above every
 /// finite f16 (65504), so it refuses no f16 table entry, and an int8 weight stays within

@@ -8,9 +8,9 @@
 use anyhow::bail;
 use itera_edge::sample::MAX_CANDIDATES;
 
-/// Most positions any blob can have: `Blob::parse` refuses a dimension of 2^24 or more
-/// (itera-edge, `src/blob.rs`), so no session holds more tokens than this.
-pub const MAX_POSITIONS: usize = (1 << 24) - 1;
+/// Most positions any blob can have: `Blob::parse` refuses a dimension of
+/// [`itera_edge::format::MAX_DIM`] or more, so no session holds more tokens than this.
+pub const MAX_POSITIONS: usize = itera_edge::format::MAX_DIM as usize - 1;
 
 /// A size-like argument: its name on the command line, the range it accepts and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -348,16 +348,15 @@ pub fn read_aligned(path: &std::path::Path) -> Result<AlignedBytes, ReadBlobErro
 /// which refuses a longer one before reading it and sizes the buffer at once. The bytes
 /// are read straight into the `u32`-backed buffer: no copy.
 pub fn read_aligned_from(mut r: impl std::io::Read, size: Option<u64>) -> Result<AlignedBytes, ReadBlobError> {
-    use itera_edge::format::{CRC_LEN, HEADER_LEN, MAGIC};
+    use itera_edge::format::{declared_len, CRC_LEN, HEADER_LEN};
     // The header and a CRC: the least Blob::parse reads before it looks at the magic.
     let first = HEADER_LEN + CRC_LEN;
     let mut out = AlignedBytes { words: vec![0u32; first.div_ceil(4)], len: 0 };
     out.len = fill(&mut r, &mut out.words, 0, first)?;
-    // Layout (itera_edge::format): magic at 0, total_len as a little-endian u32 at 20.
-    let Some(&[a, b, c, d]) = (if out.starts_with(&MAGIC) { out.get(20..24) } else { None }) else {
+    let Some(total) = declared_len(&out) else {
         return Ok(out);
     };
-    let total = u64::from(u32::from_le_bytes([a, b, c, d]));
+    let total = u64::from(total);
     let too_long = || ReadBlobError::LongerThanDeclared { declared: total };
     if size.is_some_and(|s| s > total) {
         return Err(too_long());
