@@ -20,6 +20,14 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// Writes `bytes` to `name` inside the folder; returns the path.
+    #[allow(dead_code)] // Not every test target that includes this module writes files.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).expect("write a test input");
+        p
+    }
 }
 
 impl Drop for Scratch {

@@ -7,6 +7,8 @@
 //! One module per part of the toolchain a case attacks; each case names its class (the
 //! numbered list of docs/SECURITY.md, "Hostile input").
 
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 
 mod blobs;

@@ -14,7 +14,6 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The classes of hostile input, numbered as there.
@@ -311,37 +310,9 @@ fn reap(mut child: std::process::Child) -> (i64, u64) {
     (code, (usage.ru_maxrss as u64) * 1024)
 }
 
-/// A fresh folder, unique per process and case, removed on drop.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    /// A new folder named after `kind`.
-    pub fn new(kind: &str) -> Scratch {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("itera-hostile-{kind}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Scratch(dir)
-    }
-
-    /// A path inside the folder.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `bytes` to `name` inside the folder; returns the path.
-    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).expect("write a hostile input");
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// The CLI tests' scratch folder (`tests/common`), shared so the two suites make
+/// temporary folders one way.
+pub use crate::common::Scratch;
 
 // ---------------------------------------------------------------------------------------
 // Inputs made by code: PyTorch checkpoints as `torch.save` writes them.
