@@ -7,9 +7,6 @@
 //! With `ITERA_HOSTILE_REPORT=FILE` set, each case appends one JSON line (class, case,
 //! exit code, peak RSS) to FILE; `scripts/test` summarises it per class.
 
-// Not every module uses every builder.
-#![allow(dead_code)]
-
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
