@@ -425,15 +425,21 @@ impl Meter {
     pub(crate) fn charge(&mut self, bytes: u64, what: impl FnOnce() -> String) -> Result<(), CheckpointError> {
         let needed = self.used.saturating_add(bytes);
         if needed > self.max {
-            return Err(CheckpointError::MemoryBudget {
-                file: self.file.clone(),
-                what: what(),
-                needed,
-                budget: self.max,
-            });
+            return Err(self.over_budget(bytes, what()));
         }
         self.used = needed;
         Ok(())
+    }
+
+    /// The [`CheckpointError::MemoryBudget`] refusing `bytes` more, held for
+    /// `what` (already escaped), on top of what is counted so far.
+    pub(crate) fn over_budget(&self, bytes: u64, what: String) -> CheckpointError {
+        CheckpointError::MemoryBudget {
+            file: self.file.clone(),
+            what,
+            needed: self.used.saturating_add(bytes),
+            budget: self.max,
+        }
     }
 
     /// Bytes still free.

@@ -586,12 +586,7 @@ pub(crate) fn read_zip<R: Read + Seek>(reader: R, meter: &mut Meter) -> Result<S
     let tree = match pickle::parse(&pkl, ALLOWED_GLOBALS, &limits) {
         Ok(tree) => tree,
         Err(pickle::PickleError::MemoryExceeded { needed, .. }) => {
-            return Err(CheckpointError::MemoryBudget {
-                file,
-                what: "data.pkl's values".to_string(),
-                needed: meter.used().saturating_add(needed as u64),
-                budget: meter.used().saturating_add(meter.remaining()),
-            })
+            return Err(meter.over_budget(needed as u64, "data.pkl's values".to_string()))
         }
         Err(error) => return Err(CheckpointError::Pickle { file, error }),
     };
