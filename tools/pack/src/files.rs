@@ -42,7 +42,11 @@ pub enum ReadWithin {
 /// The bytes of `path`, at most `limit`: a regular file over `limit` is refused before it
 /// is read, any other (a pipe, `/dev/zero`) is read no further than `limit + 1` bytes.
 pub fn read_within(path: &Path, limit: u64) -> Result<Vec<u8>, ReadWithin> {
-    let file = File::open(path).map_err(ReadWithin::Io)?;
+    read_open_within(&File::open(path).map_err(ReadWithin::Io)?, limit)
+}
+
+/// [`read_within`] for a file already open, read from where it stands.
+pub fn read_open_within(file: &File, limit: u64) -> Result<Vec<u8>, ReadWithin> {
     if file.metadata().is_ok_and(|m| m.is_file() && m.len() > limit) {
         return Err(ReadWithin::TooLarge);
     }

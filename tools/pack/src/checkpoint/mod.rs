@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::files::{self, ReadWithin};
 use crate::untrusted::shown;
 
 pub use safetensors::{safetensors_to_vec, save_safetensors, write_safetensors};
@@ -425,15 +426,21 @@ impl Meter {
     pub(crate) fn charge(&mut self, bytes: u64, what: impl FnOnce() -> String) -> Result<(), CheckpointError> {
         let needed = self.used.saturating_add(bytes);
         if needed > self.max {
-            return Err(CheckpointError::MemoryBudget {
-                file: self.file.clone(),
-                what: what(),
-                needed,
-                budget: self.max,
-            });
+            return Err(self.over_budget(bytes, what()));
         }
         self.used = needed;
         Ok(())
+    }
+
+    /// The [`CheckpointError::MemoryBudget`] refusing `bytes` more, held for
+    /// `what` (already escaped), on top of what is counted so far.
+    pub(crate) fn over_budget(&self, bytes: u64, what: String) -> CheckpointError {
+        CheckpointError::MemoryBudget {
+            file: self.file.clone(),
+            what,
+            needed: self.used.saturating_add(bytes),
+            budget: self.max,
+        }
     }
 
     /// Bytes still free.
@@ -475,11 +482,19 @@ fn load_metered(path: &Path, budget: &MemoryBudget) -> Result<(StateDict, u64), 
     let sd = match sniff(&head) {
         Format::Zip => guard(&name, || torch::read_zip(BufReader::new(file), &mut meter))?,
         Format::Safetensors => {
-            // The whole file is held while its tensors are decoded.
-            let len = file.metadata().map_err(io_err)?.len();
-            meter.charge(len, || "the safetensors file".to_string())?;
-            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            file.take(len).read_to_end(&mut bytes).map_err(io_err)?;
+            // The whole file is held while its tensors are decoded: read
+            // within what is left of the budget, then counted.
+            let what = || "the safetensors file".to_string();
+            let bytes = match files::read_open_within(&file, meter.remaining()) {
+                Ok(bytes) => bytes,
+                Err(ReadWithin::Io(e)) => return Err(io_err(e)),
+                Err(ReadWithin::TooLarge) => {
+                    // Refused at its length (a stream: at one byte past the budget).
+                    let len = file.metadata().map_or(0, |m| m.len()).max(meter.remaining().saturating_add(1));
+                    return Err(meter.over_budget(len, what()));
+                }
+            };
+            meter.charge(bytes.len() as u64, what)?;
             guard(&name, || safetensors::read_safetensors(&bytes, &mut meter))?
         }
         Format::LegacyPickle => return Err(CheckpointError::LegacyTorchFormat { file: name }),

@@ -118,7 +118,7 @@ impl Default for Limits {
             max_mark_depth: 10_000,
             max_memo: 1_000_000,
             max_nodes: 16_000_000,
-            max_bytes: 64 << 20,
+            max_bytes: crate::checkpoint::DEFAULT_MEMORY_BUDGET_BYTES as usize,
         }
     }
 }
@@ -501,6 +501,16 @@ fn heap_bytes(node: &Node) -> usize {
 /// Bytes one memo entry is counted as (key, value and the hash table's share).
 const MEMO_ENTRY_BYTES: usize = 32;
 
+/// `bytes + more`, the bytes counted once `more` are, or [`PickleError::MemoryExceeded`]
+/// (at `offset`) if that passes `limit`.
+fn counted_within(bytes: usize, more: usize, limit: usize, offset: usize) -> Result<usize, PickleError> {
+    let needed = bytes.saturating_add(more);
+    if needed > limit {
+        return Err(PickleError::MemoryExceeded { needed, limit, offset });
+    }
+    Ok(needed)
+}
+
 /// Makes room in `v` for `more` items, counting the growth on `bytes`
 /// against `limit` *before* the allocation (growth doubles, as `Vec` does,
 /// but exactly: the counted capacity is the one reserved).
@@ -516,10 +526,8 @@ fn reserve_within<T>(
         return Ok(());
     }
     let new_cap = need.max(v.capacity().saturating_mul(2));
-    let total = bytes.saturating_add((new_cap - v.capacity()).saturating_mul(std::mem::size_of::<T>()));
-    if total > limit {
-        return Err(PickleError::MemoryExceeded { needed: total, limit, offset });
-    }
+    let grown = (new_cap - v.capacity()).saturating_mul(std::mem::size_of::<T>());
+    let total = counted_within(*bytes, grown, limit, offset)?;
     v.reserve_exact(new_cap - v.len());
     *bytes = total;
     Ok(())
@@ -755,22 +763,14 @@ impl<'a> Machine<'a> {
 
     /// Counts `more` bytes, or refuses them, before they are allocated.
     fn account(&mut self, more: usize) -> Result<(), PickleError> {
-        let needed = self.bytes.saturating_add(more);
-        if needed > self.limits.max_bytes {
-            return Err(PickleError::MemoryExceeded { needed, limit: self.limits.max_bytes, offset: self.op_start });
-        }
-        self.bytes = needed;
+        self.bytes = counted_within(self.bytes, more, self.limits.max_bytes, self.op_start)?;
         Ok(())
     }
 
     /// Refuses, before an allocation of `more` bytes, what [`Self::account`]
     /// would refuse afterwards.
     fn room_for(&self, more: usize) -> Result<(), PickleError> {
-        let needed = self.bytes.saturating_add(more);
-        if needed > self.limits.max_bytes {
-            return Err(PickleError::MemoryExceeded { needed, limit: self.limits.max_bytes, offset: self.op_start });
-        }
-        Ok(())
+        counted_within(self.bytes, more, self.limits.max_bytes, self.op_start).map(|_| ())
     }
 
     fn new_node(&mut self, node: Node) -> Result<NodeId, PickleError> {

@@ -198,7 +198,9 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
 trait StorageSource {
     /// Makes storage `key` available and returns its length in bytes, or
     /// `None` if there is no such storage. What it holds is counted on `meter`.
-    fn load(&mut self, key: &str, meter: &mut Meter) -> Result<Option<u64>, CheckpointError>;
+    /// A storage shorter than `min_bytes` is left unread: its length is
+    /// returned for the caller to refuse.
+    fn load(&mut self, key: &str, min_bytes: u64, meter: &mut Meter) -> Result<Option<u64>, CheckpointError>;
     /// The bytes of a storage made available by [`StorageSource::load`].
     fn get(&self, key: &str) -> Option<&[u8]>;
     /// Total bytes of storages read so far (for the output budget).
@@ -214,14 +216,20 @@ struct ZipStorages<'z, R: Read + Seek> {
 }
 
 impl<R: Read + Seek> StorageSource for ZipStorages<'_, R> {
-    fn load(&mut self, key: &str, meter: &mut Meter) -> Result<Option<u64>, CheckpointError> {
+    fn load(&mut self, key: &str, min_bytes: u64, meter: &mut Meter) -> Result<Option<u64>, CheckpointError> {
         if let Some(bytes) = self.cache.get(key) {
             return Ok(Some(bytes.len() as u64));
         }
         let entry = format!("{}/data/{key}", self.prefix);
-        let Some(bytes) = self.archive.read_entry(&entry, MAX_ENTRY_BYTES, meter)? else {
+        let Some(d) = self.archive.dir_entry(&entry)? else {
             return Ok(None);
         };
+        // Too short by its directory size: refused before it is decompressed
+        // or counted.
+        if d.size < min_bytes {
+            return Ok(Some(d.size));
+        }
+        let bytes = self.archive.read_dir_entry(&entry, &d, MAX_ENTRY_BYTES, meter)?;
         let len = bytes.len() as u64;
         self.bytes_read = self.bytes_read.saturating_add(len);
         self.cache.insert(key.to_string(), bytes);
@@ -469,6 +477,18 @@ impl<R: Read + Seek> Archive<R> {
         let Some(d) = self.dir_entry(name)? else {
             return Ok(None);
         };
+        self.read_dir_entry(name, &d, max_size, meter).map(Some)
+    }
+
+    /// [`Archive::read_entry`] for the entry `d` already found in the
+    /// directory.
+    fn read_dir_entry(
+        &mut self,
+        name: &str,
+        d: &DirEntry,
+        max_size: u64,
+        meter: &mut Meter,
+    ) -> Result<Vec<u8>, CheckpointError> {
         let (size, compressed) = (d.size, d.compressed);
         if size > max_size || size > compressed.saturating_mul(MAX_COMPRESSION_RATIO) {
             return Err(CheckpointError::ZipEntryTooLarge {
@@ -480,7 +500,7 @@ impl<R: Read + Seek> Archive<R> {
                 max_ratio: MAX_COMPRESSION_RATIO,
             });
         }
-        self.check_local_header(name, &d)?;
+        self.check_local_header(name, d)?;
         meter.charge(size, || format!("zip entry '{}'", shown(name)))?;
         let mut entry =
             self.zip.by_index(d.index).map_err(|e| zip_error(&self.file, format!("entry '{}': {e}", shown(name))))?;
@@ -503,7 +523,7 @@ impl<R: Read + Seek> Archive<R> {
                 self.damaged(name, format!("its bytes have CRC-32 {crc:08x}, the directory records {:08x}", d.crc))
             );
         }
-        Ok(Some(bytes))
+        Ok(bytes)
     }
 
     /// Finds `<archive>/data.pkl` and returns `<archive>`.
@@ -586,12 +606,7 @@ pub(crate) fn read_zip<R: Read + Seek>(reader: R, meter: &mut Meter) -> Result<S
     let tree = match pickle::parse(&pkl, ALLOWED_GLOBALS, &limits) {
         Ok(tree) => tree,
         Err(pickle::PickleError::MemoryExceeded { needed, .. }) => {
-            return Err(CheckpointError::MemoryBudget {
-                file,
-                what: "data.pkl's values".to_string(),
-                needed: meter.used().saturating_add(needed as u64),
-                budget: meter.used().saturating_add(meter.remaining()),
-            })
+            return Err(meter.over_budget(needed as u64, "data.pkl's values".to_string()))
         }
         Err(error) => return Err(CheckpointError::Pickle { file, error }),
     };
@@ -848,8 +863,9 @@ impl Materialiser<'_> {
             self.corrupt(name, format!("storage '{}' declares an impossible size", shown(&storage.key)))
         })?;
 
-        // Read the storage entry (once per archive).
-        match self.storages.load(&storage.key, self.meter)? {
+        // Read the storage entry (once per archive), unless it is shorter
+        // than declared.
+        match self.storages.load(&storage.key, declared, self.meter)? {
             None if declared != 0 => {
                 return Err(self.tensor_error(name, format!("storage '{}' is missing from the archive; the file is truncated or corrupted: copy or download it again", shown(&storage.key))));
             }
@@ -1084,7 +1100,7 @@ mod tests {
     /// A hand-made storage source for view tests.
     struct MemStorages(HashMap<String, Vec<u8>>, u64);
     impl StorageSource for MemStorages {
-        fn load(&mut self, key: &str, _meter: &mut Meter) -> Result<Option<u64>, CheckpointError> {
+        fn load(&mut self, key: &str, _min_bytes: u64, _meter: &mut Meter) -> Result<Option<u64>, CheckpointError> {
             let len = self.0.get(key).map(|b| b.len() as u64);
             self.1 += len.unwrap_or(0);
             Ok(len)
