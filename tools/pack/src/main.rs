@@ -1,6 +1,6 @@
 //! `itera-pack`: checkpoint → blob converter and blob inspector.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -265,14 +265,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sign { blob, key, output } => {
             let out = output.unwrap_or_else(|| signature_path(&blob));
             refuse_overlap(&[("the blob", &blob), ("the key", &key)], &[("the signature", &out)])?;
-            let bytes = read_blob(&blob)?;
+            let bytes = inspect::read_blob(&blob, "", BLOB_FIX)?;
             itera_edge::Blob::parse(&bytes).with_context(|| format!("{} is not a valid blob", at(&blob)))?;
             let signature = itera_pack::sign::sign(&bytes, &key)?;
             write_atomically(&out, &signature, Access::Public)?;
             println!("wrote {}", at(&out));
         }
         Cmd::Verify { blob, public, signature } => {
-            let bytes = read_blob(&blob)?;
+            let bytes = inspect::read_blob(&blob, "", BLOB_FIX)?;
             let sig = signature.unwrap_or_else(|| signature_path(&blob));
             itera_pack::sign::verify(&bytes, &sig, &public).with_context(|| at(&blob))?;
             println!("{}: signature OK", at(&blob));
@@ -281,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = &chart {
                 refuse_overlap(&[("the blob", &blob)], &[("--chart", path)])?;
             }
-            let bytes = read_blob(&blob)?;
+            let bytes = inspect::read_blob(&blob, "", BLOB_FIX)?;
             let report = inspect::report(&bytes).with_context(|| format!("{} is not a valid blob", at(&blob)))?;
             if let Some(path) = &chart {
                 write_atomically(path, inspect::size_chart_svg(&report).as_bytes(), Access::Public)?;
@@ -296,16 +296,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The blob at `path`, read no further than its header declares ([`inspect::read_aligned`]);
-/// else "cannot read FILE: why; what to do".
-fn read_blob(path: &Path) -> anyhow::Result<inspect::AlignedBytes> {
-    inspect::read_aligned(path).map_err(|e| match e {
-        inspect::ReadBlobError::Io(e) => {
-            anyhow::anyhow!("cannot read {}: {e}; check the path and that it is a readable file", at(path))
-        }
-        long @ inspect::ReadBlobError::LongerThanDeclared { .. } => anyhow::anyhow!("{} {long}", at(path)),
-    })
-}
+/// What `itera-pack` says after the cause when a blob cannot be read ([`inspect::read_blob`]).
+const BLOB_FIX: &str = "; check the path and that it is a readable file";
 
 /// `BLOB.sig` beside the blob.
 fn signature_path(blob: &std::path::Path) -> PathBuf {
