@@ -194,8 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, emit_rust, max_memory, json } => {
             let mut inputs = vec![("the checkpoint", checkpoint.as_path())];
             inputs.extend(tokenizer.as_deref().map(|t| ("the tokenizer", t)));
-            let policy_file = quant.split_once(':').map(|(_, f)| PathBuf::from(f));
-            inputs.extend(policy_file.as_deref().map(|f| ("the policy file", f)));
+            inputs.extend(QuantPolicy::spec_file(&quant).map(|f| ("the policy file", f)));
             let mut outputs = vec![("-o", output.as_path())];
             outputs.extend(emit_rust.as_deref().map(|p| ("--emit-rust", p)));
             refuse_overlap(&inputs, &outputs)?;
@@ -241,8 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Synth { shape, seed, output, quant, json } => {
-            let policy_file = quant.split_once(':').map(|(_, f)| PathBuf::from(f));
-            let inputs: Vec<_> = policy_file.as_deref().map(|f| ("the policy file", f)).into_iter().collect();
+            let inputs: Vec<_> = QuantPolicy::spec_file(&quant).map(|f| ("the policy file", f)).into_iter().collect();
             refuse_overlap(&inputs, &[("-o", output.as_path())])?;
             let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
             let bytes = itera_pack::synthetic::synth_blob(shape, seed, &quant)?;
