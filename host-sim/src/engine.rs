@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use itera_edge::{Blob, Config, Model, Session};
-use itera_pack::inspect::{AlignedBytes, ReadBlobError};
+use itera_pack::inspect::AlignedBytes;
 use itera_pack::untrusted::shown;
 
 /// Reads a blob file into a 4-aligned buffer (the core reads f32 weights in place), no
@@ -12,12 +12,10 @@ use itera_pack::untrusted::shown;
 /// tools use. A file longer than its header says is refused; [`Blob::parse`] then says what
 /// is wrong with what was read (bad magic, truncated).
 ///
-/// The error names the path and says why it could not be read.
+/// The error names the path and says why it could not be read
+/// ([`itera_pack::inspect::read_blob`] in itera-sim's words: "cannot read blob PATH: why").
 pub fn read_blob(path: &Path) -> anyhow::Result<AlignedBytes> {
-    itera_pack::inspect::read_aligned(path).map_err(|e| match e {
-        ReadBlobError::Io(e) => anyhow::Error::new(e).context(format!("cannot read blob {}", path.display())),
-        long @ ReadBlobError::LongerThanDeclared { .. } => anyhow::anyhow!("blob {} {long}", path.display()),
-    })
+    itera_pack::inspect::read_blob(path, "blob ", "")
 }
 
 /// Validates `bytes` as a blob ([`Blob::parse`]: magic, version, CRC, manifest, every tensor)

@@ -80,14 +80,14 @@ impl Golden {
                 j.vocab
             )
         };
-        // A file of another size is refused before it is read; one whose size is unknown
-        // (a pipe) is read no further than one byte past `want`.
-        if let Some(n) = std::fs::metadata(&logits_path).ok().filter(|m| m.is_file()).map(|m| m.len()) {
-            if n != want as u64 {
-                return Err(mismatch(n));
-            }
-        }
-        let bytes = read_at_most(&logits_path, want as u64, "golden logits", "the file does not match its JSON")?;
+        // A file over `want` bytes is refused before it is read; one whose size is unknown
+        // (a pipe) is read no further than one byte past `want`. A refused regular file of
+        // another size is named by its size, as a short one is below.
+        let bytes = read_at_most(&logits_path, want as u64, "golden logits", "the file does not match its JSON")
+            .map_err(|e| match std::fs::metadata(&logits_path) {
+                Ok(m) if m.is_file() && m.len() != want as u64 => mismatch(m.len()),
+                _ => e,
+            })?;
         if bytes.len() != want {
             return Err(mismatch(bytes.len() as u64));
         }

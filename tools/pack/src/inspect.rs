@@ -344,6 +344,17 @@ pub fn read_aligned(path: &std::path::Path) -> Result<AlignedBytes, ReadBlobErro
     read_aligned_from(file, size)
 }
 
+/// [`read_aligned`] with its refusal in a tool's words: "cannot read WHATPATH: why FIX" or
+/// "WHATPATH holds more than the N bytes its header declares…". `what` goes before the path
+/// (`"blob "` in itera-sim, nothing in itera-pack), `fix` after an I/O error's cause.
+pub fn read_blob(path: &std::path::Path, what: &str, fix: &str) -> anyhow::Result<AlignedBytes> {
+    let at = crate::files::at(path);
+    read_aligned(path).map_err(|e| match e {
+        ReadBlobError::Io(e) => anyhow::anyhow!("cannot read {what}{at}: {e}{fix}"),
+        long @ ReadBlobError::LongerThanDeclared { .. } => anyhow::anyhow!("{what}{at} {long}"),
+    })
+}
+
 /// [`read_aligned`] from any reader; `size` is its length when known (a regular file's),
 /// which refuses a longer one before reading it and sizes the buffer at once. The bytes
 /// are read straight into the `u32`-backed buffer: no copy.

@@ -1,6 +1,6 @@
 //! `itera-pack`: checkpoint → blob converter and blob inspector.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -194,8 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Convert { checkpoint, output, tokenizer, top_k, quant, emit_rust, max_memory, json } => {
             let mut inputs = vec![("the checkpoint", checkpoint.as_path())];
             inputs.extend(tokenizer.as_deref().map(|t| ("the tokenizer", t)));
-            let policy_file = quant.split_once(':').map(|(_, f)| PathBuf::from(f));
-            inputs.extend(policy_file.as_deref().map(|f| ("the policy file", f)));
+            inputs.extend(QuantPolicy::spec_file(&quant).map(|f| ("the policy file", f)));
             let mut outputs = vec![("-o", output.as_path())];
             outputs.extend(emit_rust.as_deref().map(|p| ("--emit-rust", p)));
             refuse_overlap(&inputs, &outputs)?;
@@ -241,8 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Synth { shape, seed, output, quant, json } => {
-            let policy_file = quant.split_once(':').map(|(_, f)| PathBuf::from(f));
-            let inputs: Vec<_> = policy_file.as_deref().map(|f| ("the policy file", f)).into_iter().collect();
+            let inputs: Vec<_> = QuantPolicy::spec_file(&quant).map(|f| ("the policy file", f)).into_iter().collect();
             refuse_overlap(&inputs, &[("-o", output.as_path())])?;
             let quant = QuantPolicy::parse_spec(&quant).map_err(anyhow::Error::msg)?;
             let bytes = itera_pack::synthetic::synth_blob(shape, seed, &quant)?;
@@ -265,14 +263,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sign { blob, key, output } => {
             let out = output.unwrap_or_else(|| signature_path(&blob));
             refuse_overlap(&[("the blob", &blob), ("the key", &key)], &[("the signature", &out)])?;
-            let bytes = read_blob(&blob)?;
+            let bytes = inspect::read_blob(&blob, "", BLOB_FIX)?;
             itera_edge::Blob::parse(&bytes).with_context(|| format!("{} is not a valid blob", at(&blob)))?;
             let signature = itera_pack::sign::sign(&bytes, &key)?;
             write_atomically(&out, &signature, Access::Public)?;
             println!("wrote {}", at(&out));
         }
         Cmd::Verify { blob, public, signature } => {
-            let bytes = read_blob(&blob)?;
+            let bytes = inspect::read_blob(&blob, "", BLOB_FIX)?;
             let sig = signature.unwrap_or_else(|| signature_path(&blob));
             itera_pack::sign::verify(&bytes, &sig, &public).with_context(|| at(&blob))?;
             println!("{}: signature OK", at(&blob));
@@ -281,7 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = &chart {
                 refuse_overlap(&[("the blob", &blob)], &[("--chart", path)])?;
             }
-            let bytes = read_blob(&blob)?;
+            let bytes = inspect::read_blob(&blob, "", BLOB_FIX)?;
             let report = inspect::report(&bytes).with_context(|| format!("{} is not a valid blob", at(&blob)))?;
             if let Some(path) = &chart {
                 write_atomically(path, inspect::size_chart_svg(&report).as_bytes(), Access::Public)?;
@@ -296,16 +294,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The blob at `path`, read no further than its header declares ([`inspect::read_aligned`]);
-/// else "cannot read FILE: why; what to do".
-fn read_blob(path: &Path) -> anyhow::Result<inspect::AlignedBytes> {
-    inspect::read_aligned(path).map_err(|e| match e {
-        inspect::ReadBlobError::Io(e) => {
-            anyhow::anyhow!("cannot read {}: {e}; check the path and that it is a readable file", at(path))
-        }
-        long @ inspect::ReadBlobError::LongerThanDeclared { .. } => anyhow::anyhow!("{} {long}", at(path)),
-    })
-}
+/// What `itera-pack` says after the cause when a blob cannot be read ([`inspect::read_blob`]).
+const BLOB_FIX: &str = "; check the path and that it is a readable file";
 
 /// `BLOB.sig` beside the blob.
 fn signature_path(blob: &std::path::Path) -> PathBuf {

@@ -241,13 +241,24 @@ impl QuantPolicy {
         Ok(QuantPolicy { preset, rules })
     }
 
+    /// A `--quant` value split into its preset name and policy file (`mixed:FILE`), if any.
+    fn split_spec(spec: &str) -> (&str, Option<&str>) {
+        match spec.split_once(':') {
+            Some((n, f)) => (n, Some(f)),
+            None => (spec, None),
+        }
+    }
+
+    /// The policy file a `--quant` value names (`FILE` in `mixed:FILE`), which
+    /// [`QuantPolicy::parse_spec`] reads; `None` for a bare preset.
+    pub fn spec_file(spec: &str) -> Option<&std::path::Path> {
+        Self::split_spec(spec).1.map(std::path::Path::new)
+    }
+
     /// Parses a `--quant` value: `f32`, `f16`, `int8`, `int4`, `mixed`, `keep`, optionally
     /// followed by `:FILE` (rules on top of that preset; `mixed:FILE` is the usual form).
     pub fn parse_spec(spec: &str) -> Result<Self, String> {
-        let (name, file) = match spec.split_once(':') {
-            Some((n, f)) => (n, Some(f)),
-            None => (spec, None),
-        };
+        let (name, file) = Self::split_spec(spec);
         let preset = Preset::parse(name).ok_or_else(|| {
             format!("unknown --quant preset `{name}` (expected f32, f16, int8, int4, mixed or keep, optionally :POLICY_FILE)")
         })?;

@@ -14,13 +14,12 @@
 //!   otherwise it is refused, asking for a new key pair.
 //! - A signature (`BLOB.sig`): the 64 raw bytes of the Ed25519 signature.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use ed25519_dalek::{Signer, SigningKey};
 
-use crate::files::{at, write_atomically, write_new, Access};
+use crate::files::{at, read_within, write_atomically, write_new, Access, ReadWithin};
 
 /// First 8 bytes of a secret key file: "itera-edge secret key, format 1".
 pub const SECRET_MAGIC: [u8; 8] = *b"ITSECK01";
@@ -58,31 +57,41 @@ pub fn keygen(base: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((secret, public))
 }
 
-/// The bytes of a key or signature file, at most [`MAX_KEY_FILE`].
-fn read_small(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}; check the path", at(path)))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}; check the path", at(path)))?;
-    Ok(bytes)
+/// The bytes of a key or signature file ([`read_within`]), or `None` when it holds more than
+/// [`MAX_KEY_FILE`] (a regular file is refused unread).
+fn read_small(path: &Path, what: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    match read_within(path, MAX_KEY_FILE) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadWithin::TooLarge) => Ok(None),
+        Err(ReadWithin::Io(e)) => bail!("cannot read {what} {}: {e}; check the path", at(path)),
+    }
 }
 
 /// A file of exactly `N` bytes; `make` says how such a file is made.
 fn read_exact<const N: usize>(path: &Path, what: &str, make: &str) -> anyhow::Result<[u8; N]> {
-    let bytes = read_small(path, what)?;
+    let Some(bytes) = read_small(path, what)? else {
+        bail!("{} holds over {MAX_KEY_FILE} bytes; a {what} has {N}: {make}", at(path));
+    };
     if bytes.len() == SECRET_FILE_LEN && bytes.starts_with(&SECRET_MAGIC) {
         bail!("{} is a secret key, not a {what}: {make}", at(path));
     }
-    let len = if bytes.len() as u64 > MAX_KEY_FILE { format!("over {MAX_KEY_FILE}") } else { bytes.len().to_string() };
+    let len = bytes.len();
     bytes.try_into().map_err(|_| anyhow::anyhow!("{} holds {len} bytes; a {what} has {N}: {make}", at(path)))
 }
 
 /// The seed in the secret key file `path` (either format, see the module docs).
 pub fn read_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let bytes = read_small(path, "secret key")?;
     let new_pair = "make a key pair with `itera-pack keygen` and pass its NAME.secret";
+    let not_secret = |len: &str| {
+        anyhow::anyhow!(
+            "{} holds {len} bytes and is not a secret key (a {SECRET_FILE_LEN}-byte file starting with `{}`): {new_pair}",
+            at(path),
+            String::from_utf8_lossy(&SECRET_MAGIC)
+        )
+    };
+    let Some(bytes) = read_small(path, "secret key")? else {
+        return Err(not_secret(&format!("over {MAX_KEY_FILE}")));
+    };
     if bytes.len() == SECRET_FILE_LEN && bytes.starts_with(&SECRET_MAGIC) {
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&bytes[8..40]);
@@ -96,7 +105,7 @@ pub fn read_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
         seed.copy_from_slice(&bytes);
         let beside = path.with_extension("public");
         let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-        let matches = beside != path && std::fs::read(&beside).is_ok_and(|b| b == public);
+        let matches = beside != path && read_within(&beside, MAX_KEY_FILE).is_ok_and(|b| b == public);
         if matches {
             return Ok(seed);
         }
@@ -105,12 +114,7 @@ pub fn read_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
             at(path)
         );
     }
-    let len = if bytes.len() as u64 > MAX_KEY_FILE { format!("over {MAX_KEY_FILE}") } else { bytes.len().to_string() };
-    bail!(
-        "{} holds {len} bytes and is not a secret key (a {SECRET_FILE_LEN}-byte file starting with `{}`): {new_pair}",
-        at(path),
-        String::from_utf8_lossy(&SECRET_MAGIC)
-    )
+    Err(not_secret(&bytes.len().to_string()))
 }
 
 /// Signs all of `blob` with the secret key in `secret_path`; returns the 64-byte signature.
