@@ -2,16 +2,16 @@
 
 use crate::error::{Error, TensorName};
 use crate::format::{
-    crc32, for_each_expected, tensor_count, Config, DType, ManifestHead, Quant, ScaleType, TensorEntry, TokenizerRef,
-    ALIGN, CRC_LEN, HEADER_LEN, MAGIC, MAX_DIM, MAX_EXPERTS, MAX_LAYERS, MAX_META, MAX_SCALE, TOTAL_LEN_OFFSET,
-    VERSION,
+    crc32, for_each_expected_in, tensor_count_in, Arithmetic, Config, DType, ManifestHead, Quant, Requant, Role,
+    ScaleType, TensorEntry, TokenizerRef, ALIGN, CRC_LEN, FLAG_FIXED_POINT, HEADER_LEN, KNOWN_FLAGS, MAGIC, MAX_DIM,
+    MAX_EXPERTS, MAX_LAYERS, MAX_META, MAX_SCALE, TOTAL_LEN_OFFSET, VERSION,
 };
 use crate::kernels::f16_to_f32;
 use crate::tokenizer::Tokenizer;
 
-/// Header bytes format v1 defines and requires to be zero: the flags (10..12, no flag is
-/// defined yet) and the reserved field (24..32). Refusing them keeps a blob that a newer
-/// packer marks with a meaning this reader does not know from being misread.
+/// Header bytes format v1 requires to be zero: the flag bits it does not define (bytes
+/// 10..12 outside [`KNOWN_FLAGS`]) and the reserved field (24..32). Refusing them keeps a blob
+/// that a newer packer marks with a meaning this reader does not know from being misread.
 const ZERO_HEADER_BYTES: [core::ops::Range<usize>; 2] = [10..12, 24..32];
 
 /// A validated model blob borrowing its bytes.
@@ -30,6 +30,8 @@ pub struct Blob<'a> {
     head: ManifestHead,
     /// Postcard bytes of the tensor table and provenance, already validated.
     table: &'a [u8],
+    /// From the header flags.
+    arithmetic: Arithmetic,
 }
 
 fn read_u16(b: &[u8], at: usize) -> u16 {
@@ -88,11 +90,16 @@ impl<'a> Blob<'a> {
         if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::BlobNotAligned);
         }
+        let flags = read_u16(bytes, 10);
+        let known = |offset: usize| if offset == 10 { KNOWN_FLAGS as u8 } else { 0 };
         for offset in ZERO_HEADER_BYTES.into_iter().flatten() {
-            match bytes.get(offset) {
-                Some(&0) | None => {}
+            match bytes.get(offset).map(|&b| b & !known(offset)) {
+                Some(0) | None => {}
                 // `offset < 32`: fits a u8.
-                Some(&value) => return Err(Error::ReservedHeaderByte { offset: offset as u8, value }),
+                Some(_) => {
+                    let value = bytes.get(offset).copied().unwrap_or(0);
+                    return Err(Error::ReservedHeaderByte { offset: offset as u8, value });
+                }
             }
         }
         let manifest_len = read_u32(bytes, 12) as usize;
@@ -108,7 +115,8 @@ impl<'a> Blob<'a> {
             .ok_or(Error::Malformed("header offsets are inconsistent"))?;
         let (head, table): (ManifestHead, _) = decode(manifest)?;
         check_config(&head.config)?;
-        let blob = Blob { bytes, head, table };
+        let arithmetic = if flags & FLAG_FIXED_POINT != 0 { Arithmetic::Fixed } else { Arithmetic::Float };
+        let blob = Blob { bytes, head, table, arithmetic };
         blob.check_tensors(data_offset, body)?;
         if let Some(t) = head.tokenizer {
             let tokenizer = Tokenizer::new(bytes, &t, data_offset, body)?;
@@ -134,13 +142,13 @@ impl<'a> Blob<'a> {
 
     fn check_tensors(&self, data_offset: usize, body: usize) -> Result<(), Error> {
         let c = &self.head.config;
-        let expected = tensor_count(c);
+        let expected = tensor_count_in(c, self.arithmetic);
         if self.head.n_tensors as usize != expected {
             return Err(Error::TensorCount { expected, found: self.head.n_tensors as usize });
         }
         let mut rest = self.table;
         let mut index = 0;
-        for_each_expected(c, |want| {
+        for_each_expected_in(c, self.arithmetic, |want| {
             let (e, r): (TensorEntry, _) = decode(rest)?;
             rest = r;
             let expected = TensorName { role: want.role, layer: want.layer, expert: want.expert };
@@ -170,6 +178,11 @@ impl<'a> Blob<'a> {
             rest = r;
         }
         Ok(rest)
+    }
+
+    /// Float or fixed-point arithmetic ([`crate::format::FLAG_FIXED_POINT`]).
+    pub fn arithmetic(&self) -> Arithmetic {
+        self.arithmetic
     }
 
     /// The model's hyper-parameters.
@@ -237,6 +250,7 @@ fn scale_width(t: ScaleType) -> usize {
     match t {
         ScaleType::F32 => 4,
         ScaleType::F16 => 2,
+        ScaleType::Requant => 4,
     }
 }
 
@@ -258,6 +272,16 @@ fn table_scale_ok(v: f32) -> bool {
 
 /// Refuses a scale table holding an entry [`table_scale_ok`] refuses.
 fn check_scale_table(table: &[u8], scale_type: ScaleType, tensor: TensorName) -> Result<(), Error> {
+    if scale_type == ScaleType::Requant {
+        for (i, raw) in table.chunks_exact(4).enumerate() {
+            let r = Requant::from_bits(read_u32(raw, 0));
+            if !r.is_valid() {
+                let why = if r.multiplier == 0 { "has a zero multiplier" } else { "has a shift above 62" };
+                return Err(Error::BadFixedPoint { tensor, index: i as u32, why });
+            }
+        }
+        return Ok(());
+    }
     let width = scale_width(scale_type);
     for (i, raw) in table.chunks_exact(width).enumerate() {
         let value = match (scale_type, raw) {
@@ -293,6 +317,21 @@ fn check_entry(bytes: &[u8], e: &TensorEntry, data_offset: usize, body: usize) -
     }
     match (e.dtype, e.quant) {
         (DType::F32 | DType::F16, Quant::None) => Ok(()),
+        (DType::Q16, Quant::None) if is_table(e.role) => {
+            // Q30 samples of functions within 0..=1 (sigmoid, Phi, 2^-x) or 0..=ln 2
+            // (softplus): the interpolation's integer arithmetic assumes that range.
+            let data = bytes.get(start..start + len).unwrap_or(&[]);
+            match data.chunks_exact(4).position(|v| !(0..=1 << 30).contains(&(read_u32(v, 0) as i32))) {
+                Some(i) => {
+                    Err(Error::BadFixedPoint { tensor: e.name(), index: i as u32, why: "lies outside 0..=2^30" })
+                }
+                None => Ok(()),
+            }
+        }
+        (DType::Q16, Quant::None) => Ok(()),
+        (DType::I8, Quant::Grouped { group, scale_type: ScaleType::Requant, .. }) if group != e.shape[1] => {
+            Err(bad("integer requantization is per row: its group must equal the row length"))
+        }
         (DType::I8, Quant::PerTensor { scale, zero_point }) => {
             // qint8's range: with it `q - zero_point` lies in -255..=255 and the kernels'
             // arithmetic cannot overflow (`Weights::I8Affine` holds an i8).
@@ -318,6 +357,11 @@ fn check_entry(bytes: &[u8], e: &TensorEntry, data_offset: usize, body: usize) -
         }
         _ => Err(bad("dtype and quantization parameters do not go together")),
     }
+}
+
+/// Whether `role` is one of a fixed-point blob's activation tables.
+fn is_table(role: Role) -> bool {
+    matches!(role, Role::SigmoidTable | Role::GeluTable | Role::SoftplusTable | Role::Exp2Table)
 }
 
 /// Rejects configs the core cannot run, before any size is computed from them.

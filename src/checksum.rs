@@ -6,9 +6,15 @@
 /// bijection of the state, so changing any bit of any single value changes the result.
 /// One multiply per value, not per byte: it runs in the firmware's per-token loop.
 pub fn fnv1a_f32(state: u64, values: &[f32]) -> u64 {
+    fnv1a_words(state, values.iter().map(|v| v.to_bits()))
+}
+
+/// FNV-1a over 32-bit words (a fixed-point model's logits: their `i32` bits), continuing
+/// from `state`; [`fnv1a_f32`] is this over the f32 bits.
+pub fn fnv1a_words(state: u64, words: impl Iterator<Item = u32>) -> u64 {
     let mut h = state;
-    for v in values {
-        h ^= v.to_bits() as u64;
+    for w in words {
+        h ^= w as u64;
         h = h.wrapping_mul(FNV_PRIME);
     }
     h

@@ -117,6 +117,19 @@ pub enum Error {
         /// The scale stored, as f32.
         value: f32,
     },
+    /// A fixed-point blob's integer parameter is out of its range: a requantization entry
+    /// with a zero multiplier or a shift above 62, or a table value outside `0..=2^30`.
+    BadFixedPoint {
+        /// The tensor.
+        tensor: TensorName,
+        /// Index in its requantization table or in the table itself.
+        index: u32,
+        /// What is wrong, in words.
+        why: &'static str,
+    },
+    /// A float-logits call ([`crate::Session::step`], [`crate::Session::prefill`]) on a
+    /// fixed-point model, whose logits are integers: use [`crate::Session::step_logits`].
+    FixedPointLogits,
     /// The config's `top_k` is 0 or more than the experts a MoE layer has.
     TopKOutOfRange {
         /// The config's `top_k`.
@@ -263,6 +276,14 @@ impl fmt::Display for Error {
                 write!(f, ", outside (0, {MAX_SCALE_SHOWN}]")?;
                 write!(f, "; the quantization parameters are corrupt: repack from a sound checkpoint with `itera-pack convert`")
             }
+            Error::BadFixedPoint { tensor, index, why } => write!(
+                f,
+                "{tensor}: entry {index} {why}; the fixed-point parameters are corrupt: repack from a sound checkpoint with `itera-pack convert --quant integer`"
+            ),
+            Error::FixedPointLogits => write!(
+                f,
+                "this blob computes in fixed point and its logits are integers: read them with Session::step_logits / prefill_logits (or repack with a float --quant)"
+            ),
             Error::TopKOutOfRange { top_k: 0, n_experts } => write!(
                 f,
                 "the config's top_k is 0: each MoE layer must mix at least one expert; repack with `itera-pack convert --top-k K`, K from 1 to {n_experts}"
@@ -346,6 +367,8 @@ mod tests {
             (Error::ZeroPointOutOfRange { tensor, zero_point: i32::MIN }, "ExpertW1 of expert 3 of layer 1", "repack"),
             (Error::BadScale { tensor, index: Some(7), value: f32::NAN }, "scale 7 of its table is NaN", "repack"),
             (Error::BadScale { tensor, index: None, value: 0.0 }, "ExpertW1 of expert 3", "repack"),
+            (Error::BadFixedPoint { tensor, index: 3, why: "has a zero multiplier" }, "entry 3 has a zero", "repack"),
+            (Error::FixedPointLogits, "fixed point", "step_logits"),
             (Error::TopKOutOfRange { top_k: 0, n_experts: 4 }, "top_k is 0", "--top-k"),
             (Error::TopKOutOfRange { top_k: 5, n_experts: 4 }, "have 4 experts", "--top-k"),
             (Error::UnknownTokenOutOfRange { unk_id: 9, count: 9 }, "unknown-token id 9", "--tokenizer"),

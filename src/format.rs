@@ -144,6 +144,14 @@ pub enum Role {
     FinalNormBias,
     /// Output projection, `[vocab, d]`.
     LmHead,
+    /// Fixed-point blobs only: `sigmoid(k / 32)` for `k = 0..=512` (Q30), see [`TABLES`].
+    SigmoidTable,
+    /// Fixed-point blobs only: the normal CDF `Phi(k / 32)` for `k = 0..=256` (Q30): GELU.
+    GeluTable,
+    /// Fixed-point blobs only: `ln(1 + exp(-k / 32))` for `k = 0..=512` (Q30): softplus.
+    SoftplusTable,
+    /// Fixed-point blobs only: `2^(-k / 64)` for `k = 0..=64` (Q30): every `exp`.
+    Exp2Table,
 }
 
 /// How a tensor's elements are stored.
@@ -158,6 +166,10 @@ pub enum DType {
     I8,
     /// Signed 4-bit integers, two per byte (low nibble first); scales per [`Quant`].
     I4,
+    /// `i32` fixed point with 16 fractional bits (`value = raw / 65536`): a fixed-point
+    /// blob's vectors (its tables use the same storage with 30 fractional bits). Appended
+    /// after the float formats, so older blobs decode unchanged.
+    Q16,
 }
 
 impl DType {
@@ -168,6 +180,7 @@ impl DType {
             DType::F16 => n.checked_mul(2),
             DType::I8 => Some(n),
             DType::I4 => n.checked_add(1).map(|m| m / 2),
+            DType::Q16 => n.checked_mul(4),
         }
     }
 }
@@ -180,7 +193,81 @@ pub enum ScaleType {
     F32,
     /// f16 scales.
     F16,
+    /// Fixed-point blobs: one integer requantization per row, a little-endian `u32` holding
+    /// `multiplier | shift << 16` with `multiplier · 2^-shift = scale / 127` (see
+    /// [`Requant`]). Appended after the float scales, so older blobs decode unchanged.
+    Requant,
 }
+
+/// One row's integer requantization in a fixed-point blob: the row's weight scale divided by
+/// 127 (the int8 input's full scale), as `multiplier · 2^-shift`. The packer normalises the
+/// multiplier to `2^15..2^16` (16 significant bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requant {
+    /// Multiplier, `1..=65535` (the packer writes `32768..=65535`).
+    pub multiplier: u16,
+    /// Right shift, `0..=`[`MAX_REQUANT_SHIFT`].
+    pub shift: u16,
+}
+
+/// Largest [`Requant::shift`] a blob may hold: keeps every shift of an `i64` product defined.
+pub const MAX_REQUANT_SHIFT: u16 = 62;
+
+impl Requant {
+    /// Decodes one table entry.
+    pub fn from_bits(bits: u32) -> Self {
+        Requant { multiplier: bits as u16, shift: (bits >> 16) as u16 }
+    }
+
+    /// Encodes one table entry.
+    pub fn to_bits(self) -> u32 {
+        u32::from(self.multiplier) | (u32::from(self.shift) << 16)
+    }
+
+    /// Whether a reader may use it: a nonzero multiplier and a shift within range.
+    pub fn is_valid(self) -> bool {
+        self.multiplier > 0 && self.shift <= MAX_REQUANT_SHIFT
+    }
+}
+
+/// Header flag bit (bytes 10..12): the blob computes in integer arithmetic only (fixed
+/// point). Its matrices are int8 with [`ScaleType::Requant`] rows, its vectors [`DType::Q16`],
+/// and the activation tables ([`TABLES`]) follow `LmHead` in the tensor table.
+pub const FLAG_FIXED_POINT: u16 = 1;
+
+/// Every flag bit this reader knows.
+pub const KNOWN_FLAGS: u16 = FLAG_FIXED_POINT;
+
+/// How a blob computes, from its header flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Arithmetic {
+    /// f32 activations; weights f32, f16 or integer (dequantized per product).
+    Float,
+    /// Integer arithmetic only: fixed-point activations, integer requantization, tables.
+    Fixed,
+}
+
+/// An activation table of a fixed-point blob: sampled at `k / 2^step_log2` for
+/// `k = 0..len`, values in Q30 (`value = raw / 2^30`), linear interpolation between samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Role of the tensor that holds it (`shape [1, len]`, dtype [`DType::Q16`]'s `i32`
+    /// storage, but Q30 values).
+    pub role: Role,
+    /// Samples.
+    pub len: u32,
+    /// Samples per unit of the argument, as a power of two.
+    pub step_log2: u32,
+}
+
+/// The tables of a fixed-point blob, in table order after `LmHead`.
+pub const TABLES: [TableSpec; 4] = [
+    TableSpec { role: Role::SigmoidTable, len: 513, step_log2: 5 },
+    TableSpec { role: Role::GeluTable, len: 257, step_log2: 5 },
+    TableSpec { role: Role::SoftplusTable, len: 513, step_log2: 5 },
+    TableSpec { role: Role::Exp2Table, len: 65, step_log2: 6 },
+];
 
 /// Quantization parameters of a tensor.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
@@ -350,6 +437,26 @@ pub fn tensor_count(c: &Config) -> usize {
         Ok(())
     });
     n
+}
+
+/// [`for_each_expected`], then for a fixed-point blob the [`TABLES`].
+pub fn for_each_expected_in<E>(
+    c: &Config,
+    arithmetic: Arithmetic,
+    mut f: impl FnMut(Expected) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_expected(c, &mut f)?;
+    if arithmetic == Arithmetic::Fixed {
+        for t in TABLES {
+            f(Expected { role: t.role, layer: 0, expert: 0, shape: [1, t.len] })?;
+        }
+    }
+    Ok(())
+}
+
+/// [`tensor_count`] for a blob of `arithmetic`.
+pub fn tensor_count_in(c: &Config, arithmetic: Arithmetic) -> usize {
+    tensor_count(c) + if arithmetic == Arithmetic::Fixed { TABLES.len() } else { 0 }
 }
 
 /// Encodes a manifest into `out` as format v1 lays it out: `head`, then each of `tensors`,

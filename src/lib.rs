@@ -21,6 +21,8 @@ compile_error!("itera-edge reads little-endian weights in place and needs a litt
 pub mod blob;
 pub mod checksum;
 pub mod error;
+pub mod fixed;
+mod fixed_model;
 pub mod format;
 pub mod greedy;
 // The matvec kernels index inside hot loops. Every index there is bounded by the matrix
@@ -43,5 +45,5 @@ pub use error::Error;
 pub use format::{Config, DType, Role};
 pub use model::Model;
 pub use sample::{Rng, Sampler};
-pub use session::{Arena, Session};
+pub use session::{Arena, Logits, Session};
 pub use tokenizer::Tokenizer;

@@ -19,7 +19,8 @@ use crate::math::{exp_nonpositive, gelu, scan_step, silu, softplus_sum};
 
 use crate::blob::Blob;
 use crate::error::Error;
-use crate::format::{Config, DType, Quant, Role, ScaleType, TensorEntry, MAX_EXPERTS, MAX_LAYERS};
+use crate::fixed_model::FixedModel;
+use crate::format::{Arithmetic, Config, DType, Quant, Role, ScaleType, TensorEntry, MAX_EXPERTS, MAX_LAYERS};
 use crate::kernels::{Matrix, Scales, Weights};
 use crate::tokenizer::Tokenizer;
 
@@ -78,9 +79,108 @@ struct Layer<'a> {
     mixer: Mixer<'a>,
 }
 
-/// A model ready to run: config plus zero-copy views of every weight in the blob.
+/// A model ready to run: config plus zero-copy views of every weight in the blob, computed
+/// in float (`FloatModel`, below) or, for a fixed-point blob, in integers only
+/// (`fixed_model.rs`).
 #[derive(Clone, Debug)]
 pub struct Model<'a> {
+    body: Body<'a>,
+    tokenizer: Option<Tokenizer<'a>>,
+}
+
+/// Which forward pass a model runs.
+#[derive(Clone, Debug)]
+pub(crate) enum Body<'a> {
+    /// f32 activations.
+    Float(FloatModel<'a>),
+    /// Integer arithmetic only.
+    Fixed(FixedModel<'a>),
+}
+
+impl<'a> Model<'a> {
+    /// Builds the weight views of a parsed blob. Fails only on a dtype this build cannot run.
+    pub fn new(blob: &Blob<'a>) -> Result<Self, Error> {
+        let body = match blob.arithmetic() {
+            Arithmetic::Float => Body::Float(FloatModel::new(blob)?),
+            Arithmetic::Fixed => Body::Fixed(FixedModel::new(blob)?),
+        };
+        Ok(Model { body, tokenizer: blob.tokenizer() })
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &Config {
+        match &self.body {
+            Body::Float(m) => &m.config,
+            Body::Fixed(m) => m.config(),
+        }
+    }
+
+    /// Float or fixed-point arithmetic, as the blob says.
+    pub fn arithmetic(&self) -> Arithmetic {
+        match self.body {
+            Body::Float(_) => Arithmetic::Float,
+            Body::Fixed(_) => Arithmetic::Fixed,
+        }
+    }
+
+    /// The blob's tokenizer, if it has one.
+    pub fn tokenizer(&self) -> Option<&Tokenizer<'a>> {
+        self.tokenizer.as_ref()
+    }
+
+    /// The forward pass this model runs.
+    pub(crate) fn body(&self) -> &Body<'a> {
+        &self.body
+    }
+
+    /// Exact bytes of arena a [`crate::Session`] needs (a 4-aligned buffer): the f32 (or,
+    /// fixed point, `i32`) buffers, then the int8 scratch of the integer kernels (none for
+    /// float-only models). Such a session runs a prompt one token at a time.
+    pub fn arena_bytes(&self) -> usize {
+        match &self.body {
+            Body::Float(m) => m.arena_bytes_for(1),
+            Body::Fixed(m) => m.arena_bytes(),
+        }
+    }
+
+    /// Bytes of arena with which a [`crate::Session`] runs a prompt in blocks of
+    /// [`PREFILL_BLOCK`] tokens, each projection one matrix product per block (weights read
+    /// once per block, not once per token). Same results, bit for bit; more RAM. A
+    /// fixed-point model runs token by token: [`Model::arena_bytes`].
+    pub fn prefill_arena_bytes(&self) -> usize {
+        match &self.body {
+            Body::Float(m) => m.arena_bytes_for(PREFILL_BLOCK),
+            Body::Fixed(m) => m.arena_bytes(),
+        }
+    }
+
+    /// Name of the kernel the bulk of the work runs on (layer 0's `in_proj`; every
+    /// projection of a blob normally shares one dtype).
+    pub fn kernel_name(&self) -> &'static str {
+        match &self.body {
+            Body::Float(m) => m.kernel_name(),
+            Body::Fixed(_) => "i8-fixed",
+        }
+    }
+
+    /// Multiply-accumulates of one token through the weights (experts: the `top_k` picked).
+    pub fn macs_per_token(&self) -> usize {
+        let c = self.config();
+        let (d, di, n) = (c.d_model as usize, c.d_inner as usize, c.d_state as usize);
+        let ssm = 2 * di * d + di * c.conv_kernel as usize + di * di + 2 * n * di + d * di;
+        let mixers: usize = (0..c.n_layers)
+            .map(|l| match c.is_moe(l) {
+                true => c.n_experts as usize * d + c.top_k as usize * 2 * d * c.expert_hidden as usize,
+                false => 2 * d * c.ffn_hidden as usize,
+            })
+            .sum();
+        c.n_layers as usize * ssm + mixers + c.vocab as usize * d
+    }
+}
+
+/// A float model: config plus zero-copy views of every weight in the blob.
+#[derive(Clone, Debug)]
+pub(crate) struct FloatModel<'a> {
     config: Config,
     embedding: Matrix<'a>,
     position: Matrix<'a>,
@@ -88,21 +188,32 @@ pub struct Model<'a> {
     experts: Vec<Mlp<'a>, MAX_EXPERT_SLOTS>,
     final_norm: Norm<'a>,
     lm_head: Matrix<'a>,
-    tokenizer: Option<Tokenizer<'a>>,
     /// Bytes of int8 scratch `matvec` needs: the widest integer matrix's `cols` (0 if none).
     scratch_len: usize,
 }
 
-/// Walks the blob's tensor table in canonical order, handing out typed views.
-struct Tensors<'b, 'a, I> {
-    blob: &'b Blob<'a>,
+/// Walks the blob's tensor table in canonical order, handing out typed views (the float
+/// ones here, the fixed-point ones in `fixed_model.rs`).
+pub(crate) struct Tensors<'b, 'a, I> {
+    pub(crate) blob: &'b Blob<'a>,
     rows: I,
     /// Widest `cols` of an integer matrix that `matvec` runs on so far.
-    scratch_len: usize,
+    pub(crate) scratch_len: usize,
+}
+
+/// A walk over `blob`'s table from its first tensor.
+pub(crate) fn tensors_of<'b, 'a>(blob: &'b Blob<'a>) -> Tensors<'b, 'a, impl Iterator<Item = TensorEntry> + 'a> {
+    Tensors { blob, rows: blob.tensors(), scratch_len: 0 }
 }
 
 impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
-    fn next(&mut self, role: Role) -> Result<TensorEntry, Error> {
+    /// Widest integer `cols` seen so far.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.scratch_len
+    }
+
+    /// The next tensor, which must have `role`.
+    pub(crate) fn next(&mut self, role: Role) -> Result<TensorEntry, Error> {
         match self.rows.next() {
             Some(e) if e.role == role => Ok(e),
             _ => Err(Error::Malformed("tensor table out of canonical order")),
@@ -126,6 +237,8 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
         Ok(match scale_type {
             ScaleType::F32 => Scales::F32(bytemuck::try_cast_slice(bytes).map_err(|_| Error::BlobNotAligned)?),
             ScaleType::F16 => Scales::F16(bytemuck::try_cast_slice(bytes).map_err(|_| Error::BlobNotAligned)?),
+            // Requantization rows belong to fixed-point blobs, which `FixedModel` runs.
+            ScaleType::Requant => return Err(Error::UnsupportedDType { role: e.role, layer: e.layer, dtype: e.dtype }),
         })
     }
 
@@ -188,11 +301,11 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
     }
 }
 
-impl<'a> Model<'a> {
-    /// Builds the weight views of a parsed blob. Fails only on a dtype this build cannot run.
-    pub fn new(blob: &Blob<'a>) -> Result<Self, Error> {
+impl<'a> FloatModel<'a> {
+    /// Builds the weight views of a parsed float blob.
+    fn new(blob: &Blob<'a>) -> Result<Self, Error> {
         let config = *blob.config();
-        let mut t = Tensors { blob, rows: blob.tensors(), scratch_len: 0 };
+        let mut t = tensors_of(blob);
         let embedding = t.table(Role::Embedding)?;
         let position = t.table(Role::Position)?;
         let mut layers = Vec::new();
@@ -237,41 +350,7 @@ impl<'a> Model<'a> {
         let final_norm = t.norm(Role::FinalNormWeight, Role::FinalNormBias)?;
         let lm_head = t.matrix(Role::LmHead)?;
         let scratch_len = t.scratch_len;
-        Ok(Model {
-            config,
-            embedding,
-            position,
-            layers,
-            experts,
-            final_norm,
-            lm_head,
-            tokenizer: blob.tokenizer(),
-            scratch_len,
-        })
-    }
-
-    /// Hyper-parameters.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The blob's tokenizer, if it has one.
-    pub fn tokenizer(&self) -> Option<&Tokenizer<'a>> {
-        self.tokenizer.as_ref()
-    }
-
-    /// Exact bytes of arena a [`crate::Session`] needs (a 4-aligned buffer): the f32
-    /// buffers, then the int8 scratch of the integer kernels (none for float-only models).
-    /// Such a session runs a prompt one token at a time.
-    pub fn arena_bytes(&self) -> usize {
-        self.arena_bytes_for(1)
-    }
-
-    /// Bytes of arena with which a [`crate::Session`] runs a prompt in blocks of
-    /// [`PREFILL_BLOCK`] tokens, each projection one matrix product per block (weights read
-    /// once per block, not once per token). Same results, bit for bit; more RAM.
-    pub fn prefill_arena_bytes(&self) -> usize {
-        self.arena_bytes_for(PREFILL_BLOCK)
+        Ok(FloatModel { config, embedding, position, layers, experts, final_norm, lm_head, scratch_len })
     }
 
     /// Arena bytes for blocks of `block` tokens.
@@ -284,24 +363,9 @@ impl<'a> Model<'a> {
         buffer_lens(&self.config, block).iter().sum::<usize>()
     }
 
-    /// Name of the kernel the bulk of the work runs on (layer 0's `in_proj`; every
-    /// projection of a blob normally shares one dtype).
-    pub fn kernel_name(&self) -> &'static str {
+    /// Name of the kernel layer 0's `in_proj` runs on.
+    fn kernel_name(&self) -> &'static str {
         self.layers.first().map_or(self.lm_head, |l| l.ssm.in_proj).kernel_name()
-    }
-
-    /// Multiply-accumulates of one token through the weights (experts: the `top_k` picked).
-    pub fn macs_per_token(&self) -> usize {
-        let c = &self.config;
-        let (d, di, n) = (c.d_model as usize, c.d_inner as usize, c.d_state as usize);
-        let ssm = 2 * di * d + di * c.conv_kernel as usize + di * di + 2 * n * di + d * di;
-        let mixers: usize = (0..c.n_layers)
-            .map(|l| match c.is_moe(l) {
-                true => c.n_experts as usize * d + c.top_k as usize * 2 * d * c.expert_hidden as usize,
-                false => 2 * d * c.ffn_hidden as usize,
-            })
-            .sum();
-        c.n_layers as usize * ssm + mixers + c.vocab as usize * d
     }
 
     /// A block of `tokens` (at most `s.block`, positions `pos` on) through the model: reads
@@ -494,7 +558,7 @@ impl Mlp<'_> {
 }
 
 /// The `k` largest entries of `z`, by value; ties go to the lower index.
-fn top_k(z: &[f32], k: usize) -> Vec<usize, MAX_EXPERTS> {
+pub(crate) fn top_k<T: PartialOrd + Copy>(z: &[T], k: usize) -> Vec<usize, MAX_EXPERTS> {
     let mut picked: Vec<usize, MAX_EXPERTS> = Vec::new();
     for _ in 0..k.min(z.len()) {
         let mut best: Option<usize> = None;

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use itera_edge::format::Role;
-use itera_edge::sample::argmax;
 use itera_edge::{Blob, Model, Session};
 use serde::Serialize;
 
@@ -258,7 +257,7 @@ impl Runner<'_, '_> {
     fn prefill(&mut self) -> anyhow::Result<f64> {
         self.session.reset();
         let start = Instant::now();
-        std::hint::black_box(self.session.prefill(&self.prompt)?);
+        std::hint::black_box(self.session.prefill_logits(&self.prompt)?);
         Ok(start.elapsed().as_secs_f64())
     }
 
@@ -268,18 +267,18 @@ impl Runner<'_, '_> {
         let prompt = &self.prompt[..self.prompt.len().min(4)];
         let max_seq = self.session.model().config().max_seq;
         self.session.reset();
-        self.session.prefill(prompt)?;
+        self.session.prefill_logits(prompt)?;
         let mut secs = 0.0;
         let mut start = Instant::now();
         for _ in 0..self.generate_tokens {
-            let id = argmax(self.session.logits());
+            let id = self.session.logits_view().argmax();
             if self.session.position() >= max_seq {
                 secs += start.elapsed().as_secs_f64();
                 self.session.reset();
-                self.session.prefill(prompt)?;
+                self.session.prefill_logits(prompt)?;
                 start = Instant::now();
             }
-            std::hint::black_box(self.session.step(id)?);
+            std::hint::black_box(self.session.step_logits(id)?);
         }
         Ok(secs + start.elapsed().as_secs_f64())
     }

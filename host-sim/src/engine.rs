@@ -111,7 +111,10 @@ pub fn logits_for_tokens(
     let mut session = new_session(model, &mut arena)?;
     let mut out = Vec::with_capacity(tokens.len() * vocab);
     for (i, &t) in tokens.iter().enumerate() {
-        out.extend_from_slice(session.step(t)?);
+        let logits = session.step_logits(t)?;
+        let row = out.len();
+        out.resize(row + vocab, 0.0);
+        logits.copy_to_f32(&mut out[row..]);
         progress(i + 1, tokens.len());
     }
     Ok(out)

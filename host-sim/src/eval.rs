@@ -163,6 +163,8 @@ pub fn evaluate(
     let (mut agree, mut dp_sum) = (0usize, 0.0f64);
     let (mut sq, mut dot, mut na, mut nb, mut n_logits) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
     let mut windows = 0;
+    // Each model's logits as f32 (a fixed-point model's Q16 converted).
+    let (mut logits_f32, mut ref_f32) = (vec![0.0f32; vocab], vec![0.0f32; vocab]);
     for (w, chunk) in tokens.chunks(window).enumerate() {
         windows += 1;
         session.reset();
@@ -171,11 +173,13 @@ pub fn evaluate(
         }
         for p in 0..chunk.len() - 1 {
             let target = chunk[p + 1];
-            let logits = session.step(chunk[p])?;
+            session.step_logits(chunk[p])?.copy_to_f32(&mut logits_f32);
+            let logits = &logits_f32[..];
             let lp = log_softmax(logits);
             nlls.push(-lp[target as usize]);
             if let Some(rs) = ref_session.as_mut() {
-                let ref_logits = rs.step(chunk[p])?;
+                rs.step_logits(chunk[p])?.copy_to_f32(&mut ref_f32);
+                let ref_logits = &ref_f32[..];
                 let lr = log_softmax(ref_logits);
                 ref_nlls.push(-lr[target as usize]);
                 klds.push(kl_divergence(&lr, &lp));

@@ -98,7 +98,7 @@ pub fn generate(
     let mut arena = new_arena(model);
     let mut session = new_session(model, &mut arena)?;
     let start = Instant::now();
-    session.prefill(prompt)?;
+    session.prefill_logits(prompt)?;
     let prefill_secs = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -107,8 +107,10 @@ pub fn generate(
     let room = (max_seq as usize).saturating_sub(prompt.len()) + 1;
     let mut generated = Vec::with_capacity(n.min(room));
     let mut stopped_at_max_seq = false;
+    let mut logits = vec![0.0f32; model.config().vocab as usize];
     while generated.len() < n {
-        let id = sampler.sample(session.logits());
+        session.logits_view().copy_to_f32(&mut logits);
+        let id = sampler.sample(&logits);
         generated.push(id);
         on_token(id);
         if generated.len() == n {
@@ -118,7 +120,7 @@ pub fn generate(
             stopped_at_max_seq = true;
             break;
         }
-        session.step(id)?;
+        session.step_logits(id)?;
     }
     let generate_secs = start.elapsed().as_secs_f64();
     Ok(Generation { prompt: prompt.to_vec(), generated, prefill_secs, generate_secs, stopped_at_max_seq })

@@ -159,11 +159,17 @@ pub fn dequantize(blob: &Blob<'_>, e: &TensorEntry) -> anyhow::Result<Vec<f64>> 
         match st {
             ScaleType::F32 => le::<4>(s, |b| f32::from_le_bytes(b) as f64),
             ScaleType::F16 => le::<2>(s, |b| f16_bits_to_f64(u16::from_le_bytes(b))),
+            // A fixed-point blob's row requantization holds scale / 127.
+            ScaleType::Requant => le::<4>(s, |b| {
+                let r = itera_edge::format::Requant::from_bits(u32::from_le_bytes(b));
+                127.0 * f64::from(r.multiplier) * 2f64.powi(-i32::from(r.shift))
+            }),
         }
     };
     let out = match (e.dtype, e.quant) {
         (DType::F32, _) => le::<4>(data, |b| f32::from_le_bytes(b) as f64),
         (DType::F16, _) => le::<2>(data, |b| f16_bits_to_f64(u16::from_le_bytes(b))),
+        (DType::Q16, _) => le::<4>(data, |b| i32::from_le_bytes(b) as f64 / 65536.0),
         (DType::I8, Quant::PerTensor { scale, zero_point }) => {
             data.iter().map(|&q| (q as i8 as f64 - zero_point as f64) * scale as f64).collect()
         }
@@ -248,7 +254,11 @@ impl RefModel {
                 in_proj: get(Role::InProj, l, 0)?,
                 conv_weight: get(Role::ConvWeight, l, 0)?,
                 conv_bias: vec(Role::ConvBias, l)?,
-                a_log: vec(Role::ALog, l)?,
+                // A fixed-point blob stores A = -exp(A_log) itself.
+                a_log: match blob.arithmetic() {
+                    itera_edge::format::Arithmetic::Float => vec(Role::ALog, l)?,
+                    itera_edge::format::Arithmetic::Fixed => vec(Role::ALog, l)?.iter().map(|a| (-a).ln()).collect(),
+                },
                 b: get(Role::B, l, 0)?,
                 c: get(Role::C, l, 0)?,
                 d: vec(Role::D, l)?,

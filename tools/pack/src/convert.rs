@@ -190,6 +190,11 @@ pub fn checkpoint_name(c: &Config, e: &Expected) -> String {
         Role::FinalNormWeight => "norm.weight".into(),
         Role::FinalNormBias => "norm.bias".into(),
         Role::LmHead => "lm_head.weight".into(),
+        // Made by the packer for fixed-point blobs, not read from a checkpoint.
+        Role::SigmoidTable => "(table) sigmoid".into(),
+        Role::GeluTable => "(table) gelu".into(),
+        Role::SoftplusTable => "(table) softplus".into(),
+        Role::Exp2Table => "(table) exp2".into(),
     }
 }
 
@@ -338,8 +343,10 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
     let mut sqnr: Vec<(String, f64)> = Vec::new();
     // Per rule: (matched a quantizable matrix, matched an always-f32 tensor).
     let mut hits = vec![(false, false); policy.rules.len()];
+    let mut names = Vec::new();
     for_each_expected(&config, |e| {
         let name = checkpoint_name(&config, &e);
+        names.push(name.clone());
         if e.role == Role::LmHead && config.tied_lm_head {
             used.insert(name);
             tensors.push(PendingTensor {
@@ -426,6 +433,16 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
             eprintln!("warning: {}: pattern `{}` matches no tensor", shown(&rule.location()), shown(&rule.pattern));
         }
     }
+    let mut builder =
+        BlobBuilder { config: Some(config), tensors, tokenizer: opts.tokenizer.clone(), meta: Vec::new(), flags: 0 };
+    if policy.preset == Preset::Integer {
+        if policy.rules.iter().any(|r| r.dtype != QDType::F32) {
+            return Err(ConvertError::Policy(
+                "--quant integer takes no per-tensor rules: every matrix is int8 with integer requantization".into(),
+            ));
+        }
+        sqnr = crate::fixed::lower(&mut builder, &names).map_err(|e| ConvertError::Structure(e.0))?;
+    }
     let mut meta = vec![("packer".to_string(), format!("itera-pack {}", env!("CARGO_PKG_VERSION")))];
     meta.extend(opts.meta.iter().cloned());
     if !policy.is_all_f32() {
@@ -433,7 +450,8 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         let pairs: Vec<String> = sqnr.iter().map(|(n, db)| format!("{n}={}", quant::format_db(*db))).collect();
         meta.push(("sqnr_db".into(), pairs.join(";")));
     }
-    Ok(BlobBuilder { config: Some(config), tensors, tokenizer: opts.tokenizer.clone(), meta })
+    builder.meta = meta;
+    Ok(builder)
 }
 
 /// A PyTorch qint8 tensor stored as it is, values and scale exactly. `weight_only` (the

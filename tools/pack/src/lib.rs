@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod emit;
 pub mod files;
+pub mod fixed;
 pub mod fixtures;
 pub mod inspect;
 pub mod quant;

@@ -79,6 +79,11 @@ pub enum Preset {
     Mixed,
     /// f32, except tensors stored as qint8 in the checkpoint, which keep their int8 values.
     Keep,
+    /// Integer arithmetic only, for cores without an FPU: every matrix int8 with one
+    /// requantization per row, vectors Q16, activation tables (see `fixed.rs` and
+    /// docs/FORMAT.md, "Fixed-point blobs"). The whole forward pass and greedy sampling run
+    /// in integers, so every target computes the host's bits.
+    Integer,
 }
 
 impl Preset {
@@ -91,6 +96,7 @@ impl Preset {
             "int4" | "i4" => Preset::Int4,
             "mixed" => Preset::Mixed,
             "keep" => Preset::Keep,
+            "integer" | "int" => Preset::Integer,
             _ => return None,
         })
     }
@@ -104,6 +110,7 @@ impl Preset {
             Preset::Int4 => "int4",
             Preset::Mixed => "mixed",
             Preset::Keep => "keep",
+            Preset::Integer => "integer",
         }
     }
 
@@ -126,6 +133,8 @@ impl Preset {
             },
             Preset::Keep if qint8 => QDType::Int8,
             Preset::Keep => QDType::F32,
+            // Built in f32, then lowered as a whole by `fixed::lower`.
+            Preset::Integer => QDType::F32,
         }
     }
 }
@@ -538,6 +547,17 @@ pub fn dequantize(p: &Payload, cols: usize) -> Option<Vec<f32>> {
         Payload::I8Grouped { q, group, scales, .. } => dequantize_int8_grouped(q, *group as usize, scales, cols),
         Payload::I8PerTensor { q, scale, zero_point } => dequantize_int8_per_tensor(q, *scale, *zero_point),
         Payload::I4Grouped { q, group, scales } => dequantize_int4_grouped(q, *group as usize, scales, cols),
+        Payload::I8Requant { q, requant } => {
+            let scale = |r: &u32| {
+                let r = itera_edge::format::Requant::from_bits(*r);
+                (127.0 * f64::from(r.multiplier) * 2f64.powi(-i32::from(r.shift))) as f32
+            };
+            q.chunks(cols.max(1))
+                .zip(requant)
+                .flat_map(|(row, r)| row.iter().map(move |&v| v as f32 * scale(r)))
+                .collect()
+        }
+        Payload::Q16(v) => v.iter().map(|&x| x as f32 / 65536.0).collect(),
         Payload::SameAs(_) => return None,
     })
 }

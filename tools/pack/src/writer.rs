@@ -46,6 +46,17 @@ pub enum Payload {
         /// Scales, `rows * ceil(cols / group)`.
         scales: Vec<f16>,
     },
+    /// Row-major symmetric int8 with one integer requantization per row (fixed-point blobs):
+    /// `value = q · 127 · multiplier · 2^-shift`, each row's entry `Requant::to_bits`.
+    I8Requant {
+        /// Elements.
+        q: Vec<i8>,
+        /// One entry per row.
+        requant: Vec<u32>,
+    },
+    /// Q16 fixed-point values (fixed-point blobs' vectors; its tables, Q30, in the same
+    /// storage).
+    Q16(Vec<i32>),
     /// The same bytes as an earlier tensor (index into the builder's list): a tied `lm_head`.
     SameAs(usize),
 }
@@ -86,6 +97,12 @@ impl Payload {
                 let quant = Quant::Grouped { group: *group, scales_offset: 0, scale_type: ScaleType::F16 };
                 (DType::I4, packed, s, quant)
             }
+            Payload::I8Requant { q, requant } => {
+                let quant = Quant::Grouped { group: cols as u32, scales_offset: 0, scale_type: ScaleType::Requant };
+                let r = requant.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (DType::I8, q.iter().map(|&x| x as u8).collect(), r, quant)
+            }
+            Payload::Q16(v) => (DType::Q16, v.iter().flat_map(|x| x.to_le_bytes()).collect(), Vec::new(), none),
             Payload::SameAs(_) => return None,
         })
     }
@@ -128,6 +145,8 @@ pub struct BlobBuilder {
     pub tokenizer: Option<TokenizerTable>,
     /// Provenance pairs.
     pub meta: Vec<(String, String)>,
+    /// Header flags (`itera_edge::format::FLAG_FIXED_POINT`).
+    pub flags: u16,
 }
 
 fn align(n: usize, to: usize) -> usize {
@@ -242,6 +261,7 @@ impl BlobBuilder {
         let mut out = vec![0u8; total];
         out[..8].copy_from_slice(&MAGIC);
         out[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        out[10..12].copy_from_slice(&self.flags.to_le_bytes());
         out[12..16].copy_from_slice(&(manifest.len() as u32).to_le_bytes());
         out[16..20].copy_from_slice(&(data_offset as u32).to_le_bytes());
         out[20..24].copy_from_slice(&(total as u32).to_le_bytes());

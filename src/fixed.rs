@@ -1,0 +1,449 @@
+//! Fixed-point arithmetic for blobs that compute in integers only
+//! ([`crate::format::FLAG_FIXED_POINT`]): the numbers, the activation tables, LayerNorm, the
+//! input quantization and the per-row requantization of every product. `fixed_model.rs` is
+//! the forward pass written with them.
+//!
+//! Activations are Q16 (`i32`, `value = raw / 2^16`); table values, the decay of the scan and
+//! the router's weights are Q30. Every operation is integer arithmetic with a stated bound,
+//! so the results are the same bits on every target, and nothing a blob can hold makes one
+//! overflow: products of two `i32` run in `i64`, and every narrowing saturates.
+
+use crate::format::{Requant, TableSpec};
+
+/// Fractional bits of an activation.
+pub const FRAC: u32 = 16;
+
+/// 1.0 in Q30.
+pub const ONE_Q30: i32 = 1 << 30;
+
+/// `log2(e)` in Q30 (1.442695040888963 · 2^30, rounded).
+const LOG2E_Q30: i64 = 1_549_082_005;
+
+/// Saturates an `i64` to `i32`.
+#[inline(always)]
+pub fn saturate(v: i64) -> i32 {
+    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// `round(v / 2^shift)` (ties toward +inf), for `shift` in `0..=62`.
+#[inline(always)]
+fn round_shift(v: i64, shift: u32) -> i64 {
+    match shift {
+        0 => v,
+        s => (v.saturating_add(1 << (s - 1))) >> s,
+    }
+}
+
+/// `round(v / 2^shift)` saturated to `i32`: a wide sum back to its Q format.
+#[inline(always)]
+pub fn narrow(v: i64, shift: u32) -> i32 {
+    saturate(round_shift(v, shift))
+}
+
+/// `a · b / 2^shift`, rounded and saturated, for Q-format operands.
+#[inline(always)]
+pub fn mul_shift(a: i32, b: i32, shift: u32) -> i32 {
+    saturate(round_shift(a as i64 * b as i64, shift))
+}
+
+/// `floor(v · frac / 2^bits)` for `0 <= frac < 2^bits`, `bits <= 16`, in 32-bit arithmetic
+/// only (exact: `v` splits into 16-bit halves whose products cannot overflow), so a table
+/// lookup costs no 64-bit multiply on cores without one.
+#[inline(always)]
+fn mul_frac(v: i32, frac: u32, bits: u32) -> i32 {
+    let hi = v >> 16; // -2^15..2^15
+    let lo = (v & 0xFFFF) as u32; // 0..2^16
+                                  // hi · frac < 2^15 · 2^16; shifted left by 16 - bits it stays below 2^31 for bits >= 1.
+    (hi * frac as i32) * (1 << (16 - bits)) + ((lo * frac) >> bits) as i32
+}
+
+/// A sampled activation function (see [`TableSpec`]): Q30 values at `k / 2^step_log2`.
+#[derive(Clone, Copy, Debug)]
+pub struct Table<'a> {
+    values: &'a [i32],
+    /// Fractional bits of the argument below one sample step: `FRAC - step_log2`.
+    frac_bits: u32,
+}
+
+impl<'a> Table<'a> {
+    /// A view of `values` sampled as `spec` says; `None` unless the length matches and it
+    /// has at least two samples.
+    pub fn new(values: &'a [i32], spec: &TableSpec) -> Option<Self> {
+        (values.len() == spec.len as usize && values.len() >= 2 && spec.step_log2 < FRAC)
+            .then_some(Table { values, frac_bits: FRAC - spec.step_log2 })
+    }
+
+    /// `f(x)` in Q30 for a Q16 `x >= 0` (negative: `f(0)`), linearly interpolated; past the
+    /// last sample, the last sample.
+    #[inline(always)]
+    pub fn at(&self, x: i32) -> i32 {
+        let x = x.max(0);
+        let k = (x >> self.frac_bits) as usize;
+        match (self.values.get(k), self.values.get(k + 1)) {
+            (Some(&a), Some(&b)) => {
+                let frac = (x & ((1 << self.frac_bits) - 1)) as u32;
+                // a, b in 0..=2^30 (checked by `Blob::parse`): b - a fits an i32.
+                a + mul_frac(b - a, frac, self.frac_bits)
+            }
+            _ => self.values.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The four tables of a fixed-point blob.
+#[derive(Clone, Copy, Debug)]
+pub struct Tables<'a> {
+    /// `sigmoid(x)`, `x >= 0`.
+    pub sigmoid: Table<'a>,
+    /// `Phi(x)`, `x >= 0` (the normal CDF: GELU).
+    pub gelu: Table<'a>,
+    /// `ln(1 + exp(-x))`, `x >= 0`.
+    pub softplus: Table<'a>,
+    /// `2^-x`, `0 <= x <= 1`.
+    pub exp2: Table<'a>,
+}
+
+impl Tables<'_> {
+    /// `exp(-x)` in Q30 for a Q16 `x >= 0`: `2^-(x·log2 e)`, the integer part a shift, the
+    /// fraction from the table.
+    #[inline]
+    pub fn exp_neg(&self, x: i32) -> i32 {
+        let t = saturate((x.max(0) as i64 * LOG2E_Q30) >> 30); // Q16, >= 0
+        let whole = (t >> FRAC) as u32;
+        if whole >= 31 {
+            return 0;
+        }
+        self.exp2.at(t & ((1 << FRAC) - 1)) >> whole
+    }
+
+    /// `sigmoid(x)` in Q30 for a Q16 `x`: `1 - sigmoid(-x)` below zero.
+    #[inline(always)]
+    fn sigmoid_q30(&self, x: i32) -> i32 {
+        let s = self.sigmoid.at(saturate((x as i64).abs()));
+        if x < 0 {
+            ONE_Q30 - s
+        } else {
+            s
+        }
+    }
+
+    /// `silu(x) = x · sigmoid(x)`, Q16.
+    #[inline(always)]
+    pub fn silu(&self, x: i32) -> i32 {
+        mul_shift(x, self.sigmoid_q30(x), 30)
+    }
+
+    /// `gelu(x) = x · Phi(x)`, Q16.
+    #[inline(always)]
+    pub fn gelu(&self, x: i32) -> i32 {
+        let p = self.gelu.at(saturate((x as i64).abs()));
+        mul_shift(x, if x < 0 { ONE_Q30 - p } else { p }, 30)
+    }
+
+    /// `softplus(x) = max(x, 0) + ln(1 + exp(-|x|))`, Q16.
+    #[inline(always)]
+    pub fn softplus(&self, x: i32) -> i32 {
+        let tail = self.softplus.at(saturate((x as i64).abs())) >> (30 - FRAC);
+        x.max(0).saturating_add(tail)
+    }
+}
+
+/// `floor(sqrt(v))`, bit by bit (no division, no float).
+pub fn isqrt(v: u64) -> u64 {
+    let (mut rem, mut root) = (v, 0u64);
+    let mut bit = 1u64 << 62;
+    while bit > v {
+        bit >>= 2;
+    }
+    while bit != 0 {
+        if rem >= root + bit {
+            rem -= root + bit;
+            root = (root >> 1) + bit;
+        } else {
+            root >>= 1;
+        }
+        bit >>= 2;
+    }
+    root
+}
+
+/// `eps` (an f32's bits) in Q32, rounded, read from the bits without float arithmetic:
+/// `norm_eps` is an f32 of the config, and the forward pass adds it to a Q32 variance.
+pub fn q32_of_f32_bits(bits: u32) -> u64 {
+    let exp = ((bits >> 23) & 0xFF) as i32;
+    if bits >> 31 == 1 || exp == 0 {
+        return 0; // negative, zero or subnormal (below 2^-126): nothing in Q32
+    }
+    if exp == 0xFF {
+        return u64::MAX >> 2; // infinite or NaN: the most a variance can hold
+    }
+    let mant = u64::from((bits & 0x7F_FFFF) | 0x80_0000); // value = mant · 2^(exp - 150)
+    match exp - 150 + 32 {
+        s if s >= 0 => mant.checked_shl(s as u32).filter(|v| *v <= u64::MAX >> 2).unwrap_or(u64::MAX >> 2),
+        s if s <= -64 => 0,
+        s => (mant + (1 << (-s - 1))) >> -s,
+    }
+}
+
+/// `out = (x - mean) / sqrt(var + eps) · weight + bias`, all Q16, `eps` in Q32.
+///
+/// The mean carries 8 more fractional bits than `x` (Q24), so its rounding does not show in
+/// a vector of small values; the deviations are then shifted right (by `a`, from the
+/// largest) to at most 26 bits, which keeps every square and their sum within a `u64` for
+/// rows up to 4096 wide (wider ones saturate) and every product within an `i64`.
+pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &mut [i32]) {
+    let n = x.len().max(1) as i64;
+    let sum: i64 = x.iter().map(|&v| v as i64).sum();
+    // floor(sum / n) in Q24, without overflow: quotient and remainder separately.
+    let mean = sum.div_euclid(n) * 256 + sum.rem_euclid(n) * 256 / n;
+    let dev = |v: i32| ((v as i64) << 8) - mean; // |dev| < 2^40
+    let max_dev = x.iter().fold(0u64, |m, &v| m.max(dev(v).unsigned_abs()));
+    let a = (64 - max_dev.leading_zeros()).saturating_sub(26); // dev >> a: Q(24 - a), < 2^26
+    let sq = x.iter().fold(0u64, |acc, &v| {
+        let d = (dev(v) >> a).unsigned_abs();
+        acc.saturating_add(d * d)
+    });
+    // var + eps in Q(48 - 2a).
+    let eps = match 16i32 - 2 * a as i32 {
+        k if k >= 0 => eps_q32.saturating_mul(1 << k),
+        k => eps_q32 >> -k,
+    };
+    let var = (sq / n as u64).saturating_add(eps).max(1);
+    // std · 2^j, the radicand shifted left by an even 2j to keep about 31 significant bits.
+    let j = (var.leading_zeros().saturating_sub(2) / 2).min(24);
+    let std_scaled = isqrt(var << (2 * j)).max(1); // = std in Q(24 - a), times 2^j
+                                                   // norm_q16 = dev_a · 2^(16 + j) / std_scaled = dev_a · inv >> (p - 16 - j) with
+                                                   // inv = 2^p / std_scaled of about 30 bits; p - 16 - j >= 14 (see the bounds on j).
+    let p = 29 + (64 - std_scaled.leading_zeros());
+    let inv = ((1u64 << p) / std_scaled) as i64;
+    let shift = p - FRAC - j;
+    for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
+        let norm = saturate(round_shift((dev(v) >> a) * inv, shift));
+        *o = mul_shift(norm, w, FRAC).saturating_add(b);
+    }
+}
+
+/// How [`quantize`] scaled a vector: `x ≈ xq · amax' · 2^shift / 127`, `amax'` below 2^15.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputScale {
+    /// `max|x| >> shift`.
+    pub amax: u32,
+    /// Right shift applied to `x` before scaling.
+    pub shift: u32,
+}
+
+/// Quantizes Q16 `x` to symmetric int8 in `xq` (`xq = round(x · 127 / max|x|)`, within
+/// ±127), the integer twin of the float kernels' input quantization; `None` when `x` is all
+/// zero (the product is then zero).
+pub fn quantize(x: &[i32], xq: &mut [i8]) -> Option<InputScale> {
+    let amax = x.iter().fold(0u32, |m, v| m.max(v.unsigned_abs()));
+    if amax == 0 {
+        return None;
+    }
+    let shift = (32 - amax.leading_zeros()).saturating_sub(15);
+    let a = amax >> shift; // 1..2^15
+                           // m = round(127 · 2^24 / a); |x >> shift| <= a (+1 when shifted, where a >= 2^14), so
+                           // |(x >> shift) · m| <= 127 · 2^24 + 2^17 < 2^31: no overflow, and the result is within ±127.
+    let m = ((127u32 << 24) + a / 2) / a;
+    for (q, &v) in xq.iter_mut().zip(x) {
+        *q = (((v >> shift) * m as i32 + (1 << 23)) >> 24) as i8;
+    }
+    Some(InputScale { amax: a, shift })
+}
+
+/// One row's Q16 output from its integer sum `acc = Σ q·xq`: `acc · scale / 127 · amax'
+/// · 2^shift`, i.e. `acc · (amax' · multiplier) · 2^(shift - requant.shift)`, rounded and
+/// saturated. `amax' < 2^15` and `multiplier < 2^16`, so their product fits 31 bits, and with
+/// `|acc| < 2^30` the 64-bit product cannot overflow.
+#[inline(always)]
+pub fn requantize(acc: i32, requant: Requant, x: InputScale) -> i32 {
+    let c = (x.amax * u32::from(requant.multiplier)) as i64;
+    let p = acc as i64 * c;
+    let e = i32::from(requant.shift) - x.shift as i32;
+    if e >= 0 {
+        saturate(round_shift(p, e as u32))
+    } else {
+        saturate(p.saturating_mul(1 << (-e).min(32)))
+    }
+}
+
+/// One stored weight `q` of a row with `requant` in Q16: `q · 127 · multiplier ·
+/// 2^(16 - shift)` (embedding and position lookups).
+#[inline(always)]
+pub fn dequantize(q: i8, requant: Requant) -> i32 {
+    let v = q as i64 * 127 * i64::from(requant.multiplier); // |v| < 2^30
+    let s = i32::from(requant.shift) - FRAC as i32;
+    if s >= 0 {
+        saturate(round_shift(v, s as u32))
+    } else {
+        saturate(v << (-s).min(32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::TABLES;
+
+    fn q16(v: f64) -> i32 {
+        (v * 65536.0).round() as i32
+    }
+
+    fn real(v: i32) -> f64 {
+        v as f64 / 65536.0
+    }
+
+    /// The tables as the packer samples them.
+    fn sampled(f: impl Fn(f64) -> f64, spec: &TableSpec) -> Vec<i32> {
+        let step = 1.0 / (1u32 << spec.step_log2) as f64;
+        (0..spec.len).map(|k| (f(k as f64 * step) * (1u64 << 30) as f64).round() as i32).collect()
+    }
+
+    fn with_tables<R>(run: impl FnOnce(&Tables<'_>) -> R) -> R {
+        let erf = |x: f64| libm::erf(x);
+        let s = sampled(|x| 1.0 / (1.0 + (-x).exp()), &TABLES[0]);
+        let g = sampled(|x| 0.5 * (1.0 + erf(x / core::f64::consts::SQRT_2)), &TABLES[1]);
+        let p = sampled(|x| (-x).exp().ln_1p(), &TABLES[2]);
+        let e = sampled(|x| (-x * core::f64::consts::LN_2).exp(), &TABLES[3]);
+        let t = Tables {
+            sigmoid: Table::new(&s, &TABLES[0]).expect("sigmoid"),
+            gelu: Table::new(&g, &TABLES[1]).expect("gelu"),
+            softplus: Table::new(&p, &TABLES[2]).expect("softplus"),
+            exp2: Table::new(&e, &TABLES[3]).expect("exp2"),
+        };
+        run(&t)
+    }
+
+    #[test]
+    fn mul_frac_is_the_exact_floor() {
+        for v in [i32::MIN, -1 << 30, -123_456_789, -1, 0, 1, 77, 1 << 29, i32::MAX] {
+            for bits in [1, 5, 10, 11, 16] {
+                for frac in [0, 1, (1 << bits) / 3, (1 << bits) - 1] {
+                    let want = ((v as i64 * frac as i64) >> bits) as i32;
+                    assert_eq!(mul_frac(v, frac, bits), want, "{v} {frac} {bits}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn activations_match_their_definitions() {
+        with_tables(|t| {
+            let mut worst = [0.0f64; 4];
+            for i in -20_000..=20_000 {
+                let x = i as f64 * 0.001;
+                let sig = 1.0 / (1.0 + (-x).exp());
+                let phi = 0.5 * (1.0 + libm::erf(x / core::f64::consts::SQRT_2));
+                let sp = if x > 30.0 { x } else { x.exp().ln_1p() };
+                let errs = [
+                    (real(t.silu(q16(x))) - x * sig).abs() / x.abs().max(1.0),
+                    (real(t.gelu(q16(x))) - x * phi).abs() / x.abs().max(1.0),
+                    (real(t.softplus(q16(x))) - sp).abs(),
+                    if x >= 0.0 { (t.exp_neg(q16(x)) as f64 / (1u64 << 30) as f64 - (-x).exp()).abs() } else { 0.0 },
+                ];
+                for (w, e) in worst.iter_mut().zip(errs) {
+                    *w = w.max(e);
+                }
+            }
+            // Linear interpolation at step 1/32 is within h²/8 · max|f''|: sigmoid 1.2e-5,
+            // Phi 3.0e-5, ln(1 + e^-x) 1.2e-5 (2^-x at 1/64: 5.8e-6), plus the roundings of the
+            // Q16 argument and result (1.5e-5 relative).
+            let bounds = [3e-5, 6e-5, 4e-5, 3e-5];
+            assert!(worst.iter().zip(bounds).all(|(w, b)| *w < b), "silu, gelu, softplus, exp: {worst:?}");
+            assert_eq!(t.exp_neg(i32::MAX), 0);
+            assert_eq!(t.exp_neg(0), ONE_Q30);
+            // Far out the table's last sample (sigmoid(16)) stands in: silu(-32768) is then
+            // -242/65536 instead of about 0, and nothing overflows.
+            assert!(t.silu(i32::MIN).unsigned_abs() < 1 << 10 && t.silu(i32::MAX) > i32::MAX - (1 << 10));
+        });
+    }
+
+    #[test]
+    fn isqrt_is_the_floor_root() {
+        for v in [0u64, 1, 2, 3, 4, 15, 16, 17, 1 << 40, (1 << 62) - 1, u64::MAX] {
+            let r = isqrt(v);
+            assert!(r * r <= v && (r + 1).checked_mul(r + 1).is_none_or(|s| s > v), "{v}");
+        }
+    }
+
+    #[test]
+    fn eps_from_bits() {
+        for eps in [1e-5f32, 1e-6, 1e-12, 0.5, 1.0, 3.0] {
+            let want = (eps as f64 * 4_294_967_296.0).round() as u64;
+            assert_eq!(q32_of_f32_bits(eps.to_bits()), want, "{eps}");
+        }
+        assert_eq!(q32_of_f32_bits((-1e-5f32).to_bits()), 0);
+        assert_eq!(q32_of_f32_bits(f32::INFINITY.to_bits()), u64::MAX >> 2);
+        assert_eq!(q32_of_f32_bits(f32::MAX.to_bits()), u64::MAX >> 2);
+    }
+
+    #[test]
+    fn layer_norm_matches_the_float_definition() {
+        let mut rng = crate::Rng::new(5);
+        for scale in [0.01f64, 0.3, 1.0, 20.0, 3000.0] {
+            let n = 64;
+            let x: Vec<f64> = (0..n).map(|_| (rng.next_f32() as f64 - 0.4) * scale).collect();
+            let w: Vec<f64> = (0..n).map(|_| rng.next_f32() as f64 * 2.0).collect();
+            let b: Vec<f64> = (0..n).map(|_| rng.next_f32() as f64 - 0.5).collect();
+            let xi: Vec<i32> = x.iter().map(|&v| q16(v)).collect();
+            let (wi, bi): (Vec<i32>, Vec<i32>) =
+                (w.iter().map(|&v| q16(v)).collect(), b.iter().map(|&v| q16(v)).collect());
+            // The definition over the Q16 values themselves: LayerNorm's own error, not the
+            // inputs' rounding (which a small-scale vector magnifies).
+            let (x, w, b): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+                xi.iter().map(|&v| real(v)).collect(),
+                wi.iter().map(|&v| real(v)).collect(),
+                bi.iter().map(|&v| real(v)).collect(),
+            );
+            let mean = x.iter().sum::<f64>() / n as f64;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+            let mut out = vec![0; n];
+            layer_norm(&xi, &wi, &bi, q32_of_f32_bits(1e-5f32.to_bits()), &mut out);
+            for i in 0..n {
+                let want = (x[i] - mean) / (var + 1e-5).sqrt() * w[i] + b[i];
+                assert!((real(out[i]) - want).abs() < 2e-4, "scale {scale}: {} vs {want}", real(out[i]));
+            }
+        }
+        // Extremes saturate instead of overflowing.
+        let mut out = [0; 4];
+        layer_norm(&[i32::MIN, i32::MAX, 0, i32::MAX], &[i32::MAX; 4], &[i32::MAX; 4], u64::MAX >> 2, &mut out);
+        layer_norm(&[0; 4], &[1 << 16; 4], &[0; 4], 0, &mut out);
+        assert_eq!(out, [0; 4]);
+    }
+
+    #[test]
+    fn quantize_and_requantize_compute_the_product() {
+        let mut rng = crate::Rng::new(9);
+        for scale in [1e-4f64, 0.01, 1.0, 100.0, 30000.0] {
+            let xi: Vec<i32> = (0..100).map(|_| q16((rng.next_f32() as f64 - 0.5) * scale)).collect();
+            let x: Vec<f64> = xi.iter().map(|&v| real(v)).collect();
+            let mut xq = vec![0i8; 100];
+            let s = quantize(&xi, &mut xq).expect("nonzero");
+            assert!(xq.iter().all(|&q| q != i8::MIN));
+            assert!(xq.iter().any(|&q| q.unsigned_abs() == 127));
+            // A row of ones with weight scale w: y = w · Σ x.
+            let w = 0.0123f64;
+            let (m, sh) = {
+                let v = w / 127.0;
+                let sh = (15.0 - v.log2().floor()) as u16;
+                ((v * (1u64 << sh) as f64).round() as u16, sh)
+            };
+            let r = Requant { multiplier: m, shift: sh };
+            let acc: i32 = xq.iter().map(|&q| q as i32).sum();
+            let y = real(requantize(acc, r, s));
+            let want: f64 = w * x.iter().sum::<f64>();
+            // Input quantization (half a step of max|x| / 127 per element) plus the Q16 rounding
+            // of the result.
+            let amax = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let bound = w * amax / 254.0 * 100.0 + 1.0 / 65536.0;
+            assert!((y - want).abs() <= bound, "scale {scale}: {y} vs {want}");
+        }
+        assert_eq!(quantize(&[0; 5], &mut [0; 5]), None);
+        let mut xq = [0i8; 3];
+        let s = quantize(&[i32::MIN, i32::MAX, 1], &mut xq).expect("nonzero");
+        assert_eq!(xq, [-127, 127, 0]);
+        let r = Requant { multiplier: u16::MAX, shift: 0 };
+        assert_eq!(requantize(i32::MAX, r, s), i32::MAX);
+        assert_eq!(dequantize(-128, Requant { multiplier: u16::MAX, shift: 0 }), i32::MIN);
+    }
+}
