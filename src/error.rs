@@ -242,7 +242,7 @@ impl fmt::Display for Error {
             ),
             Error::TensorCount { expected, found } => write!(
                 f,
-                "tensor table has {found} tensors, the config implies {expected}; repack the checkpoint"
+                "tensor table has {found} tensors, the config and header flags imply {expected}; repack the checkpoint with `itera-pack convert`"
             ),
             Error::UnexpectedTensor { index, expected, found } => write!(
                 f,

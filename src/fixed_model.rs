@@ -45,9 +45,9 @@ impl FixedMatrix<'_> {
     /// each row requantized. Shorter slices compute a prefix.
     fn matvec(&self, x: &[i32], y: &mut [i32], xq: &mut [i8]) {
         let n = self.cols.min(x.len()).min(xq.len());
-        let (xq, rows) = (&mut xq[..n], self.rows.min(y.len()));
-        let y = &mut y[..rows];
-        let Some(scale) = fixed::quantize(&x[..n], xq) else {
+        let (x, xq) = (x.get(..n).unwrap_or_default(), xq.get_mut(..n).unwrap_or_default());
+        let y = y.get_mut(..self.rows.min(y.len())).unwrap_or_default();
+        let Some(scale) = fixed::quantize(x, xq) else {
             y.fill(0);
             return;
         };
@@ -378,8 +378,7 @@ impl<'a> FixedModel<'a> {
 impl Mlp<'_> {
     /// `out = w2 · gelu(w1 · x)`, with `hidden` as scratch.
     fn apply(&self, t: &Tables<'_>, x: &[i32], hidden: &mut [i32], out: &mut [i32], xq: &mut [i8]) {
-        let rows = self.w1.rows().min(hidden.len());
-        let hidden = &mut hidden[..rows];
+        let hidden = hidden.get_mut(..self.w1.rows().min(hidden.len())).unwrap_or_default();
         self.w1.matvec(x, hidden, xq);
         hidden.iter_mut().for_each(|h| *h = t.gelu(*h));
         self.w2.matvec(hidden, out, xq);

@@ -88,8 +88,10 @@ pub struct Model<'a> {
     tokenizer: Option<Tokenizer<'a>>,
 }
 
-/// Which forward pass a model runs.
+/// Which forward pass a model runs. Held by value (no heap): a model is one or the other,
+/// so the enum costs the larger one's size, not both.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Body<'a> {
     /// f32 activations.
     Float(FloatModel<'a>),

@@ -28,6 +28,9 @@ pub enum Storage {
     Int4F16,
     /// Int8 with one f32 scale per row, as `--quant keep` writes a symmetric `qint8`.
     Int8F32,
+    /// A fixed-point blob (`--quant integer`): int8 rows with integer requantization, Q16
+    /// vectors, activation tables.
+    Integer,
 }
 
 /// Matrices the core computes with in any dtype (the rest stay f32).
@@ -57,6 +60,7 @@ pub fn tiny(storage: Storage, tokenizer: Option<TokenizerTable>) -> Vec<u8> {
     let spec = match storage {
         Storage::Int8F16 => "int8",
         Storage::Int4F16 => "int4",
+        Storage::Integer => "integer",
         Storage::Affine | Storage::Int8F32 => "f32",
     };
     let quant = QuantPolicy::parse_spec(spec).expect("a preset");
@@ -206,7 +210,7 @@ pub fn scale_at(e: &TensorEntry, index: usize) -> (usize, usize) {
         Quant::Grouped { scales_offset, scale_type, .. } => {
             let w = match scale_type {
                 itera_edge::format::ScaleType::F16 => 2,
-                itera_edge::format::ScaleType::F32 => 4,
+                itera_edge::format::ScaleType::F32 | itera_edge::format::ScaleType::Requant => 4,
             };
             (scales_offset as usize + index * w, w)
         }

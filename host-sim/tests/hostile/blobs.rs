@@ -224,14 +224,22 @@ fn header_byte(offset: usize, value: u8) -> Vec<u8> {
 }
 
 #[test]
-fn class9_a_set_flag_bit_is_refused() {
+fn class9_an_undefined_flag_bit_is_refused() {
+    // Bit 0 is the fixed-point flag; bit 1 is the lowest one v1 does not define.
     let s = Scratch::new("blob-flag-low");
-    let blob = s.write("flag.itb", &header_byte(10, 0x01));
-    sim_run(Class::FormatLaxity, "flag bit 0", &blob).refused(&[
-        "header byte 10 (flags) is 0x01",
+    let blob = s.write("flag.itb", &header_byte(10, 0x02));
+    sim_run(Class::FormatLaxity, "flag bit 1", &blob).refused(&[
+        "header byte 10 (flags) is 0x02",
         "format v1",
         CONVERT,
     ]);
+}
+
+#[test]
+fn class9_the_fixed_point_flag_on_a_float_blob_is_refused() {
+    let s = Scratch::new("blob-flag-fixed");
+    let blob = s.write("flag.itb", &header_byte(10, 0x01));
+    sim_run(Class::FormatLaxity, "fixed-point flag on a float blob", &blob).refused(&["tensor", CONVERT]);
 }
 
 #[test]

@@ -60,7 +60,7 @@ fn int8_requant_rows(name: &str, w: &[f32], cols: usize) -> Result<(Payload, Vec
 fn q16(name: &str, values: impl Iterator<Item = f64>) -> Result<Payload, LowerError> {
     let mut out = Vec::new();
     for (i, v) in values.enumerate() {
-        if !(v.abs() <= Q16_LIMIT) {
+        if v.is_nan() || v.abs() > Q16_LIMIT {
             return Err(LowerError(format!(
                 "element {i} of '{name}' is {v}, outside the ±{Q16_LIMIT} a Q16 fixed-point vector holds; pack it with a float --quant"
             )));
