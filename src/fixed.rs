@@ -25,19 +25,25 @@ pub fn saturate(v: i64) -> i32 {
     v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
 }
 
-/// `round(v / 2^shift)` (ties toward +inf), for `shift` in `0..=62`.
+/// `round(v / 2^shift)` (ties toward +inf), for `shift` in `0..=62` and `|v| < 2^62`
+/// (every caller's products are: two `i32`, or an `i32` and a 31-bit factor), so adding the
+/// half cannot overflow.
 #[inline(always)]
 fn round_shift(v: i64, shift: u32) -> i64 {
     match shift {
         0 => v,
-        s => (v.saturating_add(1 << (s - 1))) >> s,
+        s => (v + (1 << (s - 1))) >> s,
     }
 }
 
 /// `round(v / 2^shift)` saturated to `i32`: a wide sum back to its Q format.
 #[inline(always)]
 pub fn narrow(v: i64, shift: u32) -> i32 {
-    saturate(round_shift(v, shift))
+    // Wide sums may reach i64's range (saturated): the rounding half saturates too.
+    match shift {
+        0 => saturate(v),
+        s => saturate(v.saturating_add(1 << (s - 1)) >> s),
+    }
 }
 
 /// `a · b / 2^shift`, rounded and saturated, for Q-format operands.
@@ -187,38 +193,43 @@ pub fn q32_of_f32_bits(bits: u32) -> u64 {
 
 /// `out = (x - mean) / sqrt(var + eps) · weight + bias`, all Q16, `eps` in Q32.
 ///
-/// The mean carries 8 more fractional bits than `x` (Q24), so its rounding does not show in
-/// a vector of small values; the deviations are then shifted right (by `a`, from the
-/// largest) to at most 26 bits, which keeps every square and their sum within a `u64` for
-/// rows up to 4096 wide (wider ones saturate) and every product within an `i64`.
+/// The row is first shifted so that its largest value has 24 significant bits (left for
+/// small values, whose mean and deviations then keep their precision; right for large
+/// ones): every deviation fits 25 bits, each square 50, and their sum an `i64` for rows up
+/// to 2^13 wide (wider rows are processed in the same way, their sums saturating).
+/// One division for the mean, one for the variance, an integer square root and one
+/// division for the reciprocal per row; per element a subtraction and two 32×32→64
+/// products.
 pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &mut [i32]) {
-    let n = x.len().max(1) as i64;
-    let sum: i64 = x.iter().map(|&v| v as i64).sum();
-    // floor(sum / n) in Q24, without overflow: quotient and remainder separately.
-    let mean = sum.div_euclid(n) * 256 + sum.rem_euclid(n) * 256 / n;
-    let dev = |v: i32| ((v as i64) << 8) - mean; // |dev| < 2^40
-    let max_dev = x.iter().fold(0u64, |m, &v| m.max(dev(v).unsigned_abs()));
-    let a = (64 - max_dev.leading_zeros()).saturating_sub(26); // dev >> a: Q(24 - a), < 2^26
+    let n = x.len().max(1);
+    let amax = x.iter().fold(0u32, |m, v| m.max(v.unsigned_abs()));
+    // x_s = x · 2^k (k may be negative): Q(16 + k) with max |x_s| in [2^23, 2^24).
+    let k = 24 - (32 - amax.max(1).leading_zeros() as i32);
+    let scaled = |v: i32| if k >= 0 { v << k } else { v >> -k };
+    let sum: i64 = x.iter().map(|&v| scaled(v) as i64).sum();
+    let mean = sum.div_euclid(n as i64) as i32; // within the x_s range
     let sq = x.iter().fold(0u64, |acc, &v| {
-        let d = (dev(v) >> a).unsigned_abs();
+        let d = (scaled(v) - mean).unsigned_abs() as u64; // < 2^25
         acc.saturating_add(d * d)
     });
-    // var + eps in Q(48 - 2a).
-    let eps = match 16i32 - 2 * a as i32 {
-        k if k >= 0 => eps_q32.saturating_mul(1 << k),
-        k => eps_q32 >> -k,
+    // var + eps in Q(32 + 2k).
+    let eps = match 2 * k {
+        s if s >= 0 => eps_q32.saturating_mul(1u64.checked_shl(s as u32).unwrap_or(u64::MAX)),
+        s => eps_q32.checked_shr(-s as u32).unwrap_or(0),
     };
     let var = (sq / n as u64).saturating_add(eps).max(1);
     // std · 2^j, the radicand shifted left by an even 2j to keep about 31 significant bits.
     let j = (var.leading_zeros().saturating_sub(2) / 2).min(24);
-    let std_scaled = isqrt(var << (2 * j)).max(1); // = std in Q(24 - a), times 2^j
-                                                   // norm_q16 = dev_a · 2^(16 + j) / std_scaled = dev_a · inv >> (p - 16 - j) with
+    let std_scaled = isqrt(var << (2 * j)).max(1); // = std in Q(16 + k), times 2^j
+                                                   // norm_q16 = dev · 2^(16 + j) / std_scaled = dev · inv >> (p - 16 - j), with
                                                    // inv = 2^p / std_scaled of about 30 bits; p - 16 - j >= 14 (see the bounds on j).
     let p = 29 + (64 - std_scaled.leading_zeros());
     let inv = ((1u64 << p) / std_scaled) as i64;
     let shift = p - FRAC - j;
     for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
-        let norm = saturate(round_shift((dev(v) >> a) * inv, shift));
+        // |dev| < 2^25 and inv < 2^31: the product is below 2^56.
+        let dev = (scaled(v) - mean) as i64;
+        let norm = saturate((dev * inv + (1 << (shift - 1))) >> shift);
         *o = mul_shift(norm, w, FRAC).saturating_add(b);
     }
 }

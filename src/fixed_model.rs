@@ -307,7 +307,8 @@ impl<'a> FixedModel<'a> {
                 let mut acc = (bias as i64) << FRAC;
                 for (j, &wj) in w.iter().rev().enumerate() {
                     let input = if j == 0 { u.get(ch).copied().unwrap_or(0) } else { past(j, history, ch) };
-                    acc += wj as i64 * input as i64;
+                    // Each product is below 2^62; the sum of K of them saturates.
+                    acc = acc.saturating_add(wj as i64 * input as i64);
                 }
                 *v = t.silu(fixed::narrow(acc, FRAC));
             }
