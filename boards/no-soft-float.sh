@@ -11,14 +11,15 @@
 #    __eqsf2 __nesf2 __ltsf2 __lesf2 __gtsf2 __gesf2 __unordsf2 __cmpsf2, __floatsisf
 #    __floatunsisf __floatdisf…, __fixsfsi __fixunssfsi…, __extendsfdf2 __truncdfsf2, __powisf2,
 #    and their df/hf/tf twins;
-#  - compiler-builtins' implementations behind them (compiler_builtins::float::*), any libm
-#    function left out of line (libm::*), and C libm names (expf, sqrtf, …).
+#  - libm functions left out of line (libm::*, or C libm names: fmaxf, expf, sqrtf, …).
+# compiler-builtins' implementations behind the ABI names (compiler_builtins::float::*) are
+# entered only through those, so they are not traced.
 # A routine inlined into the caller has no entry to see: compiler-builtins' never are (it is
 # built #[no_builtins], outside LTO); libm's can be, and then show only through the ABI
 # routines they call (its integer-only ones, such as a bit-by-bit sqrtf, not at all).
 #
 # Usage: boards/no-soft-float.sh [--report] BOARD BLOB.itb [BLOB.itb ...]
-#        BOARD: qemu-v6m, qemu-rv32 (no FPU), or qemu-an386 (FPU: only f64 would show)
+#        BOARD: qemu-v6m, qemu-rv32 (no FPU), or qemu-an386 (FPU: only f64 and libm calls show)
 #        --report: print the counts but exit 0 when there are calls (information only)
 # Exit:  0 no float routine entered in the token loop (or --report), 1 some were, 2 an error
 #        (build, QEMU, or a trace that did not show both markers: no claim either way).
@@ -81,16 +82,18 @@ for blob in "$@"; do
   grep -q '^done$' "$tmp/console" || { echo "$name: the firmware did not finish:"; cat "$tmp/console"; exit 2; }
   [ "$(grep '^markers' "$tmp/counts")" = "markers 1 1" ] || {
     echo "$name: the trace did not show the token loop once ($(grep '^markers' "$tmp/counts")): no verdict" >&2; exit 2; }
-  # Calls: entries of the ABI routines (what the compiled code calls); the entries of the
-  # implementations they run are listed but not added.
+  # Calls: entries of the ABI and libm routines (compiler-builtins' implementations behind the
+  # ABI names are not traced). A block that QEMU restarts (an interrupt, the end of an icount
+  # slice) is logged twice, so the counts can exceed the calls by a few in a million; never a
+  # routine that was not entered.
   calls=$(awk -F'\t' '$1 == "in" && $2 !~ /::/ { c += $3 } END { print c + 0 }' "$tmp/counts")
   entries=$(awk -F'\t' '$1 == "in" { c += $3 } END { print c + 0 }' "$tmp/counts")
   if [ "$entries" -eq 0 ]; then
-    echo "$name: no soft-float routine entered in the token loop ($ITERA_GENERATE tokens; $routines float routines in the ELF): ok"
+    echo "$name: no float routine entered in the token loop ($ITERA_GENERATE tokens traced; $routines float routines in the ELF): ok"
     continue
   fi
   verdict=FAIL; [ -n "$report_only" ] && verdict="reported"
-  echo "$name: $calls soft-float calls in the token loop ($ITERA_GENERATE tokens, $((calls / ITERA_GENERATE)) per token): $verdict"
+  echo "$name: $calls float routine calls in the token loop ($ITERA_GENERATE tokens, $((calls / ITERA_GENERATE)) per token): $verdict"
   awk -F'\t' '$1 == "in" { printf "    %10d  %s\n", $3, $2 }' "$tmp/counts" | sort -k1,1nr
   [ -n "$report_only" ] || status=1
 done
