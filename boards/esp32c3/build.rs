@@ -1,7 +1,15 @@
 //! `ITERA_BLOB=path.itb` links that blob (default: a synthetic int8 micro model packed here);
 //! see `itera-board-build` for `ITERA_QUANT`, `ITERA_PROMPT` and `ITERA_GENERATE`.
-//! esp-hal supplies the memory map (`linkall.x`), so no memory.x here.
+//! esp-hal supplies the memory map (`linkall.x`), so no memory.x here. `rom-functions.x` goes
+//! on the link search path ahead of esp-rom-sys's own: the ROM's libgcc float routines are left
+//! out, so compiler-builtins' IEEE soft float is linked (see that file).
+use std::{env, fs, path::PathBuf};
+
 fn main() {
     itera_board_build::Board { flash_bytes: 4096 * 1024, ram_bytes: 320 * 1024, memory_x: false, ..Default::default() }
         .generate();
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-changed=rom-functions.x");
+    fs::copy("rom-functions.x", out.join("rom-functions.x")).expect("copy rom-functions.x");
+    println!("cargo:rustc-link-search={}", out.display());
 }

@@ -20,10 +20,20 @@
 //! logits_fnv1a: 0x…
 //! prefill_us_per_token: …
 //! us_per_token: …
+//! tokens_per_second: …
 //! done
 //! ```
 //!
 //! `tokens:` and `logits_fnv1a:` match `itera-sim greedy BLOB --tokens PROMPT -n N` bit for bit.
+//!
+//! A board whose [`Clock`] counts instructions exactly (the QEMU boards, under
+//! `-icount shift=0`) also gets `parse_instructions:`, `prefill_instructions_per_token:`,
+//! `instructions_per_token:` and `instructions_per_mac:`, and one that paints its stack
+//! ([`StackProbe`], in [`Demo::stack`]) `stack_bytes:`, before `done`.
+//!
+//! All the reporting is integer arithmetic: on boards without an FPU, the only float routines
+//! the generation loop calls are the model's own (which `boards/no-soft-float.sh` counts
+//! between [`itera_token_loop_begin`] and [`itera_token_loop_end`]).
 
 #![no_std]
 
@@ -39,7 +49,112 @@ pub use itera_edge;
 pub trait Clock {
     /// Microseconds since some fixed point; must not wrap during a run.
     fn now_us(&mut self) -> u64;
+
+    /// Instructions executed since some fixed point, on a board that counts them exactly (QEMU
+    /// under `-icount shift=0`); `None`, the default, elsewhere. When it is `Some`, [`run`]
+    /// also prints the cost in instructions.
+    fn instructions(&mut self) -> Option<u64> {
+        None
+    }
 }
+
+/// The stack high-water mark, by painting: [`StackProbe::paint`] fills a band of free stack
+/// below the caller's frame with a pattern, [`StackProbe::bytes_used`] finds how much of it
+/// was overwritten since.
+#[derive(Debug)]
+pub struct StackProbe {
+    /// Top of the stack (its highest address, exclusive).
+    top: usize,
+    /// The stack pointer when painting started.
+    sp: usize,
+    /// Bytes below `sp` that were painted (plus the margin below `sp` left alone).
+    depth: usize,
+}
+
+/// Bytes just below the stack pointer that [`StackProbe::paint`] leaves alone (its own frame).
+const PAINT_MARGIN: usize = 256;
+const PAINT: u32 = 0x5A5A_A5A5;
+
+impl StackProbe {
+    /// Paints the words from `sp - depth` up to `sp - 256`; `top` is the stack's top
+    /// (`_stack_start` of cortex-m-rt and riscv-rt), `sp` the caller's stack pointer.
+    ///
+    /// # Safety
+    ///
+    /// `sp - depth .. sp` must be RAM that belongs to the stack, below every live frame but
+    /// this call's (256 bytes of margin are left below `sp` for it), and used by nothing else
+    /// (no heap, no statics there). `sp` must be 4-byte aligned and `depth` at least 256.
+    pub unsafe fn paint(top: usize, sp: usize, depth: usize) -> Self {
+        for addr in (sp - depth..sp - PAINT_MARGIN).step_by(4) {
+            // SAFETY: the caller guarantees these words are unused stack RAM, aligned. Volatile
+            // so the writes are not elided.
+            unsafe { core::ptr::write_volatile(addr as *mut u32, PAINT) };
+        }
+        StackProbe { top, sp, depth }
+    }
+
+    /// Stack bytes in use at the deepest point since [`paint`](Self::paint): the frames above
+    /// `sp` when it was called plus the deepest overwritten word below it. Saturates at the
+    /// painted depth (the stack may then have gone deeper).
+    pub fn bytes_used(&self) -> usize {
+        let untouched = (self.sp - self.depth..self.sp - PAINT_MARGIN)
+            .step_by(4)
+            // SAFETY: the words `paint` wrote, which its caller vouched for as stack RAM that
+            // stays mapped; reading them is harmless even where frames now live.
+            .take_while(|&addr| unsafe { core::ptr::read_volatile(addr as *const u32) } == PAINT)
+            .count();
+        self.top.saturating_sub(self.sp) + self.depth - untouched * 4
+    }
+}
+
+/// An LED for boards without one (QEMU): every call succeeds and does nothing.
+#[derive(Debug, Default)]
+pub struct NoLed;
+
+impl embedded_hal::digital::ErrorType for NoLed {
+    type Error = core::convert::Infallible;
+}
+
+impl OutputPin for NoLed {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// A delay that returns at once, for boards that have nothing to show between tokens (QEMU:
+/// `pause_ms: 0` already skips it between tokens; [`blink_forever`] is never reached there).
+#[derive(Debug, Default)]
+pub struct NoDelay;
+
+impl DelayNs for NoDelay {
+    fn delay_ns(&mut self, _ns: u32) {}
+}
+
+/// Where the generation loop starts: [`run`] calls it just before the first generated token,
+/// and [`itera_token_loop_end`] just after the last one. `boards/no-soft-float.sh` finds the
+/// two by name in the ELF and counts the float routines executed between them. Not inlined,
+/// each with a volatile store of its own so that neither is removed nor merged with the other.
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn itera_token_loop_begin() {
+    // SAFETY: a plain word that only these two functions touch, volatile so it is kept.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(IN_TOKEN_LOOP), 1) };
+}
+
+/// Where the generation loop ends; see [`itera_token_loop_begin`].
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn itera_token_loop_end() {
+    // SAFETY: as in `itera_token_loop_begin`.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(IN_TOKEN_LOOP), 0) };
+}
+
+/// 1 between [`itera_token_loop_begin`] and [`itera_token_loop_end`] (only ever written; a
+/// debugger may read it).
+static mut IN_TOKEN_LOOP: u32 = 0;
 
 /// Aligns the blob so its weights are read in place from flash.
 #[repr(C, align(64))]
@@ -53,8 +168,7 @@ macro_rules! include_model {
     () => {
         include!(concat!(env!("OUT_DIR"), "/model_consts.rs"));
         /// The model blob, in flash, aligned for in-place reads.
-        static BLOB: &$crate::Aligned<[u8]> =
-            &$crate::Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.itb")));
+        static BLOB: &$crate::Aligned<[u8]> = &$crate::Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.itb")));
     };
 }
 
@@ -72,6 +186,8 @@ pub struct Demo<'a> {
     pub generate: usize,
     /// Pause after each token, so the LED blink is visible (not counted in the timing).
     pub pause_ms: u32,
+    /// The painted stack, on a board that measures it: `stack_bytes:` is printed.
+    pub stack: Option<&'a StackProbe>,
 }
 
 /// The figures of a finished run.
@@ -85,6 +201,8 @@ pub struct Summary {
     pub prefill_us_per_token: u64,
     /// Generation microseconds per token (model step only).
     pub us_per_token: u64,
+    /// Generation instructions per token (model step only), where the clock counts them.
+    pub instructions_per_token: Option<u64>,
 }
 
 /// Why a run stopped.
@@ -155,8 +273,10 @@ where
 {
     writeln!(out, "itera-edge on {}", demo.board)?;
     let t0 = clock.now_us();
+    let i0 = clock.instructions();
     let blob = Blob::parse(demo.blob).map_err(engine("blob"))?;
     let model = Model::new(&blob).map_err(engine("model"))?;
+    let parse_insn = since(i0, clock.instructions());
     let parse_us = clock.now_us() - t0;
     let arena_bytes = model.arena_bytes();
     writeln!(
@@ -174,19 +294,27 @@ where
     let tokenizer = model.tokenizer().copied();
     let mut session = Session::new(&model, arena).map_err(engine("session"))?;
     let t1 = clock.now_us();
+    let i1 = clock.instructions();
     let mut run = Greedy::start(&mut session, demo.prompt).map_err(engine("prefill"))?;
+    let prefill_insn = since(i1, clock.instructions());
     let prefill_us = clock.now_us() - t1;
 
     // Tokens are printed as they come (the `tokens:` line, comparable with `itera-sim greedy`);
     // the decoded text follows once the line is complete.
     let mut step_us = 0;
+    let mut step_insn = Some(0u64);
     let mut led_on = false;
     write!(out, "tokens:")?;
     let mut tokens = [0u32; 64];
+    itera_token_loop_begin();
     for i in 0..demo.generate {
+        // The instruction count is read innermost, so it holds the step and no clock reading.
         let s = clock.now_us();
+        let si = clock.instructions();
         let token = run.step().map_err(engine("step"))?;
+        let step = since(si, clock.instructions());
         step_us += clock.now_us() - s;
+        step_insn = step_insn.zip(step).map(|(a, b)| a + b);
         if let Some(slot) = tokens.get_mut(i) {
             *slot = token;
         }
@@ -198,6 +326,7 @@ where
             delay.delay_ms(demo.pause_ms);
         }
     }
+    itera_token_loop_end();
     writeln!(out)?;
     let _ = led.set_low();
 
@@ -221,6 +350,7 @@ where
         arena_bytes,
         prefill_us_per_token: prefill_us / demo.prompt.len().max(1) as u64,
         us_per_token: step_us / demo.generate.max(1) as u64,
+        instructions_per_token: step_insn.map(|n| n / demo.generate.max(1) as u64),
     };
     writeln!(out, "logits_fnv1a: {:#018x}", summary.checksum)?;
     writeln!(out, "prefill_us_per_token: {}", summary.prefill_us_per_token)?;
@@ -229,8 +359,24 @@ where
         let milli = 1_000_000_000 / summary.us_per_token;
         writeln!(out, "tokens_per_second: {}.{:03}", milli / 1000, milli % 1000)?;
     }
+    if let (Some(parse), Some(prefill), Some(per_token)) = (parse_insn, prefill_insn, summary.instructions_per_token) {
+        writeln!(out, "parse_instructions: {parse}")?;
+        writeln!(out, "prefill_instructions_per_token: {}", prefill / demo.prompt.len().max(1) as u64)?;
+        writeln!(out, "instructions_per_token: {per_token}")?;
+        // Thousandths, in integers: the demo does no float arithmetic of its own.
+        let milli = per_token * 1000 / (model.macs_per_token() as u64).max(1);
+        writeln!(out, "instructions_per_mac: {}.{:03}", milli / 1000, milli % 1000)?;
+    }
+    if let Some(stack) = demo.stack {
+        writeln!(out, "stack_bytes: {}", stack.bytes_used())?;
+    }
     writeln!(out, "done")?;
     Ok(summary)
+}
+
+/// Instructions between two readings of [`Clock::instructions`], when the clock counts them.
+fn since(start: Option<u64>, end: Option<u64>) -> Option<u64> {
+    start.zip(end).map(|(a, b)| b.wrapping_sub(a))
 }
 
 fn write_ids<W: Write>(out: &mut W, label: &str, ids: impl Iterator<Item = u32>) -> fmt::Result {

@@ -58,7 +58,9 @@ fn main() -> ! {
         prompt: PROMPT,
         generate: GENERATE,
         pause_ms: 50,
+        stack: None,
     };
-    let ok = itera_board_common::run(&demo, &mut arena.0, &mut Printer, &mut SysTimerClock, &mut led, &mut delay).is_ok();
+    let ok =
+        itera_board_common::run(&demo, &mut arena.0, &mut Printer, &mut SysTimerClock, &mut led, &mut delay).is_ok();
     itera_board_common::blink_forever(&mut led, &mut delay, ok)
 }

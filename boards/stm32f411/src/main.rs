@@ -69,6 +69,7 @@ fn main() -> ! {
         prompt: PROMPT,
         generate: GENERATE,
         pause_ms: 50,
+        stack: None,
     };
     let ok = itera_board_common::run(&demo, &mut arena.0, &mut console, &mut clock, &mut led, &mut delay).is_ok();
     console.flush();

@@ -1,0 +1,36 @@
+//! itera-edge built for ARMv6-M (`thumbv6m-none-eabi`, the RP2040's Cortex-M0+ instruction
+//! set: no FPU, so f32 runs in compiler-builtins' IEEE soft float) and run on QEMU's
+//! mps2-an385, a Cortex-M3. QEMU has no Cortex-M0 board with semihosting and a SysTick, and
+//! ARMv6-M code is a subset of ARMv7-M, so it runs unchanged: the instructions counted are
+//! exactly the v6-M build's (not the cycles of an M0+, which QEMU does not model).
+//!
+//! The same firmware as `qemu-an386` (its `mps2.rs`): the shared demo prints the tokens, the
+//! logits checksum, instructions per token and the stack over semihosting, then exits QEMU.
+
+#![no_std]
+#![no_main]
+
+#[path = "../../qemu-an386/src/mps2.rs"]
+mod mps2;
+
+use itera_board_common::itera_edge::Arena;
+
+itera_board_common::include_model!();
+
+/// The arena: a zeroed static in .bss, borrowed once by `main`.
+static mut ARENA: Arena<ARENA_BYTES> = Arena::new();
+
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    // SAFETY: `main` runs once and is the only code that names ARENA, so this is the one
+    // reference to it.
+    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    mps2::run(
+        "qemu-v6m (ARMv6-M code on QEMU mps2-an385, soft float, -icount: 1 instruction = 1 ns)",
+        &BLOB.0,
+        BLOB_SOURCE,
+        PROMPT,
+        GENERATE,
+        &mut arena.0,
+    )
+}
