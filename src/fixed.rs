@@ -17,7 +17,7 @@ pub const FRAC: u32 = 16;
 pub const ONE_Q30: i32 = 1 << 30;
 
 /// `log2(e)` in Q30 (1.442695040888963 · 2^30, rounded).
-const LOG2E_Q30: i64 = 1_549_082_005;
+const LOG2E_Q30: i32 = 1_549_082_005;
 
 /// Saturates an `i64` to `i32`.
 #[inline(always)]
@@ -46,10 +46,32 @@ pub fn narrow(v: i64, shift: u32) -> i32 {
     }
 }
 
+/// `a · b` exactly, as `i64`. Cores without a 32×32→64 multiply (ARMv6-M) would call the
+/// full 64×64 routine for it; there it is four 16×16 products instead. Same value on every
+/// target.
+#[inline(always)]
+pub fn mul_wide(a: i32, b: i32) -> i64 {
+    #[cfg(itera_armv6m)]
+    return mul_halves(a, b);
+    #[cfg(not(itera_armv6m))]
+    return a as i64 * b as i64;
+}
+
+/// [`mul_wide`] from 16-bit halves: `a = ah·2^16 + al`, `b = bh·2^16 + bl` with `al, bl` in
+/// `0..2^16` and `ah, bh` in `±2^15`, so each partial product fits 32 bits.
+#[cfg(any(test, itera_armv6m))]
+#[inline(always)]
+fn mul_halves(a: i32, b: i32) -> i64 {
+    let (ah, al, bh, bl) = (a >> 16, (a & 0xFFFF) as u32, b >> 16, (b & 0xFFFF) as u32);
+    let high = ((ah * bh) as i64) << 32; // |ah · bh| <= 2^30
+    let mid = (ah * bl as i32) as i64 + (al as i32 * bh) as i64; // each below 2^31 in magnitude
+    high + (mid << 16) + (al * bl) as i64
+}
+
 /// `a · b / 2^shift`, rounded and saturated, for Q-format operands.
 #[inline(always)]
 pub fn mul_shift(a: i32, b: i32, shift: u32) -> i32 {
-    saturate(round_shift(a as i64 * b as i64, shift))
+    saturate(round_shift(mul_wide(a, b), shift))
 }
 
 /// `floor(v · frac / 2^bits)` for `0 <= frac < 2^bits`, `bits <= 16`, in 32-bit arithmetic
@@ -114,7 +136,7 @@ impl Tables<'_> {
     /// fraction from the table.
     #[inline]
     pub fn exp_neg(&self, x: i32) -> i32 {
-        let t = saturate((x.max(0) as i64 * LOG2E_Q30) >> 30); // Q16, >= 0
+        let t = saturate(mul_wide(x.max(0), LOG2E_Q30) >> 30); // Q16, >= 0
         let whole = (t >> FRAC) as u32;
         if whole >= 31 {
             return 0;
@@ -224,12 +246,11 @@ pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &m
                                                    // norm_q16 = dev · 2^(16 + j) / std_scaled = dev · inv >> (p - 16 - j), with
                                                    // inv = 2^p / std_scaled of about 30 bits; p - 16 - j >= 14 (see the bounds on j).
     let p = 29 + (64 - std_scaled.leading_zeros());
-    let inv = ((1u64 << p) / std_scaled) as i64;
+    let inv = ((1u64 << p) / std_scaled) as i32; // below 2^31: std_scaled >= 2^(p - 30)
     let shift = p - FRAC - j;
     for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
         // |dev| < 2^25 and inv < 2^31: the product is below 2^56.
-        let dev = (scaled(v) - mean) as i64;
-        let norm = saturate((dev * inv + (1 << (shift - 1))) >> shift);
+        let norm = saturate(round_shift(mul_wide(scaled(v) - mean, inv), shift));
         *o = mul_shift(norm, w, FRAC).saturating_add(b);
     }
 }
@@ -268,8 +289,8 @@ pub fn quantize(x: &[i32], xq: &mut [i8]) -> Option<InputScale> {
 /// `|acc| < 2^30` the 64-bit product cannot overflow.
 #[inline(always)]
 pub fn requantize(acc: i32, requant: Requant, x: InputScale) -> i32 {
-    let c = (x.amax * u32::from(requant.multiplier)) as i64;
-    let p = acc as i64 * c;
+    let c = (x.amax * u32::from(requant.multiplier)) as i32; // below 2^31
+    let p = mul_wide(acc, c);
     let e = i32::from(requant.shift) - x.shift as i32;
     if e >= 0 {
         saturate(round_shift(p, e as u32))
@@ -323,6 +344,19 @@ mod tests {
             exp2: Table::new(&e, &TABLES[3]).expect("exp2"),
         };
         run(&t)
+    }
+
+    #[test]
+    fn mul_halves_is_the_product() {
+        let edge = [i32::MIN, i32::MIN + 1, -65537, -65536, -65535, -1, 0, 1, 65535, 65536, 1 << 30, i32::MAX];
+        let mut rng = crate::Rng::new(4);
+        let random = (0..2000).map(|_| rng.next_u32() as i32);
+        let values: std::vec::Vec<i32> = edge.into_iter().chain(random).collect();
+        for &a in &values {
+            for &b in values.iter().step_by(7) {
+                assert_eq!(mul_halves(a, b), a as i64 * b as i64, "{a} * {b}");
+            }
+        }
     }
 
     #[test]

@@ -52,9 +52,7 @@ impl FixedMatrix<'_> {
             return;
         };
         if n == self.cols {
-            for (out, row) in y.iter_mut().zip(self.q.chunks_exact(self.cols.max(1))) {
-                *out = crate::kernels::dot_i8(row, xq);
-            }
+            row_dots(self.q, self.cols, xq, y);
         } else {
             y.fill(0);
         }
@@ -72,6 +70,63 @@ impl FixedMatrix<'_> {
         for (o, &q) in out.iter_mut().zip(q) {
             *o = o.saturating_add(fixed::dequantize(q, r));
         }
+    }
+}
+
+/// `out[r] = Σ q[r, c] · xq[c]`, exact, for the first `out.len()` rows of the row-major
+/// `q` (`cols` wide): the Cortex-M4 DSP dot per row, the ARMv6-M routine four rows at a
+/// time, otherwise [`row_dots_portable`].
+fn row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+    #[cfg(itera_arm_dsp)]
+    {
+        for (o, row) in out.iter_mut().zip(q.chunks_exact(cols.max(1))) {
+            *o = crate::kernels::dot_i8(row, xq);
+        }
+    }
+    #[cfg(not(itera_arm_dsp))]
+    {
+        #[cfg(itera_armv6m)]
+        let done = crate::fixed_v6m::dots4(q, cols, xq, out);
+        #[cfg(not(itera_armv6m))]
+        let done = 0;
+        let q = q.get(done * cols..).unwrap_or_default();
+        row_dots_portable(q, cols, xq, out.get_mut(done..).unwrap_or_default());
+    }
+}
+
+/// [`row_dots`] in portable Rust: four rows per pass sharing each input load, four columns
+/// per step at fixed offsets (RV32IMC: `LB` with an immediate offset, `MUL`, `ADD`, one
+/// pointer bump per row and step), the odd rows and columns after.
+#[cfg_attr(itera_arm_dsp, allow(dead_code))]
+fn row_dots_portable(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+    let n = cols.min(xq.len());
+    let xq = xq.get(..n).unwrap_or_default();
+    let (xc, xr) = xq.as_chunks::<4>();
+    let mut rows = q.chunks_exact(cols.max(1)).map(|r| r.get(..n).unwrap_or_default());
+    let mut outs = out.chunks_exact_mut(4);
+    let tail = |row: &[i8]| -> i32 { row.iter().skip(4 * xc.len()).zip(xr).map(|(&w, &x)| w as i32 * x as i32).sum() };
+    for o in &mut outs {
+        let (Some(r0), Some(r1), Some(r2), Some(r3)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
+            return;
+        };
+        let mut acc = [0i32; 4];
+        let (c0, c1, c2, c3) =
+            (r0.as_chunks::<4>().0, r1.as_chunks::<4>().0, r2.as_chunks::<4>().0, r3.as_chunks::<4>().0);
+        for ((((x, w0), w1), w2), w3) in xc.iter().zip(c0).zip(c1).zip(c2).zip(c3) {
+            for j in 0..4 {
+                let x = x[j] as i32;
+                acc[0] += w0[j] as i32 * x;
+                acc[1] += w1[j] as i32 * x;
+                acc[2] += w2[j] as i32 * x;
+                acc[3] += w3[j] as i32 * x;
+            }
+        }
+        for (o, (a, r)) in o.iter_mut().zip(acc.into_iter().zip([r0, r1, r2, r3])) {
+            *o = a + tail(r);
+        }
+    }
+    for (o, row) in outs.into_remainder().iter_mut().zip(rows) {
+        *o = row.iter().zip(xq).map(|(&w, &x)| w as i32 * x as i32).sum();
     }
 }
 
@@ -295,22 +350,29 @@ impl<'a> FixedModel<'a> {
             p.in_proj.matvec(s.h, s.ug, s.xq);
             let (u, g) = s.ug.split_at(di.min(s.ug.len()));
 
-            // Causal depthwise conv, as in model.rs: the last K-1 inputs in a ring, tap-major.
+            // Causal depthwise conv, as in model.rs: the last K-1 inputs in a ring, tap-major,
+            // the input of position p in slot p mod (K-1).
             let slots = k - 1;
-            let past = |j: usize, history: &[i32], ch: usize| {
-                let slot = (pos + slots - j) % slots;
-                history.get(slot * di + ch).copied().unwrap_or(0)
-            };
-            for (ch, ((v, &bias), w)) in s.v.iter_mut().zip(p.conv_bias).zip(p.conv_weight.chunks_exact(k)).enumerate()
             {
-                // Q32 sum of the taps, then one rounding to Q16.
-                let mut acc = (bias as i64) << FRAC;
-                for (j, &wj) in w.iter().rev().enumerate() {
-                    let input = if j == 0 { u.get(ch).copied().unwrap_or(0) } else { past(j, history, ch) };
-                    // Each product is below 2^62; the sum of K of them saturates.
-                    acc = acc.saturating_add(wj as i64 * input as i64);
+                let mut taps: Vec<&[i32], 16> = Vec::new(); // conv_kernel <= 16 (Blob::parse)
+                for j in 1..k {
+                    let slot = (pos + slots - j) % slots;
+                    let _ = taps.push(history.get(slot * di..(slot + 1) * di).unwrap_or_default());
                 }
-                *v = t.silu(fixed::narrow(acc, FRAC));
+                for (ch, ((v, &bias), w)) in
+                    s.v.iter_mut().zip(p.conv_bias).zip(p.conv_weight.chunks_exact(k)).enumerate()
+                {
+                    // Q32 sum of the taps (w[K-1] on the newest input), then one rounding to Q16.
+                    let mut acc = (bias as i64) << FRAC;
+                    let newest = (w.last().copied().unwrap_or(0), u.get(ch).copied().unwrap_or(0));
+                    let older =
+                        w.iter().rev().skip(1).zip(&taps).map(|(&wj, tap)| (wj, tap.get(ch).copied().unwrap_or(0)));
+                    for (wj, input) in core::iter::once(newest).chain(older) {
+                        // Each product is below 2^62; the sum of K of them saturates.
+                        acc = acc.saturating_add(fixed::mul_wide(wj, input));
+                    }
+                    *v = t.silu(fixed::narrow(acc, FRAC));
+                }
             }
             let newest = pos % slots;
             if let Some(slot) = history.get_mut(newest * di..(newest + 1) * di) {

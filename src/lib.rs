@@ -23,6 +23,10 @@ pub mod checksum;
 pub mod error;
 pub mod fixed;
 mod fixed_model;
+// The ARMv6-M row-dot routine (assembly; see its SAFETY comment).
+#[cfg(itera_armv6m)]
+#[allow(unsafe_code)]
+mod fixed_v6m;
 pub mod format;
 pub mod greedy;
 // The matvec kernels index inside hot loops. Every index there is bounded by the matrix
