@@ -36,6 +36,34 @@ fn round_shift(v: i64, shift: u32) -> i64 {
     }
 }
 
+/// `round(v / 2^shift)` saturated to `i32`, for a shift known only at run time (`0..=62`)
+/// and `|v| < 2^62`. On ARMv6-M, from the two 32-bit halves of `v` (a 64-bit shift by a
+/// variable amount is a library call there); the same value on every target.
+#[inline(always)]
+pub fn shift_round(v: i64, shift: u32) -> i32 {
+    #[cfg(itera_armv6m)]
+    return shift_round_halves(v, shift);
+    #[cfg(not(itera_armv6m))]
+    return saturate(round_shift(v, shift));
+}
+
+/// [`shift_round`] with 32-bit shifts only: `q = floor(v / 2^(shift - 1))` from the halves,
+/// then `(q + 1) >> 1`, which is `floor((v + 2^(shift-1)) / 2^shift)`.
+#[cfg(any(test, itera_armv6m))]
+#[inline(always)]
+fn shift_round_halves(v: i64, shift: u32) -> i32 {
+    let Some(t) = shift.checked_sub(1) else {
+        return saturate(v);
+    };
+    let (hi, lo) = ((v >> 32) as i32, v as u32);
+    let q = match t {
+        0 => v,
+        32.. => (hi >> (t - 32).min(31)) as i64,
+        t => (((hi >> t) as i64) << 32) | ((lo >> t) | ((hi as u32) << (32 - t))) as i64,
+    };
+    saturate((q + 1) >> 1)
+}
+
 /// `round(v / 2^shift)` saturated to `i32`: a wide sum back to its Q format.
 #[inline(always)]
 pub fn narrow(v: i64, shift: u32) -> i32 {
@@ -250,7 +278,7 @@ pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &m
     let shift = p - FRAC - j;
     for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
         // |dev| < 2^25 and inv < 2^31: the product is below 2^56.
-        let norm = saturate(round_shift(mul_wide(scaled(v) - mean, inv), shift));
+        let norm = shift_round(mul_wide(scaled(v) - mean, inv), shift);
         *o = mul_shift(norm, w, FRAC).saturating_add(b);
     }
 }
@@ -293,7 +321,7 @@ pub fn requantize(acc: i32, requant: Requant, x: InputScale) -> i32 {
     let p = mul_wide(acc, c);
     let e = i32::from(requant.shift) - x.shift as i32;
     if e >= 0 {
-        saturate(round_shift(p, e as u32))
+        shift_round(p, e as u32)
     } else {
         saturate(p.saturating_mul(1 << (-e).min(32)))
     }
@@ -306,7 +334,7 @@ pub fn dequantize(q: i8, requant: Requant) -> i32 {
     let v = q as i64 * 127 * i64::from(requant.multiplier); // |v| < 2^30
     let s = i32::from(requant.shift) - FRAC as i32;
     if s >= 0 {
-        saturate(round_shift(v, s as u32))
+        shift_round(v, s as u32)
     } else {
         saturate(v << (-s).min(32))
     }
@@ -344,6 +372,21 @@ mod tests {
             exp2: Table::new(&e, &TABLES[3]).expect("exp2"),
         };
         run(&t)
+    }
+
+    #[test]
+    fn shift_round_halves_is_the_rounded_shift() {
+        let mut rng = crate::Rng::new(8);
+        let mut values: std::vec::Vec<i64> =
+            std::vec![0, 1, -1, 2, -2, 3, -3, (1 << 62) - 1, -(1 << 62) + 1, 1 << 40, -(1 << 40)];
+        values.extend(
+            (0..3000).map(|_| ((rng.next_u32() as i64) << 32 | rng.next_u32() as i64) >> (2 + rng.next_u32() % 40)),
+        );
+        for &v in &values {
+            for shift in 0..=62 {
+                assert_eq!(shift_round_halves(v, shift), saturate(round_shift(v, shift)), "{v} >> {shift}");
+            }
+        }
     }
 
     #[test]
