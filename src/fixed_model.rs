@@ -74,8 +74,8 @@ impl FixedMatrix<'_> {
 }
 
 /// `out[r] = Σ q[r, c] · xq[c]`, exact, for the first `out.len()` rows of the row-major
-/// `q` (`cols` wide): the Cortex-M4 DSP dot per row, the ARMv6-M routine four rows at a
-/// time, otherwise [`row_dots_portable`].
+/// `q` (`cols` wide): the Cortex-M4 DSP dot per row, the ARMv6-M or RV32IMC routines four
+/// rows at a time, otherwise [`row_dots_portable`].
 fn row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
     #[cfg(itera_arm_dsp)]
     {
@@ -87,7 +87,9 @@ fn row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
     {
         #[cfg(itera_armv6m)]
         let done = crate::fixed_v6m::dots4(q, cols, xq, out);
-        #[cfg(not(itera_armv6m))]
+        #[cfg(itera_rv32m)]
+        let done = crate::fixed_rv32::dots4(q, cols, xq, out);
+        #[cfg(not(any(itera_armv6m, itera_rv32m)))]
         let done = 0;
         let q = q.get(done * cols..).unwrap_or_default();
         row_dots_portable(q, cols, xq, out.get_mut(done..).unwrap_or_default());

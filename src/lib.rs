@@ -27,6 +27,10 @@ mod fixed_model;
 #[cfg(itera_armv6m)]
 #[allow(unsafe_code)]
 mod fixed_v6m;
+// The RV32IMC row-dot routines (assembly; see their SAFETY comment).
+#[cfg(itera_rv32m)]
+#[allow(unsafe_code)]
+mod fixed_rv32;
 pub mod format;
 pub mod greedy;
 // The matvec kernels index inside hot loops. Every index there is bounded by the matrix
