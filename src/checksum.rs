@@ -15,9 +15,24 @@ pub fn fnv1a_words(state: u64, words: impl Iterator<Item = u32>) -> u64 {
     let mut h = state;
     for w in words {
         h ^= w as u64;
-        h = h.wrapping_mul(FNV_PRIME);
+        h = times_prime(h);
     }
     h
+}
+
+/// `h · FNV_PRIME` (mod 2^64) with `FNV_PRIME = 2^40 + 0x1b3`: a shift plus the low word
+/// and the high word times 0x1b3, which cores without a 64-bit multiply (ARMv6-M) do in
+/// 32-bit products instead of a library call.
+#[inline(always)]
+fn times_prime(h: u64) -> u64 {
+    const LOW: u32 = 0x1b3;
+    const _: () = assert!(FNV_PRIME == (1 << 40) + LOW as u64);
+    let (lo, hi) = (h as u32, (h >> 32) as u32);
+    // lo · 0x1b3 in 16-bit halves: each product below 2^25.
+    let lo_product = (((lo >> 16) * LOW) as u64) << 16;
+    let lo_product = lo_product + ((lo & 0xFFFF) * LOW) as u64;
+    let hi_product = (hi.wrapping_mul(LOW) as u64) << 32;
+    (h << 40).wrapping_add(hi_product).wrapping_add(lo_product)
 }
 
 /// FNV-1a 64-bit offset basis: the checksum of nothing.
@@ -27,6 +42,16 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_prime_is_the_wrapping_product() {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            assert_eq!(times_prime(h), h.wrapping_mul(FNV_PRIME), "{h:#x}");
+            h = h.rotate_left(13) ^ (h >> 7) ^ 0x0123_4567_89ab_cdef;
+        }
+        assert_eq!(times_prime(u64::MAX), u64::MAX.wrapping_mul(FNV_PRIME));
+    }
 
     #[test]
     fn is_fnv1a_over_words_and_sees_every_bit() {

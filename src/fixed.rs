@@ -19,10 +19,18 @@ pub const ONE_Q30: i32 = 1 << 30;
 /// `log2(e)` in Q30 (1.442695040888963 · 2^30, rounded).
 const LOG2E_Q30: i32 = 1_549_082_005;
 
-/// Saturates an `i64` to `i32`.
+/// Saturates an `i64` to `i32`. The common case (it fits: the high word is the low word's
+/// sign) is one compare on 32-bit cores, where a 64-bit clamp is a chain of branches.
 #[inline(always)]
 pub fn saturate(v: i64) -> i32 {
-    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+    let lo = v as i32;
+    if (v >> 32) as i32 == lo >> 31 {
+        lo
+    } else if v < 0 {
+        i32::MIN
+    } else {
+        i32::MAX
+    }
 }
 
 /// `round(v / 2^shift)` (ties toward +inf), for `shift` in `0..=62` and `|v| < 2^62`
@@ -37,19 +45,20 @@ fn round_shift(v: i64, shift: u32) -> i64 {
 }
 
 /// `round(v / 2^shift)` saturated to `i32`, for a shift known only at run time (`0..=62`)
-/// and `|v| < 2^62`. On ARMv6-M, from the two 32-bit halves of `v` (a 64-bit shift by a
-/// variable amount is a library call there); the same value on every target.
+/// and `|v| < 2^62`. On 32-bit cores, from the two 32-bit halves of `v` (a 64-bit shift by
+/// a variable amount is a library call on ARMv6-M and a branchy sequence elsewhere); the
+/// same value on every target.
 #[inline(always)]
 pub fn shift_round(v: i64, shift: u32) -> i32 {
-    #[cfg(itera_armv6m)]
+    #[cfg(target_pointer_width = "32")]
     return shift_round_halves(v, shift);
-    #[cfg(not(itera_armv6m))]
+    #[cfg(not(target_pointer_width = "32"))]
     return saturate(round_shift(v, shift));
 }
 
 /// [`shift_round`] with 32-bit shifts only: `q = floor(v / 2^(shift - 1))` from the halves,
 /// then `(q + 1) >> 1`, which is `floor((v + 2^(shift-1)) / 2^shift)`.
-#[cfg(any(test, itera_armv6m))]
+#[cfg(any(test, target_pointer_width = "32"))]
 #[inline(always)]
 fn shift_round_halves(v: i64, shift: u32) -> i32 {
     let Some(t) = shift.checked_sub(1) else {
@@ -255,7 +264,8 @@ pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &m
     let amax = x.iter().fold(0u32, |m, v| m.max(v.unsigned_abs()));
     // x_s = x · 2^k (k may be negative): Q(16 + k) with max |x_s| in [2^23, 2^24).
     let k = 24 - (32 - amax.max(1).leading_zeros() as i32);
-    let scaled = |v: i32| if k >= 0 { v << k } else { v >> -k };
+    let (left, right) = (k.max(0) as u32, (-k).max(0) as u32);
+    let scaled = |v: i32| (v << left) >> right;
     let sum: i64 = x.iter().map(|&v| scaled(v) as i64).sum();
     let mean = sum.div_euclid(n as i64) as i32; // within the x_s range
     let sq = x.iter().fold(0u64, |acc, &v| {
