@@ -74,12 +74,14 @@ impl FixedMatrix<'_> {
 }
 
 /// `out[r] = Σ q[r, c] · xq[c]`, exact, for the first `out.len()` rows of the row-major
-/// `q` (`cols` wide): the Cortex-M4 DSP dot per row, the ARMv6-M or RV32IMC routines four
-/// rows at a time, otherwise [`row_dots_portable`].
+/// `q` (`cols` wide): the Cortex-M4 DSP, ARMv6-M or RV32IMC routines four rows at a time,
+/// otherwise [`row_dots_portable`].
 fn row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
     #[cfg(itera_arm_dsp)]
     {
-        for (o, row) in out.iter_mut().zip(q.chunks_exact(cols.max(1))) {
+        let done = crate::fixed_dsp::dots4(q, cols, xq, out);
+        let rows = q.get(done * cols..).unwrap_or_default().chunks_exact(cols.max(1));
+        for (o, row) in out.get_mut(done..).unwrap_or_default().iter_mut().zip(rows) {
             *o = crate::kernels::dot_i8(row, xq);
         }
     }

@@ -23,14 +23,16 @@ pub mod checksum;
 pub mod error;
 pub mod fixed;
 mod fixed_model;
-// The ARMv6-M row-dot routine (assembly; see its SAFETY comment).
-#[cfg(itera_armv6m)]
+// The fixed-point path's row-dot routines per ISA (assembly; see their SAFETY comments).
+#[cfg(itera_arm_dsp)]
 #[allow(unsafe_code)]
-mod fixed_v6m;
-// The RV32IMC row-dot routines (assembly; see their SAFETY comment).
+mod fixed_dsp;
 #[cfg(itera_rv32m)]
 #[allow(unsafe_code)]
 mod fixed_rv32;
+#[cfg(itera_armv6m)]
+#[allow(unsafe_code)]
+mod fixed_v6m;
 pub mod format;
 pub mod greedy;
 // The matvec kernels index inside hot loops. Every index there is bounded by the matrix
