@@ -65,12 +65,20 @@ fn shift_round_halves(v: i64, shift: u32) -> i32 {
         return saturate(v);
     };
     let (hi, lo) = ((v >> 32) as i32, v as u32);
-    let q = match t {
-        0 => v,
-        32.. => (hi >> (t - 32).min(31)) as i64,
-        t => (((hi >> t) as i64) << 32) | ((lo >> t) | ((hi as u32) << (32 - t))) as i64,
+    let (q_hi, q_lo) = match t {
+        0 => (hi, lo as i32),
+        32.. => {
+            let q = hi >> (t - 32).min(31);
+            (q >> 31, q)
+        }
+        t => (hi >> t, ((lo >> t) | ((hi as u32) << (32 - t))) as i32),
     };
-    saturate((q + 1) >> 1)
+    if q_hi == q_lo >> 31 {
+        // q fits an i32: (q + 1) >> 1 without leaving 32 bits.
+        (q_lo >> 1) + (q_lo & 1)
+    } else {
+        saturate(((((q_hi as i64) << 32) | q_lo as u32 as i64) + 1) >> 1)
+    }
 }
 
 /// `round(v / 2^shift)` saturated to `i32`: a wide sum back to its Q format.
@@ -213,6 +221,27 @@ impl Tables<'_> {
     }
 }
 
+/// `floor(v / n)` for `n >= 1`: a shift when `n` is a power of two (every published width),
+/// which 32-bit cores do inline instead of calling a 64-bit division routine.
+#[inline]
+pub fn div_floor(v: i64, n: usize) -> i64 {
+    match n {
+        0 => v,
+        n if n.is_power_of_two() => v >> n.trailing_zeros(),
+        n => v.div_euclid(n as i64),
+    }
+}
+
+/// `v / n` for `n >= 1`, as [`div_floor`] for unsigned values.
+#[inline]
+pub fn div_u64(v: u64, n: usize) -> u64 {
+    match n {
+        0 => v,
+        n if n.is_power_of_two() => v >> n.trailing_zeros(),
+        n => v / n as u64,
+    }
+}
+
 /// `floor(sqrt(v))`, bit by bit (no division, no float).
 pub fn isqrt(v: u64) -> u64 {
     let (mut rem, mut root) = (v, 0u64);
@@ -267,7 +296,7 @@ pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &m
     let (left, right) = (k.max(0) as u32, (-k).max(0) as u32);
     let scaled = |v: i32| (v << left) >> right;
     let sum: i64 = x.iter().map(|&v| scaled(v) as i64).sum();
-    let mean = sum.div_euclid(n as i64) as i32; // within the x_s range
+    let mean = div_floor(sum, n) as i32; // within the x_s range
     let sq = x.iter().fold(0u64, |acc, &v| {
         let d = (scaled(v) - mean).unsigned_abs() as u64; // < 2^25
         acc.saturating_add(d * d)
@@ -277,7 +306,7 @@ pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &m
         s if s >= 0 => eps_q32.saturating_mul(1u64.checked_shl(s as u32).unwrap_or(u64::MAX)),
         s => eps_q32.checked_shr(-s as u32).unwrap_or(0),
     };
-    let var = (sq / n as u64).saturating_add(eps).max(1);
+    let var = div_u64(sq, n).saturating_add(eps).max(1);
     // std · 2^j, the radicand shifted left by an even 2j to keep about 31 significant bits.
     let j = (var.leading_zeros().saturating_sub(2) / 2).min(24);
     let std_scaled = isqrt(var << (2 * j)).max(1); // = std in Q(16 + k), times 2^j
@@ -454,6 +483,16 @@ mod tests {
             // -242/65536 instead of about 0, and nothing overflows.
             assert!(t.silu(i32::MIN).unsigned_abs() < 1 << 10 && t.silu(i32::MAX) > i32::MAX - (1 << 10));
         });
+    }
+
+    #[test]
+    fn divisions_floor() {
+        for v in [i64::MIN / 4, -1_000_001, -65, -64, -1, 0, 1, 63, 64, 1_000_001, i64::MAX / 4] {
+            for n in [1usize, 2, 3, 64, 100, 128, 1 << 20] {
+                assert_eq!(div_floor(v, n), v.div_euclid(n as i64), "{v} / {n}");
+                assert_eq!(div_u64(v.unsigned_abs(), n), v.unsigned_abs() / n as u64, "{v} / {n}");
+            }
+        }
     }
 
     #[test]

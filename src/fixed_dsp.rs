@@ -96,28 +96,38 @@ fn sxtb16_pair(x: u32) -> [u32; 2] {
 /// Row dots four rows at a time for the model's row lengths; returns how many rows it
 /// computed (a multiple of 4; the caller does the rest, and everything for other lengths).
 pub(crate) fn dots4(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) -> usize {
-    let routine: unsafe extern "C" fn(*const i8, *const [u32; 2], usize, *mut i32) = match cols {
-        8 => itera_dsp_dots4_8,
-        32 => itera_dsp_dots4_32,
-        64 => itera_dsp_dots4_64,
-        128 => itera_dsp_dots4_128,
-        256 => itera_dsp_dots4_256,
-        512 => itera_dsp_dots4_512,
-        _ => return 0,
-    };
-    let blocks = (out.len() / 4).min(q.len() / (4 * cols));
-    let Some(x) = xq.get(..cols).filter(|_| blocks > 0) else {
+    match cols {
+        8 => dots4_of::<8, 2>(q, xq, out, itera_dsp_dots4_8),
+        32 => dots4_of::<32, 8>(q, xq, out, itera_dsp_dots4_32),
+        64 => dots4_of::<64, 16>(q, xq, out, itera_dsp_dots4_64),
+        128 => dots4_of::<128, 32>(q, xq, out, itera_dsp_dots4_128),
+        256 => dots4_of::<256, 64>(q, xq, out, itera_dsp_dots4_256),
+        512 => dots4_of::<512, 128>(q, xq, out, itera_dsp_dots4_512),
+        _ => 0,
+    }
+}
+
+/// [`dots4`] for rows of `COLS` (`WORDS = COLS / 4`) with its routine.
+#[inline(always)]
+fn dots4_of<const COLS: usize, const WORDS: usize>(
+    q: &[i8],
+    xq: &[i8],
+    out: &mut [i32],
+    routine: unsafe extern "C" fn(*const i8, *const [u32; 2], usize, *mut i32),
+) -> usize {
+    let blocks = (out.len() / 4).min(q.len() / (4 * COLS));
+    let Some(x) = xq.get(..COLS).filter(|_| blocks > 0 && WORDS * 4 == COLS) else {
         return 0;
     };
-    // [x0 x2], [x1 x3] per input word, for the widest row the routines take.
-    let mut pairs = [[0u32; 2]; 128];
+    // [x0 x2], [x1 x3] per input word, sized to the row.
+    let mut pairs = [[0u32; 2]; WORDS];
     for (p, w) in pairs.iter_mut().zip(x.as_chunks::<4>().0) {
         *p = sxtb16_pair(u32::from_le_bytes(w.map(|v| v as u8)));
     }
-    // SAFETY: the routine for `cols` reads 4 · cols · blocks bytes from `q` (at most its
-    // length, by `blocks`), the cols / 4 pairs (filled above, at most 128), and writes
-    // 4 · blocks i32 to `out` (at most its length); it keeps to the AAPCS (r4-r11 saved, r12
-    // clobbered) and touches no other memory.
+    // SAFETY: the routine for COLS reads 4 · COLS · blocks bytes from `q` (at most its
+    // length, by `blocks`), the COLS / 4 pairs, and writes 4 · blocks i32 to `out` (at most
+    // its length); it keeps to the AAPCS (r4-r11 saved, r12 clobbered) and touches no other
+    // memory.
     unsafe { routine(q.as_ptr(), pairs.as_ptr(), blocks, out.as_mut_ptr()) };
     4 * blocks
 }

@@ -386,7 +386,8 @@ impl<'a> FixedModel<'a> {
             // dt = mean_j softplus(delta_proj · u + b)_j
             p.delta_proj.matvec(s.v, s.t, s.xq);
             let sum: i64 = s.t.iter().zip(p.delta_bias).map(|(&x, &b)| t.softplus(x.saturating_add(b)) as i64).sum();
-            let dt = fixed::saturate(sum / di.max(1) as i64);
+            // Softplus is never negative: the floor is the quotient.
+            let dt = fixed::saturate(fixed::div_floor(sum, di));
 
             // s = exp(dt·A) ⊙ s + dt·(B·u)
             p.b.matvec(s.v, s.bu, s.xq);
