@@ -56,9 +56,7 @@ impl FixedMatrix<'_> {
         } else {
             y.fill(0);
         }
-        for (out, &r) in y.iter_mut().zip(self.requant) {
-            *out = fixed::requantize(*out, Requant::from_bits(r), scale);
-        }
+        requantize_rows(y, self.requant, scale);
     }
 
     /// `out += W[row, ..]` in Q16 (embedding and position lookups).
@@ -70,6 +68,15 @@ impl FixedMatrix<'_> {
         for (o, &q) in out.iter_mut().zip(q) {
             *o = o.saturating_add(fixed::dequantize(q, r));
         }
+    }
+}
+
+/// Each row's sum to its Q16 output ([`fixed::requantize`]). A function of its own so that
+/// its few live values stay in registers (inlined into `matvec`, ARMv6-M spilled them).
+#[inline(never)]
+fn requantize_rows(y: &mut [i32], requant: &[u32], scale: fixed::InputScale) {
+    for (out, &r) in y.iter_mut().zip(requant) {
+        *out = fixed::requantize(*out, Requant::from_bits(r), scale);
     }
 }
 
