@@ -109,6 +109,7 @@ fn row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
 /// per step at fixed offsets (RV32IMC: `LB` with an immediate offset, `MUL`, `ADD`, one
 /// pointer bump per row and step), the odd rows and columns after.
 #[cfg_attr(itera_arm_dsp, allow(dead_code))]
+#[allow(clippy::indexing_slicing)] // `j < 4` into `[i8; 4]` chunks: always in bounds
 fn row_dots_portable(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
     let n = cols.min(xq.len());
     let xq = xq.get(..n).unwrap_or_default();
@@ -361,30 +362,9 @@ impl<'a> FixedModel<'a> {
             p.in_proj.matvec(s.h, s.ug, s.xq);
             let (u, g) = s.ug.split_at(di.min(s.ug.len()));
 
-            // Causal depthwise conv, as in model.rs: the last K-1 inputs in a ring, tap-major,
-            // the input of position p in slot p mod (K-1).
+            // Causal depthwise conv over time, then SiLU (the ring as in model.rs).
             let slots = k - 1;
-            {
-                let mut taps: Vec<&[i32], 16> = Vec::new(); // conv_kernel <= 16 (Blob::parse)
-                for j in 1..k {
-                    let slot = (pos + slots - j) % slots;
-                    let _ = taps.push(history.get(slot * di..(slot + 1) * di).unwrap_or_default());
-                }
-                for (ch, ((v, &bias), w)) in
-                    s.v.iter_mut().zip(p.conv_bias).zip(p.conv_weight.chunks_exact(k)).enumerate()
-                {
-                    // Q32 sum of the taps (w[K-1] on the newest input), then one rounding to Q16.
-                    let mut acc = (bias as i64) << FRAC;
-                    let newest = (w.last().copied().unwrap_or(0), u.get(ch).copied().unwrap_or(0));
-                    let older =
-                        w.iter().rev().skip(1).zip(&taps).map(|(&wj, tap)| (wj, tap.get(ch).copied().unwrap_or(0)));
-                    for (wj, input) in core::iter::once(newest).chain(older) {
-                        // Each product is below 2^62; the sum of K of them saturates.
-                        acc = acc.saturating_add(fixed::mul_wide(wj, input));
-                    }
-                    *v = t.silu(fixed::narrow(acc, FRAC));
-                }
-            }
+            conv_silu(t, p.conv_weight, p.conv_bias, u, history, pos, s.v);
             let newest = pos % slots;
             if let Some(slot) = history.get_mut(newest * di..(newest + 1) * di) {
                 slot.copy_from_slice(u);
@@ -447,6 +427,37 @@ impl<'a> FixedModel<'a> {
             fixed::layer_norm(s.x, self.final_norm.weight, self.final_norm.bias, eps, s.h);
             self.lm_head.matvec(s.h, s.logits, s.xq);
         }
+    }
+}
+
+/// `v_c = silu(bias_c + Σ_j w[c, K-1-j] · u_c(pos - j))` for every channel `c`: the causal
+/// depthwise conv of `model.rs`, its taps summed in Q32 and rounded once. The last K-1
+/// inputs lie tap-major in `history`, position p in slot p mod (K-1). The published K = 4
+/// zips the four inputs (no index per tap).
+#[allow(clippy::too_many_arguments)]
+fn conv_silu(t: &Tables<'_>, weight: &[i32], bias: &[i32], u: &[i32], history: &[i32], pos: usize, v: &mut [i32]) {
+    let di = u.len();
+    let k = weight.len() / di.max(1);
+    let slots = k.saturating_sub(1).max(1);
+    let past = |j: usize| {
+        let slot = (pos + slots - j) % slots;
+        history.get(slot * di..(slot + 1) * di).unwrap_or_default()
+    };
+    // Each product is below 2^62; the sum of K of them saturates.
+    let tap = |acc: i64, w: i32, x: i32| acc.saturating_add(fixed::mul_wide(w, x));
+    if let (4, (w4, [])) = (k, weight.as_chunks::<4>()) {
+        let inputs = u.iter().zip(past(1)).zip(past(2)).zip(past(3));
+        for (((v, &b), w), (((&u0, &u1), &u2), &u3)) in v.iter_mut().zip(bias).zip(w4).zip(inputs) {
+            let acc = tap(tap(tap(tap((b as i64) << FRAC, w[3], u0), w[2], u1), w[1], u2), w[0], u3);
+            *v = t.silu(fixed::narrow(acc, FRAC));
+        }
+        return;
+    }
+    for (ch, ((v, &b), w)) in v.iter_mut().zip(bias).zip(weight.chunks_exact(k.max(1))).enumerate() {
+        let newest = (w.last().copied().unwrap_or(0), u.get(ch).copied().unwrap_or(0));
+        let older = w.iter().rev().skip(1).enumerate().map(|(j, &wj)| (wj, past(j + 1).get(ch).copied().unwrap_or(0)));
+        let acc = core::iter::once(newest).chain(older).fold((b as i64) << FRAC, |acc, (w, x)| tap(acc, w, x));
+        *v = t.silu(fixed::narrow(acc, FRAC));
     }
 }
 
