@@ -322,13 +322,14 @@ pub fn layer_norm(x: &[i32], weight: &[i32], bias: &[i32], eps_q32: u64, out: &m
     }
 }
 
-/// How [`quantize`] scaled a vector: `x ≈ xq · amax' · 2^shift / 127`, `amax'` below 2^15.
+/// How [`quantize`] scaled a vector: `x ≈ xq · amax' · 2^shift / 127`, with `amax'` in
+/// `2^14..2^15` (normalised: `shift` is negative for small vectors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputScale {
-    /// `max|x| >> shift`.
+    /// `max|x| · 2^-shift`, in `2^14..2^15`.
     pub amax: u32,
-    /// Right shift applied to `x` before scaling.
-    pub shift: u32,
+    /// How far `x` was shifted right before scaling (left when negative).
+    pub shift: i32,
 }
 
 /// Quantizes Q16 `x` to symmetric int8 in `xq` (`xq = round(x · 127 / max|x|)`, within
@@ -339,30 +340,60 @@ pub fn quantize(x: &[i32], xq: &mut [i8]) -> Option<InputScale> {
     if amax == 0 {
         return None;
     }
-    let shift = (32 - amax.leading_zeros()).saturating_sub(15);
-    let a = amax >> shift; // 1..2^15
-                           // m = round(127 · 2^24 / a); |x >> shift| <= a (+1 when shifted, where a >= 2^14), so
-                           // |(x >> shift) · m| <= 127 · 2^24 + 2^17 < 2^31: no overflow, and the result is within ±127.
+    // x_s = x · 2^-shift with max |x_s| = a in 2^14..2^15 (a left shift only happens when
+    // max |x| < 2^14, so it cannot overflow).
+    let shift = (32 - amax.leading_zeros()) as i32 - 15;
+    let (right, left) = (shift.max(0) as u32, (-shift).max(0) as u32);
+    let a = (amax >> right) << left;
+    // m = round(127 · 2^24 / a) <= 130,048; |x_s| <= a (+1 after a right shift), so
+    // |x_s · m| <= 127 · 2^24 + 2^17 < 2^31: no overflow, and the result is within ±127.
     let m = ((127u32 << 24) + a / 2) / a;
     for (q, &v) in xq.iter_mut().zip(x) {
-        *q = (((v >> shift) * m as i32 + (1 << 23)) >> 24) as i8;
+        *q = ((((v >> right) << left) * m as i32 + (1 << 23)) >> 24) as i8;
     }
     Some(InputScale { amax: a, shift })
 }
 
-/// One row's Q16 output from its integer sum `acc = Σ q·xq`: `acc · scale / 127 · amax'
-/// · 2^shift`, i.e. `acc · (amax' · multiplier) · 2^(shift - requant.shift)`, rounded and
-/// saturated. `amax' < 2^15` and `multiplier < 2^16`, so their product fits 31 bits, and with
-/// `|acc| < 2^30` the 64-bit product cannot overflow.
+/// How [`requantize`] treats the rows of a matrix with `cols` columns: their sums are at most
+/// `128 · 127 · cols` in magnitude (a weight may be -128 in a blob), so they can be shifted
+/// left by `30 - bitlen(16256 · cols)` and stay below 2^30.
+pub fn sum_headroom(cols: usize) -> u32 {
+    let bound = 16_256u64.saturating_mul(cols as u64);
+    30u32.saturating_sub(64 - bound.leading_zeros())
+}
+
+/// One row's Q16 output from its integer sum `acc = Σ q·xq` (`|acc| <= 16256 · cols`):
+/// `round(acc · c / 2^e)`, saturated, with `c = (amax' · multiplier) >> 15` (16 bits:
+/// `amax'` and the multiplier have 15 and 16) and `e = requant.shift - 15 - shift`: that is
+/// `acc · scale / 127 · amax' · 2^shift` to within `c`'s truncation (below 2^-14
+/// relative). In the usual case it runs in 32-bit arithmetic: with `a = acc << headroom`
+/// (below 2^30, see [`sum_headroom`]) and `t = e + headroom - 1 >= 16`, `a · c` splits as
+/// `P · 2^16 + L` (`P = (a >> 16) · c`, `|P| < 2^30`; `L = (a & 0xFFFF) · c < 2^32`), and
+/// `floor(acc · c / 2^(e - 1)) = (P + (L >> 16)) >> (t - 16)` exactly.
 #[inline(always)]
-pub fn requantize(acc: i32, requant: Requant, x: InputScale) -> i32 {
-    let c = (x.amax * u32::from(requant.multiplier)) as i32; // below 2^31
-    let p = mul_wide(acc, c);
-    let e = i32::from(requant.shift) - x.shift as i32;
-    if e >= 0 {
-        shift_round(p, e as u32)
+pub fn requantize(acc: i32, requant: Requant, x: InputScale, headroom: u32) -> i32 {
+    let c = (x.amax * u32::from(requant.multiplier)) >> 15; // 2^14..2^16
+    let e = i32::from(requant.shift) - 15 - x.shift;
+    let t = e + headroom as i32 - 1;
+    if t >= 16 {
+        let a = acc << headroom;
+        let p = (a >> 16) * c as i32 + (((a & 0xFFFF) as u32 * c) >> 16) as i32;
+        let q = p >> (t - 16).min(31);
+        (q >> 1) + (q & 1)
     } else {
-        saturate(p.saturating_mul(1 << (-e).min(32)))
+        requantize_wide(acc, c, e)
+    }
+}
+
+/// [`requantize`] when its 32-bit path does not apply: the product in 64 bits (a negative
+/// `e` a saturating left shift).
+#[inline(never)]
+fn requantize_wide(acc: i32, c: u32, e: i32) -> i32 {
+    let p = acc as i64 * c as i64; // |p| < 2^46
+    match e {
+        ..0 => saturate(p.saturating_mul(1 << (-e).min(32))),
+        47.. => 0, // |p| / 2^e < 1/2
+        e => saturate(round_shift(p, e as u32)),
     }
 }
 
@@ -486,6 +517,37 @@ mod tests {
     }
 
     #[test]
+    fn requantize_is_the_rounded_product() {
+        let mut rng = crate::Rng::new(12);
+        for cols in [8usize, 64, 128, 256, 4096, 1 << 16] {
+            let headroom = sum_headroom(cols);
+            let bound = 16_256 * cols as i64;
+            assert!(bound << headroom < 1 << 30);
+            for _ in 0..5000 {
+                let acc = ((rng.next_u32() as i64 % (2 * bound + 1)) - bound) as i32;
+                let acc = if rng.next_u32() % 8 == 0 { bound as i32 * if acc < 0 { -1 } else { 1 } } else { acc };
+                let x = InputScale {
+                    amax: (1 << 14) + rng.next_u32() % (1 << 14),
+                    shift: (rng.next_u32() % 32) as i32 - 14,
+                };
+                let r = Requant {
+                    multiplier: (1 << 15) as u16 + (rng.next_u32() % (1 << 15)) as u16,
+                    shift: (rng.next_u32() % 63) as u16,
+                };
+                let c = (x.amax * u32::from(r.multiplier)) >> 15;
+                let e = i32::from(r.shift) - 15 - x.shift;
+                let p = acc as i128 * c as i128;
+                let want = if e >= 0 {
+                    ((p + (1i128 << e >> 1)) >> e).clamp(i32::MIN as i128, i32::MAX as i128) as i32
+                } else {
+                    (p << -e).clamp(i32::MIN as i128, i32::MAX as i128) as i32
+                };
+                assert_eq!(requantize(acc, r, x, headroom), want, "{acc} {x:?} {r:?} cols {cols}");
+            }
+        }
+    }
+
+    #[test]
     fn divisions_floor() {
         for v in [i64::MIN / 4, -1_000_001, -65, -64, -1, 0, 1, 63, 64, 1_000_001, i64::MAX / 4] {
             for n in [1usize, 2, 3, 64, 100, 128, 1 << 20] {
@@ -567,7 +629,7 @@ mod tests {
             };
             let r = Requant { multiplier: m, shift: sh };
             let acc: i32 = xq.iter().map(|&q| q as i32).sum();
-            let y = real(requantize(acc, r, s));
+            let y = real(requantize(acc, r, s, sum_headroom(100)));
             let want: f64 = w * x.iter().sum::<f64>();
             // Input quantization (half a step of max|x| / 127 per element) plus the Q16 rounding
             // of the result.
@@ -580,7 +642,7 @@ mod tests {
         let s = quantize(&[i32::MIN, i32::MAX, 1], &mut xq).expect("nonzero");
         assert_eq!(xq, [-127, 127, 0]);
         let r = Requant { multiplier: u16::MAX, shift: 0 };
-        assert_eq!(requantize(i32::MAX, r, s), i32::MAX);
+        assert_eq!(requantize(16_256 * 3, r, s, sum_headroom(3)), i32::MAX);
         assert_eq!(dequantize(-128, Requant { multiplier: u16::MAX, shift: 0 }), i32::MIN);
     }
 }
