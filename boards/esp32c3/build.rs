@@ -6,7 +6,7 @@
 use std::{env, fs, path::PathBuf};
 
 fn main() {
-    itera_board_build::Board { flash_bytes: 4096 * 1024, ram_bytes: 320 * 1024, memory_x: false, ..Default::default() }
+    itera_board_build::Board { memory_x: false, ..itera_board_build::Board::new(itera_board_build::memory::ESP32C3) }
         .generate();
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=rom-functions.x");

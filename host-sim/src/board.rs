@@ -49,7 +49,12 @@ impl GreedyReference {
     }
 }
 
-/// A board's memory and what our firmware costs on it besides the model.
+/// Each board's flash and RAM as its firmware links them, and the firmware's stack: the file
+/// the board build scripts read too (`itera-board-build`), so `fit` and the build agree.
+#[path = "../../boards/memory.rs"]
+mod memory;
+
+/// A board's memory, core and clock, and what our firmware costs on it besides the model.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Board {
     /// Name used by `--board` (and the folder under `boards/`).
@@ -58,58 +63,204 @@ pub struct Board {
     pub chip: &'static str,
     /// Rust target.
     pub target: &'static str,
-    /// Flash (or the flash the firmware can map) in bytes.
+    /// The instruction set the firmware is compiled for (whose measured instruction counts
+    /// give the speed estimate).
+    pub isa: Isa,
+    /// Core clock the firmware sets, in MHz; `None` for the QEMU boards, which have none
+    /// (under `-icount shift=0` one instruction is one virtual nanosecond).
+    pub clock_mhz: Option<u32>,
+    /// Flash the firmware can link into, in bytes (its memory.x).
     pub flash_bytes: usize,
-    /// RAM in bytes.
+    /// RAM the firmware can link into, in bytes (its memory.x).
     pub ram_bytes: usize,
     /// What our firmware for this board costs besides the blob and the arena.
     pub firmware: FirmwareCost,
 }
 
-/// Stack high-water mark of the firmware, measured by painting on qemu-an386 (64,084 bytes
-/// for the micro mixed blob: 18,330 in `main`'s frame, which holds the `Model`'s weight
-/// views, since this round in two copies, and 35,508 below it), rounded up.
-const STACK: usize = 64 << 10;
+/// An instruction set the firmware is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Isa {
+    /// ARMv7E-M with the single-precision FPU (Cortex-M4F, `thumbv7em-none-eabihf`).
+    #[serde(rename = "armv7e-m+fpu")]
+    Armv7emFpu,
+    /// ARMv6-M (Cortex-M0+, `thumbv6m-none-eabi`): no FPU, f32 in compiler-builtins.
+    #[serde(rename = "armv6-m")]
+    Armv6m,
+    /// RV32IMC (ESP32-C3, `riscv32imc-unknown-none-elf`): no FPU, f32 in compiler-builtins.
+    #[serde(rename = "rv32imc")]
+    Rv32imc,
+}
+
+impl Isa {
+    /// The name `fit` prints (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Armv7emFpu => "armv7e-m+fpu",
+            Isa::Armv6m => "armv6-m",
+            Isa::Rv32imc => "rv32imc",
+        }
+    }
+
+    /// The QEMU board that measures this instruction set.
+    pub fn measured_on(self) -> &'static str {
+        match self {
+            Isa::Armv7emFpu => "qemu-an386",
+            Isa::Armv6m => "qemu-v6m",
+            Isa::Rv32imc => "qemu-rv32",
+        }
+    }
+}
+
+/// Stack high-water mark of the firmware (`boards/memory.rs`): 64,212 bytes at most on the
+/// QEMU boards over the micro f32, int8 and mixed blobs, painted, rounded up.
+const STACK: usize = memory::STACK_BYTES;
 
 /// How far the estimates may be from a firmware ELF (code and statics): they are the ELF
 /// sizes measured when the boards were last built, rounded up to 4 KiB.
 pub const ESTIMATE_MARGIN: usize = 4 << 10;
 
 /// The boards the project ships firmware for.
-pub const BOARDS: [Board; 4] = [
+pub const BOARDS: [Board; 6] = [
     Board {
         name: "qemu-an386",
         chip: "MPS2 AN386, Cortex-M4F (QEMU)",
         target: "thumbv7em-none-eabihf",
-        flash_bytes: 4 << 20,
-        ram_bytes: 4 << 20,
+        isa: Isa::Armv7emFpu,
+        clock_mhz: None,
+        flash_bytes: memory::QEMU_AN386.flash_bytes,
+        ram_bytes: memory::QEMU_AN386.ram_bytes,
+        firmware: FirmwareCost { code_bytes: 84 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
+    },
+    Board {
+        name: "qemu-v6m",
+        chip: "MPS2 AN385 running ARMv6-M code (QEMU)",
+        target: "thumbv6m-none-eabi",
+        isa: Isa::Armv6m,
+        clock_mhz: None,
+        flash_bytes: memory::QEMU_V6M.flash_bytes,
+        ram_bytes: memory::QEMU_V6M.ram_bytes,
         firmware: FirmwareCost { code_bytes: 76 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
+    },
+    Board {
+        name: "qemu-rv32",
+        chip: "virt, RV32IMC (QEMU)",
+        target: "riscv32imc-unknown-none-elf",
+        isa: Isa::Rv32imc,
+        clock_mhz: None,
+        flash_bytes: memory::QEMU_RV32.flash_bytes,
+        ram_bytes: memory::QEMU_RV32.ram_bytes,
+        firmware: FirmwareCost { code_bytes: 80 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
     },
     Board {
         name: "stm32f411",
         chip: "STM32F411CE Black Pill, Cortex-M4F 100 MHz",
         target: "thumbv7em-none-eabihf",
-        flash_bytes: 512 << 10,
-        ram_bytes: 128 << 10,
-        firmware: FirmwareCost { code_bytes: 88 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
+        isa: Isa::Armv7emFpu,
+        clock_mhz: Some(100),
+        flash_bytes: memory::STM32F411.flash_bytes,
+        ram_bytes: memory::STM32F411.ram_bytes,
+        firmware: FirmwareCost { code_bytes: 92 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
     },
     Board {
         name: "rp2040",
-        chip: "RP2040 Pico, Cortex-M0+ (no FPU), 2 MiB QSPI flash",
+        chip: "RP2040 Pico, Cortex-M0+ 125 MHz (no FPU), 2 MiB QSPI flash",
         target: "thumbv6m-none-eabi",
-        flash_bytes: 2 << 20,
-        ram_bytes: 264 << 10,
-        firmware: FirmwareCost { code_bytes: 72 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
+        isa: Isa::Armv6m,
+        clock_mhz: Some(125),
+        flash_bytes: memory::RP2040.flash_bytes,
+        ram_bytes: memory::RP2040.ram_bytes,
+        firmware: FirmwareCost { code_bytes: 76 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
     },
     Board {
         name: "esp32c3",
-        chip: "ESP32-C3, RISC-V rv32imc",
+        chip: "ESP32-C3, RISC-V rv32imc 160 MHz (no FPU)",
         target: "riscv32imc-unknown-none-elf",
-        flash_bytes: 4 << 20,
-        ram_bytes: 400 << 10,
-        firmware: FirmwareCost { code_bytes: 116 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
+        isa: Isa::Rv32imc,
+        clock_mhz: Some(160),
+        flash_bytes: memory::ESP32C3.flash_bytes,
+        ram_bytes: memory::ESP32C3.ram_bytes,
+        firmware: FirmwareCost { code_bytes: 120 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
     },
 ];
+
+/// MACs per token of the micro model, on which [`MEASURED`] was taken.
+pub const MEASURED_MACS_PER_TOKEN: u64 = 275_200;
+
+/// Instructions per generated token, measured: the micro checkpoint packed with each
+/// `--quant` preset, on the QEMU board of each instruction set under `-icount shift=0`
+/// (`boards/qemu-check.sh`; exact, repeatable counts of the model step, 16 tokens after the
+/// 8-token prompt). Rebuilt firmware moves them by a few instructions in a million.
+pub const MEASURED: [Measured; 9] = [
+    Measured { isa: Isa::Armv7emFpu, quant: "f32", instructions_per_token: 1_179_492 },
+    Measured { isa: Isa::Armv7emFpu, quant: "int8", instructions_per_token: 543_192 },
+    Measured { isa: Isa::Armv7emFpu, quant: "mixed", instructions_per_token: 878_825 },
+    Measured { isa: Isa::Armv6m, quant: "f32", instructions_per_token: 67_616_525 },
+    Measured { isa: Isa::Armv6m, quant: "int8", instructions_per_token: 9_328_162 },
+    Measured { isa: Isa::Armv6m, quant: "mixed", instructions_per_token: 20_918_522 },
+    Measured { isa: Isa::Rv32imc, quant: "f32", instructions_per_token: 36_573_399 },
+    Measured { isa: Isa::Rv32imc, quant: "int8", instructions_per_token: 5_587_207 },
+    Measured { isa: Isa::Rv32imc, quant: "mixed", instructions_per_token: 13_633_538 },
+];
+
+/// One measured instruction count (see [`MEASURED`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Measured {
+    /// The instruction set.
+    pub isa: Isa,
+    /// The `--quant` preset the micro checkpoint was packed with.
+    pub quant: &'static str,
+    /// Instructions per generated token.
+    pub instructions_per_token: u64,
+}
+
+/// What `fit` says about speed, and on what basis.
+pub const SPEED_BASIS: &str = "an instruction count, not a cycle count: instructions per token measured in QEMU \
+(-icount) for the board's instruction set and the blob's --quant preset on the micro model, scaled by the blob's MACs \
+per token; tokens/s assumes 1 instruction = 1 cycle at the board's clock, with no flash wait states or cache misses";
+
+/// The `--quant` preset a blob was packed with: its `quant` provenance entry (itera-pack
+/// writes the preset and any policy rules after it, `int8; *.B=f32`), or `f32` for a blob
+/// whose tensors are all f32 (itera-pack records no `quant` for those); `None` otherwise.
+pub fn quant_preset(bytes: &[u8]) -> Option<String> {
+    let blob = itera_edge::Blob::parse(bytes).ok()?;
+    if let Some((_, quant)) = blob.provenance().find(|(k, _)| *k == "quant") {
+        return Some(quant.to_string());
+    }
+    let all_f32 = blob.tensors().all(|t| t.dtype == itera_edge::DType::F32);
+    all_f32.then(|| "f32".to_string())
+}
+
+/// The estimated speed of one blob on one board.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Speed {
+    /// The QEMU board the instruction count was measured on.
+    pub measured_on: &'static str,
+    /// Instructions per MAC measured for the board's instruction set and the blob's preset.
+    pub instructions_per_mac: f64,
+    /// That times the blob's MACs per token.
+    pub instructions_per_token: u64,
+    /// The board's clock over that (boards with a clock only).
+    pub tokens_per_second: Option<f64>,
+}
+
+/// The speed estimate for a blob packed with `quant` (its `quant` provenance) with
+/// `macs_per_token`, on `board`: `None` when that preset was not measured on its ISA.
+pub fn speed(board: &Board, quant: Option<&str>, macs_per_token: usize) -> Option<Speed> {
+    let m = MEASURED.iter().find(|m| m.isa == board.isa && Some(m.quant) == quant)?;
+    let instructions_per_token = u64::try_from(
+        u128::from(m.instructions_per_token) * macs_per_token as u128 / u128::from(MEASURED_MACS_PER_TOKEN),
+    )
+    .unwrap_or(u64::MAX);
+    Some(Speed {
+        measured_on: board.isa.measured_on(),
+        instructions_per_mac: m.instructions_per_token as f64 / MEASURED_MACS_PER_TOKEN as f64,
+        instructions_per_token,
+        tokens_per_second: board
+            .clock_mhz
+            .filter(|_| instructions_per_token > 0)
+            .map(|mhz| f64::from(mhz) * 1e6 / instructions_per_token as f64),
+    })
+}
 
 /// Firmware cost besides the blob and the arena: code and constants in flash, statics in
 /// RAM, and the deepest stack. Per board, measured from its ELF (code: flash sections minus
@@ -135,22 +286,38 @@ pub struct Fit {
     pub ram_needed: usize,
     /// Whether both fit.
     pub fits: bool,
+    /// The speed estimate (see [`SPEED_BASIS`]), when the blob's preset was measured.
+    pub speed: Option<Speed>,
+}
+
+/// What `fit` needs to know of a blob.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobCost<'a> {
+    /// Bytes of the blob.
+    pub blob_bytes: usize,
+    /// Arena bytes a session needs.
+    pub arena_bytes: usize,
+    /// MACs per token.
+    pub macs_per_token: usize,
+    /// The `--quant` preset it was packed with (its `quant` provenance), if known.
+    pub quant: Option<&'a str>,
 }
 
 /// Flash and RAM a blob needs on each board, with each board's firmware estimate, or with
-/// `measured` (from an ELF) when given.
-pub fn fit(blob_bytes: usize, arena_bytes: usize, measured: Option<&FirmwareCost>, boards: &[Board]) -> Vec<Fit> {
+/// `measured` (from an ELF) when given, and its estimated speed there.
+pub fn fit(blob: &BlobCost<'_>, measured: Option<&FirmwareCost>, boards: &[Board]) -> Vec<Fit> {
     boards
         .iter()
         .map(|&board| {
             let cost = measured.unwrap_or(&board.firmware);
-            let flash_needed = blob_bytes + cost.code_bytes;
-            let ram_needed = arena_bytes + cost.stack_bytes + cost.static_bytes;
+            let flash_needed = blob.blob_bytes + cost.code_bytes;
+            let ram_needed = blob.arena_bytes + cost.stack_bytes + cost.static_bytes;
             Fit {
                 board,
                 flash_needed,
                 ram_needed,
                 fits: flash_needed <= board.flash_bytes && ram_needed <= board.ram_bytes,
+                speed: speed(&board, blob.quant, blob.macs_per_token),
             }
         })
         .collect()
@@ -166,7 +333,9 @@ pub struct ElfSizes {
 }
 
 /// Reads the section table of an ELF32 little-endian file. `.data` counts in both flash
-/// (its initial values) and RAM.
+/// (its initial values) and RAM. A `.stack` section (riscv-rt's: the address range from the
+/// end of the statics to the top of RAM, where the stack grows) is not counted: the stack is
+/// `fit`'s measured [`FirmwareCost::stack_bytes`].
 pub fn elf_sizes(elf: &[u8]) -> Result<ElfSizes, String> {
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
     let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
@@ -177,6 +346,12 @@ pub fn elf_sizes(elf: &[u8]) -> Result<ElfSizes, String> {
     let shoff = u32_at(0x20).ok_or_else(bad)?;
     let shentsize = u16_at(0x2E).ok_or_else(bad)?;
     let shnum = u16_at(0x30).ok_or_else(bad)?;
+    // Section names, from the section-name string table (`e_shstrndx`).
+    let shstrndx = u16_at(0x32).ok_or_else(bad)?;
+    let names = u32_at(shoff + shstrndx * shentsize + 16).unwrap_or(usize::MAX);
+    let is_stack = |name: usize| {
+        names.checked_add(name).and_then(|at| elf.get(at..at.saturating_add(7))) == Some(&b".stack\0"[..])
+    };
     const SHF_WRITE: usize = 1;
     const SHF_ALLOC: usize = 2;
     const SHT_NOBITS: usize = 8;
@@ -185,7 +360,7 @@ pub fn elf_sizes(elf: &[u8]) -> Result<ElfSizes, String> {
         let sh = shoff + i * shentsize;
         let (kind, flags, size) =
             (u32_at(sh + 4).ok_or_else(bad)?, u32_at(sh + 8).ok_or_else(bad)?, u32_at(sh + 20).ok_or_else(bad)?);
-        if flags & SHF_ALLOC == 0 {
+        if flags & SHF_ALLOC == 0 || (kind == SHT_NOBITS && is_stack(u32_at(sh).ok_or_else(bad)?)) {
             continue;
         }
         match (flags & SHF_WRITE != 0, kind == SHT_NOBITS) {
@@ -209,15 +384,59 @@ pub fn elf_sizes(elf: &[u8]) -> Result<ElfSizes, String> {
 mod tests {
     use super::*;
 
+    fn board(name: &str) -> Board {
+        *BOARDS.iter().find(|b| b.name == name).unwrap()
+    }
+
+    fn blob(blob_bytes: usize, quant: Option<&str>) -> BlobCost<'_> {
+        BlobCost { blob_bytes, arena_bytes: 20_000, macs_per_token: MEASURED_MACS_PER_TOKEN as usize, quant }
+    }
+
     #[test]
     fn the_stm32f411_profile_counts_blob_code_arena_and_stack() {
+        let stm = [board("stm32f411")];
         let cost = FirmwareCost { code_bytes: 60_000, static_bytes: 1_000, stack_bytes: 40_000 };
-        let f = fit(400_000, 20_000, Some(&cost), &BOARDS[1..2]);
+        let f = fit(&blob(400_000, None), Some(&cost), &stm);
         assert_eq!((f[0].flash_needed, f[0].ram_needed, f[0].fits), (460_000, 61_000, true));
-        let f = fit(400_000, 20_000, None, &BOARDS[1..2]);
-        assert_eq!(f[0].flash_needed, 400_000 + (88 << 10), "the board's own estimate");
-        let f = fit(500_000, 20_000, Some(&cost), &BOARDS[1..2]);
+        let f = fit(&blob(400_000, None), None, &stm);
+        assert_eq!(f[0].flash_needed, 400_000 + (92 << 10), "the board's own estimate");
+        let f = fit(&blob(500_000, None), Some(&cost), &stm);
         assert!(!f[0].fits, "560 kB of flash does not fit 512 KiB");
+    }
+
+    #[test]
+    fn speed_is_the_measured_count_of_the_isa_and_preset_scaled_by_macs_at_the_board_clock() {
+        // The micro int8 blob on the Pico: exactly the ARMv6-M measurement, at 125 MHz.
+        let s = speed(&board("rp2040"), Some("int8"), 275_200).unwrap();
+        assert_eq!(s.instructions_per_token, 9_328_162);
+        assert!((s.tokens_per_second.unwrap() - 125e6 / 9_328_162.0).abs() < 1e-9);
+        assert!((s.instructions_per_mac - 9_328_162.0 / 275_200.0).abs() < 1e-12);
+        // Twice the MACs, twice the instructions; the ESP32-C3 runs the RV32IMC figure.
+        let s = speed(&board("esp32c3"), Some("f32"), 2 * 275_200).unwrap();
+        assert_eq!(s.instructions_per_token, 2 * 36_573_399);
+        // A QEMU board has a count but no clock; an unmeasured preset or none has no estimate.
+        let s = speed(&board("qemu-v6m"), Some("mixed"), 275_200).unwrap();
+        assert_eq!((s.instructions_per_token, s.tokens_per_second), (20_918_522, None));
+        assert_eq!(speed(&board("stm32f411"), Some("f16"), 275_200), None);
+        assert_eq!(speed(&board("stm32f411"), Some("int8; *.B=f32"), 275_200), None, "a preset with rules");
+        assert_eq!(speed(&board("stm32f411"), None, 275_200), None);
+        let f = fit(&blob(300_000, Some("int8")), None, &[board("stm32f411")]);
+        assert_eq!(f[0].speed.unwrap().instructions_per_token, 543_192);
+    }
+
+    #[test]
+    fn every_isa_and_measured_preset_has_one_count_and_every_real_board_a_clock() {
+        for isa in [Isa::Armv7emFpu, Isa::Armv6m, Isa::Rv32imc] {
+            for quant in ["f32", "int8", "mixed"] {
+                assert_eq!(MEASURED.iter().filter(|m| m.isa == isa && m.quant == quant).count(), 1, "{isa:?} {quant}");
+            }
+            assert!(BOARDS.iter().any(|b| b.name == isa.measured_on() && b.isa == isa && b.clock_mhz.is_none()));
+        }
+        for b in BOARDS.iter().filter(|b| !b.name.starts_with("qemu-")) {
+            assert!(b.clock_mhz.is_some(), "{}", b.name);
+        }
+        // The memory the board build scripts check against (boards/memory.rs).
+        assert_eq!((board("rp2040").ram_bytes, board("esp32c3").ram_bytes), (256 << 10, 313 << 10));
     }
 
     #[test]
@@ -234,6 +453,62 @@ mod tests {
         assert!(e.contains("-n") && e.contains("out of range"), "{e}");
         let e = greedy_reference(&model, &[config.vocab], 1).unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
+    }
+
+    /// A minimal ELF32 LE file with these sections (name, type, flags, size), plus the null
+    /// section first and the section-name table last.
+    fn elf_with(sections: &[(&str, u32, u32, u32)]) -> Vec<u8> {
+        let mut names = vec![0u8];
+        let mut at = Vec::new();
+        for (name, ..) in sections.iter().chain([&(".shstrtab", 3, 0, 0)]) {
+            at.push(names.len() as u32);
+            names.extend(name.as_bytes());
+            names.push(0);
+        }
+        let mut elf = vec![0x7f, b'E', b'L', b'F', 1, 1];
+        elf.resize(0x34, 0);
+        let strtab = elf.len() as u32;
+        elf.extend(&names);
+        while elf.len() % 4 != 0 {
+            elf.push(0);
+        }
+        let shoff = elf.len();
+        let n = sections.len() + 2;
+        elf[0x20..0x24].copy_from_slice(&(shoff as u32).to_le_bytes());
+        elf[0x2E..0x30].copy_from_slice(&40u16.to_le_bytes());
+        elf[0x30..0x32].copy_from_slice(&(n as u16).to_le_bytes());
+        elf[0x32..0x34].copy_from_slice(&((n - 1) as u16).to_le_bytes());
+        elf.extend([0u8; 40]);
+        let table = sections.iter().copied().chain([(".shstrtab", 3, 0, names.len() as u32)]);
+        for (i, (_, kind, flags, size)) in table.enumerate() {
+            let mut sh = [0u8; 40];
+            sh[0..4].copy_from_slice(&at[i].to_le_bytes());
+            sh[4..8].copy_from_slice(&kind.to_le_bytes());
+            sh[8..12].copy_from_slice(&flags.to_le_bytes());
+            let offset = if i == sections.len() { strtab } else { 0 };
+            sh[16..20].copy_from_slice(&offset.to_le_bytes());
+            sh[20..24].copy_from_slice(&size.to_le_bytes());
+            elf.extend(sh);
+        }
+        elf
+    }
+
+    #[test]
+    fn elf_sizes_count_code_data_and_bss_but_not_the_stack_range() {
+        const PROGBITS: u32 = 1;
+        const NOBITS: u32 = 8;
+        const A: u32 = 2; // SHF_ALLOC
+        const WA: u32 = 3; // SHF_WRITE | SHF_ALLOC
+        let elf = elf_with(&[
+            (".text", PROGBITS, A | 4, 1000),
+            (".rodata", PROGBITS, A, 300),
+            (".data", PROGBITS, WA, 20),
+            (".bss", NOBITS, WA, 400),
+            // riscv-rt's: the free RAM the stack grows down into, counted as the stack.
+            (".stack", NOBITS, WA, 8 << 20),
+            (".debug_info", PROGBITS, 0, 5000),
+        ]);
+        assert_eq!(elf_sizes(&elf).unwrap(), ElfSizes { flash_bytes: 1320, ram_bytes: 420 });
     }
 
     #[test]

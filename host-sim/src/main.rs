@@ -295,19 +295,22 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
         #[arg(long)]
         json: bool,
     },
-    /// Does a blob fit each board's flash and RAM?
+    /// Does a blob fit each board's flash and RAM, and how fast would it run there?
     ///
     /// Flash needed = blob + firmware code; RAM needed = arena (exact) + stack + statics.
-    /// Firmware costs are estimates measured on the qemu-an386 firmware (see `--help`
-    /// output); with `--elf` the firmware's real section sizes replace the flash and static
-    /// estimates (the stack, which no ELF shows, stays estimated).
+    /// Firmware costs are estimates measured on each board's ELF (the stack on the QEMU
+    /// boards); with `--elf` the firmware's real section sizes replace the flash and static
+    /// estimates (the stack, which no ELF shows, stays estimated). Speed: instructions per
+    /// token measured in QEMU for the board's instruction set and the blob's --quant preset
+    /// (micro model), scaled by the blob's MACs per token; tokens/s at the board's clock
+    /// assumes one instruction per cycle: an instruction count, not a cycle count.
     #[command(
         after_help = "Examples:\n  itera-sim fit micro_int8.itb\n  itera-sim fit micro_int8.itb --board stm32f411 --elf firmware.elf --json"
     )]
     Fit {
         /// The blob.
         blob: PathBuf,
-        /// Only this board (qemu-an386, stm32f411, rp2040, esp32c3).
+        /// Only this board (qemu-an386, qemu-v6m, qemu-rv32, stm32f411, rp2040, esp32c3).
         #[arg(long, value_name = "NAME")]
         board: Option<String>,
         /// A firmware ELF built with this blob linked in: use its section sizes.
@@ -752,7 +755,9 @@ fn cmd_greedy(blob: &Path, tokens: &str, n: usize, json: bool) -> anyhow::Result
 }
 
 fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> anyhow::Result<Outcome> {
-    use itera_sim::board::{elf_sizes, fit, FirmwareCost, BOARDS, ESTIMATE_MARGIN};
+    use itera_sim::board::{
+        elf_sizes, fit, quant_preset, BlobCost, FirmwareCost, BOARDS, ESTIMATE_MARGIN, SPEED_BASIS,
+    };
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let boards: Vec<_> = match board {
@@ -787,19 +792,33 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
         measured = Some(cost);
         elf_report = Some(sizes);
     }
-    let fits = fit(bytes.len(), model.arena_bytes(), measured.as_ref(), &boards);
+    let quant = quant_preset(&bytes);
+    let cost = BlobCost {
+        blob_bytes: bytes.len(),
+        arena_bytes: model.arena_bytes(),
+        macs_per_token: model.macs_per_token(),
+        quant: quant.as_deref(),
+    };
+    let fits = fit(&cost, measured.as_ref(), &boards);
+    let estimated = fits.iter().any(|f| f.speed.is_some());
     if json {
         let v = json!({
-            "blob_bytes": bytes.len(), "arena_bytes": model.arena_bytes(), "elf": elf_report,
-            "elf_firmware": measured, "estimate_within_margin": within_margin,
-            "estimate_margin_bytes": ESTIMATE_MARGIN, "boards": fits,
+            "blob_bytes": bytes.len(), "arena_bytes": model.arena_bytes(), "macs_per_token": model.macs_per_token(),
+            "quant": quant, "elf": elf_report, "elf_firmware": measured, "estimate_within_margin": within_margin,
+            "estimate_margin_bytes": ESTIMATE_MARGIN, "speed_basis": SPEED_BASIS, "boards": fits,
         });
         say(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
     } else {
-        let mut text = format!("blob {} B, arena {} B\n", bytes.len(), model.arena_bytes());
+        let mut text = format!(
+            "blob {} B, arena {} B, {} MACs/token, --quant {}\n",
+            bytes.len(),
+            model.arena_bytes(),
+            model.macs_per_token(),
+            quant.as_deref().map_or_else(|| "unknown (no quant provenance)".to_string(), shown)
+        );
         if let (Some(m), Some(ok), [board]) = (&measured, within_margin, &boards[..]) {
             text += &format!(
-                "firmware from ELF: code {} B, statics {} B (estimate {} B, {} B: {} the {} B margin); stack {} B (measured on qemu-an386)\n",
+                "firmware from ELF: code {} B, statics {} B (estimate {} B, {} B: {} the {} B margin); stack {} B (measured on the QEMU boards)\n",
                 m.code_bytes,
                 m.static_bytes,
                 board.firmware.code_bytes,
@@ -810,19 +829,36 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
             );
         }
         text += &format!(
-            "{:<12} {:>10} {:>10} {:>10} {:>10}  fits\n",
-            "board", "flash need", "flash has", "RAM need", "RAM has"
+            "{:<12} {:>10} {:>10} {:>10} {:>10}  {:<4}  {:<12} {:>5} {:>12} {:>8}\n",
+            "board", "flash need", "flash has", "RAM need", "RAM has", "fits", "isa", "MHz", "insn/token", "tok/s"
         );
         for f in &fits {
+            let mhz = f.board.clock_mhz.map_or_else(|| "-".to_string(), |m| m.to_string());
+            let (insn, tps) = match f.speed {
+                Some(s) => (
+                    s.instructions_per_token.to_string(),
+                    s.tokens_per_second.map_or_else(|| "-".to_string(), |t| format!("{t:.1}")),
+                ),
+                None => ("-".to_string(), "-".to_string()),
+            };
             text += &format!(
-                "{:<12} {:>10} {:>10} {:>10} {:>10}  {}\n",
+                "{:<12} {:>10} {:>10} {:>10} {:>10}  {:<4}  {:<12} {:>5} {:>12} {:>8}\n",
                 f.board.name,
                 f.flash_needed,
                 f.board.flash_bytes,
                 f.ram_needed,
                 f.board.ram_bytes,
-                if f.fits { "yes" } else { "NO" }
+                if f.fits { "yes" } else { "NO" },
+                f.board.isa.name(),
+                mhz,
+                insn,
+                tps
             );
+        }
+        if estimated {
+            text += &format!("speed: {SPEED_BASIS}\n");
+        } else {
+            text += "speed: no estimate: instructions per token are measured for --quant f32, int8 and mixed only\n";
         }
         say(&text)?;
     }

@@ -300,3 +300,52 @@ fn usage_errors_exit_1_and_help_exits_0() {
         assert!(o.status.success() && stdout(&o).contains("Examples:"), "{sub}");
     }
 }
+
+#[test]
+fn fit_estimates_speed_from_the_isa_and_preset_measured_and_calls_it_an_instruction_count() {
+    let s = Scratch::new("cli");
+    let opts = PackOptions { quant: itera_pack::quant::QuantPolicy::parse_spec("int8").unwrap(), ..Default::default() };
+    let (blob, bytes) = tiny_blob_with(&s, &opts);
+    let macs = {
+        let bytes = AlignedBytes::from(bytes.as_slice());
+        let blob = Blob::parse(&bytes).unwrap();
+        let macs = Model::new(&blob).unwrap().macs_per_token() as u64;
+        macs
+    };
+    // The ARMv6-M int8 count of the micro model (275,200 MACs a token), scaled by this blob's MACs.
+    let v6m = 9_328_162 * macs / 275_200;
+    let o = sim(&["fit", p(&blob)]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("--quant int8") && out.contains("insn/token") && out.contains("tok/s"), "{out}");
+    assert!(
+        out.contains("an instruction count, not a cycle count") && out.contains("1 instruction = 1 cycle"),
+        "{out}"
+    );
+    let row = |name: &str| out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap().to_string();
+    let rp = row("rp2040");
+    assert!(rp.contains(" armv6-m ") && rp.contains(" 125 ") && rp.contains(&format!(" {v6m} ")), "{rp}");
+    assert!(rp.ends_with(&format!(" {:.1}", 125e6 / v6m as f64)), "{rp}");
+    assert!(row("qemu-v6m").ends_with(&format!(" {v6m}        -")), "QEMU boards have no clock: {out}");
+
+    let o = sim(&["fit", p(&blob), "--board", "esp32c3", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["quant"].as_str(), v["macs_per_token"].as_u64()), (Some("int8"), Some(macs)));
+    assert!(v["speed_basis"].as_str().unwrap().contains("not a cycle count"));
+    let b = &v["boards"][0];
+    assert_eq!((b["board"]["isa"].as_str(), b["board"]["clock_mhz"].as_u64()), (Some("rv32imc"), Some(160)));
+    let rv32 = 5_587_207 * macs / 275_200;
+    assert_eq!(b["speed"]["instructions_per_token"].as_u64(), Some(rv32));
+    assert_eq!(b["speed"]["measured_on"].as_str(), Some("qemu-rv32"));
+    assert!((b["speed"]["tokens_per_second"].as_f64().unwrap() - 160e6 / rv32 as f64).abs() < 1e-6);
+
+    // f16 was not measured: no estimate, and the text says so.
+    let opts = PackOptions { quant: itera_pack::quant::QuantPolicy::parse_spec("f16").unwrap(), ..Default::default() };
+    let (blob, _) = tiny_blob_with(&s, &opts);
+    let o = sim(&["fit", p(&blob), "--board", "stm32f411"]);
+    let out = stdout(&o);
+    assert!(o.status.success() && out.contains("speed: no estimate") && out.contains("--quant f16"), "{out}");
+    let o = sim(&["fit", p(&blob), "--board", "stm32f411", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["boards"][0]["speed"].is_null());
+}

@@ -1,10 +1,11 @@
 //! The build script every board firmware shares.
 //!
-//! A board's `build.rs` is one call:
+//! A board's `build.rs` is one call, with the board's memory from [`memory`] (the file
+//! `boards/memory.rs`, which `itera-sim fit` reads too):
 //!
 //! ```ignore
 //! fn main() {
-//!     itera_board_build::Board { flash_bytes: 512 * 1024, ram_bytes: 128 * 1024, ..Default::default() }.generate();
+//!     itera_board_build::Board::new(itera_board_build::memory::STM32F411).generate();
 //! }
 //! ```
 //!
@@ -23,6 +24,11 @@
 
 use std::{env, fs, path::PathBuf};
 
+/// Each board's flash and RAM and the firmware's stack: `boards/memory.rs`, shared with
+/// `itera-sim fit`.
+#[path = "../../../memory.rs"]
+pub mod memory;
+
 /// What a board offers, for the fit checks, and what it defaults to.
 #[derive(Clone, Debug)]
 pub struct Board {
@@ -32,7 +38,8 @@ pub struct Board {
     pub ram_bytes: usize,
     /// Flash bytes kept for the firmware's code when checking the blob fits.
     pub code_reserve: usize,
-    /// RAM bytes kept for the stack (the `Model` and `Session` live there) and other statics.
+    /// RAM bytes kept for the stack (the `Model` and `Session` live there): the measured
+    /// [`memory::STACK_BYTES`] unless set.
     pub stack_reserve: usize,
     /// Quantization of the synthetic model when `ITERA_BLOB` is unset and `ITERA_QUANT` too.
     pub default_quant: &'static str,
@@ -46,7 +53,7 @@ impl Default for Board {
             flash_bytes: 0,
             ram_bytes: 0,
             code_reserve: 96 * 1024,
-            stack_reserve: 16 * 1024,
+            stack_reserve: memory::STACK_BYTES,
             default_quant: "int8",
             memory_x: true,
         }
@@ -60,6 +67,11 @@ pub const DEFAULT_PROMPT: &str = "41,13,6,42,182,43,4,16";
 pub const DEFAULT_GENERATE: usize = 16;
 
 impl Board {
+    /// A board with this memory (one of [`memory`]'s) and the defaults for the rest.
+    pub fn new(memory: memory::Memory) -> Self {
+        Board { flash_bytes: memory.flash_bytes, ram_bytes: memory.ram_bytes, ..Default::default() }
+    }
+
     /// Runs the build-script work; panics (failing the build) with a message on any problem.
     pub fn generate(&self) {
         let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
