@@ -356,29 +356,34 @@ pub fn quantize(x: &[i32], xq: &mut [i8]) -> Option<InputScale> {
 
 /// How [`requantize`] treats the rows of a matrix with `cols` columns: their sums are at most
 /// `128 · 127 · cols` in magnitude (a weight may be -128 in a blob), so they can be shifted
-/// left by `30 - bitlen(16256 · cols)` and stay below 2^30.
-pub fn sum_headroom(cols: usize) -> u32 {
+/// left by `29 - bitlen(16256 · cols)` and stay below 2^29; `None` for rows so long (over
+/// 33,000 columns) that their sums may not.
+pub fn sum_headroom(cols: usize) -> Option<u32> {
     let bound = 16_256u64.saturating_mul(cols as u64);
-    30u32.saturating_sub(64 - bound.leading_zeros())
+    29u32.checked_sub(64 - bound.leading_zeros())
 }
 
 /// One row's Q16 output from its integer sum `acc = Σ q·xq` (`|acc| <= 16256 · cols`):
-/// `round(acc · c / 2^e)`, saturated, with `c = (amax' · multiplier) >> 15` (16 bits:
-/// `amax'` and the multiplier have 15 and 16) and `e = requant.shift - 15 - shift`: that is
-/// `acc · scale / 127 · amax' · 2^shift` to within `c`'s truncation (below 2^-14
-/// relative). In the usual case it runs in 32-bit arithmetic: with `a = acc << headroom`
-/// (below 2^30, see [`sum_headroom`]) and `t = e + headroom - 1 >= 16`, `a · c` splits as
-/// `P · 2^16 + L` (`P = (a >> 16) · c`, `|P| < 2^30`; `L = (a & 0xFFFF) · c < 2^32`), and
-/// `floor(acc · c / 2^(e - 1)) = (P + (L >> 16)) >> (t - 16)` exactly.
+/// `round(acc · c / 2^e)`, saturated, with `c = round(amax' · multiplier / 2^14)` (17 bits:
+/// `amax'` and the multiplier have 15 and 16) and `e = requant.shift - 14 - shift`: that is
+/// `acc · scale / 127 · amax' · 2^shift` to within `c`'s rounding (2^-17 relative). In the
+/// usual case it runs in 32-bit arithmetic: with `a = acc << headroom` (below 2^29, see
+/// [`sum_headroom`]) and `t = e + headroom - 1 >= 15`, `a · c` splits as `P · 2^15 + L`
+/// (`P = (a >> 15) · c`, within i32; `L = (a & 0x7FFF) · c < 2^32`), and
+/// `floor(acc · c / 2^(e - 1)) = (P + (L >> 15)) >> (t - 15)` exactly.
 #[inline(always)]
-pub fn requantize(acc: i32, requant: Requant, x: InputScale, headroom: u32) -> i32 {
-    let c = (x.amax * u32::from(requant.multiplier)) >> 15; // 2^14..2^16
-    let e = i32::from(requant.shift) - 15 - x.shift;
+pub fn requantize(acc: i32, requant: Requant, x: InputScale, headroom: Option<u32>) -> i32 {
+    // amax' · multiplier < 2^31, so adding the half stays within u32.
+    let c = (x.amax * u32::from(requant.multiplier) + (1 << 13)) >> 14; // 2^15..=2^17
+    let e = i32::from(requant.shift) - 14 - x.shift;
+    let Some(headroom) = headroom else {
+        return requantize_wide(acc, c, e);
+    };
     let t = e + headroom as i32 - 1;
-    if t >= 16 {
+    if t >= 15 {
         let a = acc << headroom;
-        let p = (a >> 16) * c as i32 + (((a & 0xFFFF) as u32 * c) >> 16) as i32;
-        let q = p >> (t - 16).min(31);
+        let p = (a >> 15) * c as i32 + (((a & 0x7FFF) as u32 * c) >> 15) as i32;
+        let q = p >> (t - 15).min(31);
         (q >> 1) + (q & 1)
     } else {
         requantize_wide(acc, c, e)
@@ -389,10 +394,10 @@ pub fn requantize(acc: i32, requant: Requant, x: InputScale, headroom: u32) -> i
 /// `e` a saturating left shift).
 #[inline(never)]
 fn requantize_wide(acc: i32, c: u32, e: i32) -> i32 {
-    let p = acc as i64 * c as i64; // |p| < 2^46
+    let p = acc as i64 * c as i64; // |p| < 2^47
     match e {
         ..0 => saturate(p.saturating_mul(1 << (-e).min(32))),
-        47.. => 0, // |p| / 2^e < 1/2
+        48.. => 0, // |p| / 2^e < 1/2
         e => saturate(round_shift(p, e as u32)),
     }
 }
@@ -522,7 +527,7 @@ mod tests {
         for cols in [8usize, 64, 128, 256, 4096, 1 << 16] {
             let headroom = sum_headroom(cols);
             let bound = 16_256 * cols as i64;
-            assert!(bound << headroom < 1 << 30);
+            assert!(headroom.is_none_or(|h| bound << h < 1 << 29) && (headroom.is_some() || bound >= 1 << 29));
             for _ in 0..5000 {
                 let acc = ((rng.next_u32() as i64 % (2 * bound + 1)) - bound) as i32;
                 let acc = if rng.next_u32() % 8 == 0 { bound as i32 * if acc < 0 { -1 } else { 1 } } else { acc };
@@ -534,8 +539,8 @@ mod tests {
                     multiplier: (1 << 15) as u16 + (rng.next_u32() % (1 << 15)) as u16,
                     shift: (rng.next_u32() % 63) as u16,
                 };
-                let c = (x.amax * u32::from(r.multiplier)) >> 15;
-                let e = i32::from(r.shift) - 15 - x.shift;
+                let c = (x.amax * u32::from(r.multiplier) + (1 << 13)) >> 14;
+                let e = i32::from(r.shift) - 14 - x.shift;
                 let p = acc as i128 * c as i128;
                 let want = if e >= 0 {
                     ((p + (1i128 << e >> 1)) >> e).clamp(i32::MIN as i128, i32::MAX as i128) as i32
