@@ -3,8 +3,14 @@
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(itera_arm_dsp)");
     println!("cargo:rustc-check-cfg=cfg(itera_arm_fp16)");
+    println!("cargo:rustc-check-cfg=cfg(itera_armv6m)");
     println!("cargo:rerun-if-env-changed=TARGET");
     let target = std::env::var("TARGET").unwrap_or_default();
+    // Cortex-M0/M0+ (ARMv6-M) and Cortex-M23 (ARMv8-M Baseline): Thumb-1 only, eight low
+    // registers for loads and multiplies, no multiply-accumulate.
+    if target.starts_with("thumbv6m") || target.starts_with("thumbv8m.base") {
+        println!("cargo:rustc-cfg=itera_armv6m");
+    }
     // Cortex-M4/M7 (ARMv7E-M) and Cortex-M33 (ARMv8-M Mainline with DSP) have SMLAD/SXTB16.
     if target.starts_with("thumbv7em") || target.starts_with("thumbv8m.main") {
         println!("cargo:rustc-cfg=itera_arm_dsp");

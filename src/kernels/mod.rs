@@ -14,10 +14,12 @@
 //! the input, rows of each format, exact int8 row dots, argmax). `portable.rs` is the
 //! reference every target can run, plain Rust that reads on its own and defines the
 //! results. A backend implements the operations its instructions run faster and takes the
-//! rest from the reference: `arm_dsp.rs` for Cortex-M4/M7/M33 (`SMLAD`, chosen at build
-//! time for targets with the DSP extension) and `x86.rs` for x86-64 (AVX2, F16C, AVX-512
-//! VNNI, chosen per call once the host has detected the CPU at start and called
-//! [`enable_avx2`]). Nothing below that choice tests the target or the CPU again.
+//! rest from the reference. Chosen at build time, per target: `arm_dsp.rs` for
+//! Cortex-M4/M7/M33 (`SMLAD`: the DSP extension), `armv6m.rs` for Cortex-M0/M0+/M23
+//! (`LDRSB`/`MULS`, four rows per input load) and `rv32.rs` for RISC-V with the M
+//! extension (immediate offsets); chosen per call on x86-64, `x86.rs` (AVX2, F16C, AVX-512
+//! VNNI) once the host has detected the CPU at start and called [`enable_avx2`]. Nothing
+//! below that choice tests the target or the CPU again.
 
 use half::f16;
 
@@ -27,11 +29,17 @@ pub use x86::{disable_avx2, enable_avx2, enable_avx512_vnni};
 
 mod portable;
 use portable::{affine, hi_nibble, lo_nibble};
-// The only unsafe code of the core: SIMD intrinsics behind runtime detection (x86-64) and
-// DSP instructions the target always has (Cortex-M4 and up).
+// The only unsafe code of the core: SIMD intrinsics behind runtime detection (x86-64), DSP
+// instructions the target always has (Cortex-M4 and up) and the Cortex-M0's row loop.
 #[cfg(itera_arm_dsp)]
 #[allow(unsafe_code)]
 mod arm_dsp;
+#[cfg(itera_armv6m)]
+#[allow(unsafe_code)]
+mod armv6m;
+// Plain Rust: the host's tests run it too.
+#[cfg(any(all(target_arch = "riscv32", target_feature = "m"), test))]
+mod rv32;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86;
@@ -39,8 +47,12 @@ mod x86;
 // The backend of this build's target, chosen here, once, for everything below.
 #[cfg(itera_arm_dsp)]
 use arm_dsp::Dsp as Native;
-#[cfg(not(itera_arm_dsp))]
+#[cfg(itera_armv6m)]
+use armv6m::Armv6m as Native;
+#[cfg(not(any(itera_arm_dsp, itera_armv6m, all(target_arch = "riscv32", target_feature = "m"))))]
 use portable::Portable as Native;
+#[cfg(all(target_arch = "riscv32", target_feature = "m"))]
+use rv32::Rv32 as Native;
 
 /// The operations every matrix kind reduces to, one implementation per backend. Each
 /// method defaults to the reference in [`portable`]; a backend overrides the ones it
@@ -588,6 +600,7 @@ pub(super) mod tests {
     #[test]
     fn every_backend_row_dots_are_exact() {
         check_row_dots(|q, cols, xq, out| portable::Portable.i8_row_dots(q, cols, xq, out));
+        check_row_dots(|q, cols, xq, out| rv32::Rv32.i8_row_dots(q, cols, xq, out));
         check_row_dots(|q, cols, xq, out| Native.i8_row_dots(q, cols, xq, out));
         check_row_dots(i8_row_dots);
         // All of a row at its largest: 128 · 128 per product, still exact.

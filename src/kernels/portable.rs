@@ -14,7 +14,7 @@ use crate::math::reduce8;
 
 /// The backend with nothing of its own: every operation is the reference below.
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(itera_arm_dsp, allow(dead_code))] // there, only the tests run it
+#[cfg_attr(any(itera_arm_dsp, itera_armv6m, target_arch = "riscv32"), allow(dead_code))] // there, only tests run it
 pub(super) struct Portable;
 
 impl Backend for Portable {}
