@@ -7,8 +7,9 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(itera_rv32m)");
     println!("cargo:rerun-if-env-changed=TARGET");
     let target = std::env::var("TARGET").unwrap_or_default();
-    // ARMv6-M (Cortex-M0/M0+/M1): no 32×32→64 multiply, no DSP, no divide.
-    if target.starts_with("thumbv6m") {
+    // Cortex-M0/M0+ (ARMv6-M) and Cortex-M23 (ARMv8-M Baseline): Thumb-1 only, eight low
+    // registers for loads and multiplies, no multiply-accumulate, no 32×32→64 multiply.
+    if target.starts_with("thumbv6m") || target.starts_with("thumbv8m.base") {
         println!("cargo:rustc-cfg=itera_armv6m");
     }
     // RV32 with the M extension (RV32IMC: the ESP32-C3): `MUL`, immediate-offset loads.

@@ -530,7 +530,8 @@ mod tests {
             assert!(headroom.is_none_or(|h| bound << h < 1 << 29) && (headroom.is_some() || bound >= 1 << 29));
             for _ in 0..5000 {
                 let acc = ((rng.next_u32() as i64 % (2 * bound + 1)) - bound) as i32;
-                let acc = if rng.next_u32() % 8 == 0 { bound as i32 * if acc < 0 { -1 } else { 1 } } else { acc };
+                let acc =
+                    if rng.next_u32().is_multiple_of(8) { bound as i32 * if acc < 0 { -1 } else { 1 } } else { acc };
                 let x = InputScale {
                     amax: (1 << 14) + rng.next_u32() % (1 << 14),
                     shift: (rng.next_u32() % 32) as i32 - 14,

@@ -81,65 +81,9 @@ fn requantize_rows(y: &mut [i32], requant: &[u32], scale: fixed::InputScale, hea
 }
 
 /// `out[r] = Σ q[r, c] · xq[c]`, exact, for the first `out.len()` rows of the row-major
-/// `q` (`cols` wide): the Cortex-M4 DSP, ARMv6-M or RV32IMC routines four rows at a time,
-/// otherwise [`row_dots_portable`].
+/// `q` (`cols` wide): the kernels' row dots, four rows per input load on every backend.
 fn row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
-    #[cfg(itera_arm_dsp)]
-    {
-        let done = crate::fixed_dsp::dots4(q, cols, xq, out);
-        let rows = q.get(done * cols..).unwrap_or_default().chunks_exact(cols.max(1));
-        for (o, row) in out.get_mut(done..).unwrap_or_default().iter_mut().zip(rows) {
-            *o = crate::kernels::dot_i8(row, xq);
-        }
-    }
-    #[cfg(not(itera_arm_dsp))]
-    {
-        #[cfg(itera_armv6m)]
-        let done = crate::fixed_v6m::dots4(q, cols, xq, out);
-        #[cfg(itera_rv32m)]
-        let done = crate::fixed_rv32::dots4(q, cols, xq, out);
-        #[cfg(not(any(itera_armv6m, itera_rv32m)))]
-        let done = 0;
-        let q = q.get(done * cols..).unwrap_or_default();
-        row_dots_portable(q, cols, xq, out.get_mut(done..).unwrap_or_default());
-    }
-}
-
-/// [`row_dots`] in portable Rust: four rows per pass sharing each input load, four columns
-/// per step at fixed offsets (RV32IMC: `LB` with an immediate offset, `MUL`, `ADD`, one
-/// pointer bump per row and step), the odd rows and columns after.
-#[cfg_attr(itera_arm_dsp, allow(dead_code))]
-#[allow(clippy::indexing_slicing)] // `j < 4` into `[i8; 4]` chunks: always in bounds
-fn row_dots_portable(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
-    let n = cols.min(xq.len());
-    let xq = xq.get(..n).unwrap_or_default();
-    let (xc, xr) = xq.as_chunks::<4>();
-    let mut rows = q.chunks_exact(cols.max(1)).map(|r| r.get(..n).unwrap_or_default());
-    let mut outs = out.chunks_exact_mut(4);
-    let tail = |row: &[i8]| -> i32 { row.iter().skip(4 * xc.len()).zip(xr).map(|(&w, &x)| w as i32 * x as i32).sum() };
-    for o in &mut outs {
-        let (Some(r0), Some(r1), Some(r2), Some(r3)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
-            return;
-        };
-        let mut acc = [0i32; 4];
-        let (c0, c1, c2, c3) =
-            (r0.as_chunks::<4>().0, r1.as_chunks::<4>().0, r2.as_chunks::<4>().0, r3.as_chunks::<4>().0);
-        for ((((x, w0), w1), w2), w3) in xc.iter().zip(c0).zip(c1).zip(c2).zip(c3) {
-            for j in 0..4 {
-                let x = x[j] as i32;
-                acc[0] += w0[j] as i32 * x;
-                acc[1] += w1[j] as i32 * x;
-                acc[2] += w2[j] as i32 * x;
-                acc[3] += w3[j] as i32 * x;
-            }
-        }
-        for (o, (a, r)) in o.iter_mut().zip(acc.into_iter().zip([r0, r1, r2, r3])) {
-            *o = a + tail(r);
-        }
-    }
-    for (o, row) in outs.into_remainder().iter_mut().zip(rows) {
-        *o = row.iter().zip(xq).map(|(&w, &x)| w as i32 * x as i32).sum();
-    }
+    crate::kernels::i8_row_dots(q, cols, xq, out);
 }
 
 /// LayerNorm parameters, Q16.

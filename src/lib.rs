@@ -23,16 +23,6 @@ pub mod checksum;
 pub mod error;
 pub mod fixed;
 mod fixed_model;
-// The fixed-point path's row-dot routines per ISA (assembly; see their SAFETY comments).
-#[cfg(itera_arm_dsp)]
-#[allow(unsafe_code)]
-mod fixed_dsp;
-#[cfg(itera_rv32m)]
-#[allow(unsafe_code)]
-mod fixed_rv32;
-#[cfg(itera_armv6m)]
-#[allow(unsafe_code)]
-mod fixed_v6m;
 pub mod format;
 pub mod greedy;
 // The matvec kernels index inside hot loops. Every index there is bounded by the matrix

@@ -120,31 +120,9 @@ impl Sampler {
 ///
 /// Two passes (the maximum in eight independent lanes, then its first position) instead of
 /// one index-chasing loop: both vectorise, and `vocab` is the longest vector of a token.
+/// Runs on the kernels' backend (compiled for AVX2 where the host enabled it).
 pub fn argmax(v: &[f32]) -> u32 {
     crate::kernels::argmax(v)
-}
-
-/// [`argmax`] in portable Rust (the kernels run it compiled for AVX2 where enabled).
-#[inline(always)]
-pub(crate) fn argmax_portable(v: &[f32]) -> u32 {
-    let (chunks, rest) = v.as_chunks::<8>();
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    // `if` rather than `f32::max` (a libm call on FPUs without VMAXNM); NaN never compares
-    // greater, so it is skipped either way.
-    let pick = |m: f32, x: f32| if x > m { x } else { m };
-    for c in chunks {
-        for (lane, &x) in lanes.iter_mut().zip(c) {
-            *lane = pick(*lane, x);
-        }
-    }
-    let max = rest.iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &x| pick(m, x)), |m, &x| pick(m, x));
-    // The first position of `max`: whole chunks compared at once, then the lane.
-    let block = chunks.iter().position(|c| c.iter().fold(false, |hit, &x| hit | (x == max)));
-    let at = match block {
-        Some(b) => chunks.get(b).and_then(|c| c.iter().position(|&x| x == max)).map(|i| b * 8 + i),
-        None => rest.iter().position(|&x| x == max).map(|i| chunks.len() * 8 + i),
-    };
-    at.unwrap_or(0) as u32
 }
 
 #[cfg(test)]

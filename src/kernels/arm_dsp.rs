@@ -1,14 +1,56 @@
-//! Cortex-M4/M7/M33 DSP path: int8 dot products with `SXTB16` (two bytes to two halfwords)
-//! and `SMLAD` (two 16x16 multiply-accumulates), four products per word loaded, where the
-//! portable code needs a sign-extending load and a multiply-accumulate per product. Exact,
-//! so it returns what the portable `dot_i8` returns. On targets with an FPU, rows with one f16
-//! scale each run in assembly routines that also do the float epilogue (`itera_rows4`).
+//! The Cortex-M4/M7/M33 backend, [`Dsp`] (every ARMv7E-M or ARMv8-M Mainline target with the
+//! DSP extension, chosen at build time): int8 dot products with `SXTB16` (two bytes to two
+//! halfwords) and `SMLAD` (two 16x16 multiply-accumulates), four products per word loaded,
+//! where the portable code needs a sign-extending load and a multiply-accumulate per
+//! product. Exact, so it returns what the portable `dot_i8` returns. On targets with an FPU,
+//! rows with one f16 scale each run in assembly routines that also do the float epilogue
+//! (`itera_rows4`).
 
 use core::arch::asm;
 
+use super::{portable, Backend, Scales};
+
+/// The DSP backend: the target has the instructions, so any value will do.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Dsp;
+
+impl Backend for Dsp {
+    #[inline(always)]
+    fn dot_i8(self, a: &[i8], b: &[i8]) -> i32 {
+        dot_i8(a, b)
+    }
+
+    #[inline(always)]
+    fn i8_row_dots(self, q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+        i8_row_dots(q, cols, xq, out)
+    }
+
+    #[inline(always)]
+    fn i8_rows(self, q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+        i8_rows(q, cols, xq, scales, sx, y)
+    }
+
+    #[inline(always)]
+    fn i4_rows(
+        self,
+        packed: &[u8],
+        cols: usize,
+        group: usize,
+        xq: &mut [i8],
+        scales: &Scales<'_>,
+        sx: f32,
+        y: &mut [f32],
+    ) {
+        if xq.len() == cols && i4_rows(packed, cols, group, xq, scales, sx, y) {
+            return;
+        }
+        portable::i4_rows(packed, cols, group, xq, scales, sx, y)
+    }
+}
+
 /// Exact `Σ a·b` over int8.
 #[inline]
-pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let n = a.len().min(b.len());
     let (ac, ar) = a[..n].as_chunks::<4>();
     let (bc, br) = b[..n].as_chunks::<4>();
@@ -21,9 +63,10 @@ pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     acc + ar.iter().zip(br).map(|(&x, &y)| x as i32 * y as i32).sum::<i32>()
 }
 
-/// Per-row-scaled int8 rows, two at a time: `y[r] = (0 + Σ q·xq · scale_r) · sx`, as the
-/// portable `row_value`, with the row epilogue written out (no iterator, no closure).
-pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'_>, sx: f32, y: &mut [f32]) {
+/// Per-row-scaled int8 rows: `y[r] = (0 + Σ q·xq · scale_r) · sx`, as the portable
+/// `row_value1`. Blocks of four rows of the model's widths with f16 scales run in assembly,
+/// their epilogue included; whatever they leave, from [`i8_row_dots`].
+fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
     let cols = cols.max(1);
     // The model's widths: four rows at a time against inputs sign-extended once.
     let done = match cols {
@@ -35,29 +78,63 @@ pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'
         512 => i8_rows4::<512, 128>(q, xq, scales, sx, y),
         _ => 0,
     };
+    if done < y.len() {
+        i8_rows_rest(q, cols, xq, scales, sx, y, done);
+    }
+}
+
+/// The rows of [`i8_rows`] from row `done` on, from [`i8_row_dots`]. Out of line: the
+/// model's matrices never get here, and inlined it cost `Matrix::matvec` registers.
+#[inline(never)]
+fn i8_rows_rest(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32], done: usize) {
     let (q, y) = (q.get(done * cols..).unwrap_or_default(), y.get_mut(done..).unwrap_or_default());
-    let mut r = done;
-    let mut pairs = q.chunks_exact(2 * cols);
-    let mut outs = y.chunks_exact_mut(2);
-    // The model's widths take whole words (no tails) in an assembly loop.
-    let words = xq.get(..cols).filter(|_| cols.is_multiple_of(4)).map(|x| x.as_chunks::<4>().0);
-    for (out, two) in (&mut outs).zip(&mut pairs) {
+    let dots = |rows: &[i8], out: &mut [i32]| i8_row_dots(rows, cols, xq, out);
+    portable::i8_rows(q, cols, &scales.skip_rows(done, 1), sx, y, dots);
+}
+
+/// Exact `Σ q·xq` per whole row, as the portable `i8_row_dots`: the model's widths four rows
+/// at a time ([`i8_dots4`]); the rest two rows at a time sharing each input word
+/// ([`dot2_words`]) where the rows are whole words, else [`dot_i8`] a row at a time.
+fn i8_row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+    let done = match cols {
+        8 => i8_dots4::<8, 2>(q, xq, out),
+        32 => i8_dots4::<32, 8>(q, xq, out),
+        64 => i8_dots4::<64, 16>(q, xq, out),
+        128 => i8_dots4::<128, 32>(q, xq, out),
+        256 => i8_dots4::<256, 64>(q, xq, out),
+        512 => i8_dots4::<512, 128>(q, xq, out),
+        _ => 0,
+    };
+    let (q, out) = (q.get(done * cols..).unwrap_or_default(), out.get_mut(done..).unwrap_or_default());
+    i8_row_dots_pairs(q, cols, xq, out);
+}
+
+/// [`i8_row_dots`] two rows at a time.
+fn i8_row_dots_pairs(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+    let n = cols.min(xq.len());
+    let x = &xq[..n];
+    let rows = q.len().checked_div(cols).unwrap_or(0).min(out.len());
+    let (out, none) = out.split_at_mut(rows);
+    none.fill(0);
+    let words = Some(x.as_chunks::<4>().0).filter(|_| n == cols && cols.is_multiple_of(4));
+    let mut pairs = q.chunks_exact(2 * cols.max(1));
+    let mut outs = out.chunks_exact_mut(2);
+    for (o, two) in (&mut outs).zip(&mut pairs) {
         let (a, b) = two.split_at(cols);
         let (sa, sb) = match words {
             Some(xw) => dot2_words(a.as_chunks::<4>().0, b.as_chunks::<4>().0, xw),
-            None => (dot_i8(a, xq), dot_i8(b, xq)),
+            None => (dot_i8(&a[..n], x), dot_i8(&b[..n], x)),
         };
-        out[0] = super::row_value1(sa, scales.get(r), sx);
-        out[1] = super::row_value1(sb, scales.get(r + 1), sx);
-        r += 2;
+        o[0] = sa;
+        o[1] = sb;
     }
-    if let (Some(out), Some(row)) = (outs.into_remainder().first_mut(), pairs.remainder().get(..cols)) {
-        *out = super::row_value1(dot_i8(row, xq), scales.get(r), sx);
+    if let (Some(o), Some(row)) = (outs.into_remainder().first_mut(), pairs.remainder().get(..n)) {
+        *o = dot_i8(row, x);
     }
 }
 
 /// Rows of `COLS` four at a time, for one f16 scale per row: `y[r] = (0 + Σ q·xq ·
-/// scale_r) · sx` as the portable `row_value`. The inputs are sign-extended into halfword
+/// scale_r) · sx` as the portable `row_value1`. The inputs are sign-extended into halfword
 /// pairs once per product, then [`itera_i8_rows4`] runs every block of four rows, its
 /// epilogue included. Returns how many rows it computed (a multiple of 4; the caller does
 /// the rest, and everything on targets or scale formats this does not take).
@@ -65,12 +142,12 @@ pub(super) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &super::Scales<'
 fn i8_rows4<const COLS: usize, const WORDS: usize>(
     q: &[i8],
     xq: &[i8],
-    scales: &super::Scales<'_>,
+    scales: &Scales<'_>,
     sx: f32,
     y: &mut [f32],
 ) -> usize {
     #[cfg(itera_arm_fp16)]
-    if let (Some(x), super::Scales::F16(s), true) = (xq.get(..COLS), scales, WORDS * 4 == COLS) {
+    if let (Some(x), Scales::F16(s), true) = (xq.get(..COLS), scales, WORDS * 4 == COLS) {
         let rows = y.len().min(q.len() / COLS).min(s.len()) / 4 * 4;
         let routine: unsafe extern "C" fn(*const i8, *const [u32; 2], usize, *const half::f16, *mut f32, f32) =
             match COLS {
@@ -195,6 +272,42 @@ core::arch::global_asm!(
     "itera_rows4 128, 4",
     "itera_rows4 256, 4",
     "itera_rows4 512, 4",
+    // `itera_i8_dots4_COLS(q, pairs, blocks, out)`: the same loop, the four sums stored as
+    // they are (the fixed-point path's integer requantization follows).
+    ".macro itera_dots4 cols, words_per_turn",
+    ".section .text.itera_i8_dots4_\\cols,\"ax\",%progbits",
+    ".global itera_i8_dots4_\\cols",
+    ".type itera_i8_dots4_\\cols,%function",
+    ".thumb_func",
+    "itera_i8_dots4_\\cols:",
+    "push {{r4-r11, lr}}",
+    "mov lr, r3",
+    "1:",
+    "movs r4, #0",
+    "movs r5, #0",
+    "movs r6, #0",
+    "movs r7, #0",
+    "mov r12, #(\\cols / (4 * \\words_per_turn))",
+    "2:",
+    ".rept \\words_per_turn",
+    "itera_dot4_word \\cols",
+    ".endr",
+    "subs r12, r12, #1",
+    "bne 2b",
+    "add r0, r0, #(3 * \\cols)",
+    "sub r1, r1, #(2 * \\cols)",
+    "stmia lr!, {{r4-r7}}",
+    "subs r2, r2, #1",
+    "bne 1b",
+    "pop {{r4-r11, pc}}",
+    ".size itera_i8_dots4_\\cols, . - itera_i8_dots4_\\cols",
+    ".endm",
+    "itera_dots4 8, 2",
+    "itera_dots4 32, 4",
+    "itera_dots4 64, 4",
+    "itera_dots4 128, 4",
+    "itera_dots4 256, 4",
+    "itera_dots4 512, 4",
 );
 
 /// Declares assembly routines that share one signature (the parameter list, then the names).
@@ -216,6 +329,52 @@ routines!(
     itera_i8_rows4_256,
     itera_i8_rows4_512
 );
+
+routines!(
+    (q: *const i8, pairs: *const [u32; 2], blocks: usize, out: *mut i32)
+    itera_i8_dots4_8,
+    itera_i8_dots4_32,
+    itera_i8_dots4_64,
+    itera_i8_dots4_128,
+    itera_i8_dots4_256,
+    itera_i8_dots4_512
+);
+
+/// Rows of `COLS` four at a time, their exact sums to `out` by [`itera_i8_dots4`] (21
+/// instructions per 16 MACs) against the inputs sign-extended into halfword pairs once.
+/// Returns how many rows it computed (a multiple of 4; the caller does the rest, and
+/// everything on targets without the routines).
+#[cfg_attr(not(itera_arm_fp16), allow(unused_variables))]
+fn i8_dots4<const COLS: usize, const WORDS: usize>(q: &[i8], xq: &[i8], out: &mut [i32]) -> usize {
+    #[cfg(itera_arm_fp16)]
+    if let (Some(x), true) = (xq.get(..COLS), WORDS * 4 == COLS) {
+        let blocks = (out.len() / 4).min(q.len() / (4 * COLS));
+        let routine: unsafe extern "C" fn(*const i8, *const [u32; 2], usize, *mut i32) = match COLS {
+            8 => itera_i8_dots4_8,
+            32 => itera_i8_dots4_32,
+            64 => itera_i8_dots4_64,
+            128 => itera_i8_dots4_128,
+            256 => itera_i8_dots4_256,
+            512 => itera_i8_dots4_512,
+            _ => return 0,
+        };
+        if blocks == 0 {
+            return 0;
+        }
+        let mut pairs = [[0u32; 2]; WORDS];
+        for (p, w) in pairs.iter_mut().zip(x.as_chunks::<4>().0) {
+            let w = u32::from_le_bytes(w.map(|v| v as u8));
+            *p = [sxtb16(w), sxtb16_ror8(w)];
+        }
+        // SAFETY: the routine for `COLS` reads 4 · COLS · blocks bytes from `q` (at most its
+        // length, by `blocks`) and the `COLS / 4` pairs, and writes 4 · blocks i32 to `out`
+        // (at most its length); it keeps to the AAPCS (r4-r11 saved, r12 clobbered) and
+        // touches no other memory.
+        unsafe { routine(q.as_ptr(), pairs.as_ptr(), blocks, out.as_mut_ptr()) };
+        return 4 * blocks;
+    }
+    0
+}
 
 /// One word of [`dot2_words`]'s loop: four products for each of two rows, from three loads,
 /// six `SXTB16` and four `SMLAD`.
@@ -321,20 +480,12 @@ fn smlad(a: u32, b: u32, acc: i32) -> i32 {
 }
 
 /// Int4 rows in groups of a multiple of 8 (8, 32, or whole rows of a multiple of 8 columns,
-/// at most 512): `y[r] = (0 + Σ_g acc_g · scale_rg) · sx`, as the portable `row_value`.
+/// at most 512): `y[r] = (0 + Σ_g acc_g · scale_rg) · sx`, as the portable `i4_rows`.
 /// Each word of 8 nibbles is taken unsigned (`q + 8`: top bits flipped), its even and odd
 /// nibbles zero-extended by `UXTB16` into halfword pairs and multiplied against the inputs
 /// by `SMLAD`; `8 · Σ x` per 8 columns (the same for every row) is subtracted once per
 /// word. Returns `false` (and leaves everything alone) for shapes it does not take.
-pub(super) fn i4_rows(
-    packed: &[u8],
-    cols: usize,
-    group: usize,
-    xq: &[i8],
-    scales: &super::Scales<'_>,
-    sx: f32,
-    y: &mut [f32],
-) -> bool {
+fn i4_rows(packed: &[u8], cols: usize, group: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) -> bool {
     if !cols.is_multiple_of(8) || !group.is_multiple_of(8) || !cols.is_multiple_of(group) || xq.len() < cols {
         return false;
     }
@@ -378,13 +529,13 @@ fn i4_rows_with(
     cols: usize,
     group: usize,
     table: &[[u32; 5]],
-    scales: &super::Scales<'_>,
+    scales: &Scales<'_>,
     sx: f32,
     y: &mut [f32],
 ) {
     let (row_bytes, groups, per_group) = (cols / 2, cols / group, group / 8);
     #[cfg(itera_arm_fp16)]
-    if let (super::Scales::F16(s), 8 | 32) = (scales, group) {
+    if let (Scales::F16(s), 8 | 32) = (scales, group) {
         let rows = y.len().min(packed.len() / row_bytes).min(s.len() / groups);
         let routine: unsafe extern "C" fn(*const u8, *const [u32; 5], usize, *const half::f16, *mut f32, usize, f32) =
             if group == 8 { itera_i4_rows_g8 } else { itera_i4_rows_g32 };

@@ -1,5 +1,5 @@
-//! x86-64 paths, taken only after the host has detected AVX2 and F16C and called
-//! [`enable_avx2`].
+//! The x86-64 backend, [`Avx2`]: taken only after the host has detected AVX2 and F16C and
+//! called [`enable_avx2`] (and AVX-512 VNNI's int8 products after [`enable_avx512_vnni`]).
 //!
 //! They exist because they measurably beat the portable code, which LLVM can only vectorise
 //! to SSE2 (x86-64's baseline): see the README's speed table. Four rows are computed at once
@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use half::f16;
 
-use super::Scales;
+use super::{portable, Backend, Scales};
 
 static AVX2: AtomicBool = AtomicBool::new(false);
 static VNNI: AtomicBool = AtomicBool::new(false);
@@ -26,6 +26,7 @@ pub unsafe fn enable_avx512_vnni() {
     VNNI.store(true, Ordering::Relaxed);
 }
 
+/// Whether [`enable_avx512_vnni`] was called.
 #[inline(always)]
 pub(super) fn vnni() -> bool {
     VNNI.load(Ordering::Relaxed)
@@ -44,6 +45,107 @@ pub unsafe fn enable_avx2() {
 pub fn disable_avx2() {
     AVX2.store(false, Ordering::Relaxed);
     VNNI.store(false, Ordering::Relaxed);
+}
+
+/// The AVX2 backend: a value exists only once [`enable_avx2`] was called, so holding one
+/// proves that this CPU has AVX2 and F16C (and AVX-512 VNNI and VL where `vnni`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Avx2 {
+    vnni: bool,
+}
+
+impl Avx2 {
+    /// The backend, if the host enabled it.
+    #[inline(always)]
+    pub(super) fn enabled() -> Option<Self> {
+        avx2().then(|| Avx2 { vnni: vnni() })
+    }
+}
+
+// SAFETY (every `unsafe` call below): an `Avx2` exists only after `enable_avx2`, whose caller
+// guarantees that this CPU has AVX2 and F16C (and, with `vnni`, after
+// `enable_avx512_vnni`, whose caller guarantees AVX-512 VNNI and VL); each function's other
+// conditions are stated where it is called.
+impl Backend for Avx2 {
+    #[inline(always)]
+    fn quantize(self, x: &[f32], xq: &mut [i8]) -> Option<f32> {
+        // SAFETY: AVX2 (see above).
+        unsafe { quantize(x, xq) }
+    }
+
+    #[inline(always)]
+    fn f32_rows(self, w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+        // SAFETY: AVX2 (see above); `y.len()` rows of `w`, `x` of `cols` (the caller's
+        // shapes, checked by `Matrix::new`).
+        unsafe { f32_rows(w, cols, x, y) }
+    }
+
+    #[inline(always)]
+    fn f32_block(self, w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+        // SAFETY: AVX2 (see above); the caller checked the strides and lengths.
+        unsafe { f32_block(w, cols, x, xs, y, ys, n) }
+    }
+
+    #[inline(always)]
+    fn f16_rows(self, w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+        // SAFETY: AVX2 and F16C (see above).
+        unsafe { f16_rows(w, cols, x, y) }
+    }
+
+    #[inline(always)]
+    fn i8_affine_rows(self, q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: AVX2 (see above).
+        unsafe { i8_affine_rows(q, cols, zero_point, scale, x, y) }
+    }
+
+    #[inline(always)]
+    fn i8_row_dots(self, q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+        if self.vnni {
+            // SAFETY: AVX2 and AVX-512 VNNI and VL (see above).
+            unsafe { i8_row_dots_vnni(q, cols, xq, out) }
+        } else {
+            // SAFETY: AVX2 (see above).
+            unsafe { i8_row_dots(q, cols, xq, out) }
+        }
+    }
+
+    #[inline(always)]
+    fn i8_rows(self, q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+        // SAFETY: AVX2 and F16C, VNNI where `self.vnni` (see above); `q` holds `y.len()`
+        // rows of `cols`, `xq` `cols` values (the matvec's shapes).
+        unsafe { i8_rows(self.vnni, q, cols, xq, scales, sx, y) }
+    }
+
+    #[inline(always)]
+    fn i4_rows(
+        self,
+        packed: &[u8],
+        cols: usize,
+        group: usize,
+        xq: &mut [i8],
+        scales: &Scales<'_>,
+        sx: f32,
+        y: &mut [f32],
+    ) {
+        let whole = xq.len() == cols;
+        if let (true, 8 | 32, Scales::F16(s)) = (whole && cols.is_multiple_of(64) && cols <= 512, group, *scales) {
+            // SAFETY: AVX2 and F16C, VNNI where `self.vnni` takes it (see above); the sizes
+            // were checked by `Matrix::new` and here.
+            return unsafe { i4_rows_64(self.vnni)(packed, cols, group, xq, s, sx, y) };
+        }
+        if group == 32 && whole && cols.is_multiple_of(32) {
+            // SAFETY: AVX2 and F16C (see above); `packed` holds `y.len()` rows of `cols / 2`
+            // bytes (`Matrix::new`).
+            return unsafe { i4_rows(packed, cols, xq, scales, sx, y) };
+        }
+        portable::i4_rows(packed, cols, group, xq, scales, sx, y)
+    }
+
+    #[inline(always)]
+    fn argmax(self, v: &[f32]) -> u32 {
+        // SAFETY: AVX2 (see above).
+        unsafe { argmax(v) }
+    }
 }
 
 /// [`super::quantize`] with AVX2, the same bits: `max|x|` as an integer max of the bit
@@ -65,9 +167,9 @@ pub(super) unsafe fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
     let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
     let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
     let bits = rest.iter().map(|v| v.to_bits() & 0x7FFF_FFFF).fold(_mm_cvtsi128_si32(m) as u32, u32::max);
-    let (inv, sx) = super::input_scale(bits)?;
-    let (vinv, magic) = (_mm256_set1_ps(inv), _mm256_set1_ps(super::ROUND_MAGIC));
-    let magic_bits = _mm256_set1_epi32(super::ROUND_MAGIC.to_bits() as i32);
+    let (inv, sx) = portable::input_scale(bits)?;
+    let (vinv, magic) = (_mm256_set1_ps(inv), _mm256_set1_ps(portable::ROUND_MAGIC));
+    let magic_bits = _mm256_set1_epi32(portable::ROUND_MAGIC.to_bits() as i32);
     let round = |p: *const f32| {
         // SAFETY: the caller passes 8 readable floats.
         let v = unsafe { _mm256_loadu_ps(p) };
@@ -88,15 +190,15 @@ pub(super) unsafe fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
     }
     let done = n - out_rest.len();
     for (q, &v) in out_rest.iter_mut().zip(&x[done..]) {
-        *q = super::quantize_one(v, inv);
+        *q = portable::quantize_one(v, inv);
     }
     Some(sx)
 }
 
 /// [`crate::sample::argmax`] compiled for AVX2.
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn argmax(v: &[f32]) -> u32 {
-    crate::sample::argmax_portable(v)
+unsafe fn argmax(v: &[f32]) -> u32 {
+    portable::argmax(v)
 }
 
 /// Whether [`enable_avx2`] was called.
@@ -155,15 +257,17 @@ fn madd_i8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
     _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
 }
 
-/// Per-row-scaled int8 rows: `y[r] = (0 + Σ q·xq · scale_r) · sx`, as [`super::row_value`].
+/// Per-row-scaled int8 rows: `y[r] = (0 + Σ q·xq · scale_r) · sx`, as
+/// [`portable::row_value1`].
 ///
 /// # Safety
-/// Needs AVX2 and F16C. `q` holds `y.len()` rows of `cols`, `xq` holds `cols` values.
+/// Needs AVX2 and F16C, and AVX-512 VNNI and VL if `vnni`. `q` holds `y.len()` rows of
+/// `cols`, `xq` holds `cols` values.
 #[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+unsafe fn i8_rows(vnni: bool, q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
     // The model's widths: keep x in registers and unroll the row fully.
     // SAFETY (all arms): as this function's contract; `cols` is the arm's width.
-    if vnni() {
+    if vnni {
         // SAFETY: as below; VNNI and AVX-512VL were enabled by `enable_avx512_vnni`.
         match cols.min(xq.len()) {
             64 => return unsafe { i8_rows_n_vnni::<2>(q, xq, scales, sx, y) },
@@ -214,8 +318,104 @@ pub(super) unsafe fn i8_rows(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'
         unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
         r += 4;
     }
-    let finish = |k: usize, acc: i32| super::row_value1(acc, scales.get(r + k), sx);
-    super::i8_rows(&q[r * cols..], cols, xq, &mut y[r..rows], finish);
+    i8_rows_rest(q, cols, xq, scales, sx, &mut y[r..rows], r);
+}
+
+/// The rows of [`i8_rows`] from row `r` on (`y` holds just those), fewer than four, by the
+/// reference.
+#[inline(always)]
+fn i8_rows_rest(q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32], r: usize) {
+    let q = q.get(r * cols..).unwrap_or_default();
+    let dots = |rows: &[i8], out: &mut [i32]| portable::i8_row_dots(rows, cols, xq, out);
+    portable::i8_rows(q, cols, &scales.skip_rows(r, 1), sx, y, dots);
+}
+
+/// [`portable::i8_row_dots`] with AVX2: four rows at a time (each input load serves four
+/// rows), 16 columns per step, weights and inputs sign-extended to halfwords (`vpmovsxbw`)
+/// and multiplied in adjacent pairs into `i32` lanes (`vpmaddwd`). Exact for every int8 on
+/// both sides ([`madd_i8`]'s sign trick needs inputs within ±127); the last columns and
+/// rows by the reference.
+///
+/// # Safety
+/// Needs AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn i8_row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+    let n = cols.min(xq.len());
+    let rows = q.len().checked_div(cols).unwrap_or(0).min(out.len());
+    let body = n / 16 * 16;
+    let widen = |p: *const i8| {
+        // SAFETY: the caller passes 16 readable bytes.
+        _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.cast::<__m128i>()) })
+    };
+    let mut r = 0;
+    while r + 4 <= rows {
+        let p = q[r * cols..(r + 4) * cols].as_ptr();
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut c = 0;
+        while c < body {
+            let x = widen(xq[c..c + 16].as_ptr());
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: c + 16 <= body <= cols: inside row r + k of the four-row slice above.
+                let w = widen(unsafe { p.add(k * cols + c) });
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(w, x));
+            }
+            c += 16;
+        }
+        store_dots(q, cols, xq, body, n, r, hsum4_epi32(acc[0], acc[1], acc[2], acc[3]), out);
+        r += 4;
+    }
+    portable::i8_row_dots(&q[r * cols..], cols, xq, &mut out[r..]);
+}
+
+/// [`i8_row_dots`] with AVX-512 VNNI's `vpdpbusd`, 32 columns per step: the weights go in as
+/// `q + 128` (unsigned), four exact products summed straight into each `i32` lane, and
+/// `128 · Σ x` is taken off once per call ([`dpbusd_offset`]). Exact for every int8.
+///
+/// # Safety
+/// Needs AVX2, AVX-512 VNNI and AVX-512VL.
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+unsafe fn i8_row_dots_vnni(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+    let n = cols.min(xq.len());
+    let rows = q.len().checked_div(cols).unwrap_or(0).min(out.len());
+    let body = n / 32 * 32;
+    let mut init = _mm256_setzero_si256();
+    for c in (0..body).step_by(32) {
+        // SAFETY: c + 32 <= body <= xq.len().
+        init = _mm256_add_epi32(init, dpbusd_offset(unsafe { load256(xq.as_ptr().add(c)) }));
+    }
+    let mut r = 0;
+    while r + 4 <= rows {
+        let p = q[r * cols..(r + 4) * cols].as_ptr();
+        let mut acc = [init; 4];
+        let mut c = 0;
+        while c < body {
+            // SAFETY: c + 32 <= body <= xq.len().
+            let x = unsafe { load256(xq.as_ptr().add(c)) };
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: c + 32 <= body <= cols: inside row r + k of the four-row slice above.
+                *a = dpbusd_i8(*a, unsafe { load256(p.add(k * cols + c)) }, x);
+            }
+            c += 32;
+        }
+        store_dots(q, cols, xq, body, n, r, hsum4_epi32(acc[0], acc[1], acc[2], acc[3]), out);
+        r += 4;
+    }
+    portable::i8_row_dots(&q[r * cols..], cols, xq, &mut out[r..]);
+}
+
+/// Rows `r..r + 4` of an `i8_row_dots`: the four sums of the first `body` columns plus
+/// each row's columns `body..n`, into `out`.
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn store_dots(q: &[i8], cols: usize, xq: &[i8], body: usize, n: usize, r: usize, sums: __m128i, out: &mut [i32]) {
+    let mut s = [0i32; 4];
+    // SAFETY: 16 writable bytes.
+    unsafe { _mm_storeu_si128(s.as_mut_ptr().cast::<__m128i>(), sums) };
+    for (k, (o, v)) in out[r..r + 4].iter_mut().zip(s).enumerate() {
+        let row = &q[(r + k) * cols + body..(r + k) * cols + n];
+        *o = v + row.iter().zip(&xq[body..n]).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum::<i32>();
+    }
 }
 
 /// [`i8_rows`] for rows of 8 columns (the SSM's `C`, `d_inner × N`): four rows fill one
@@ -242,8 +442,7 @@ unsafe fn i8_rows_8(q: &[i8], xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [
         unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
         r += 4;
     }
-    let finish = |k: usize, acc: i32| super::row_value1(acc, scales.get(r + k), sx);
-    super::i8_rows(&q[r * 8..], 8, xq, &mut y[r..rows], finish);
+    i8_rows_rest(q, 8, xq, scales, sx, &mut y[r..rows], r);
 }
 
 /// Stamps out [`i8_rows`] for rows of exactly `32 * N` columns, `x` held in registers, with
@@ -285,8 +484,7 @@ macro_rules! i8_rows_n {
                 unsafe { _mm_storeu_ps(y.as_mut_ptr().add(r), _mm_mul_ps(v, vsx)) };
                 r += 4;
             }
-            let finish = |k: usize, acc: i32| super::row_value1(acc, scales.get(r + k), sx);
-            super::i8_rows(&q[r * cols..], cols, xq, &mut y[r..rows], finish);
+            i8_rows_rest(q, cols, xq, scales, sx, &mut y[r..rows], r);
         }
     };
 }
@@ -320,13 +518,13 @@ fn dpbusd_offset(x: __m256i) -> __m256i {
 }
 
 /// Int4 rows in groups of 32 (`cols` a multiple of 32): `y[r] = (0 + Σ_g acc_g · scale_rg) · sx`,
-/// as [`super::row_value`]. Reorders `xq` in place (each group of 32 becomes its 16 even then
+/// as [`portable::i4_rows`]. Reorders `xq` in place (each group of 32 becomes its 16 even then
 /// 16 odd elements, matching the low and high nibbles), so the caller must not reuse it.
 ///
 /// # Safety
 /// Needs AVX2 and F16C. `packed` holds `y.len()` rows of `cols / 2` bytes, `xq` `cols` values.
 #[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn i4_rows(packed: &[u8], cols: usize, xq: &mut [i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+unsafe fn i4_rows(packed: &[u8], cols: usize, xq: &mut [i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
     for g in xq.chunks_exact_mut(32) {
         let mut even_odd = [0i8; 32];
         for i in 0..16 {
@@ -452,7 +650,7 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
 /// 8 or 32 with f16 scales: one 32-byte load holds a row's 64 values. The nibbles are used unsigned (`q + 8`: the top bit flipped), so
 /// `vpmaddubsw`/`vpdpbusd` take them as they are, and `8 · Σ x` per 8 columns (the same for
 /// every row) is subtracted once: each `i32` lane is then the exact sum of 8 columns.
-/// `Σ_g acc_g · scale_g` then runs in group order, lane by lane, as [`super::row_value`]:
+/// `Σ_g acc_g · scale_g` then runs in group order, lane by lane, as [`portable::i4_rows`]:
 /// groups of 32 add their four lanes in integers (two `vphaddd` over four rows); groups of
 /// 8 take eight rows and transpose their scaled lanes. The inputs of each 64 columns are
 /// split into even and odd elements in registers (to meet the low and high nibbles).
@@ -461,12 +659,11 @@ unsafe fn i4_rows_any(packed: &[u8], cols: usize, xq: &[i8], scales: &Scales<'_>
 /// Needs AVX2 and F16C. `cols` is a multiple of 64 (at most 512), `group` 8 or 32;
 /// `packed` holds `y.len()` rows of `cols / 2` bytes, `xq` `cols` values, `scales`
 /// `y.len() · cols / group`.
-pub(super) type I4Blocks = unsafe fn(&[u8], usize, usize, &mut [i8], &[f16], f32, &mut [f32]);
+type I4Blocks = unsafe fn(&[u8], usize, usize, &mut [i8], &[f16], f32, &mut [f32]);
 
-/// The [`I4Blocks`] for this machine: with AVX-512 VNNI's `vpdpbusd` where it was enabled,
-/// else AVX2's `vpmaddubsw`.
-pub(super) fn i4_rows_64() -> I4Blocks {
-    if vnni() {
+/// The [`I4Blocks`] with AVX-512 VNNI's `vpdpbusd` if `vnni`, else with AVX2's `vpmaddubsw`.
+fn i4_rows_64(vnni: bool) -> I4Blocks {
+    if vnni {
         i4_blocks_vnni
     } else {
         i4_blocks_avx2
@@ -663,7 +860,7 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// # Safety
 /// Needs AVX2 and F16C. `w` holds `y.len()` rows of `cols`.
 #[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     let cols = cols.max(1);
     let n = cols.min(x.len());
     let body = n / 8 * 8;
@@ -678,19 +875,19 @@ pub(super) unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) 
             }
             c += 8;
         }
-        let tail = row[body..n].iter().zip(&x[body..n]).fold(0.0f32, |t, (a, b)| t + super::f16_to_f32(*a) * b);
+        let tail = row[body..n].iter().zip(&x[body..n]).fold(0.0f32, |t, (a, b)| t + portable::f16_to_f32(*a) * b);
         *out = reduce8_ps(acc) + tail;
     }
 }
 
-/// [`super::i8_affine_rows`] compiled for AVX2 (the int8 → f32 conversion and the eight
+/// [`portable::i8_affine_rows`] compiled for AVX2 (the int8 → f32 conversion and the eight
 /// lanes vectorise; same operations in the same order, so the same bits).
 ///
 /// # Safety
 /// Needs AVX2.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
-    super::i8_affine_rows(q, cols, zero_point, scale, x, y)
+unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
+    portable::i8_affine_rows(q, cols, zero_point, scale, x, y)
 }
 
 /// f32 rows against a block of `n` inputs (`x` rows `xs` apart, `y` rows `ys` apart), in
@@ -702,7 +899,7 @@ pub(super) unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale
 /// Needs AVX2. `w` holds whole rows of `cols`; the first `n` rows of `x` (`cols` each,
 /// `xs >= cols` apart) and of `y` (`rows` each, `ys >= rows` apart) are in bounds.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
     let rows = w.len() / cols.max(1);
     let mut r = 0;
     while r < rows {
@@ -810,7 +1007,7 @@ fn reduce8x8(a: [__m256; 8]) -> __m256 {
     _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// `((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`, as [`super::reduce8`].
+/// `((a0+a4) + (a1+a5)) + ((a2+a6) + (a3+a7))`, as [`crate::math::reduce8`].
 #[inline]
 #[target_feature(enable = "avx2")]
 fn reduce8_ps(v: __m256) -> f32 {
@@ -825,7 +1022,7 @@ fn reduce8_ps(v: __m256) -> f32 {
 /// # Safety
 /// Needs AVX2. `w` holds `y.len()` rows of `cols`, `x` holds `cols` values.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+unsafe fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     let cols = cols.min(x.len());
     let rows = y.len().min(w.len() / cols.max(1));
     let body = cols / 8 * 8;
@@ -858,6 +1055,82 @@ pub(super) unsafe fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) 
         r += 8;
     }
     for (k, out) in y[r..rows].iter_mut().enumerate() {
-        *out = super::dot_f32(&w[(r + k) * cols..(r + k + 1) * cols], x);
+        *out = portable::dot_f32(&w[(r + k) * cols..(r + k + 1) * cols], x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uniform noise in [-0.5, 0.5) from `seed`, if this CPU has AVX2 (the tests comparing
+    /// the AVX2 kernels with the portable ones have nothing to compare without it).
+    fn avx2_and_noise(seed: u64) -> Option<impl FnMut() -> f32> {
+        let mut rng = crate::Rng::new(seed);
+        std::is_x86_feature_detected!("avx2").then(move || move || rng.next_f32() - 0.5)
+    }
+
+    #[test]
+    fn avx2_quantize_gives_the_portable_bits() {
+        let Some(mut next) = avx2_and_noise(7) else { return };
+        for n in [0, 1, 7, 8, 31, 32, 33, 64, 100, 128, 256] {
+            for scale in [1e-30f32, 1e-3, 1.0, 1e4, 3e38] {
+                let mut x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
+                if n > 5 && scale == 1.0 {
+                    x[5] = 0.5 * (x[4] + x[3]); // ties and repeats
+                }
+                let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+                let pa = portable::quantize(&x, &mut a);
+                // SAFETY: AVX2 was detected above.
+                let pb = unsafe { quantize(&x, &mut b) };
+                assert_eq!(pa.map(f32::to_bits), pb.map(f32::to_bits), "n {n} scale {scale}");
+                assert_eq!(a, b, "n {n} scale {scale}");
+                if n > 9 {
+                    x[9] = f32::NAN;
+                    // SAFETY: as above.
+                    assert_eq!((portable::quantize(&x, &mut a), unsafe { quantize(&x, &mut b) }), (None, None));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_f32_products_give_the_portable_bits() {
+        let Some(mut next) = avx2_and_noise(11) else { return };
+        for (rows, cols) in [(1, 8), (7, 5), (8, 64), (13, 64), (16, 19), (24, 128), (3, 200)] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+            let n = 7;
+            let x: Vec<f32> = (0..n * cols).map(|_| next() * 3.0).collect();
+            let want: Vec<f32> = (0..n * rows)
+                .map(|i| portable::dot_f32(&w[i % rows * cols..][..cols], &x[i / rows * cols..][..cols]))
+                .collect();
+            let mut y = vec![0.0f32; rows];
+            // SAFETY: AVX2 was detected; the sizes match.
+            unsafe { f32_rows(&w, cols, &x[..cols], &mut y) };
+            assert_eq!(
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want[..rows].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "rows {rows} cols {cols}"
+            );
+            let mut block = vec![0.0f32; n * rows];
+            // SAFETY: as above; n inputs `cols` apart, n outputs `rows` apart.
+            unsafe { f32_block(&w, cols, &x, cols, &mut block, rows, n) };
+            assert_eq!(
+                block.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "block {rows}x{cols}"
+            );
+        }
+    }
+
+    #[test]
+    fn avx2_row_dots_are_exact() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let vnni = std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
+        for b in [Some(Avx2 { vnni: false }), vnni.then_some(Avx2 { vnni: true })].into_iter().flatten() {
+            crate::kernels::tests::check_row_dots(|q, cols, xq, out| b.i8_row_dots(q, cols, xq, out));
+        }
     }
 }

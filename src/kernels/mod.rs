@@ -8,19 +8,149 @@
 //! rescales once per group: `y = (Σ_g (Σ q·xq) as f32 · scale_g) · sx`. Integer sums
 //! are exact and every float operation runs in a fixed order (no fused multiply-add), so the
 //! result is bit-identical on every target.
+//!
+//! The code is split by what varies. This module holds the matrix types and writes each
+//! product once, against a small backend interface (the private `Backend` trait: quantize
+//! the input, rows of each format, exact int8 row dots, argmax). `portable.rs` is the
+//! reference every target can run, plain Rust that reads on its own and defines the
+//! results. A backend implements the operations its instructions run faster and takes the
+//! rest from the reference. Chosen at build time, per target: `arm_dsp.rs` for
+//! Cortex-M4/M7/M33 (`SMLAD`: the DSP extension), `armv6m.rs` for Cortex-M0/M0+/M23
+//! (`LDRSB`/`MULS`, four rows per input load) and `rv32.rs` for RISC-V with the M
+//! extension (immediate offsets); chosen per call on x86-64, `x86.rs` (AVX2, F16C, AVX-512
+//! VNNI) once the host has detected the CPU at start and called [`enable_avx2`]. Nothing
+//! below that choice tests the target or the CPU again.
 
 use half::f16;
 
-use crate::math::reduce8;
+pub use portable::{dot_f16, dot_f32, dot_i4, f16_to_f32, quantize};
+#[cfg(target_arch = "x86_64")]
+pub use x86::{disable_avx2, enable_avx2, enable_avx512_vnni};
 
-// The only unsafe code of the core: SIMD intrinsics behind runtime detection (x86-64) and
-// DSP instructions the target always has (Cortex-M4 and up).
+mod portable;
+use portable::{affine, hi_nibble, lo_nibble};
+// The only unsafe code of the core: SIMD intrinsics behind runtime detection (x86-64), DSP
+// instructions the target always has (Cortex-M4 and up) and the Cortex-M0's row loop.
 #[cfg(itera_arm_dsp)]
 #[allow(unsafe_code)]
 mod arm_dsp;
+#[cfg(itera_armv6m)]
+#[allow(unsafe_code)]
+mod armv6m;
+// Plain Rust: the host's tests run it too.
+#[cfg(any(all(target_arch = "riscv32", target_feature = "m"), test))]
+mod rv32;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86;
+
+// The backend of this build's target, chosen here, once, for everything below.
+#[cfg(itera_arm_dsp)]
+use arm_dsp::Dsp as Native;
+#[cfg(itera_armv6m)]
+use armv6m::Armv6m as Native;
+#[cfg(not(any(itera_arm_dsp, itera_armv6m, all(target_arch = "riscv32", target_feature = "m"))))]
+use portable::Portable as Native;
+#[cfg(all(target_arch = "riscv32", target_feature = "m"))]
+use rv32::Rv32 as Native;
+
+/// The operations every matrix kind reduces to, one implementation per backend. Each
+/// method defaults to the reference in [`portable`]; a backend overrides the ones it
+/// computes faster and returns the same bits (integer sums are exact; float sums keep the
+/// reference's order of operations, lane by lane). A backend value is a zero-sized proof
+/// that its instructions are available (the target has them, or the host enabled them), so
+/// its methods are safe to call; [`Matrix`] picks one per call and runs all its loops on it,
+/// so nothing below that choice branches on the CPU or the target.
+trait Backend: Copy {
+    /// [`quantize`]: `x` to int8 in `xq`, returning the scale.
+    #[inline(always)]
+    fn quantize(self, x: &[f32], xq: &mut [i8]) -> Option<f32> {
+        quantize(x, xq)
+    }
+
+    /// `y[r] = W[r]·x` over row-major f32 `w` (`cols` per row, `x` exactly `cols` long),
+    /// each row in [`dot_f32`]'s order.
+    #[inline(always)]
+    fn f32_rows(self, w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+        portable::f32_rows(w, cols, x, y)
+    }
+
+    /// `y_t = W·x_t` for `n` inputs `xs` apart into outputs `ys` apart, each as
+    /// [`Backend::f32_rows`] gives it; the caller has checked that all are in bounds.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn f32_block(self, w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+        portable::f32_block(w, cols, x, xs, y, ys, n)
+    }
+
+    /// `y[r] = W[r]·x` over row-major f16 `w`, each row in [`dot_f16`]'s order.
+    #[inline(always)]
+    fn f16_rows(self, w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+        portable::f16_rows(w, cols, x, y)
+    }
+
+    /// `y[r] = (Σ (q − zero_point)·x) · scale` per row, the sum in [`dot_f32`]'s order.
+    #[inline(always)]
+    fn i8_affine_rows(self, q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
+        portable::i8_affine_rows(q, cols, zero_point, scale, x, y)
+    }
+
+    /// Exact `Σ a·b` of two int8 slices of one length (one scale group of a row).
+    #[inline(always)]
+    fn dot_i8(self, a: &[i8], b: &[i8]) -> i32 {
+        portable::dot_i8(a, b)
+    }
+
+    /// Exact `Σ q·xq` per whole row, as [`i8_row_dots`].
+    #[inline(always)]
+    fn i8_row_dots(self, q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+        portable::i8_row_dots(q, cols, xq, out)
+    }
+
+    /// Int8 rows with one scale each against all `cols` inputs:
+    /// `y[r] = (0 + Σ q·xq · scale_r) · sx`, by default from [`Backend::i8_row_dots`].
+    #[inline(always)]
+    fn i8_rows(self, q: &[i8], cols: usize, xq: &[i8], scales: &Scales<'_>, sx: f32, y: &mut [f32]) {
+        portable::i8_rows(q, cols, scales, sx, y, |rows, out| self.i8_row_dots(rows, cols, xq, out))
+    }
+
+    /// Int4 rows in groups of `group` against the first `xq.len()` (at most `cols`)
+    /// inputs: `y[r] = (0 + Σ_g acc_g · scale_rg) · sx`. May reorder `xq`: the caller does
+    /// not read it again.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn i4_rows(
+        self,
+        packed: &[u8],
+        cols: usize,
+        group: usize,
+        xq: &mut [i8],
+        scales: &Scales<'_>,
+        sx: f32,
+        y: &mut [f32],
+    ) {
+        portable::i4_rows(packed, cols, group, xq, scales, sx, y)
+    }
+
+    /// [`crate::sample::argmax`].
+    #[inline(always)]
+    fn argmax(self, v: &[f32]) -> u32 {
+        portable::argmax(v)
+    }
+}
+
+/// `$body` with `$b` bound to the backend this machine runs: on x86-64 the AVX2 one once the
+/// host has enabled it, otherwise the target's. The one place that looks at the CPU.
+macro_rules! on_backend {
+    (|$b:ident| $body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        if let Some($b) = x86::Avx2::enabled() {
+            return $body;
+        }
+        let $b = Native;
+        $body
+    }};
+}
 
 /// Longest row (`cols`) an integer matrix may have: keeps every per-group `i32` sum of
 /// `q · xq` (each at most 128 · 127 in magnitude) far from overflow.
@@ -46,8 +176,8 @@ impl Scales<'_> {
     }
 
     /// The scales from row `rows` on (`groups` per row).
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) fn skip_rows(&self, rows: usize, groups: usize) -> Self {
+    #[cfg(any(target_arch = "x86_64", itera_arm_dsp))]
+    fn skip_rows(&self, rows: usize, groups: usize) -> Self {
         let from = rows.saturating_mul(groups);
         match *self {
             Scales::F32(s) => Scales::F32(s.get(from..).unwrap_or(&[])),
@@ -212,115 +342,45 @@ impl<'a> Matrix<'a> {
     /// `y = W·x`. `x` must hold `cols` values and `y` `rows`; integer matrices also need
     /// `scratch` of `cols` bytes (float ones ignore it). Shorter slices compute a prefix (the
     /// model sizes every buffer from the same config, so they always match). Never panics.
-    #[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
     pub fn matvec(&self, x: &[f32], y: &mut [f32], scratch: &mut [i8]) {
+        on_backend!(|b| self.matvec_on(b, x, y, scratch))
+    }
+
+    /// [`Matrix::matvec`] on backend `b`.
+    #[inline(always)]
+    fn matvec_on(&self, b: impl Backend, x: &[f32], y: &mut [f32], scratch: &mut [i8]) {
         let cols = self.cols.max(1);
         let rows = self.rows.min(y.len());
         let y = &mut y[..rows];
         match self.weights {
-            Weights::F32(w) => {
-                let x = &x[..cols.min(x.len())];
-                #[cfg(target_arch = "x86_64")]
-                if x86::avx2() {
-                    // SAFETY: `x86::avx2()` is true only after `enable_avx2`, whose caller
-                    // guarantees that this CPU has AVX2.
-                    return unsafe { x86::f32_rows(w, cols, x, y) };
-                }
-                f32_rows(w, cols, x, y);
-            }
-            Weights::F16(w) => {
-                #[cfg(target_arch = "x86_64")]
-                if x86::avx2() {
-                    // SAFETY: AVX2 and F16C are present (see `enable_avx2`).
-                    return unsafe { x86::f16_rows(w, cols, x, y) };
-                }
-                for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
-                    *out = dot_f16(row, x);
-                }
-            }
+            Weights::F32(w) => b.f32_rows(w, cols, &x[..cols.min(x.len())], y),
+            Weights::F16(w) => b.f16_rows(w, cols, x, y),
             Weights::I8Affine { q, scale, zero_point } => {
-                let x = &x[..cols.min(x.len())];
-                #[cfg(target_arch = "x86_64")]
-                if x86::avx2() {
-                    // SAFETY: AVX2 is present (see `enable_avx2`).
-                    return unsafe { x86::i8_affine_rows(q, cols, zero_point, scale, x, y) };
-                }
-                i8_affine_rows(q, cols, zero_point, scale, x, y);
+                b.i8_affine_rows(q, cols, zero_point, scale, &x[..cols.min(x.len())], y)
             }
             Weights::I8 { q, scales, group } => {
                 let n = cols.min(x.len()).min(scratch.len());
                 let xq = &mut scratch[..n];
-                let Some(sx) = quantize_input(&x[..n], xq) else {
+                let Some(sx) = b.quantize(&x[..n], xq) else {
                     y.iter_mut().for_each(|v| *v = 0.0);
                     return;
                 };
                 let xq = &*xq;
-                let groups = cols.div_ceil(group);
-                if groups == 1 && n == cols {
-                    // One scale per row: whole-row integer dots, four rows at a time.
-                    #[cfg(target_arch = "x86_64")]
-                    if x86::avx2() {
-                        // SAFETY: as above, AVX2 is present; q holds rows x cols, xq cols.
-                        unsafe { x86::i8_rows(q, cols, xq, &scales, sx, y) };
-                        return;
-                    }
-                    #[cfg(itera_arm_dsp)]
-                    arm_dsp::i8_rows(q, cols, xq, &scales, sx, y);
-                    #[cfg(not(itera_arm_dsp))]
-                    {
-                        let row_sum = |r: usize, acc: i32| row_value1(acc, scales.get(r), sx);
-                        i8_rows(q, cols, xq, y, row_sum);
-                    }
-                    return;
-                }
-                for (r, (row, out)) in q.chunks_exact(cols).zip(y.iter_mut()).enumerate() {
-                    let accs = row[..n]
-                        .chunks(group)
-                        .zip(xq.chunks(group))
-                        .enumerate()
-                        .map(|(g, (wg, xg))| (dot_i8(wg, xg) as f32, scales.get(r * groups + g)));
-                    *out = row_value(accs, sx);
+                if cols.div_ceil(group) == 1 && n == cols {
+                    // One scale per row: whole-row integer dots.
+                    b.i8_rows(q, cols, xq, &scales, sx, y);
+                } else {
+                    portable::i8_group_rows(q, cols, group, xq, &scales, sx, y, |w, x| b.dot_i8(w, x));
                 }
             }
             Weights::I4 { packed, scales, group } => {
                 let n = cols.min(x.len()).min(scratch.len());
                 let xq = &mut scratch[..n];
-                let Some(sx) = quantize_input(&x[..n], xq) else {
+                let Some(sx) = b.quantize(&x[..n], xq) else {
                     y.iter_mut().for_each(|v| *v = 0.0);
                     return;
                 };
-                #[cfg(itera_arm_dsp)]
-                if n == cols && arm_dsp::i4_rows(packed, cols, group, xq, &scales, sx, y) {
-                    return;
-                }
-                #[cfg(target_arch = "x86_64")]
-                if let (true, 8 | 32, Scales::F16(s)) =
-                    (x86::avx2() && n == cols && cols.is_multiple_of(64) && cols <= 512, group, scales)
-                {
-                    // SAFETY: AVX2 and F16C are present (VNNI where `i4_rows_64` takes it); the
-                    // sizes were checked by `Matrix::new` and above.
-                    unsafe { x86::i4_rows_64()(packed, cols, group, xq, s, sx, y) };
-                    return;
-                }
-                #[cfg(target_arch = "x86_64")]
-                if x86::avx2() && group == 32 && n == cols && cols.is_multiple_of(32) {
-                    // SAFETY: as above, AVX2 is present; packed holds rows x cols/2 bytes.
-                    unsafe { x86::i4_rows(packed, cols, xq, &scales, sx, y) };
-                    return;
-                }
-                let xq = &*xq;
-                let groups = cols.div_ceil(group);
-                let row_bytes = cols.div_ceil(2);
-                // `group` is even (or covers the row), so every group starts on a byte.
-                let group_bytes = group.div_ceil(2);
-                for (r, (row, out)) in packed.chunks_exact(row_bytes).zip(y.iter_mut()).enumerate() {
-                    let accs = row
-                        .chunks(group_bytes)
-                        .zip(xq.chunks(group))
-                        .enumerate()
-                        .map(|(g, (pg, xg))| (dot_i4(pg, xg) as f32, scales.get(r * groups + g)));
-                    *out = row_value(accs, sx);
-                }
+                b.i4_rows(packed, cols, group, xq, &scales, sx, y);
             }
         }
     }
@@ -329,7 +389,6 @@ impl<'a> Matrix<'a> {
     /// of `y` (`y_stride` apart): a block of tokens at once. Each result is bit for bit
     /// what [`Matrix::matvec`] gives for that row; f32 weights are read once per block
     /// (each row against every token), the other formats run token by token.
-    #[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
     pub fn matmul(&self, x: &[f32], x_stride: usize, y: &mut [f32], y_stride: usize, n: usize, scratch: &mut [i8]) {
         let (cols, rows) = (self.cols.max(1), self.rows);
         if let Weights::F32(w) = self.weights {
@@ -338,17 +397,7 @@ impl<'a> Matrix<'a> {
                 && n.checked_mul(x_stride).is_some_and(|l| l <= x.len() + x_stride - cols)
                 && n.checked_mul(y_stride).is_some_and(|l| l <= y.len() + y_stride - rows);
             if n > 1 && fits {
-                #[cfg(target_arch = "x86_64")]
-                if x86::avx2() {
-                    // SAFETY: AVX2 is present (see `enable_avx2`); `fits` checked the strides.
-                    return unsafe { x86::f32_block(w, cols, x, x_stride, y, y_stride, n) };
-                }
-                for (r, row) in w.chunks_exact(cols).enumerate() {
-                    for t in 0..n {
-                        y[t * y_stride + r] = dot_f32(row, &x[t * x_stride..t * x_stride + cols]);
-                    }
-                }
-                return;
+                return on_backend!(|b| b.f32_block(w, cols, x, x_stride, y, y_stride, n));
             }
         }
         let xs = x.chunks(x_stride.max(1));
@@ -412,70 +461,6 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// One row's output from its integer group sums (converted to f32: exact below 2^24, and
-/// the same rounding from i32 or i64) and their scales, in a fixed order:
-/// `(0 + Σ_g acc_g·scale_g) · sx`. Every kernel path ends here, so all give the same bits.
-#[inline(always)]
-fn row_value(groups: impl Iterator<Item = (f32, f32)>, sx: f32) -> f32 {
-    let mut sum = 0.0f32;
-    for (acc, scale) in groups {
-        sum += acc * scale;
-    }
-    sum * sx
-}
-
-/// [`row_value`] of a row with one scale: `(0 + acc · scale) · sx`.
-#[inline(always)]
-pub(crate) fn row_value1(acc: i32, scale: f32, sx: f32) -> f32 {
-    (0.0 + acc as f32 * scale) * sx
-}
-
-/// `y[r] = W[r]·x` for row-major f32 `w`, one row at a time: the portable build serves FPUs
-/// with few registers (Cortex-M4F: 32 singles), where four rows of eight lanes would spill.
-/// x86-64 takes `x86::f32_rows`, four rows at a time, with the same per-row order.
-#[inline(always)]
-fn f32_rows(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
-    for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
-        *out = dot_f32(row, x);
-    }
-}
-
-/// `y[r] = (Σ (q − zero_point)·x) · scale` per row, the sum in [`dot_f32`]'s order.
-#[inline(always)]
-fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
-    for (row, out) in q.chunks_exact(cols).zip(y.iter_mut()) {
-        *out = dot_lanes(row, x, |v| affine(v, zero_point)) * scale;
-    }
-}
-
-/// `q − zero_point` as f32, exact: both are i8, so the difference (−255..=255) fits an i16.
-#[inline(always)]
-fn affine(q: i8, zero_point: i8) -> f32 {
-    f32::from(i16::from(q) - i16::from(zero_point))
-}
-
-/// Whole-row int8 dots, four rows at a time; `finish(row, acc)` turns each into the output.
-#[inline(always)]
-#[cfg_attr(itera_arm_dsp, allow(dead_code))]
-pub(crate) fn i8_rows(q: &[i8], cols: usize, xq: &[i8], y: &mut [f32], finish: impl Fn(usize, i32) -> f32) {
-    let mut r = 0;
-    let mut rows = q.chunks_exact(cols);
-    let mut outs = y.chunks_exact_mut(4);
-    for out in &mut outs {
-        let (Some(a), Some(b), Some(c), Some(d)) = (rows.next(), rows.next(), rows.next(), rows.next()) else {
-            return;
-        };
-        let acc = [dot_i8(a, xq), dot_i8(b, xq), dot_i8(c, xq), dot_i8(d, xq)];
-        for (k, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
-            *o = finish(r + k, acc);
-        }
-        r += 4;
-    }
-    for (k, (out, row)) in outs.into_remainder().iter_mut().zip(rows).enumerate() {
-        *out = finish(r + k, dot_i8(row, xq));
-    }
-}
-
 /// Which SIMD path the kernels take on this machine: `"avx2"` after [`enable_avx2`] on
 /// x86-64 (`"avx2-vnni"` with AVX-512 VNNI int8 products too), otherwise `"scalar"`
 /// (portable code, auto-vectorised for the build target).
@@ -496,197 +481,30 @@ pub(crate) fn avx2() -> bool {
     false
 }
 
-#[cfg(target_arch = "x86_64")]
-pub use x86::{disable_avx2, enable_avx2, enable_avx512_vnni};
-
-/// [`crate::sample::argmax`] on the fastest path.
+/// Index of the largest value; the first of equals. NaN never wins (all NaN: 0).
 #[inline]
-#[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
 pub(crate) fn argmax(v: &[f32]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if x86::avx2() {
-        // SAFETY: AVX2 is present (see `enable_avx2`).
-        return unsafe { x86::argmax(v) };
-    }
-    crate::sample::argmax_portable(v)
+    on_backend!(|b| b.argmax(v))
 }
 
-/// [`quantize`] on the fastest path.
-#[inline(always)]
-#[allow(unsafe_code)] // calls into `x86`, only once AVX2 was enabled
-fn quantize_input(x: &[f32], xq: &mut [i8]) -> Option<f32> {
-    #[cfg(target_arch = "x86_64")]
-    if x86::avx2() {
-        // SAFETY: AVX2 is present (see `enable_avx2`).
-        return unsafe { x86::quantize(x, xq) };
-    }
-    quantize(x, xq)
-}
-
-/// Quantizes `x` to symmetric int8 in `xq`; returns the scale `sx = max|x| / 127`, or `None`
-/// when `x` is all zero, holds a NaN or an infinity, or is so small (below about 4e-37)
-/// that `127 / max|x|` overflows (the product is then zero).
-#[inline(always)]
-pub fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
-    // max|x| as the largest bit pattern with the sign cleared: for non-negative floats the
-    // patterns order as the values do, every NaN pattern lies above infinity's (so a NaN
-    // anywhere makes `amax` NaN and is refused below), and an integer max vectorises on
-    // every target (`f32::max` is a libm call on FPUs without VMAXNM). Eight lanes; max is
-    // exact, so the order does not matter.
-    let abs_bits = |v: &f32| v.to_bits() & 0x7FFF_FFFF;
-    let (chunks, rest) = x.as_chunks::<8>();
-    let mut lanes = [0u32; 8];
-    for c in chunks {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *l = (*l).max(abs_bits(v));
-        }
-    }
-    let bits = rest.iter().map(abs_bits).fold(lanes.into_iter().fold(0, u32::max), u32::max);
-    let (inv, sx) = input_scale(bits)?;
-    for (q, &v) in xq.iter_mut().zip(x) {
-        *q = quantize_one(v, inv);
-    }
-    Some(sx)
-}
-
-/// From the bits of `max|x|`: `(127 / max|x|, max|x| / 127)`, or `None` when `max|x|` is
-/// zero, NaN or infinite, or `127 / max|x|` overflows.
-#[inline(always)]
-fn input_scale(amax_bits: u32) -> Option<(f32, f32)> {
-    let amax = f32::from_bits(amax_bits);
-    let inv = 127.0 / amax;
-    (amax > 0.0 && amax.is_finite() && inv.is_finite()).then_some((inv, amax / 127.0))
-}
-
-/// Adding 1.5·2^23 rounds to the nearest integer (ties to even) in one exact f32 step.
-const ROUND_MAGIC: f32 = 12_582_912.0;
-
-/// `round(v · inv)` as int8, `v · inv` rounded to f32 first. With every |v| <= max|x| and
-/// inv = 127 / max|x| rounded, |v·inv| <= 127·(1 + 2^-23)^2 < 127.5: the result is within
-/// ±127, so no clamp is needed.
-#[inline(always)]
-fn quantize_one(v: f32, inv: f32) -> i8 {
-    // The rounded integer sits in the low mantissa bits: read it there (exactly what
-    // subtracting the magic number again would give).
-    ((v * inv + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32) as i8
-}
-
-/// The low nibble of `b` as a signed int4.
+/// Exact `Σ q·xq` per whole row: `out[r]` for row `r` of the row-major `q` (`cols` per
+/// row), `out.len()` rows, against `xq` (`cols` values). Inputs past the end of `xq` count
+/// as zero, rows past the end of `q` give zero. Integer sums, exact while `cols` is at most
+/// [`MAX_INT_COLS`], so every backend returns the same values.
 #[inline]
-fn lo_nibble(b: u8) -> i8 {
-    ((b << 4) as i8) >> 4
+pub(crate) fn i8_row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+    on_backend!(|b| b.i8_row_dots(q, cols, xq, out))
 }
 
-/// The high nibble of `b` as a signed int4.
-#[inline]
-fn hi_nibble(b: u8) -> i8 {
-    (b as i8) >> 4
-}
-
-/// Exact `Σ a·b` over int8: adjacent products are summed in pairs into eight `i32` lanes,
-/// the shape of `pmaddwd` (x86) and `SMLAD` (Cortex-M4 DSP).
+/// Exact `Σ a·b` over two int8 slices of one length, on the target's backend (adjacent
+/// products summed in pairs into `i32` lanes: the shape of `pmaddwd` and `SMLAD`).
 #[inline]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    #[cfg(itera_arm_dsp)]
-    return arm_dsp::dot_i8(a, b);
-    #[cfg(not(itera_arm_dsp))]
-    dot_i8_portable(a, b)
-}
-
-/// [`dot_i8`] in portable Rust.
-#[inline]
-#[cfg_attr(itera_arm_dsp, allow(dead_code))]
-fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
-    let (ac, ar) = a.as_chunks::<16>();
-    let (bc, br) = b.as_chunks::<16>();
-    let mut acc = [0i32; 8];
-    for (x, y) in ac.iter().zip(bc) {
-        for i in 0..8 {
-            let even = x[2 * i] as i16 as i32 * y[2 * i] as i16 as i32;
-            let odd = x[2 * i + 1] as i16 as i32 * y[2 * i + 1] as i16 as i32;
-            acc[i] += even + odd;
-        }
-    }
-    let tail: i32 = ar.iter().zip(br).map(|(&x, &y)| x as i32 * y as i32).sum();
-    acc.iter().sum::<i32>() + tail
-}
-
-/// Exact `Σ q·x` where `q` is int4 packed two per byte (low nibble first) and `x` holds the
-/// matching int8 values (an odd `x` uses only the last byte's low nibble).
-#[inline]
-pub fn dot_i4(packed: &[u8], x: &[i8]) -> i32 {
-    const B: usize = 16;
-    let mut acc = 0i32;
-    let (pc, xc) = (packed.chunks_exact(B), x.chunks_exact(2 * B));
-    let (pr, xr) = (pc.remainder(), xc.remainder());
-    for (p, xs) in pc.zip(xc) {
-        let mut w = [0i8; 2 * B];
-        for i in 0..B {
-            w[2 * i] = lo_nibble(p[i]);
-            w[2 * i + 1] = hi_nibble(p[i]);
-        }
-        let mut lanes = [0i32; 2 * B];
-        for i in 0..2 * B {
-            lanes[i] = w[i] as i32 * xs[i] as i32;
-        }
-        acc += lanes.iter().sum::<i32>();
-    }
-    for (j, &v) in xr.iter().enumerate() {
-        let b = pr.get(j / 2).copied().unwrap_or(0);
-        let w = if j % 2 == 0 { lo_nibble(b) } else { hi_nibble(b) };
-        acc += w as i32 * v as i32;
-    }
-    acc
-}
-
-/// Dot product with eight independent accumulators, a shape LLVM vectorises.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b, |v| v)
-}
-
-/// [`dot_f32`] of `a` converted (exactly) to f32, in the same order of operations.
-pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
-    dot_lanes(a, b, f16_to_f32)
-}
-
-/// Exact binary16 → binary32 (same value as `half`'s; NaNs stay NaN with their payload),
-/// branch-free bit arithmetic that vectorises, with no subnormal float arithmetic.
-#[inline(always)]
-pub fn f16_to_f32(h: f16) -> f32 {
-    let h = h.to_bits() as u32;
-    let sign = (h & 0x8000) << 16;
-    let exp = (h >> 10) & 0x1F;
-    let mant = h & 0x03FF;
-    // Every candidate is computed and one selected, so the loop stays branch-free.
-    let normal = ((exp + 112) << 23) | (mant << 13);
-    // Zero or subnormal: mant · 2^-24, exact and normal in f32.
-    let subnormal = (mant as i32 as f32 * (1.0 / 16_777_216.0)).to_bits();
-    let special = 0x7F80_0000 | (mant << 13);
-    let bits = if exp == 0 { subnormal } else { normal };
-    let bits = if exp == 0x1F { special } else { bits };
-    f32::from_bits(sign | bits)
-}
-
-/// `Σ f(a_i)·b_i` over the common length of `a` and `b`: eight interleaved lanes
-/// (`acc += f(a)·b`, no fused multiply-add), [`reduce8`], then the tail in order. The one
-/// order every f32 product of the core follows (the x86 paths reproduce it lane by lane).
-#[inline(always)]
-fn dot_lanes<T: Copy>(a: &[T], b: &[f32], f: impl Fn(T) -> f32) -> f32 {
-    let n = a.len().min(b.len());
-    let (ac, ar) = a[..n].as_chunks::<8>();
-    let (bc, br) = b[..n].as_chunks::<8>();
-    let mut acc = [0.0f32; 8];
-    for (x, y) in ac.iter().zip(bc) {
-        for i in 0..8 {
-            acc[i] += f(x[i]) * y[i];
-        }
-    }
-    let tail = ar.iter().zip(br).fold(0.0f32, |t, (x, y)| t + f(*x) * y);
-    reduce8(&acc) + tail
+    Native.dot_i8(a, b)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -743,68 +561,52 @@ mod tests {
         }
     }
 
-    /// Uniform noise in [-0.5, 0.5) from `seed`, if this CPU has AVX2 (the tests comparing
-    /// the AVX2 kernels with the portable ones have nothing to compare without it).
-    #[cfg(target_arch = "x86_64")]
-    fn avx2_and_noise(seed: u64) -> Option<impl FnMut() -> f32> {
-        let mut rng = crate::Rng::new(seed);
-        std::is_x86_feature_detected!("avx2").then(move || move || rng.next_f32() - 0.5)
+    /// `Σ q·xq` per row, one product at a time (missing inputs zero, missing rows zero).
+    fn naive_row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
+        for (r, o) in out.iter_mut().enumerate() {
+            let row = q.get(r * cols..(r + 1) * cols).filter(|_| cols > 0);
+            *o = row.map_or(0, |row| (0..cols).map(|c| i32::from(row[c]) * i32::from(*xq.get(c).unwrap_or(&0))).sum());
+        }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    #[allow(unsafe_code)]
-    fn avx2_quantize_gives_the_portable_bits() {
-        let Some(mut next) = avx2_and_noise(7) else { return };
-        for n in [0, 1, 7, 8, 31, 32, 33, 64, 100, 128, 256] {
-            for scale in [1e-30f32, 1e-3, 1.0, 1e4, 3e38] {
-                let mut x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
-                if n > 5 && scale == 1.0 {
-                    x[5] = 0.5 * (x[4] + x[3]); // ties and repeats
-                }
-                let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
-                let pa = quantize(&x, &mut a);
-                // SAFETY: AVX2 was detected above.
-                let pb = unsafe { x86::quantize(&x, &mut b) };
-                assert_eq!(pa.map(f32::to_bits), pb.map(f32::to_bits), "n {n} scale {scale}");
-                assert_eq!(a, b, "n {n} scale {scale}");
-                if n > 9 {
-                    x[9] = f32::NAN;
-                    // SAFETY: as above.
-                    assert_eq!((quantize(&x, &mut a), unsafe { x86::quantize(&x, &mut b) }), (None, None));
+    /// Checks `dots` (an `i8_row_dots`) against [`naive_row_dots`] over shapes around every
+    /// unrolling and vector width, inputs as short as a row or shorter, more outputs than
+    /// rows, and the extremes of int8 on both sides.
+    pub(super) fn check_row_dots(dots: impl Fn(&[i8], usize, &[i8], &mut [i32])) {
+        let mut rng = crate::Rng::new(5);
+        let mut byte = move || rng.next_u32() as u8 as i8;
+        for cols in [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 128, 200, 256, 512] {
+            for rows in [0, 1, 2, 3, 4, 5, 7, 8, 9, 13] {
+                let q: Vec<i8> = (0..rows * cols).map(|_| byte()).collect();
+                let xq: Vec<i8> = (0..cols).map(|_| byte()).collect();
+                for extreme in [None, Some(i8::MIN), Some(i8::MAX)] {
+                    let (mut q, mut xq) = (q.clone(), xq.clone());
+                    if let Some(e) = extreme {
+                        q.iter_mut().step_by(3).for_each(|v| *v = e);
+                        xq.iter_mut().step_by(2).for_each(|v| *v = i8::MIN);
+                    }
+                    for (xn, extra) in [(cols, 0), (cols / 2, 0), (cols, 3)] {
+                        let (mut want, mut got) = (vec![0; rows + extra], vec![7; rows + extra]);
+                        naive_row_dots(&q, cols, &xq[..xn], &mut want);
+                        dots(&q, cols, &xq[..xn], &mut got);
+                        assert_eq!(got, want, "{rows}x{cols}, {xn} inputs, {extra} outputs past the rows");
+                    }
                 }
             }
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
     #[test]
-    #[allow(unsafe_code)]
-    fn avx2_f32_products_give_the_portable_bits() {
-        let Some(mut next) = avx2_and_noise(11) else { return };
-        for (rows, cols) in [(1, 8), (7, 5), (8, 64), (13, 64), (16, 19), (24, 128), (3, 200)] {
-            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-            let n = 7;
-            let x: Vec<f32> = (0..n * cols).map(|_| next() * 3.0).collect();
-            let want: Vec<f32> =
-                (0..n * rows).map(|i| dot_f32(&w[i % rows * cols..][..cols], &x[i / rows * cols..][..cols])).collect();
-            let mut y = vec![0.0f32; rows];
-            // SAFETY: AVX2 was detected; the sizes match.
-            unsafe { x86::f32_rows(&w, cols, &x[..cols], &mut y) };
-            assert_eq!(
-                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want[..rows].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "rows {rows} cols {cols}"
-            );
-            let mut block = vec![0.0f32; n * rows];
-            // SAFETY: as above; n inputs `cols` apart, n outputs `rows` apart.
-            unsafe { x86::f32_block(&w, cols, &x, cols, &mut block, rows, n) };
-            assert_eq!(
-                block.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "block {rows}x{cols}"
-            );
-        }
+    fn every_backend_row_dots_are_exact() {
+        check_row_dots(|q, cols, xq, out| portable::Portable.i8_row_dots(q, cols, xq, out));
+        check_row_dots(|q, cols, xq, out| rv32::Rv32.i8_row_dots(q, cols, xq, out));
+        check_row_dots(|q, cols, xq, out| Native.i8_row_dots(q, cols, xq, out));
+        check_row_dots(i8_row_dots);
+        // All of a row at its largest: 128 · 128 per product, still exact.
+        let (q, xq) = ([i8::MIN; 3 * 512], [i8::MIN; 512]);
+        let mut out = [0; 3];
+        i8_row_dots(&q, 512, &xq, &mut out);
+        assert_eq!(out, [512 * 128 * 128; 3]);
     }
 
     #[test]
