@@ -111,8 +111,8 @@ impl Isa {
     }
 }
 
-/// Stack high-water mark of the firmware (`boards/memory.rs`): 64,212 bytes at most on the
-/// QEMU boards over the micro f32, int8 and mixed blobs, painted, rounded up.
+/// Stack high-water mark of the firmware (`boards/memory.rs`): 67,052 bytes at most on the
+/// QEMU boards over the micro f32, int8, mixed and integer blobs, painted, rounded up.
 const STACK: usize = memory::STACK_BYTES;
 
 /// How far the estimates may be from a firmware ELF (code and statics): they are the ELF
@@ -129,7 +129,7 @@ pub const BOARDS: [Board; 6] = [
         clock_mhz: None,
         flash_bytes: memory::QEMU_AN386.flash_bytes,
         ram_bytes: memory::QEMU_AN386.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 84 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 116 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
     },
     Board {
         name: "qemu-v6m",
@@ -139,7 +139,7 @@ pub const BOARDS: [Board; 6] = [
         clock_mhz: None,
         flash_bytes: memory::QEMU_V6M.flash_bytes,
         ram_bytes: memory::QEMU_V6M.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 76 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 100 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
     },
     Board {
         name: "qemu-rv32",
@@ -149,7 +149,7 @@ pub const BOARDS: [Board; 6] = [
         clock_mhz: None,
         flash_bytes: memory::QEMU_RV32.flash_bytes,
         ram_bytes: memory::QEMU_RV32.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 80 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 108 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
     },
     Board {
         name: "stm32f411",
@@ -159,7 +159,7 @@ pub const BOARDS: [Board; 6] = [
         clock_mhz: Some(100),
         flash_bytes: memory::STM32F411.flash_bytes,
         ram_bytes: memory::STM32F411.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 92 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 120 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
     },
     Board {
         name: "rp2040",
@@ -169,7 +169,7 @@ pub const BOARDS: [Board; 6] = [
         clock_mhz: Some(125),
         flash_bytes: memory::RP2040.flash_bytes,
         ram_bytes: memory::RP2040.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 76 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 104 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
     },
     Board {
         name: "esp32c3",
@@ -179,7 +179,7 @@ pub const BOARDS: [Board; 6] = [
         clock_mhz: Some(160),
         flash_bytes: memory::ESP32C3.flash_bytes,
         ram_bytes: memory::ESP32C3.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 120 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
+        firmware: FirmwareCost { code_bytes: 152 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
     },
 ];
 
@@ -190,16 +190,19 @@ pub const MEASURED_MACS_PER_TOKEN: u64 = 275_200;
 /// `--quant` preset, on the QEMU board of each instruction set under `-icount shift=0`
 /// (`boards/qemu-check.sh`; exact, repeatable counts of the model step, 16 tokens after the
 /// 8-token prompt). Rebuilt firmware moves them by a few instructions in a million.
-pub const MEASURED: [Measured; 9] = [
-    Measured { isa: Isa::Armv7emFpu, quant: "f32", instructions_per_token: 1_179_492 },
-    Measured { isa: Isa::Armv7emFpu, quant: "int8", instructions_per_token: 543_192 },
-    Measured { isa: Isa::Armv7emFpu, quant: "mixed", instructions_per_token: 878_825 },
-    Measured { isa: Isa::Armv6m, quant: "f32", instructions_per_token: 67_616_525 },
-    Measured { isa: Isa::Armv6m, quant: "int8", instructions_per_token: 9_328_162 },
-    Measured { isa: Isa::Armv6m, quant: "mixed", instructions_per_token: 20_918_522 },
-    Measured { isa: Isa::Rv32imc, quant: "f32", instructions_per_token: 36_573_399 },
-    Measured { isa: Isa::Rv32imc, quant: "int8", instructions_per_token: 5_587_207 },
-    Measured { isa: Isa::Rv32imc, quant: "mixed", instructions_per_token: 13_633_538 },
+pub const MEASURED: [Measured; 12] = [
+    Measured { isa: Isa::Armv7emFpu, quant: "f32", instructions_per_token: 1_151_395 },
+    Measured { isa: Isa::Armv7emFpu, quant: "int8", instructions_per_token: 542_127 },
+    Measured { isa: Isa::Armv7emFpu, quant: "mixed", instructions_per_token: 878_545 },
+    Measured { isa: Isa::Armv7emFpu, quant: "integer", instructions_per_token: 710_860 },
+    Measured { isa: Isa::Armv6m, quant: "f32", instructions_per_token: 67_453_350 },
+    Measured { isa: Isa::Armv6m, quant: "int8", instructions_per_token: 8_344_230 },
+    Measured { isa: Isa::Armv6m, quant: "mixed", instructions_per_token: 20_882_192 },
+    Measured { isa: Isa::Armv6m, quant: "integer", instructions_per_token: 1_621_682 },
+    Measured { isa: Isa::Rv32imc, quant: "f32", instructions_per_token: 36_445_499 },
+    Measured { isa: Isa::Rv32imc, quant: "int8", instructions_per_token: 5_004_332 },
+    Measured { isa: Isa::Rv32imc, quant: "mixed", instructions_per_token: 13_606_101 },
+    Measured { isa: Isa::Rv32imc, quant: "integer", instructions_per_token: 1_333_248 },
 ];
 
 /// One measured instruction count (see [`MEASURED`]).
@@ -399,7 +402,7 @@ mod tests {
         let f = fit(&blob(400_000, None), Some(&cost), &stm);
         assert_eq!((f[0].flash_needed, f[0].ram_needed, f[0].fits), (460_000, 61_000, true));
         let f = fit(&blob(400_000, None), None, &stm);
-        assert_eq!(f[0].flash_needed, 400_000 + (92 << 10), "the board's own estimate");
+        assert_eq!(f[0].flash_needed, 400_000 + (120 << 10), "the board's own estimate");
         let f = fit(&blob(500_000, None), Some(&cost), &stm);
         assert!(!f[0].fits, "560 kB of flash does not fit 512 KiB");
     }
@@ -408,26 +411,29 @@ mod tests {
     fn speed_is_the_measured_count_of_the_isa_and_preset_scaled_by_macs_at_the_board_clock() {
         // The micro int8 blob on the Pico: exactly the ARMv6-M measurement, at 125 MHz.
         let s = speed(&board("rp2040"), Some("int8"), 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 9_328_162);
-        assert!((s.tokens_per_second.unwrap() - 125e6 / 9_328_162.0).abs() < 1e-9);
-        assert!((s.instructions_per_mac - 9_328_162.0 / 275_200.0).abs() < 1e-12);
+        assert_eq!(s.instructions_per_token, 8_344_230);
+        assert!((s.tokens_per_second.unwrap() - 125e6 / 8_344_230.0).abs() < 1e-9);
+        assert!((s.instructions_per_mac - 8_344_230.0 / 275_200.0).abs() < 1e-12);
+        // The integer preset has its own count.
+        let s = speed(&board("rp2040"), Some("integer"), 275_200).unwrap();
+        assert_eq!(s.instructions_per_token, 1_621_682);
         // Twice the MACs, twice the instructions; the ESP32-C3 runs the RV32IMC figure.
         let s = speed(&board("esp32c3"), Some("f32"), 2 * 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 2 * 36_573_399);
+        assert_eq!(s.instructions_per_token, 2 * 36_445_499);
         // A QEMU board has a count but no clock; an unmeasured preset or none has no estimate.
         let s = speed(&board("qemu-v6m"), Some("mixed"), 275_200).unwrap();
-        assert_eq!((s.instructions_per_token, s.tokens_per_second), (20_918_522, None));
+        assert_eq!((s.instructions_per_token, s.tokens_per_second), (20_882_192, None));
         assert_eq!(speed(&board("stm32f411"), Some("f16"), 275_200), None);
         assert_eq!(speed(&board("stm32f411"), Some("int8; *.B=f32"), 275_200), None, "a preset with rules");
         assert_eq!(speed(&board("stm32f411"), None, 275_200), None);
         let f = fit(&blob(300_000, Some("int8")), None, &[board("stm32f411")]);
-        assert_eq!(f[0].speed.unwrap().instructions_per_token, 543_192);
+        assert_eq!(f[0].speed.unwrap().instructions_per_token, 542_127);
     }
 
     #[test]
     fn every_isa_and_measured_preset_has_one_count_and_every_real_board_a_clock() {
         for isa in [Isa::Armv7emFpu, Isa::Armv6m, Isa::Rv32imc] {
-            for quant in ["f32", "int8", "mixed"] {
+            for quant in ["f32", "int8", "mixed", "integer"] {
                 assert_eq!(MEASURED.iter().filter(|m| m.isa == isa && m.quant == quant).count(), 1, "{isa:?} {quant}");
             }
             assert!(BOARDS.iter().any(|b| b.name == isa.measured_on() && b.isa == isa && b.clock_mhz.is_none()));

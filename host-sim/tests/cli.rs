@@ -313,7 +313,11 @@ fn fit_estimates_speed_from_the_isa_and_preset_measured_and_calls_it_an_instruct
         macs
     };
     // The ARMv6-M int8 count of the micro model (275,200 MACs a token), scaled by this blob's MACs.
-    let v6m = 9_328_162 * macs / 275_200;
+    let measured = |isa| {
+        let m = itera_sim::board::MEASURED.iter().find(|m| m.isa == isa && m.quant == "int8");
+        m.unwrap().instructions_per_token * macs / itera_sim::board::MEASURED_MACS_PER_TOKEN
+    };
+    let v6m = measured(itera_sim::board::Isa::Armv6m);
     let o = sim(&["fit", p(&blob)]);
     let out = stdout(&o);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -334,7 +338,7 @@ fn fit_estimates_speed_from_the_isa_and_preset_measured_and_calls_it_an_instruct
     assert!(v["speed_basis"].as_str().unwrap().contains("not a cycle count"));
     let b = &v["boards"][0];
     assert_eq!((b["board"]["isa"].as_str(), b["board"]["clock_mhz"].as_u64()), (Some("rv32imc"), Some(160)));
-    let rv32 = 5_587_207 * macs / 275_200;
+    let rv32 = measured(itera_sim::board::Isa::Rv32imc);
     assert_eq!(b["speed"]["instructions_per_token"].as_u64(), Some(rv32));
     assert_eq!(b["speed"]["measured_on"].as_str(), Some("qemu-rv32"));
     assert!((b["speed"]["tokens_per_second"].as_f64().unwrap() - 160e6 / rv32 as f64).abs() < 1e-6);

@@ -52,7 +52,7 @@ impl Default for Board {
         Board {
             flash_bytes: 0,
             ram_bytes: 0,
-            code_reserve: 96 * 1024,
+            code_reserve: 128 * 1024,
             stack_reserve: memory::STACK_BYTES,
             default_quant: "int8",
             memory_x: true,
