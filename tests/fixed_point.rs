@@ -4,6 +4,7 @@
 
 mod support {
     pub mod craft;
+    pub mod golden;
 }
 
 use itera_edge::format::{Arithmetic, Requant, Role, TensorEntry, FLAG_FIXED_POINT};
@@ -11,8 +12,8 @@ use itera_edge::{Blob, Error, Logits, Model, Session};
 use itera_pack::inspect::AlignedBytes;
 use itera_pack::quant::QuantPolicy;
 use itera_pack::{convert_file, fixtures, PackOptions};
-use serde_json::Value;
 use support::craft::{edit_bytes, scale_at, tiny, Storage};
+use support::golden;
 
 /// Q16 logits after each of `tokens`, as f64, and the f32 ones of the same float model.
 fn fixed_logits(blob: &[u8], tokens: &[u32]) -> Vec<f64> {
@@ -49,26 +50,14 @@ fn argmax(v: &[f64]) -> usize {
 #[test]
 fn integer_blobs_follow_the_f64_reference() {
     let Some(dir) = fixtures::dir() else { return };
-    let mut entries: Vec<_> = std::fs::read_dir(dir.join("golden")).expect("golden dir").flatten().collect();
-    entries.sort_by_key(|e| e.path());
     let mut checked = 0;
-    for path in entries.iter().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")) {
-        let golden: Value = serde_json::from_slice(&std::fs::read(&path).expect("read json")).expect("json");
-        let checkpoint = golden["checkpoint"].as_str().expect("checkpoint");
-        let top_k = golden["top_k_experts"].as_u64().expect("top_k") as u32;
-        let vocab = golden["vocab"].as_u64().expect("vocab") as usize;
-        let tokens: Vec<u32> =
-            golden["tokens"].as_array().expect("tokens").iter().map(|t| t.as_u64().expect("id") as u32).collect();
-        let expected: Vec<f64> =
-            std::fs::read(dir.join("golden").join(golden["logits_file"].as_str().expect("logits_file")))
-                .expect("read f32")
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-                .collect();
+    for g in golden::all(&dir) {
+        let (top_k, vocab, tokens) = (g.top_k, g.vocab, &g.tokens);
+        let expected: Vec<f64> = g.logits.iter().map(|&v| v as f64).collect();
         let opts =
             PackOptions { top_k, quant: QuantPolicy::parse_spec("integer").expect("preset"), ..Default::default() };
-        let blob = AlignedBytes::from(convert_file(&dir.join(checkpoint), &opts).expect("convert").as_slice());
-        let got = fixed_logits(&blob, &tokens);
+        let blob = AlignedBytes::from(convert_file(&g.checkpoint, &opts).expect("convert").as_slice());
+        let got = fixed_logits(&blob, tokens);
         let (mut kl, mut agree) = (0.0, 0);
         for (g, e) in got.chunks_exact(vocab).zip(expected.chunks_exact(vocab)) {
             let (lg, le) = (log_softmax(g), log_softmax(e));
@@ -76,7 +65,7 @@ fn integer_blobs_follow_the_f64_reference() {
             agree += usize::from(argmax(g) == argmax(e));
         }
         let (kl, top1) = (kl / tokens.len() as f64, agree as f64 / tokens.len() as f64);
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = &g.name;
         eprintln!("{name}: integer mean KL {kl:.3e}, top-1 {:.2}%", 100.0 * top1);
         let text = !name.contains("random");
         assert!(kl <= 1e-3 && (top1 >= 0.98 || !text), "{name}: mean KL {kl:.3e}, top-1 {top1:.4}");
