@@ -575,8 +575,13 @@ pub(super) mod tests {
     pub(super) fn check_row_dots(dots: impl Fn(&[i8], usize, &[i8], &mut [i32])) {
         let mut rng = crate::Rng::new(5);
         let mut byte = move || rng.next_u32() as u8 as i8;
-        for cols in [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 128, 200, 256, 512] {
-            for rows in [0, 1, 2, 3, 4, 5, 7, 8, 9, 13] {
+        // Miri (which interprets every instruction) takes the edge shapes only.
+        let all_cols = [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 128, 200, 256, 512];
+        let all_rows = [0, 1, 2, 3, 4, 5, 7, 8, 9, 13];
+        let (cols_list, rows_list): (&[usize], &[usize]) =
+            if cfg!(miri) { (&[0, 1, 4, 5, 8, 33], &[0, 1, 4, 5]) } else { (&all_cols, &all_rows) };
+        for &cols in cols_list {
+            for &rows in rows_list {
                 let q: Vec<i8> = (0..rows * cols).map(|_| byte()).collect();
                 let xq: Vec<i8> = (0..cols).map(|_| byte()).collect();
                 for extreme in [None, Some(i8::MIN), Some(i8::MAX)] {
