@@ -52,7 +52,8 @@ impl FixedMatrix<'_> {
             return;
         };
         if n == self.cols {
-            row_dots(self.q, self.cols, xq, y);
+            // Exact sums, four rows per input load on every backend.
+            crate::kernels::i8_row_dots(self.q, self.cols, xq, y);
         } else {
             y.fill(0);
         }
@@ -78,12 +79,6 @@ fn requantize_rows(y: &mut [i32], requant: &[u32], scale: fixed::InputScale, hea
     for (out, &r) in y.iter_mut().zip(requant) {
         *out = fixed::requantize(*out, Requant::from_bits(r), scale, headroom);
     }
-}
-
-/// `out[r] = Σ q[r, c] · xq[c]`, exact, for the first `out.len()` rows of the row-major
-/// `q` (`cols` wide): the kernels' row dots, four rows per input load on every backend.
-fn row_dots(q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
-    crate::kernels::i8_row_dots(q, cols, xq, out);
 }
 
 /// LayerNorm parameters, Q16.
@@ -263,13 +258,13 @@ impl<'a> FixedModel<'a> {
             lm_head,
             tables,
             eps_q32: fixed::q32_of_f32_bits(config.norm_eps.to_bits()),
-            scratch_len: t.scratch_len(),
+            scratch_len: t.scratch_len,
         })
     }
 
     /// Exact bytes of arena: the `i32` buffers, then the int8 scratch.
     pub(crate) fn arena_bytes(&self) -> usize {
-        buffer_lens(&self.config, 1).iter().sum::<usize>() * 4 + self.scratch_len
+        self.word_count() * 4 + self.scratch_len
     }
 
     /// `i32`s at the start of the arena.

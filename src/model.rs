@@ -209,11 +209,6 @@ pub(crate) fn tensors_of<'b, 'a>(blob: &'b Blob<'a>) -> Tensors<'b, 'a, impl Ite
 }
 
 impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
-    /// Widest integer `cols` seen so far.
-    pub(crate) fn scratch_len(&self) -> usize {
-        self.scratch_len
-    }
-
     /// The next tensor, which must have `role`.
     pub(crate) fn next(&mut self, role: Role) -> Result<TensorEntry, Error> {
         match self.rows.next() {
