@@ -354,7 +354,7 @@ pub fn quantize(x: &[i32], xq: &mut [i8]) -> Option<InputScale> {
     Some(InputScale { amax: a, shift })
 }
 
-/// How [`requantize`] treats the rows of a matrix with `cols` columns: their sums are at most
+/// How [`Requantizer`] treats the rows of a matrix with `cols` columns: their sums are at most
 /// `128 · 127 · cols` in magnitude (a weight may be -128 in a blob), so they can be shifted
 /// left by `29 - bitlen(16256 · cols)` and stay below 2^29; `None` for rows so long (over
 /// 33,000 columns) that their sums may not.
@@ -363,34 +363,77 @@ pub fn sum_headroom(cols: usize) -> Option<u32> {
     29u32.checked_sub(64 - bound.leading_zeros())
 }
 
-/// One row's Q16 output from its integer sum `acc = Σ q·xq` (`|acc| <= 16256 · cols`):
-/// `round(acc · c / 2^e)`, saturated, with `c = round(amax' · multiplier / 2^14)` (17 bits:
-/// `amax'` and the multiplier have 15 and 16) and `e = requant.shift - 14 - shift`: that is
-/// `acc · scale / 127 · amax' · 2^shift` to within `c`'s rounding (2^-17 relative). In the
-/// usual case it runs in 32-bit arithmetic: with `a = acc << headroom` (below 2^29, see
-/// [`sum_headroom`]) and `t = e + headroom - 1 >= 15`, `a · c` splits as `P · 2^15 + L`
-/// (`P = (a >> 15) · c`, within i32; `L = (a & 0x7FFF) · c < 2^32`), and
-/// `floor(acc · c / 2^(e - 1)) = (P + (L >> 15)) >> (t - 15)` exactly.
-#[inline(always)]
-pub fn requantize(acc: i32, requant: Requant, x: InputScale, headroom: Option<u32>) -> i32 {
-    // amax' · multiplier < 2^31, so adding the half stays within u32.
-    let c = (x.amax * u32::from(requant.multiplier) + (1 << 13)) >> 14; // 2^15..=2^17
-    let e = i32::from(requant.shift) - 14 - x.shift;
-    let Some(headroom) = headroom else {
-        return requantize_wide(acc, c, e);
-    };
-    let t = e + headroom as i32 - 1;
-    if t >= 15 {
-        let a = acc << headroom;
-        let p = (a >> 15) * c as i32 + (((a & 0x7FFF) as u32 * c) >> 15) as i32;
-        let q = p >> (t - 15).min(31);
-        (q >> 1) + (q & 1)
-    } else {
-        requantize_wide(acc, c, e)
+/// One matrix product's requantization: what [`Requantizer::apply`] needs of the input's
+/// scale and of the matrix's width, computed once per product rather than once per row.
+#[derive(Clone, Copy, Debug)]
+pub struct Requantizer {
+    /// The input's `amax'`.
+    amax: u32,
+    /// `-14 - shift`: a row's `e` is its `requant.shift` plus this.
+    e_base: i32,
+    /// The sums' headroom ([`sum_headroom`]; 0 when there is none).
+    headroom: u32,
+    /// `e_base + headroom - 16`: a row's `t - 15` is its `requant.shift` plus this; far
+    /// below zero when there is no headroom (every row then takes the 64-bit path).
+    t_base: i32,
+}
+
+impl Requantizer {
+    /// For products of an input scaled as `x` with rows of the given [`sum_headroom`].
+    pub fn new(x: InputScale, headroom: Option<u32>) -> Self {
+        let e_base = -14 - x.shift;
+        let (headroom, t_base) = match headroom {
+            Some(h) => (h, e_base + h as i32 - 16),
+            None => (0, i32::MIN / 2),
+        };
+        Requantizer { amax: x.amax, e_base, headroom, t_base }
+    }
+
+    /// One row's Q16 output from its integer sum `acc = Σ q·xq` (`|acc| <= 16256 · cols`):
+    /// `round(acc · c / 2^e)`, saturated, with `c = round(amax' · multiplier / 2^14)` (17
+    /// bits: `amax'` and the multiplier have 15 and 16) and `e = requant.shift - 14 - shift`:
+    /// that is `acc · scale / 127 · amax' · 2^shift` to within `c`'s rounding (2^-17
+    /// relative). In the usual case it runs in 32-bit arithmetic: with `a = acc << headroom`
+    /// (below 2^29, see [`sum_headroom`]) and `t = e + headroom - 1` in `15..47`,
+    /// `floor(acc · c / 2^(e - 1)) = floor(a · c / 2^15) >> (t - 15)` exactly, and
+    /// `floor(a · c / 2^15)` is below 2^31 ([`mul_floor_shift15`]). Past that (`t >= 47`)
+    /// the quotient would be 0 or -1, so the rounded result is 0.
+    #[inline(always)]
+    pub fn apply(&self, acc: i32, requant: Requant) -> i32 {
+        // amax' · multiplier < 2^31, so adding the half stays within u32.
+        let c = (self.amax * u32::from(requant.multiplier) + (1 << 13)) >> 14; // 2^15..=2^17
+        let shift = i32::from(requant.shift);
+        let t15 = shift + self.t_base;
+        if (t15 as u32) < 32 {
+            let q = mul_floor_shift15(acc << self.headroom, c) >> t15;
+            (q >> 1) + (q & 1)
+        } else if t15 >= 32 {
+            0
+        } else {
+            requantize_wide(acc, c, shift + self.e_base)
+        }
     }
 }
 
-/// [`requantize`] when its 32-bit path does not apply: the product in 64 bits (a negative
+/// `floor(a · c / 2^15)` for `|a| < 2^29` and `c <= 2^17`, below 2^31 in magnitude. Cores
+/// without a 32×32→64 multiply (ARMv6-M) split `a` at bit 15 (`a = ah · 2^15 + al`):
+/// `ah · c + floor(al · c / 2^15)`, two 32-bit products; the same value everywhere.
+#[inline(always)]
+fn mul_floor_shift15(a: i32, c: u32) -> i32 {
+    #[cfg(itera_armv6m)]
+    return mul_floor_shift15_halves(a, c);
+    #[cfg(not(itera_armv6m))]
+    return ((a as i64 * c as i64) >> 15) as i32;
+}
+
+/// [`mul_floor_shift15`] in 32-bit products.
+#[cfg(any(test, itera_armv6m))]
+#[inline(always)]
+fn mul_floor_shift15_halves(a: i32, c: u32) -> i32 {
+    (a >> 15) * c as i32 + (((a & 0x7FFF) as u32 * c) >> 15) as i32
+}
+
+/// [`Requantizer::apply`] when its 32-bit path does not apply: the product in 64 bits (a negative
 /// `e` a saturating left shift).
 #[inline(never)]
 fn requantize_wide(acc: i32, c: u32, e: i32) -> i32 {
@@ -551,8 +594,19 @@ mod tests {
                 } else {
                     (p << -e).clamp(i32::MIN as i128, i32::MAX as i128) as i32
                 };
-                assert_eq!(requantize(acc, r, x, headroom), want, "{acc} {x:?} {r:?} cols {cols}");
+                assert_eq!(Requantizer::new(x, headroom).apply(acc, r), want, "{acc} {x:?} {r:?} cols {cols}");
             }
+        }
+    }
+
+    #[test]
+    fn split_products_are_exact() {
+        let mut rng = crate::Rng::new(13);
+        let edges = [(1 << 29) - 1, -(1 << 29) + 1, 0, 1, -1, 0x7FFF, -0x8000];
+        for i in 0..if cfg!(miri) { 100 } else { 100_000 } {
+            let a = edges.get(i).copied().unwrap_or((rng.next_u32() >> 2) as i32 - (1 << 29) + 1);
+            let c = if i % 7 == 0 { 1 << 17 } else { rng.next_u32() % ((1 << 17) + 1) };
+            assert_eq!(mul_floor_shift15_halves(a, c) as i64, (a as i64 * c as i64) >> 15, "{a} {c}");
         }
     }
 
@@ -638,7 +692,7 @@ mod tests {
             };
             let r = Requant { multiplier: m, shift: sh };
             let acc: i32 = xq.iter().map(|&q| q as i32).sum();
-            let y = real(requantize(acc, r, s, sum_headroom(100)));
+            let y = real(Requantizer::new(s, sum_headroom(100)).apply(acc, r));
             let want: f64 = w * x.iter().sum::<f64>();
             // Input quantization (half a step of max|x| / 127 per element) plus the Q16 rounding
             // of the result.
@@ -651,7 +705,7 @@ mod tests {
         let s = quantize(&[i32::MIN, i32::MAX, 1], &mut xq).expect("nonzero");
         assert_eq!(xq, [-127, 127, 0]);
         let r = Requant { multiplier: u16::MAX, shift: 0 };
-        assert_eq!(requantize(16_256 * 3, r, s, sum_headroom(3)), i32::MAX);
+        assert_eq!(Requantizer::new(s, sum_headroom(3)).apply(16_256 * 3, r), i32::MAX);
         assert_eq!(dequantize(-128, Requant { multiplier: u16::MAX, shift: 0 }), i32::MIN);
     }
 }

@@ -72,12 +72,13 @@ impl FixedMatrix<'_> {
     }
 }
 
-/// Each row's sum to its Q16 output ([`fixed::requantize`]). A function of its own so that
+/// Each row's sum to its Q16 output ([`fixed::Requantizer`]). A function of its own so that
 /// its few live values stay in registers (inlined into `matvec`, ARMv6-M spilled them).
 #[inline(never)]
 fn requantize_rows(y: &mut [i32], requant: &[u32], scale: fixed::InputScale, headroom: Option<u32>) {
+    let rows = fixed::Requantizer::new(scale, headroom);
     for (out, &r) in y.iter_mut().zip(requant) {
-        *out = fixed::requantize(*out, Requant::from_bits(r), scale, headroom);
+        *out = rows.apply(*out, Requant::from_bits(r));
     }
 }
 
