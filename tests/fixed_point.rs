@@ -54,8 +54,11 @@ fn integer_blobs_follow_the_f64_reference() {
     for g in golden::all(&dir) {
         let (top_k, vocab, tokens) = (g.top_k, g.vocab, &g.tokens);
         let expected: Vec<f64> = g.logits.iter().map(|&v| v as f64).collect();
-        let opts =
-            PackOptions { top_k, quant: QuantPolicy::parse_spec("integer").expect("preset"), ..Default::default() };
+        let opts = PackOptions {
+            top_k: Some(top_k),
+            quant: QuantPolicy::parse_spec("integer").expect("preset"),
+            ..Default::default()
+        };
         let blob = AlignedBytes::from(convert_file(&g.checkpoint, &opts).expect("convert").as_slice());
         let got = fixed_logits(&blob, tokens);
         let (mut kl, mut agree) = (0.0, 0);

@@ -30,8 +30,11 @@ fn every_golden_file_matches_within_1e_3_with_full_top1() {
         let (name, top_k, vocab, tokens, expected) = (&g.name, g.top_k, g.vocab, &g.tokens, &g.logits);
         let checkpoint = g.checkpoint.to_string_lossy();
         for quant in ["f32", "keep"] {
-            let opts =
-                PackOptions { top_k, quant: QuantPolicy::parse_spec(quant).expect("preset"), ..Default::default() };
+            let opts = PackOptions {
+                top_k: Some(top_k),
+                quant: QuantPolicy::parse_spec(quant).expect("preset"),
+                ..Default::default()
+            };
             let blob = AlignedBytes::from(convert_file(&g.checkpoint, &opts).expect("convert").as_slice());
             let int8 = Blob::parse(&blob).expect("parses").tensors().filter(|e| e.dtype == DType::I8).count();
             if checkpoint.contains("int8") {

@@ -243,7 +243,7 @@ fn help_has_examples() {
 fn micro_fixture_perplexity_and_self_agreement() {
     let Some(dir) = itera_pack::fixtures::dir() else { return };
     let s = Scratch::new("eval");
-    let opts = PackOptions { top_k: 2, ..PackOptions::default() };
+    let opts = PackOptions { top_k: Some(2), ..PackOptions::default() };
     let bytes = itera_pack::convert_file(&dir.join("itera_lite_micro_distilled.pt"), &opts).expect("pack micro");
     let blob = s.path("micro.itb");
     std::fs::write(&blob, bytes).unwrap();

@@ -18,7 +18,7 @@ fn fixtures() -> Option<PathBuf> {
 #[test]
 fn micro_distilled_matches_the_golden_logits() {
     let Some(dir) = fixtures() else { return };
-    let opts = PackOptions { top_k: 2, ..PackOptions::default() };
+    let opts = PackOptions { top_k: Some(2), ..PackOptions::default() };
     let bytes =
         itera_pack::convert_file(&dir.join("itera_lite_micro_distilled.pt"), &opts).expect("pack the checkpoint");
     let bytes = AlignedBytes::from(bytes.as_slice());

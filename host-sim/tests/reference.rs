@@ -21,7 +21,7 @@ fn max_diff(reference: &[f64], golden: &[f32]) -> f64 {
 }
 
 fn pack(path: &Path, quant: &str) -> Vec<u8> {
-    let opts = PackOptions { top_k: 2, quant: QuantPolicy::parse_spec(quant).unwrap(), ..Default::default() };
+    let opts = PackOptions { top_k: Some(2), quant: QuantPolicy::parse_spec(quant).unwrap(), ..Default::default() };
     itera_pack::convert_file(path, &opts).expect("pack the checkpoint")
 }
 

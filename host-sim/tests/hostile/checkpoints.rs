@@ -1,12 +1,17 @@
 //! Hostile checkpoints (`.pt` zips, pickles, safetensors) against the packer's readers.
 //!
 //! Every case runs `itera-pack convert IN -o OUT` and requires a refusal that names what is
-//! wrong and where (entry, tensor, global), says what to do, and leaves no `OUT`.
+//! wrong and where (entry, tensor, global), says what to do, and leaves no `OUT`; the last
+//! ones check that what a training checkpoint holds beside its weights (a config object,
+//! optimizer state, NumPy scalars) is read as data: it packs, or a config that contradicts
+//! the weights is refused.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use crate::support::{pickle_config_object, pickle_item, pickle_numpy_scalar, pt_entries_with, training_pickle};
 use crate::support::{pt_bytes, pt_entries, state_dict_pickle, tiny_tensors, zip_entry_data, zip_local_header};
-use crate::support::{zip_of, Case, Class, Outcome, PtTensor, Scratch};
+use crate::support::{zip_of, Case, Class, Outcome, PtTensor, Scratch, Tool};
 
 /// `itera-pack convert IN -o OUT` on `input`, with OUT in `s`.
 fn convert(class: Class, name: &str, s: &Scratch, input: &Path) -> Case {
@@ -467,7 +472,7 @@ fn class10_os_system_pickle_is_one_short_line_naming_the_global() {
 #[test]
 fn class10_stack_global_builtins_eval_is_named() {
     let s = Scratch::new("c10-eval");
-    let pt = pt_with_pickle(&s, "eval.pt", b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.");
+    let pt = pt_with_pickle(&s, "eval.pt", b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93\x8c\x011\x85R.");
     let o = convert(Class::Messages, "builtins.eval via STACK_GLOBAL", &s, &pt).refused(&[
         &file_name(&pt),
         "pickle global 'builtins.eval' is refused",
@@ -482,7 +487,7 @@ fn class10_global_with_escape_sequences_is_escaped_and_shortened() {
     let s = Scratch::new("c10-escape");
     let mut p = b"\x80\x02cos\x1b[2J\n".to_vec();
     p.extend_from_slice("x".repeat(5000).as_bytes());
-    p.extend_from_slice(b"\n.");
+    p.extend_from_slice(b"\n)R.");
     let pt = pt_with_pickle(&s, "escape.pt", &p);
     let o = convert(Class::Messages, "escaped global name", &s, &pt).refused(&[
         &file_name(&pt),
@@ -506,14 +511,96 @@ fn class10_truncated_pickle_says_where_and_what_to_do() {
 }
 
 #[test]
-fn class10_object_building_opcode_is_named() {
-    // NEWOBJ would construct an arbitrary object: named, with the fix.
-    let s = Scratch::new("c10-newobj");
-    let pt = pt_with_pickle(&s, "newobj.pt", b"\x80\x02ccollections\nOrderedDict\n)\x81.");
-    let o = convert(Class::Messages, "NEWOBJ opcode", &s, &pt).refused(&[
+fn class10_inst_and_obj_are_refused_naming_the_class() {
+    // INST and OBJ call the class they name: refused by name, whatever the class.
+    let s = Scratch::new("c10-inst");
+    for (name, pickle) in [
+        ("inst.pt", &b"\x80\x02(X\x02\x00\x00\x00lsios\nsystem\n."[..]),
+        ("obj.pt", &b"\x80\x02(cos\nsystem\nX\x02\x00\x00\x00lso."[..]),
+    ] {
+        let pt = pt_with_pickle(&s, name, pickle);
+        let o =
+            convert(Class::Messages, name, &s, &pt).refused(&[&file_name(&pt), "pickle global 'os.system' is refused"]);
+        assert_said_once(&o, "is refused");
+    }
+}
+
+// ---- what a training checkpoint holds beside its weights -----------------------------------
+
+/// The tiny model's tensors (3 experts, MoE layer 1) in a training checkpoint with `extra`.
+fn training_pt(s: &Scratch, name: &str, extra: &[u8]) -> PathBuf {
+    let tensors = tiny_tensors();
+    s.write(name, &zip_of(&pt_entries_with(training_pickle(&tensors, extra), &tensors), false))
+}
+
+/// `itera-pack convert PT -o OUT EXTRA...` that must succeed, then `itera-pack inspect OUT`:
+/// the convert's stderr and the inspect's stdout.
+fn packs(s: &Scratch, pt: &Path, extra: &[&str]) -> (String, String) {
+    let out = s.path(&format!("{}.itb", file_name(pt)));
+    let o = Case::new(Class::Messages, "training checkpoint packs", Tool::Pack)
+        .args([OsStr::new("convert"), pt.as_os_str(), OsStr::new("-o"), out.as_os_str()])
+        .args(extra.iter().map(OsStr::new))
+        .input(pt)
+        .run();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let i = Case::new(Class::Messages, "inspect", Tool::Pack).args([OsStr::new("inspect"), out.as_os_str()]).run();
+    assert_eq!(i.code, 0, "{}", i.stderr);
+    (o.stderr, i.stdout)
+}
+
+#[test]
+fn class10_a_config_object_sets_top_k_and_is_named_in_the_provenance() {
+    let s = Scratch::new("c10-config-top-k");
+    let config = pickle_config_object(
+        "config",
+        "models.config",
+        "IteraLiteConfig",
+        &[("top_k_experts", 3), ("num_experts", 3), ("num_layers", 2), ("vocab_size", 48)],
+    );
+    let pt = training_pt(&s, "top3.pt", &config);
+    let (_, inspect) = packs(&s, &pt, &[]);
+    assert!(inspect.contains("\"top_k\":3"), "{inspect}");
+    assert!(inspect.contains("config: config (models.config.IteraLiteConfig)"), "{inspect}");
+    // --top-k overrides it, with a warning that names both.
+    let (warning, inspect) = packs(&s, &pt, &["--top-k", "2"]);
+    assert!(inspect.contains("\"top_k\":2"), "{inspect}");
+    assert!(warning.contains("--top-k 2 overrides") && warning.contains("top_k_experts 3"), "{warning}");
+}
+
+#[test]
+fn class10_a_config_that_disagrees_with_the_weights_is_refused_naming_both() {
+    let s = Scratch::new("c10-config-mismatch");
+    let config = pickle_config_object("config", "models.config", "IteraLiteConfig", &[("num_experts", 8)]);
+    let pt = training_pt(&s, "eight.pt", &config);
+    let o = convert(Class::Messages, "config says 8 experts", &s, &pt).refused(&[
         &file_name(&pt),
-        "unsupported pickle opcode 0x81 (NEWOBJ)",
-        "torch.save(model.state_dict(), path)",
+        "config (models.config.IteraLiteConfig) says num_experts 8",
+        "layers.1.moe.layer.router.gate.weight has 3 experts",
     ]);
-    assert_said_once(&o, "0x81");
+    assert_said_once(&o, "num_experts 8");
+    // A top_k_experts above the experts there are is refused naming the config.
+    let config = pickle_config_object("config", "models.config", "IteraLiteConfig", &[("top_k_experts", 4)]);
+    let pt = training_pt(&s, "top4.pt", &config);
+    convert(Class::Messages, "config top-k 4 of 3", &s, &pt).refused(&[
+        &file_name(&pt),
+        "top_k_experts 4 is out of range",
+        "the 3 experts",
+    ]);
+}
+
+#[test]
+fn class10_optimizer_state_numpy_scalars_and_a_namespace_beside_the_weights_pack() {
+    let s = Scratch::new("c10-training");
+    let mut extra = pickle_item(
+        "optimizer_state_dict",
+        b"}(X\x05\x00\x00\x00state}X\x0c\x00\x00\x00param_groups]}(X\x02\x00\x00\x00lrG?PbM\xd2\xf1\xa9\xfcuau",
+    );
+    extra.extend(pickle_numpy_scalar("epoch", ".core", "i8", &7i64.to_le_bytes()));
+    extra.extend(pickle_numpy_scalar("best_loss", "._core", "f8", &2.75f64.to_le_bytes()));
+    extra.extend(pickle_config_object("args", "argparse", "Namespace", &[("epochs", 7), ("seed", 1)]));
+    extra.extend(pickle_item("seen_ids", b"cbuiltins\nset\n](K\x01K\x02e\x85R"));
+    let pt = training_pt(&s, "training.pt", &extra);
+    let (_, inspect) = packs(&s, &pt, &[]);
+    assert!(inspect.contains("config: args (argparse.Namespace)"), "{inspect}");
+    assert!(inspect.contains("ignored: optimizer_state_dict, epoch, best_loss, seen_ids"), "{inspect}");
 }

@@ -445,13 +445,71 @@ pub fn state_dict_pickle(tensors: &[(String, PtTensor)]) -> Vec<u8> {
     p
 }
 
+/// `data.pkl` of a training checkpoint, as `torch.save({"model_state_dict": sd, ...})`
+/// writes it: the state dict of `tensors` beside `extra`, the pickle opcodes of further
+/// key/value pairs (see [`pickle_config_object`], [`pickle_numpy_scalar`]).
+pub fn training_pickle(tensors: &[(String, PtTensor)], extra: &[u8]) -> Vec<u8> {
+    let sd = state_dict_pickle(tensors);
+    let mut p = b"\x80\x02}(".to_vec();
+    pickle_str(&mut p, "model_state_dict");
+    // The state dict's opcodes without its PROTO header and STOP.
+    p.extend_from_slice(&sd[2..sd.len() - 1]);
+    p.extend_from_slice(extra);
+    p.extend_from_slice(b"u.");
+    p
+}
+
+/// A key and an object of class `module.class` built by NEWOBJ + BUILD from `fields`
+/// (integers), as a training script's config object pickles.
+pub fn pickle_config_object(key: &str, module: &str, class: &str, fields: &[(&str, i64)]) -> Vec<u8> {
+    let mut p = Vec::new();
+    pickle_str(&mut p, key);
+    p.extend_from_slice(format!("c{module}\n{class}\n)").as_bytes());
+    p.extend_from_slice(b"\x81}(");
+    for &(name, v) in fields {
+        pickle_str(&mut p, name);
+        pickle_int(&mut p, v);
+    }
+    p.extend_from_slice(b"ub");
+    p
+}
+
+/// A key and a NumPy scalar of dtype `code` (`i8`, `f8`, …) holding the little-endian
+/// `bytes`, as NumPy pickles one: `numpy{module}.multiarray.scalar(numpy.dtype(code, False,
+/// True) + BUILD state, _codecs.encode(latin-1 text, 'latin1'))`. `module` is `.core`
+/// (NumPy 1) or `._core` (NumPy 2).
+pub fn pickle_numpy_scalar(key: &str, module: &str, code: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    pickle_str(&mut p, key);
+    p.extend_from_slice(format!("cnumpy{module}.multiarray\nscalar\ncnumpy\ndtype\n").as_bytes());
+    pickle_str(&mut p, code);
+    p.extend_from_slice(b"\x89\x88\x87R(K\x03");
+    pickle_str(&mut p, "<");
+    p.extend_from_slice(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbc_codecs\nencode\n");
+    pickle_str(&mut p, &bytes.iter().map(|&b| char::from(b)).collect::<String>());
+    pickle_str(&mut p, "latin1");
+    p.extend_from_slice(b"\x86R\x86R");
+    p
+}
+
+/// A key and a value written as raw pickle opcodes.
+pub fn pickle_item(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    pickle_str(&mut p, key);
+    p.extend_from_slice(value);
+    p
+}
+
 /// The entries of a `.pt` zip for `tensors`: `archive/data.pkl`, `archive/byteorder` and
 /// one `archive/data/N` per storage, in that order.
 pub fn pt_entries(tensors: &[(String, PtTensor)]) -> Vec<(String, Vec<u8>)> {
-    let mut entries = vec![
-        ("archive/data.pkl".to_string(), state_dict_pickle(tensors)),
-        ("archive/byteorder".to_string(), b"little".to_vec()),
-    ];
+    pt_entries_with(state_dict_pickle(tensors), tensors)
+}
+
+/// [`pt_entries`] with `pickle` as `data.pkl` (its storages those of `tensors`).
+pub fn pt_entries_with(pickle: Vec<u8>, tensors: &[(String, PtTensor)]) -> Vec<(String, Vec<u8>)> {
+    let mut entries =
+        vec![("archive/data.pkl".to_string(), pickle), ("archive/byteorder".to_string(), b"little".to_vec())];
     for (i, (_, t)) in tensors.iter().enumerate() {
         entries.push((format!("archive/data/{i}"), t.storage_bytes()));
     }

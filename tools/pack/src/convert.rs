@@ -5,17 +5,21 @@ use std::collections::BTreeSet;
 use itera_edge::format::{for_each_expected, Config, Expected, Role};
 use thiserror::Error;
 
-use crate::checkpoint::{RawTensor, StateDict, TensorData};
+use crate::checkpoint::{RawTensor, SourceConfig, StateDict, TensorData};
 use crate::quant::{self, Preset, QDType, QInt8Params, QuantPolicy};
 use crate::tokenizer_json::parse_tokenizer_declared;
 use crate::untrusted::shown;
 use crate::writer::{BlobBuilder, Payload, PendingTensor, TokenizerTable};
 
+/// Experts mixed per token when neither `--top-k` nor the checkpoint says.
+pub const DEFAULT_TOP_K: u32 = 2;
+
 /// Packer options.
 #[derive(Clone, Debug)]
 pub struct PackOptions {
-    /// Experts mixed per token (not recorded in checkpoints).
-    pub top_k: u32,
+    /// Experts mixed per token (`--top-k`): `None` takes the checkpoint config's
+    /// `top_k_experts`, and [`DEFAULT_TOP_K`] when the checkpoint has none.
+    pub top_k: Option<u32>,
     /// LayerNorm epsilon.
     pub norm_eps: f32,
     /// Tokenizer to embed.
@@ -41,7 +45,7 @@ pub struct TokenizerSource {
 impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
-            top_k: 2,
+            top_k: None,
             norm_eps: 1e-5,
             tokenizer: None,
             meta: Vec::new(),
@@ -85,7 +89,7 @@ pub enum ConvertError {
         value: f32,
     },
     /// A MoE layer without experts.
-    #[error("layer {layer} is a Mixture-of-Experts layer with zero experts ('{name}' has shape {shape:?}) but top_k is {top_k}: the router cannot pick any expert. The checkpoint is broken (its MoE layers were saved empty); re-export it with its experts")]
+    #[error("layer {layer} is a Mixture-of-Experts layer with zero experts ('{name}' has shape {shape:?}{config}) but top_k is {top_k}: the router cannot pick any expert. The checkpoint is broken (its MoE layers were saved empty); re-export it with its experts")]
     EmptyMoe {
         /// Layer index.
         layer: u32,
@@ -95,10 +99,28 @@ pub enum ConvertError {
         shape: Vec<usize>,
         /// Requested top_k.
         top_k: u32,
+        /// What the checkpoint's config says of it (`, and its config says num_experts 0`), or empty.
+        config: String,
+    },
+    /// The checkpoint's config and its tensors disagree.
+    #[error("the checkpoint's {origin} says {field} {says}, but {tensor} has {has}: its config and its weights disagree; re-export the checkpoint")]
+    ConfigMismatch {
+        /// Where the config is (`config (models.config.IteraLiteConfig)`).
+        origin: String,
+        /// The config's field.
+        field: &'static str,
+        /// Its value.
+        says: String,
+        /// The tensor (or tensors) it was checked against.
+        tensor: String,
+        /// What the tensors give.
+        has: String,
     },
     /// `--top-k` of 0, or larger than the expert count.
-    #[error("--top-k {top_k} is out of range: each token mixes at least 1 expert and at most the {experts} experts of the checkpoint's MoE layers; pass --top-k from 1 to {experts}")]
+    #[error("{asked_by} {top_k} is out of range: each token mixes at least 1 expert and at most the {experts} experts of the checkpoint's MoE layers; pass --top-k from 1 to {experts}")]
     TopK {
+        /// Who asked: `--top-k`, or the config's field.
+        asked_by: String,
         /// Requested.
         top_k: u32,
         /// Available.
@@ -248,6 +270,29 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
     }
     let first_moe = (0..n_layers).find(|l| moe_layers >> l & 1 == 1);
     let first_ffn = (0..n_layers).find(|l| moe_layers >> l & 1 == 0);
+    let source = sd.config.as_ref();
+    let config_top_k = source.and_then(|c| c.int("top_k_experts"));
+    let top_k = match (opts.top_k, config_top_k) {
+        (Some(k), Some(c)) if i64::from(k) != c => {
+            eprintln!(
+                "warning: --top-k {k} overrides the checkpoint's {} (top_k_experts {c})",
+                source.map_or("", |c| &c.origin)
+            );
+            k
+        }
+        (Some(k), _) => k,
+        (None, Some(c)) => u32::try_from(c).map_err(|_| ConvertError::TopK {
+            asked_by: "the config's top_k_experts".into(),
+            top_k: 0,
+            experts: 0,
+        })?,
+        (None, None) => DEFAULT_TOP_K,
+    };
+    let top_k_source = if opts.top_k.is_none() && config_top_k.is_some() {
+        format!("the checkpoint's {} top_k_experts", source.map_or("", |c| &c.origin))
+    } else {
+        "--top-k".to_string()
+    };
     let (mut n_experts, mut expert_hidden) = (0, 0);
     if let Some(l) = first_moe {
         let gate = format!("layers.{l}.moe.layer.router.gate.weight");
@@ -256,12 +301,16 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
             let name = format!("layers.{m}.moe.layer.router.gate.weight");
             let t = get(sd, &name)?;
             if t.shape.first() == Some(&0) {
-                return Err(ConvertError::EmptyMoe { layer: m, name, shape: t.shape.clone(), top_k: opts.top_k });
+                let config = match source.and_then(|c| c.int("num_experts").map(|n| (c, n))) {
+                    Some((c, n)) => format!(", and its {} says num_experts {n}", c.origin),
+                    None => String::new(),
+                };
+                return Err(ConvertError::EmptyMoe { layer: m, name, shape: t.shape.clone(), top_k, config });
             }
         }
         expert_hidden = dim(sd, &format!("layers.{l}.moe.layer.experts.0.w1.weight"), 0)?;
-        if opts.top_k == 0 || opts.top_k > n_experts {
-            return Err(ConvertError::TopK { top_k: opts.top_k, experts: n_experts });
+        if top_k == 0 || top_k > n_experts {
+            return Err(ConvertError::TopK { asked_by: top_k_source, top_k, experts: n_experts });
         }
     }
     let ffn_hidden = match first_ffn {
@@ -275,7 +324,11 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
         (Some(lm), Some(e)) => lm.shape == e.shape && lm.data == e.data,
         _ => false,
     };
-    Ok(Config {
+    let norm_eps = match source.and_then(|c| c.float("layer_norm_eps")) {
+        Some(eps) if eps.is_finite() && eps > 0.0 => eps as f32,
+        _ => opts.norm_eps,
+    };
+    let config = Config {
         vocab: dim(sd, embedding, 0)?,
         d_model: dim(sd, embedding, 1)?,
         n_layers,
@@ -286,11 +339,64 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
         ffn_hidden,
         n_experts,
         expert_hidden,
-        top_k: if first_moe.is_some() { opts.top_k } else { 0 },
+        top_k: if first_moe.is_some() { top_k } else { 0 },
         moe_layers,
-        norm_eps: opts.norm_eps,
+        norm_eps,
         tied_lm_head: tied,
-    })
+    };
+    if let Some(source) = source {
+        check_source_config(source, &config)?;
+    }
+    Ok(config)
+}
+
+/// Cross-checks every field of the checkpoint's own config that the tensor shapes also give.
+fn check_source_config(source: &SourceConfig, c: &Config) -> Result<(), ConvertError> {
+    let moe: Vec<i64> = (0..c.n_layers).filter(|l| c.moe_layers >> l & 1 == 1).map(i64::from).collect();
+    let first_moe = moe.first().copied().unwrap_or(0);
+    let router = format!("layers.{first_moe}.moe.layer.router.gate.weight");
+    let expert = format!("layers.{first_moe}.moe.layer.experts.0.w1.weight");
+    let checks: [(&'static str, i64, String, &str); 9] = [
+        ("vocab_size", c.vocab.into(), "embedding.weight".into(), "rows"),
+        ("hidden_size", c.d_model.into(), "embedding.weight".into(), "columns"),
+        ("num_layers", c.n_layers.into(), "the state dict".into(), "layers"),
+        ("ssm_state_size", c.d_state.into(), "layers.0.ssm.ssm.A_log".into(), "entries"),
+        ("ssm_conv_kernel", c.conv_kernel.into(), "layers.0.ssm.conv1d.weight".into(), "taps"),
+        (
+            "ssm_expand_factor",
+            i64::from(c.d_inner / c.d_model.max(1)),
+            "layers.0.ssm.in_proj.weight".into(),
+            "x d_model / 2 rows",
+        ),
+        ("num_experts", c.n_experts.into(), router, "experts (rows)"),
+        ("expert_size", c.expert_hidden.into(), expert, "rows"),
+        ("max_seq_length", c.max_seq.into(), "position_embedding.weight".into(), "rows"),
+    ];
+    for (field, has, tensor, unit) in checks {
+        // A model without MoE layers has nothing to check num_experts and expert_size against.
+        if moe.is_empty() && matches!(field, "num_experts" | "expert_size") {
+            continue;
+        }
+        if let Some(says) = source.int(field).filter(|&v| v != has) {
+            return Err(ConvertError::ConfigMismatch {
+                origin: source.origin.clone(),
+                field,
+                says: says.to_string(),
+                tensor,
+                has: format!("{has} {unit}"),
+            });
+        }
+    }
+    if let Some(says) = source.ints("moe_layers").filter(|v| *v != moe.as_slice()) {
+        return Err(ConvertError::ConfigMismatch {
+            origin: source.origin.clone(),
+            field: "moe_layers",
+            says: format!("{says:?}"),
+            tensor: "the state dict".into(),
+            has: format!("MoE routers in layers {moe:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// Dequantized f32 values (PyTorch's `(q - zero_point) * scale`, computed in f64, where

@@ -55,6 +55,13 @@ pub fn convert_file_within(
     let mut opts = opts.clone();
     let source = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     opts.meta.insert(0, ("source".into(), source));
+    // What the checkpoint holds besides its weights: the config that was read, and the rest.
+    if let Some(config) = &sd.config {
+        opts.meta.push(("config".into(), config.origin.clone()));
+    }
+    if !sd.ignored.is_empty() {
+        opts.meta.push(("ignored".into(), sd.ignored.join(", ")));
+    }
     let builder = convert::build(&sd, &opts).map_err(|e| anyhow::anyhow!("{}: {e}", files::at(path)))?;
     builder.finish()
 }

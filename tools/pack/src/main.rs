@@ -74,9 +74,10 @@ enum Cmd {
         /// Tokenizer JSON to embed (word level `token_to_id`/`id_to_token` or char level `token2id`/`id2token`).
         #[arg(long, value_name = "JSON")]
         tokenizer: Option<PathBuf>,
-        /// Experts mixed per token in MoE layers (not stored in checkpoints).
-        #[arg(long = "top-k", default_value_t = 2, value_name = "N")]
-        top_k: u32,
+        /// Experts mixed per token in MoE layers. Default: the checkpoint config's
+        /// top_k_experts where it has a config, else 2; given, it overrides the config (with a warning).
+        #[arg(long = "top-k", value_name = "N")]
+        top_k: Option<u32>,
         /// Storage dtypes (see --help): f32 | f16 | int8 | int4 | mixed | keep [:POLICY_FILE].
         #[arg(long, default_value = "f32", value_name = "POLICY", long_help = QUANT_HELP)]
         quant: String,

@@ -158,7 +158,7 @@ pub fn synth_blob(shape: Shape, seed: u64, quant: &QuantPolicy) -> anyhow::Resul
     let config = shape.config();
     let sd = state_dict(&config, seed);
     let opts = PackOptions {
-        top_k: config.top_k,
+        top_k: Some(config.top_k),
         norm_eps: config.norm_eps,
         tokenizer: Some(word_tokenizer(config.vocab as usize)),
         meta: vec![
@@ -227,7 +227,7 @@ pub fn state_dict(config: &Config, seed: u64) -> StateDict {
         Ok(())
     });
     let source_dtypes = tensors.iter().map(|(n, _)| (n.clone(), "float32".to_string())).collect();
-    StateDict { tensors, source_dtypes }
+    StateDict { tensors, source_dtypes, ..StateDict::default() }
 }
 
 #[cfg(test)]

@@ -35,6 +35,26 @@ fn the_zero_expert_mixed_precision_checkpoint_is_refused_naming_the_layer() {
     let out = convert_to_temp(&dir.join("itera_lite_mixed_precision.pt"));
     assert_refused(&out, "layer 1 is a Mixture-of-Experts layer with zero experts");
     assert_refused(&out, "layers.1.moe.layer.router.gate.weight");
+    // Its own config says so too.
+    assert_refused(&out, "its config says num_experts 0");
+}
+
+#[test]
+fn the_int4_checkpoint_packs_with_its_config_objects_top_k() {
+    let Some(dir) = fixtures::dir() else { return };
+    let out = scratch("int4.itb");
+    let packed = pack(&[
+        "convert",
+        dir.join("itera_lite_int4.pt").to_str().expect("utf8 path"),
+        "-o",
+        out.to_str().expect("utf8 path"),
+    ]);
+    assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
+    let inspect = pack(&["inspect", out.to_str().expect("utf8 path")]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("\"top_k\":2"), "{text}");
+    assert!(text.contains("config: config (models.config.IteraLiteConfig)"), "{text}");
+    assert!(text.contains("ignored: quantization_info"), "{text}");
 }
 
 #[test]

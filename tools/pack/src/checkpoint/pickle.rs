@@ -5,12 +5,20 @@
 //! The interpreter never imports or calls anything. It builds a flat value
 //! tree (an arena of [`Node`]s addressed by [`NodeId`]):
 //!
-//! * `GLOBAL` / `STACK_GLOBAL` only produce a [`Node::Global`] record, and only
-//!   for names on the caller's allow-list; any other name is refused *by
-//!   name* before anything else happens.
-//! * `REDUCE` produces a [`Node::Call`] record (function + argument tuple) that
-//!   the caller may interpret. The single exception is `collections.OrderedDict`,
-//!   which directly yields a [`Node::Dict`] so that `SETITEM(S)` can fill it.
+//! * `GLOBAL` / `STACK_GLOBAL` only produce a [`Node::Global`] record: a name.
+//! * A *call* (`REDUCE`) of a global on the caller's allow-list produces a
+//!   [`Node::Call`] record (function + argument tuple) that the caller may
+//!   interpret; a call of any other global is refused *by name*, and so is every
+//!   `INST` and `OBJ`. `collections.OrderedDict` directly yields a [`Node::Dict`]
+//!   so that `SETITEM(S)` can fill it.
+//! * Objects that are only *constructed* (`NEWOBJ`/`NEWOBJ_EX`, or a call of
+//!   `copyreg._reconstructor`), whatever their class, become inert
+//!   [`Node::Object`] records (class name, arguments, and the state `BUILD`
+//!   gives them): a training checkpoint's config object is data.
+//! * Pure data that pickles as calls reads as values ([`DATA_CALLS`]): NumPy
+//!   scalars (NumPy 1 and 2) with their `numpy.dtype` and the
+//!   `_codecs.encode(text, 'latin1')` that carries their bytes, builtin
+//!   `set`/`frozenset` (as lists) and `complex` (as a `(real, imag)` tuple).
 //! * `BINPERSID` produces a [`Node::PersistentId`] record wrapping the id value.
 //! * `BUILD` on a dict or a call record ignores the state (an `OrderedDict`'s
 //!   state is its `_metadata`, which a weights reader does not need).
@@ -65,7 +73,32 @@ pub enum Node {
     /// A `BINPERSID` record: the persistent id value (for PyTorch, a tuple
     /// `('storage', StorageType, key, location, numel)`).
     PersistentId(NodeId),
+    /// An object that the pickle only constructs (`NEWOBJ`, `NEWOBJ_EX`,
+    /// `copyreg._reconstructor`), recorded and never built: its class (a
+    /// [`Node::Global`]), its constructor arguments (a [`Node::Tuple`]) and the
+    /// state a `BUILD` gave it (`None` before one).
+    Object {
+        /// The class, a [`Node::Global`].
+        class: NodeId,
+        /// The arguments, a [`Node::Tuple`].
+        args: NodeId,
+        /// The `BUILD` state (usually the attribute dict).
+        state: Option<NodeId>,
+    },
 }
+
+/// Calls that pickle pure data, read as values instead of being refused.
+pub const DATA_CALLS: &[&str] = &[
+    "copyreg._reconstructor",
+    "_codecs.encode",
+    "numpy.dtype",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.complex",
+    "argparse.Namespace",
+];
 
 impl Node {
     /// Short Python-ish name of the node's kind, for error messages.
@@ -83,6 +116,7 @@ impl Node {
             Node::Global { .. } => "global",
             Node::Call { .. } => "call record",
             Node::PersistentId(_) => "persistent id",
+            Node::Object { .. } => "object record",
         }
     }
 }
@@ -143,10 +177,10 @@ pub enum PickleError {
         /// Its byte offset.
         offset: usize,
     },
-    /// A `GLOBAL`/`STACK_GLOBAL` naming something outside the allow-list.
+    /// A call (`REDUCE`, `INST`, `OBJ`) of a global outside the allow-list.
     // The allow-list itself is in docs/SECURITY.md: printed here it would
     // bury the one name that matters in a kilobyte of names.
-    #[error("pickle global '{name}' is refused unresolved (allow-list: docs/SECURITY.md); do not torch.load this file: re-export the state dict with torch.save(model.state_dict(), path) or use safetensors")]
+    #[error("pickle global '{name}' is refused: the pickle calls it, and nothing outside the allow-list (docs/SECURITY.md) is called; do not torch.load this file: re-export the state dict with torch.save(model.state_dict(), path) or use safetensors")]
     GlobalNotAllowed {
         /// `module.name` as written in the file (control characters escaped, long names shortened).
         name: String,
@@ -322,6 +356,34 @@ impl Tree {
         }
     }
 
+    /// `module.name` of the class of `id`, if it is an object record.
+    pub fn class_name(&self, id: NodeId) -> Option<String> {
+        match self.node(id) {
+            Node::Object { class, .. } => self.global_name(*class),
+            _ => None,
+        }
+    }
+
+    /// The named fields of `id`: a dict's pairs, or an object record's attribute
+    /// dict (its `BUILD` state, or the dict of a `(dict, slots)` state).
+    pub fn fields(&self, id: NodeId) -> Option<&[(NodeId, NodeId)]> {
+        match self.node(id) {
+            Node::Dict(pairs) => Some(pairs),
+            Node::Object { state: Some(state), .. } => match self.node(*state) {
+                Node::Dict(pairs) => Some(pairs),
+                Node::Tuple(items) => items.first().and_then(|&d| self.as_dict(d)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The value of field `key` of `id` ([`Tree::fields`]; the last one if the
+    /// key repeats).
+    pub fn field(&self, id: NodeId, key: &str) -> Option<NodeId> {
+        self.fields(id)?.iter().rev().find(|(k, _)| self.as_str(*k) == Some(key)).map(|(_, v)| *v)
+    }
+
     /// The value stored under the string key `key` in dict `id` (the last
     /// one if the key repeats, as Python would keep).
     pub fn dict_get(&self, id: NodeId, key: &str) -> Option<NodeId> {
@@ -331,8 +393,9 @@ impl Tree {
 
 /// Parses `data` as a pickle without executing anything.
 ///
-/// `allowed_globals` lists the `module.name` globals the pickle may reference;
-/// any other global is refused with [`PickleError::GlobalNotAllowed`].
+/// `allowed_globals` lists the `module.name` globals the pickle may call
+/// (besides [`DATA_CALLS`]); a call of any other global is refused with
+/// [`PickleError::GlobalNotAllowed`].
 pub fn parse(data: &[u8], allowed_globals: &[&str], limits: &Limits) -> Result<Tree, PickleError> {
     if data.len() > limits.max_input_bytes {
         return Err(PickleError::LimitExceeded { what: "input size", limit: limits.max_input_bytes, offset: 0 });
@@ -389,6 +452,13 @@ const LONG1: u8 = 0x8a;
 const SHORT_BINUNICODE: u8 = 0x8c;
 const STACK_GLOBAL: u8 = 0x93;
 const MEMOIZE: u8 = 0x94;
+const NEWOBJ: u8 = 0x81;
+const NEWOBJ_EX: u8 = 0x92;
+const EMPTY_SET: u8 = 0x8f;
+const ADDITEMS: u8 = 0x90;
+const FROZENSET: u8 = 0x91;
+const INST: u8 = b'i';
+const OBJ: u8 = b'o';
 const FRAME: u8 = 0x95;
 
 /// Name of a known pickle opcode (supported or not), for error messages.
@@ -494,7 +564,13 @@ fn heap_bytes(node: &Node) -> usize {
         Node::Tuple(v) | Node::List(v) => v.capacity().saturating_mul(size_of::<NodeId>()),
         Node::Dict(p) => p.capacity().saturating_mul(size_of::<(NodeId, NodeId)>()),
         Node::Global { module, name } => module.capacity().saturating_add(name.capacity()),
-        Node::None | Node::Bool(_) | Node::Int(_) | Node::Float(_) | Node::Call { .. } | Node::PersistentId(_) => 0,
+        Node::None
+        | Node::Bool(_)
+        | Node::Int(_)
+        | Node::Float(_)
+        | Node::Call { .. }
+        | Node::PersistentId(_)
+        | Node::Object { .. } => 0,
     }
 }
 
@@ -651,15 +727,50 @@ impl<'a> Machine<'a> {
                     self.push_new(Node::PersistentId(pid))?;
                 }
                 REDUCE => self.reduce()?,
+                NEWOBJ | NEWOBJ_EX => {
+                    let name = if op == NEWOBJ { "NEWOBJ" } else { "NEWOBJ_EX" };
+                    if op == NEWOBJ_EX {
+                        self.pop(name)?; // keyword arguments: recorded objects are never built
+                    }
+                    let args = self.pop(name)?;
+                    let class = self.pop(name)?;
+                    self.push_object(class, args, name)?;
+                }
+                INST => {
+                    let module = self.read_line("INST module")?;
+                    let name = self.read_line("INST name")?;
+                    return Err(PickleError::GlobalNotAllowed { name: display_name(&module, &name) });
+                }
+                OBJ => {
+                    let items = self.pop_mark("OBJ")?;
+                    let class = items.first().copied().unwrap_or(usize::MAX);
+                    return Err(match self.node(class) {
+                        Node::Global { module, name } => {
+                            PickleError::GlobalNotAllowed { name: display_name(module, name) }
+                        }
+                        other => self.mismatch("OBJ", "a class", other.kind()),
+                    });
+                }
+                EMPTY_SET => self.push_new(Node::List(Vec::new()))?,
+                ADDITEMS => {
+                    let items = self.pop_mark("ADDITEMS")?;
+                    self.extend_list(items, "ADDITEMS")?;
+                }
+                FROZENSET => {
+                    let items = self.pop_mark("FROZENSET")?;
+                    self.push_new(Node::List(items))?;
+                }
                 BUILD => {
-                    let _state = self.pop("BUILD")?;
+                    let state = self.pop("BUILD")?;
                     let target = self.peek("BUILD")?;
-                    match self.node(target) {
+                    match self.nodes.get_mut(target) {
+                        Some(Node::Object { state: slot, .. }) => *slot = Some(state),
                         // OrderedDict state (`_metadata`) and tensor state carry
                         // nothing a weights reader needs: ignore them.
-                        Node::Dict(_) | Node::Call { .. } => {}
+                        Some(Node::Dict(_) | Node::Call { .. }) => {}
                         other => {
-                            return Err(self.mismatch("BUILD", "a dict or a call record", other.kind()));
+                            let found = other.map_or("nothing", |n| n.kind());
+                            return Err(self.mismatch("BUILD", "a dict, a call or an object record", found));
                         }
                     }
                 }
@@ -861,13 +972,103 @@ impl<'a> Machine<'a> {
 
     // ---- opcodes with structure ----
 
+    /// A name only: what may be done with it is decided where it is called.
     fn push_global(&mut self, module: String, name: String) -> Result<(), PickleError> {
-        let full = format!("{module}.{name}");
-        let allowed = self.allowed.contains(&full.as_str());
-        if !allowed {
-            return Err(PickleError::GlobalNotAllowed { name: display_name(&module, &name) });
-        }
         self.push_new(Node::Global { module, name })
+    }
+
+    /// Records the construction of an object of `class` (never performed).
+    fn push_object(&mut self, class: NodeId, args: NodeId, opcode: &'static str) -> Result<(), PickleError> {
+        if !matches!(self.node(class), Node::Global { .. }) {
+            return Err(self.mismatch(opcode, "a class", self.node(class).kind()));
+        }
+        if !matches!(self.node(args), Node::Tuple(_)) {
+            return Err(self.mismatch(opcode, "an argument tuple", self.node(args).kind()));
+        }
+        self.push_new(Node::Object { class, args, state: None })
+    }
+
+    /// A value for a call of one of [`DATA_CALLS`] (`full` is its name).
+    fn data_call(&mut self, full: &str, func: NodeId, args: NodeId, items: &[NodeId]) -> Result<(), PickleError> {
+        let value = match (full, items) {
+            ("copyreg._reconstructor", [class, ..]) => {
+                let no_args = self.empty_tuple()?;
+                return self.push_object(*class, no_args, "REDUCE");
+            }
+            ("argparse.Namespace" | "numpy.dtype", _) => return self.push_object(func, args, "REDUCE"),
+            ("_codecs.encode", [text, ..]) => {
+                // Latin-1: every character is one byte (how NumPy scalars carry raw bytes).
+                let text = self.string_of(*text, "REDUCE")?;
+                let bytes: Option<Vec<u8>> = text.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+                Node::Bytes(bytes.ok_or_else(|| self.mismatch("REDUCE", "latin-1 text", "wider characters"))?)
+            }
+            ("numpy.core.multiarray.scalar" | "numpy._core.multiarray.scalar", [dtype, data]) => {
+                self.numpy_scalar(*dtype, *data)?
+            }
+            ("builtins.set" | "builtins.frozenset", []) => Node::List(Vec::new()),
+            ("builtins.set" | "builtins.frozenset", [items]) => match self.node(*items) {
+                Node::List(v) | Node::Tuple(v) => {
+                    self.room_for(v.len().saturating_mul(std::mem::size_of::<NodeId>()))?;
+                    Node::List(v.clone())
+                }
+                other => return Err(self.mismatch("REDUCE", "a list of set items", other.kind())),
+            },
+            ("builtins.complex", parts) if parts.len() <= 2 => Node::Tuple(parts.to_vec()),
+            _ => return Err(self.mismatch("REDUCE", "the arguments of a data call", "others")),
+        };
+        self.push_new(value)
+    }
+
+    fn empty_tuple(&mut self) -> Result<NodeId, PickleError> {
+        self.new_node(Node::Tuple(Vec::new()))
+    }
+
+    /// A NumPy scalar's value from its `numpy.dtype` record (`dtype(kind, ...)`,
+    /// its `BUILD` state's second item the byte order) and its raw bytes.
+    fn numpy_scalar(&self, dtype: NodeId, data: NodeId) -> Result<Node, PickleError> {
+        let bad = |found| self.mismatch("REDUCE", "a numpy scalar of a bool, int, uint or float dtype", found);
+        let Node::Object { args, state, .. } = self.node(dtype) else { return Err(bad(self.node(dtype).kind())) };
+        let kind = match self.node(*args) {
+            Node::Tuple(a) => a.first().and_then(|&k| match self.node(k) {
+                Node::Str(s) => Some(s.as_str()),
+                _ => None,
+            }),
+            _ => None,
+        }
+        .ok_or_else(|| bad("a dtype without a type code"))?;
+        let order = state
+            .and_then(|s| match self.node(s) {
+                Node::Tuple(items) => items.get(1).copied(),
+                _ => None,
+            })
+            .and_then(|o| match self.node(o) {
+                Node::Str(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .unwrap_or("<");
+        let Node::Bytes(raw) = self.node(data) else { return Err(bad(self.node(data).kind())) };
+        let mut bytes = raw.clone();
+        if order == ">" {
+            bytes.reverse();
+        }
+        let (code, width) = kind.split_at(kind.len().min(1));
+        let width: usize = width.parse().map_err(|_| bad("an unknown dtype"))?;
+        if bytes.len() != width || !matches!(width, 1 | 2 | 4 | 8) {
+            return Err(bad("bytes of another width"));
+        }
+        let mut word = [0u8; 8];
+        word[..width].copy_from_slice(&bytes);
+        let unsigned = u64::from_le_bytes(word);
+        let signed = (unsigned << (64 - 8 * width)) as i64 >> (64 - 8 * width);
+        Ok(match (code, width) {
+            ("b", 1) => Node::Bool(unsigned != 0),
+            ("i", _) => Node::Int(signed),
+            ("u", _) => Node::Int(i64::try_from(unsigned).map_err(|_| bad("a uint64 above 2^63"))?),
+            ("f", 2) => Node::Float(f64::from(half::f16::from_bits(unsigned as u16).to_f32())),
+            ("f", 4) => Node::Float(f64::from(f32::from_bits(unsigned as u32))),
+            ("f", 8) => Node::Float(f64::from_bits(unsigned)),
+            _ => return Err(bad("an unsupported dtype")),
+        })
     }
 
     fn reduce(&mut self) -> Result<(), PickleError> {
@@ -877,10 +1078,20 @@ impl<'a> Machine<'a> {
             Node::Global { module, name } => (module.as_str(), name.as_str()),
             other => return Err(self.mismatch("REDUCE", "a global as callee", other.kind())),
         };
+        // The callee first: a call outside the allow-list is refused by name, whatever its arguments.
+        let full = format!("{module}.{name}");
+        let (allowed, data) = (self.allowed.contains(&full.as_str()), DATA_CALLS.contains(&full.as_str()));
+        if !allowed && !data {
+            return Err(PickleError::GlobalNotAllowed { name: display_name(module, name) });
+        }
         let arg_items = match self.node(args) {
             Node::Tuple(items) => items,
             other => return Err(self.mismatch("REDUCE", "an argument tuple", other.kind())),
         };
+        if !allowed {
+            let items = arg_items.clone();
+            return self.data_call(&full, func, args, &items);
+        }
         if module == "collections" && name == "OrderedDict" {
             let pairs = match arg_items.as_slice() {
                 [] => Vec::new(),
@@ -1043,7 +1254,7 @@ mod tests {
     }
 
     #[test]
-    fn disallowed_globals_are_refused_by_name() {
+    fn calls_outside_the_allow_list_are_refused_by_name() {
         for (module, name) in [("os", "system"), ("builtins", "eval"), ("posix", "system")] {
             let mut p = format!("\x02c{module}\n{name}\n").into_bytes();
             p.insert(0, 0x80);
@@ -1057,12 +1268,89 @@ mod tests {
             assert!(!msg.contains("OrderedDict"), "{msg}");
         }
         // STACK_GLOBAL form, too.
-        let p = b"\x80\x04\x8c\x02os\x8c\x06system\x93.";
+        let p = b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02ls\x85R.";
         let err = run(p).expect_err("must refuse");
         assert!(err.to_string().contains("'os.system'"), "{err}");
         // A prefix of an allowed name is not allowed.
-        let p = b"\x80\x02ccollections\nOrdered\n.";
+        let p = b"\x80\x02ccollections\nOrdered\n)R.";
         assert!(matches!(run(p), Err(PickleError::GlobalNotAllowed { .. })));
+        // INST and OBJ call their class: refused by name whatever it is.
+        let err = run(b"\x80\x02(X\x02\x00\x00\x00lsios\nsystem\n.").expect_err("INST");
+        assert!(err.to_string().contains("'os.system'"), "{err}");
+        let err = run(b"\x80\x02(cos\nsystem\nX\x02\x00\x00\x00lso.").expect_err("OBJ");
+        assert!(err.to_string().contains("'os.system'"), "{err}");
+        // A recorded class is not callable either.
+        let err = run(b"\x80\x02cmodels.config\nIteraLiteConfig\n)R.").expect_err("call of a class");
+        assert!(err.to_string().contains("'models.config.IteraLiteConfig'"), "{err}");
+    }
+
+    #[test]
+    fn a_name_alone_is_an_inert_record() {
+        let tree = run(b"\x80\x02cos\nsystem\n.").expect("a name is data");
+        assert_eq!(tree.global_name(tree.root()).as_deref(), Some("os.system"));
+    }
+
+    #[test]
+    fn constructed_objects_are_records_with_their_state() {
+        // models.config.IteraLiteConfig() by NEWOBJ, then BUILD with its attribute dict.
+        let mut p = b"\x80\x02cmodels.config\nIteraLiteConfig\n)\x81}(".to_vec();
+        p.extend(binunicode("top_k_experts"));
+        p.extend_from_slice(b"K\x03");
+        p.extend(binunicode("moe_layers"));
+        p.extend_from_slice(b"]K\x01aub.");
+        let tree = run(&p).expect("parses");
+        let root = tree.root();
+        assert_eq!(tree.class_name(root).as_deref(), Some("models.config.IteraLiteConfig"));
+        assert_eq!(tree.field(root, "top_k_experts").and_then(|v| tree.as_int(v)), Some(3));
+        assert!(tree.field(root, "moe_layers").and_then(|v| tree.as_sequence(v)).is_some_and(|v| v.len() == 1));
+        // copyreg._reconstructor(cls, object, None) and a (dict, slots) state; NEWOBJ_EX.
+        let mut p = b"\x80\x02ccopyreg\n_reconstructor\ncargparse\nNamespace\ncbuiltins\nobject\nN\x87R}(".to_vec();
+        p.extend(binunicode("lr"));
+        p.extend_from_slice(b"G\x3f\x50\x62\x4d\xd2\xf1\xa9\xfcuN\x86b.");
+        let tree = run(&p).expect("parses");
+        assert_eq!(tree.class_name(tree.root()).as_deref(), Some("argparse.Namespace"));
+        assert_eq!(tree.field(tree.root(), "lr").and_then(|v| tree.as_f64(v)), Some(0.001));
+        let tree = run(b"\x80\x04\x8c\x01m\x8c\x01C\x93)}\x92.").expect("NEWOBJ_EX");
+        assert_eq!(tree.class_name(tree.root()).as_deref(), Some("m.C"));
+        // The class must be a name.
+        assert!(matches!(run(b"\x80\x02K\x01)\x81."), Err(PickleError::TypeMismatch { .. })));
+    }
+
+    /// `numpy{module}.multiarray.scalar(numpy.dtype(code, False, True) + state, bytes)`.
+    fn numpy_scalar(module: &str, code: &str, order: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 2];
+        p.extend_from_slice(format!("cnumpy{module}.multiarray\nscalar\ncnumpy\ndtype\n").as_bytes());
+        p.extend(binunicode(code));
+        p.extend_from_slice(b"\x89\x88\x87R(K\x03");
+        p.extend(binunicode(order));
+        p.extend_from_slice(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbc_codecs\nencode\n");
+        p.extend(binunicode(&bytes.iter().map(|&b| char::from(b)).collect::<String>()));
+        p.extend(binunicode("latin1"));
+        p.extend_from_slice(b"\x86R\x86R.");
+        p
+    }
+
+    #[test]
+    fn numpy_scalars_sets_and_complex_numbers_are_values() {
+        let value = |p: &[u8]| run(p).map(|t| t.node(t.root()).clone());
+        assert_eq!(value(&numpy_scalar(".core", "i8", "<", &(-5i64).to_le_bytes())), Ok(Node::Int(-5)));
+        assert_eq!(value(&numpy_scalar("._core", "f8", "<", &0.25f64.to_le_bytes())), Ok(Node::Float(0.25)));
+        assert_eq!(value(&numpy_scalar(".core", "f4", ">", &1.5f32.to_be_bytes())), Ok(Node::Float(1.5)));
+        assert_eq!(value(&numpy_scalar(".core", "u2", "<", &[0xff, 0xff])), Ok(Node::Int(65535)));
+        assert_eq!(value(&numpy_scalar(".core", "b1", "|", &[1])), Ok(Node::Bool(true)));
+        // Bytes of another width, or a type code without one, are refused.
+        assert!(matches!(run(&numpy_scalar(".core", "i8", "<", &[1, 2])), Err(PickleError::TypeMismatch { .. })));
+        assert!(matches!(run(&numpy_scalar(".core", "O", "|", &[0])), Err(PickleError::TypeMismatch { .. })));
+        // set([1, 2]), frozenset via protocol 4 opcodes, complex(1.0, 2.0).
+        let tree = run(b"\x80\x02cbuiltins\nset\n](K\x01K\x02e\x85R.").expect("set");
+        assert_eq!(tree.as_sequence(tree.root()).map(<[_]>::len), Some(2));
+        let tree = run(b"\x80\x04\x8f(K\x01\x90(K\x02\x91\x86.").expect("set opcodes");
+        assert_eq!(tree.as_tuple(tree.root()).map(<[_]>::len), Some(2));
+        let tree =
+            run(b"\x80\x02cbuiltins\ncomplex\nG?\xf0\x00\x00\x00\x00\x00\x00G@\x00\x00\x00\x00\x00\x00\x00\x86R.")
+                .expect("complex");
+        let parts = tree.as_tuple(tree.root()).expect("a pair");
+        assert_eq!(parts.iter().map(|&p| tree.as_f64(p)).collect::<Vec<_>>(), [Some(1.0), Some(2.0)]);
     }
 
     #[test]
@@ -1072,9 +1360,9 @@ mod tests {
         assert!(err.to_string().contains("0x53 (STRING) at byte 2"), "{err}");
         let err = run(b"\x80\x02\xff.").expect_err("not an opcode");
         assert!(err.to_string().contains("0xff at byte 2"), "{err}");
-        // INST / OBJ / NEWOBJ would construct arbitrary objects: unsupported.
-        for op in [b'i', b'o', 0x81] {
-            assert!(matches!(run(&[0x80, 2, op]), Err(PickleError::UnknownOpcode { .. })));
+        // Opcodes torch.save never writes stay unsupported.
+        for op in [b'0', b'2', b'P'] {
+            assert!(matches!(run(&[0x80, 2, b'N', op]), Err(PickleError::UnknownOpcode { .. })), "{op}");
         }
     }
 
@@ -1184,7 +1472,7 @@ mod tests {
     fn refused_globals_are_short_and_escaped() {
         let mut p = b"\x80\x02cos\x1b]0;pwn\x07\n".to_vec();
         p.extend("s".repeat(10_000).as_bytes());
-        p.extend_from_slice(b"\n.");
+        p.extend_from_slice(b"\n)R.");
         let msg = run(&p).expect_err("refused").to_string();
         assert!(msg.contains("'os\\u{1b}]0;pwn\\u{7}.sss"), "{msg}");
         assert!(!msg.chars().any(char::is_control), "{msg}");
@@ -1200,7 +1488,8 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let alphabet = b"(.JKMNQRXBCabc}ehj]qrstu)G\x80\x85\x86\x87\x88\x89\x8a\x8c\x93\x94\x95\n";
+        let alphabet =
+            b"(.JKMNQRXBCabc}ehj]qrstu)Gio\x80\x81\x85\x86\x87\x88\x89\x8a\x8c\x8f\x90\x91\x92\x93\x94\x95\n";
         for _ in 0..20_000 {
             let len = (next() % 64) as usize;
             let bytes: Vec<u8> = (0..len)

@@ -37,7 +37,10 @@ use std::rc::Rc;
 use zip::ZipArchive;
 
 use super::pickle::{self, Node, NodeId, Tree};
-use super::{checked_numel, CheckpointError, MemoryBudget, Meter, RawTensor, StateDict, StateDictBuilder, TensorData};
+use super::{
+    checked_numel, CheckpointError, ConfigValue, MemoryBudget, Meter, RawTensor, SourceConfig, StateDict,
+    StateDictBuilder, TensorData,
+};
 use crate::untrusted::shown;
 
 /// Globals a checkpoint pickle may reference. Everything else is refused by
@@ -617,22 +620,80 @@ pub(crate) fn read_zip<R: Read + Seek>(reader: R, meter: &mut Meter) -> Result<S
     build_state_dict(&tree, &mut storages, meter)
 }
 
+/// What the pickled object holds: the state dict's pairs, the checkpoint's own
+/// config where it has one, and the names of the other entries (unused).
+struct Contents<'t> {
+    state_dict: &'t [(NodeId, NodeId)],
+    config: Option<SourceConfig>,
+    ignored: Vec<String>,
+}
+
+/// Keys under which training code saves the state dict beside other entries.
+const STATE_DICT_KEYS: [&str; 2] = ["model_state_dict", "state_dict"];
+/// Keys under which it saves the model's hyper-parameters (an object or a dict).
+const CONFIG_KEYS: [&str; 4] = ["config", "model_config", "hparams", "args"];
+
 /// Finds the state dict inside the pickled object: the object itself, or its
-/// `model_state_dict` (or `state_dict`) entry.
-fn state_dict_pairs<'t>(tree: &'t Tree, file: &str) -> Result<&'t [(NodeId, NodeId)], CheckpointError> {
+/// `model_state_dict` (or `state_dict`) entry, with the config and the other
+/// entries beside it.
+fn contents<'t>(tree: &'t Tree, file: &str) -> Result<Contents<'t>, CheckpointError> {
     let root = tree.root();
     let Some(pairs) = tree.as_dict(root) else {
-        return Err(CheckpointError::Structure {
-            file: file.to_string(),
-            detail: format!("the checkpoint's top-level object is a {}, not a dict", tree.node(root).kind()),
-        });
+        let detail = match tree.class_name(root) {
+            Some(class) if class.starts_with("__torch__.") => format!(
+                "this is a TorchScript archive (torch.jit.save; its top-level object is a '{}' module), not a torch.save checkpoint",
+                shown(&class)
+            ),
+            Some(class) => format!("the checkpoint's top-level object is a '{}' object, not a dict", shown(&class)),
+            None => format!("the checkpoint's top-level object is a {}, not a dict", tree.node(root).kind()),
+        };
+        return Err(CheckpointError::Structure { file: file.to_string(), detail });
     };
-    for key in ["model_state_dict", "state_dict"] {
-        if let Some(inner) = tree.dict_get(root, key).and_then(|id| tree.as_dict(id)) {
-            return Ok(inner);
-        }
-    }
-    Ok(pairs)
+    let Some((key, state_dict)) =
+        STATE_DICT_KEYS.iter().find_map(|&k| tree.dict_get(root, k).and_then(|id| tree.as_dict(id)).map(|d| (k, d)))
+    else {
+        return Ok(Contents { state_dict: pairs, config: None, ignored: Vec::new() });
+    };
+    let config = CONFIG_KEYS.iter().find_map(|&k| {
+        let id = tree.dict_get(root, k)?;
+        let fields = tree.fields(id)?;
+        let origin = match tree.class_name(id) {
+            Some(class) => format!("{k} ({})", shown(&class)),
+            None => k.to_string(),
+        };
+        Some((k, SourceConfig { origin, fields: config_fields(tree, fields) }))
+    });
+    let used = |k: &str| k == key || config.as_ref().is_some_and(|(c, _)| *c == k);
+    let ignored = pairs
+        .iter()
+        .filter_map(|&(k, v)| {
+            let name = tree.as_str(k)?;
+            (!used(name)).then(|| match tree.class_name(v) {
+                Some(class) => format!("{} ({})", shown(name), shown(&class)),
+                None => shown(name).to_string(),
+            })
+        })
+        .collect();
+    Ok(Contents { state_dict, config: config.map(|(_, c)| c), ignored })
+}
+
+/// The numeric, boolean and integer-list fields of a config.
+fn config_fields(tree: &Tree, fields: &[(NodeId, NodeId)]) -> std::collections::BTreeMap<String, ConfigValue> {
+    fields
+        .iter()
+        .filter_map(|&(k, v)| {
+            let value = match tree.node(v) {
+                Node::Int(i) => ConfigValue::Int(*i),
+                Node::Bool(b) => ConfigValue::Int(i64::from(*b)),
+                Node::Float(f) => ConfigValue::Float(*f),
+                Node::List(items) | Node::Tuple(items) => {
+                    ConfigValue::Ints(items.iter().map(|&i| tree.as_int(i)).collect::<Option<Vec<_>>>()?)
+                }
+                _ => return None,
+            };
+            Some((tree.as_str(k)?.to_string(), value))
+        })
+        .collect()
 }
 
 const PACKED_SUFFIX: &str = "._packed_params._packed_params";
@@ -645,7 +706,7 @@ fn build_state_dict(
     meter: &mut Meter,
 ) -> Result<StateDict, CheckpointError> {
     let file = meter.file().to_string();
-    let pairs = state_dict_pairs(tree, &file)?;
+    let Contents { state_dict: pairs, config, ignored } = contents(tree, &file)?;
     let named: Vec<(&str, NodeId)> = pairs.iter().filter_map(|&(k, v)| tree.as_str(k).map(|k| (k, v))).collect();
 
     // Dynamic-quantized Linear modules: `<base>._packed_params._packed_params`.
@@ -694,7 +755,7 @@ fn build_state_dict(
         let keys: Vec<String> = named.iter().take(8).map(|(k, _)| k.chars().take(80).collect()).collect();
         return Err(CheckpointError::Structure { file, detail: format!("no tensors found (first keys: {keys:?})") });
     }
-    Ok(out.finish())
+    Ok(StateDict { config, ignored, ..out.finish() })
 }
 
 /// Rebuilds tensors from recorded calls.
