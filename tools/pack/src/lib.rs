@@ -55,6 +55,7 @@ pub fn convert_file_within(
     let mut opts = opts.clone();
     let source = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     opts.meta.insert(0, ("source".into(), source));
+    opts.meta.push(("format".into(), sd.format.name().into()));
     // What the checkpoint holds besides its weights: the config that was read, and the rest.
     if let Some(config) = &sd.config {
         opts.meta.push(("config".into(), config.origin.clone()));

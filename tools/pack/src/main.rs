@@ -228,6 +228,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", inspect::to_json(&report)?);
             } else {
+                let said = |key: &str| report.provenance.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+                if let Some(format) = said("format") {
+                    let top_k = report.config.get("top_k").map(|k| k.to_string()).unwrap_or_default();
+                    let config = said("config").map(|c| format!("; top-k {top_k} from its {c}")).unwrap_or_default();
+                    println!("read {} ({format}{config})", at(&checkpoint));
+                }
                 println!("wrote {} ({})", at(&output), sizes(&report));
                 let quantized: Vec<_> = report.tensors.iter().filter_map(|t| t.sqnr_db.map(|d| (t, d))).collect();
                 if let Some((worst, db)) = quantized.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {

@@ -241,3 +241,30 @@ fn synth_makes_the_requested_shape_and_the_same_seed_gives_the_same_bytes() {
     let res = pack(&["synth", "--shape", "huge", "-o", &s(&a)]);
     assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("micro"));
 }
+
+#[test]
+fn the_torchscript_export_holds_the_int4_checkpoints_weights_and_its_top_k() {
+    let Some(dir) = fixtures::dir() else { return };
+    let script = checkpoint::load(&dir.join("itera_lite_micro_torchscript.pt")).expect("the TorchScript archive reads");
+    let int4 = checkpoint::load(&dir.join("itera_lite_int4.pt")).expect("the int4 checkpoint reads");
+    assert_eq!(script.format, checkpoint::SourceFormat::TorchScript);
+    // Same weights, same names (the wrapper's path taken off), bit for bit.
+    let names = |sd: &checkpoint::StateDict| sd.names().map(str::to_string).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(names(&script), names(&int4));
+    for (name, t) in &int4.tensors {
+        assert_eq!(script.get(name).map(|s| (&s.shape, &s.data)), Some((&t.shape, &t.data)), "{name}");
+    }
+    // The router's k comes from the traced code.
+    let config = script.config.expect("the traced code's top-k");
+    assert_eq!(config.int("top_k_experts"), Some(2));
+    assert!(config.origin.starts_with("traced code (code/__torch__/"), "{}", config.origin);
+    let out = scratch("ts.itb");
+    let packed = pack(&[
+        "convert",
+        dir.join("itera_lite_micro_torchscript.pt").to_str().expect("utf8 path"),
+        "-o",
+        out.to_str().expect("utf8 path"),
+    ]);
+    let said = String::from_utf8_lossy(&packed.stdout);
+    assert!(said.contains("(TorchScript archive; top-k 2 from its traced code"), "{said}");
+}

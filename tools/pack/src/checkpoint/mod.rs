@@ -114,6 +114,34 @@ pub struct StateDict {
     /// each, as provenance names it: `config (models.config.IteraLiteConfig)`,
     /// `optimizer_state_dict`, `epoch`, ….
     pub ignored: Vec<String>,
+    /// The file format it was read from.
+    pub format: SourceFormat,
+}
+
+/// The file formats a checkpoint is read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// A `torch.save` zip.
+    #[default]
+    PyTorch,
+    /// A `torch.jit.save` (TorchScript) zip: the module tree's parameters.
+    TorchScript,
+    /// safetensors.
+    Safetensors,
+    /// An ONNX model's initializers.
+    Onnx,
+}
+
+impl SourceFormat {
+    /// How messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::PyTorch => "PyTorch zip checkpoint",
+            SourceFormat::TorchScript => "TorchScript archive",
+            SourceFormat::Safetensors => "safetensors file",
+            SourceFormat::Onnx => "ONNX model",
+        }
+    }
 }
 
 /// A checkpoint's config (a pickled object's attributes or a dict), as read:

@@ -330,7 +330,7 @@ pub(crate) fn read_safetensors(bytes: &[u8], meter: &mut Meter) -> Result<StateD
         let tensor = RawTensor { shape, data, storage: Some(format!("st:{final_name}")) };
         out.insert(final_name.to_string(), tensor, dtype);
     }
-    Ok(out.finish())
+    Ok(StateDict { format: super::SourceFormat::Safetensors, ..out.finish() })
 }
 
 /// Refuses two tensors whose data ranges share bytes: each tensor owns its

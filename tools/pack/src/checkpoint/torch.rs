@@ -38,7 +38,7 @@ use zip::ZipArchive;
 
 use super::pickle::{self, Node, NodeId, Tree};
 use super::{
-    checked_numel, CheckpointError, ConfigValue, MemoryBudget, Meter, RawTensor, SourceConfig, StateDict,
+    checked_numel, CheckpointError, ConfigValue, MemoryBudget, Meter, RawTensor, SourceConfig, SourceFormat, StateDict,
     StateDictBuilder, TensorData,
 };
 use crate::untrusted::shown;
@@ -616,16 +616,86 @@ pub(crate) fn read_zip<R: Read + Seek>(reader: R, meter: &mut Meter) -> Result<S
     meter.charge(tree.bytes() as u64, || "data.pkl's values".to_string())?;
     drop(pkl);
 
+    // A TorchScript archive (torch.jit.save) holds the module tree, and the traced code says
+    // what the tree does not: how many experts the router picks.
+    let traced = match is_torchscript(&tree) {
+        true => traced_top_k(&mut archive, &prefix, meter)?,
+        false => None,
+    };
     let mut storages = ZipStorages { archive: &mut archive, prefix, cache: HashMap::new(), bytes_read: 0 };
-    build_state_dict(&tree, &mut storages, meter)
+    let mut sd = build_state_dict(&tree, &mut storages, meter)?;
+    if sd.format == SourceFormat::TorchScript {
+        sd.config = traced;
+    }
+    Ok(sd)
+}
+
+/// Whether the pickled object is a TorchScript module (its class under `__torch__`).
+fn is_torchscript(tree: &Tree) -> bool {
+    tree.class_name(tree.root()).is_some_and(|c| c.starts_with("__torch__."))
+}
+
+/// Largest traced-code file read for its `torch.topk` calls.
+const MAX_CODE_BYTES: u64 = 16 << 20;
+
+/// The `k` of the traced code's `torch.topk(x, k)` calls (the router's), as a config
+/// (`top_k_experts`); `None` when the code has none. Calls with different `k` are refused.
+fn traced_top_k<R: Read + Seek>(
+    archive: &mut Archive<R>,
+    prefix: &str,
+    meter: &mut Meter,
+) -> Result<Option<SourceConfig>, CheckpointError> {
+    let code = format!("{prefix}/code/");
+    let files: Vec<String> =
+        archive.zip.file_names().filter(|n| n.starts_with(&code) && n.ends_with(".py")).map(str::to_string).collect();
+    let mut found: Option<(i64, String)> = None;
+    for name in files {
+        let Some(text) = archive.read_entry(&name, MAX_CODE_BYTES, meter)? else { continue };
+        let text = String::from_utf8_lossy(&text);
+        for k in topk_arguments(&text) {
+            let short = name.strip_prefix(&code).unwrap_or(&name).to_string();
+            match &found {
+                Some((other, at)) if *other != k => {
+                    return Err(CheckpointError::Structure {
+                        file: archive.file.clone(),
+                        detail: format!(
+                            "the traced code calls torch.topk with k = {other} ({}) and k = {k} ({}); pass --top-k",
+                            shown(at),
+                            shown(&short)
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => found = Some((k, short)),
+            }
+        }
+    }
+    Ok(found.map(|(k, at)| SourceConfig {
+        origin: format!("traced code (code/{})", shown(&at)),
+        fields: [("top_k_experts".to_string(), ConfigValue::Int(k))].into_iter().collect(),
+    }))
+}
+
+/// The integer second arguments of every `torch.topk(expr, k` in traced code.
+fn topk_arguments(code: &str) -> Vec<i64> {
+    code.match_indices("torch.topk(")
+        .filter_map(|(at, call)| {
+            let args = &code[at + call.len()..];
+            // The first argument is a plain name in traced code: no nested commas.
+            let (_, rest) = args.split_once(',')?;
+            let k = rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?;
+            k.parse().ok()
+        })
+        .collect()
 }
 
 /// What the pickled object holds: the state dict's pairs, the checkpoint's own
 /// config where it has one, and the names of the other entries (unused).
-struct Contents<'t> {
-    state_dict: &'t [(NodeId, NodeId)],
+struct Contents {
+    state_dict: Vec<(String, NodeId)>,
     config: Option<SourceConfig>,
     ignored: Vec<String>,
+    format: SourceFormat,
 }
 
 /// Keys under which training code saves the state dict beside other entries.
@@ -636,14 +706,16 @@ const CONFIG_KEYS: [&str; 4] = ["config", "model_config", "hparams", "args"];
 /// Finds the state dict inside the pickled object: the object itself, or its
 /// `model_state_dict` (or `state_dict`) entry, with the config and the other
 /// entries beside it.
-fn contents<'t>(tree: &'t Tree, file: &str) -> Result<Contents<'t>, CheckpointError> {
+fn contents(tree: &Tree, file: &str) -> Result<Contents, CheckpointError> {
     let root = tree.root();
+    if is_torchscript(tree) {
+        return module_contents(tree, file);
+    }
+    let named = |pairs: &[(NodeId, NodeId)]| -> Vec<(String, NodeId)> {
+        pairs.iter().filter_map(|&(k, v)| tree.as_str(k).map(|k| (k.to_string(), v))).collect()
+    };
     let Some(pairs) = tree.as_dict(root) else {
         let detail = match tree.class_name(root) {
-            Some(class) if class.starts_with("__torch__.") => format!(
-                "this is a TorchScript archive (torch.jit.save; its top-level object is a '{}' module), not a torch.save checkpoint",
-                shown(&class)
-            ),
             Some(class) => format!("the checkpoint's top-level object is a '{}' object, not a dict", shown(&class)),
             None => format!("the checkpoint's top-level object is a {}, not a dict", tree.node(root).kind()),
         };
@@ -652,7 +724,12 @@ fn contents<'t>(tree: &'t Tree, file: &str) -> Result<Contents<'t>, CheckpointEr
     let Some((key, state_dict)) =
         STATE_DICT_KEYS.iter().find_map(|&k| tree.dict_get(root, k).and_then(|id| tree.as_dict(id)).map(|d| (k, d)))
     else {
-        return Ok(Contents { state_dict: pairs, config: None, ignored: Vec::new() });
+        return Ok(Contents {
+            state_dict: named(pairs),
+            config: None,
+            ignored: Vec::new(),
+            format: SourceFormat::PyTorch,
+        });
     };
     let config = CONFIG_KEYS.iter().find_map(|&k| {
         let id = tree.dict_get(root, k)?;
@@ -674,7 +751,62 @@ fn contents<'t>(tree: &'t Tree, file: &str) -> Result<Contents<'t>, CheckpointEr
             })
         })
         .collect();
-    Ok(Contents { state_dict, config: config.map(|(_, c)| c), ignored })
+    Ok(Contents {
+        state_dict: named(state_dict),
+        config: config.map(|(_, c)| c),
+        ignored,
+        format: SourceFormat::PyTorch,
+    })
+}
+
+/// Deepest module nesting followed in a TorchScript tree.
+const MAX_MODULE_DEPTH: usize = 64;
+
+/// The tensors of a TorchScript module tree, named by their attribute paths as
+/// `state_dict()` names them: `<wrapper attributes>.layers.0.ssm.in_proj.weight`, with the
+/// wrapper's own path (whatever it is called) taken off, so that `embedding.weight` is at
+/// the top. Tensors outside the model are listed as ignored.
+fn module_contents(tree: &Tree, file: &str) -> Result<Contents, CheckpointError> {
+    let mut tensors: Vec<(String, NodeId)> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut pending = vec![(String::new(), tree.root(), 0usize)];
+    while let Some((path, id, depth)) = pending.pop() {
+        if depth > MAX_MODULE_DEPTH || !seen.insert(id) {
+            continue;
+        }
+        let Some(fields) = tree.fields(id) else { continue };
+        // Children go on the stack last-first, so that they come off in attribute order.
+        let mut children = Vec::new();
+        for &(k, v) in fields {
+            let Some(name) = tree.as_str(k) else { continue };
+            let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+            match tree.node(v) {
+                Node::Call { .. } => tensors.push((full, v)),
+                Node::Object { .. } => children.push((full, v, depth + 1)),
+                _ => {}
+            }
+        }
+        pending.extend(children.into_iter().rev());
+    }
+    let wrapper = tensors
+        .iter()
+        .filter_map(|(n, _)| n.strip_suffix("embedding.weight").filter(|p| p.is_empty() || p.ends_with('.')))
+        .min_by_key(|p| p.len())
+        .map(str::to_string)
+        .ok_or_else(|| CheckpointError::Structure {
+            file: file.to_string(),
+            detail:
+                "this TorchScript archive has no module with an 'embedding.weight' parameter: not an Itera-Lite model"
+                    .into(),
+        })?;
+    let (mut state_dict, mut ignored) = (Vec::new(), Vec::new());
+    for (name, id) in tensors {
+        match name.strip_prefix(&wrapper) {
+            Some(inner) => state_dict.push((inner.to_string(), id)),
+            None => ignored.push(shown(&name).to_string()),
+        }
+    }
+    Ok(Contents { state_dict, config: None, ignored, format: SourceFormat::TorchScript })
 }
 
 /// The numeric, boolean and integer-list fields of a config.
@@ -706,8 +838,8 @@ fn build_state_dict(
     meter: &mut Meter,
 ) -> Result<StateDict, CheckpointError> {
     let file = meter.file().to_string();
-    let Contents { state_dict: pairs, config, ignored } = contents(tree, &file)?;
-    let named: Vec<(&str, NodeId)> = pairs.iter().filter_map(|&(k, v)| tree.as_str(k).map(|k| (k, v))).collect();
+    let Contents { state_dict, config, ignored, format } = contents(tree, &file)?;
+    let named: Vec<(&str, NodeId)> = state_dict.iter().map(|(k, v)| (k.as_str(), *v)).collect();
 
     // Dynamic-quantized Linear modules: `<base>._packed_params._packed_params`.
     let packed_bases: HashSet<&str> = named.iter().filter_map(|(k, _)| k.strip_suffix(PACKED_SUFFIX)).collect();
@@ -755,7 +887,7 @@ fn build_state_dict(
         let keys: Vec<String> = named.iter().take(8).map(|(k, _)| k.chars().take(80).collect()).collect();
         return Err(CheckpointError::Structure { file, detail: format!("no tensors found (first keys: {keys:?})") });
     }
-    Ok(StateDict { config, ignored, ..out.finish() })
+    Ok(StateDict { config, ignored, format, ..out.finish() })
 }
 
 /// Rebuilds tensors from recorded calls.
@@ -1227,6 +1359,74 @@ mod tests {
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// A TorchScript-style module tree: `__torch__.<wrapper>` with attribute `attr` holding
+    /// a model whose `embedding` and `layers.0.norm` modules have a `weight` each, and one
+    /// tensor of the wrapper's own.
+    fn module_tree_pickle(wrapper: &str, attr: &str) -> Vec<u8> {
+        let tensor = |key: &str| {
+            let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
+            p.extend(binunicode("storage"));
+            p.extend_from_slice(b"ctorch\nFloatStorage\n");
+            p.extend(binunicode(key));
+            p.extend(binunicode("cpu"));
+            p.extend(small_int(2));
+            p.extend_from_slice(b"tQ");
+            p.extend(small_int(0));
+            p.extend_from_slice(b"(");
+            p.extend(small_int(2));
+            p.extend_from_slice(b"t(");
+            p.extend(small_int(1));
+            p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
+            p
+        };
+        let module = |class: &str, fields: Vec<(&str, Vec<u8>)>| {
+            let (module, name) = class.rsplit_once('.').unwrap_or(("m", class));
+            let mut p = format!("c__torch__.{module}\n{name}\n)").into_bytes();
+            p.extend_from_slice(b"\x81}(");
+            p.extend(binunicode("training"));
+            p.push(0x88);
+            for (k, v) in fields {
+                p.extend(binunicode(k));
+                p.extend(v);
+            }
+            p.extend_from_slice(b"ub");
+            p
+        };
+        let norm = module("torch.nn.LayerNorm", vec![("weight", tensor("1"))]);
+        let layer = module("models.Block", vec![("norm", norm)]);
+        let layers = module("torch.nn.ModuleList", vec![("0", layer)]);
+        let embedding = module("torch.nn.Embedding", vec![("weight", tensor("0"))]);
+        let model = module("models.IteraLiteModel", vec![("embedding", embedding), ("layers", layers)]);
+        let mut p = vec![0x80, 2];
+        p.extend(module(wrapper, vec![(attr, model), ("scale", tensor("2"))]));
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn torchscript_module_trees_are_named_as_state_dicts_whatever_the_wrapper() {
+        for (wrapper, attr) in [("utils.export.ExportWrapper", "model"), ("deploy.Net", "net"), ("x.Y", "inner")] {
+            let p = module_tree_pickle(wrapper, attr);
+            let sd = build(
+                &p,
+                &[("0", f32_bytes(&[1.0, 2.0])), ("1", f32_bytes(&[3.0, 4.0])), ("2", f32_bytes(&[5.0, 6.0]))],
+            )
+            .expect("builds");
+            assert_eq!(sd.format, SourceFormat::TorchScript);
+            assert_eq!(sd.names().collect::<Vec<_>>(), ["embedding.weight", "layers.0.norm.weight"], "{wrapper}");
+            assert_eq!(sd.get("layers.0.norm.weight").map(|t| t.data.clone()), Some(TensorData::F32(vec![3.0, 4.0])));
+            assert_eq!(sd.ignored, ["scale"]);
+        }
+    }
+
+    #[test]
+    fn traced_topk_calls_give_k() {
+        assert_eq!(topk_arguments("    input, top_k_indices = torch.topk(_39, 2)\n"), [2]);
+        assert_eq!(topk_arguments("a = torch.topk(x, 3, -1)\nb = torch.topk(y,3)"), [3, 3]);
+        assert_eq!(topk_arguments("torch.topk(x, k)"), Vec::<i64>::new());
+        assert_eq!(topk_arguments("no calls"), Vec::<i64>::new());
     }
 
     #[test]
