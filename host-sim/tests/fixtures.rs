@@ -38,3 +38,25 @@ fn micro_distilled_matches_the_golden_logits() {
         assert!(m.verdict(&bounds).is_ok());
     }
 }
+
+/// The seed's INT4 checkpoint, its TorchScript export and its ONNX export hold the same
+/// weights: packed as f32, all three give the same logits, bit for bit, over the story
+/// sequence (the ONNX file's `lm_head` is an untied copy of the embedding: stored once).
+#[test]
+fn every_published_export_packs_to_the_same_logits() {
+    let Some(dir) = fixtures() else { return };
+    let golden = Golden::load(&dir.join("golden").join("micro_distilled_story128.json")).expect("golden loads");
+    let logits = |file: &str| {
+        let bytes = itera_pack::convert_file(&dir.join(file), &PackOptions::default()).expect(file);
+        let bytes = AlignedBytes::from(bytes.as_slice());
+        let model = open_model(&bytes).expect("the packed blob parses");
+        assert_eq!(model.config().top_k, 2, "{file}: top-k from its config, traced code or TopK node");
+        itera_sim::engine::logits_for_tokens(&model, &golden.tokens, |_, _| ()).expect("runs")
+    };
+    let int4 = logits("itera_lite_int4.pt");
+    for file in ["itera_lite_micro_torchscript.pt", "itera_lite_micro.onnx"] {
+        let other = logits(file);
+        let same = int4.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same && int4.len() == other.len(), "{file}: logits differ from itera_lite_int4.pt's");
+    }
+}

@@ -57,16 +57,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Convert a PyTorch .pt (zip) or safetensors checkpoint into a blob.
+    /// Convert a checkpoint (.pt, TorchScript, ONNX or safetensors) into a blob.
     ///
     /// The config is read off the tensor shapes; every tensor is checked against it, and
     /// missing, extra or mis-shaped tensors, NaN/Inf values and empty MoE layers are refused
-    /// with the tensor's name. The pickle inside a .pt is read by an allow-list
-    /// interpreter: nothing in it is executed.
+    /// with the tensor's name. Where the checkpoint says more (a pickled config object, the
+    /// traced code's torch.topk, the ONNX graph's TopK node), top-k comes from it and every
+    /// field the shapes also give is cross-checked. The pickle inside a .pt is read by a
+    /// non-executing interpreter: objects it only constructs are inert data, and it calls
+    /// nothing outside an allow-list.
     ///
     /// Example: itera-pack convert itera_lite_micro_distilled.pt -o micro.itb --tokenizer tokenizer_2000.json
     Convert {
-        /// Checkpoint: .pt (PyTorch zip; bare state dict or under `model_state_dict`) or .safetensors.
+        /// Checkpoint: .pt (torch.save zip: a bare state dict, or under `model_state_dict` beside a
+        /// config and training state; or a torch.jit.save TorchScript archive), .onnx or .safetensors.
         checkpoint: PathBuf,
         /// Output blob path.
         #[arg(short, long, value_name = "OUT.itb")]

@@ -18,6 +18,7 @@
 //! # Ok::<(), itera_pack::checkpoint::CheckpointError>(())
 //! ```
 
+pub mod onnx;
 pub mod pickle;
 pub mod safetensors;
 pub mod torch;
@@ -278,7 +279,7 @@ pub enum CheckpointError {
         error: std::io::Error,
     },
     /// Neither a zip archive nor a safetensors file.
-    #[error("{file}: not a PyTorch zip checkpoint or safetensors file; pass a checkpoint written by torch.save (PyTorch >= 1.6) or a .safetensors file")]
+    #[error("{file}: not a PyTorch zip checkpoint (torch.save or torch.jit.save), an ONNX model or a safetensors file; pass one of those")]
     UnknownFormat {
         /// File name for messages.
         file: String,
@@ -431,6 +432,7 @@ const ZIP_EMPTY_MAGIC: &[u8; 4] = b"PK\x05\x06";
 enum Format {
     Zip,
     Safetensors,
+    Onnx,
     LegacyPickle,
     Unknown,
 }
@@ -441,6 +443,8 @@ fn sniff(head: &[u8]) -> Format {
     } else if head.len() >= 9 && head[8] == b'{' {
         // u64 header length, then the JSON header; the reader validates the length.
         Format::Safetensors
+    } else if onnx::looks_like_onnx(head) {
+        Format::Onnx
     } else if head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
         Format::LegacyPickle
     } else {
@@ -564,10 +568,11 @@ fn load_metered(path: &Path, budget: &MemoryBudget) -> Result<(StateDict, u64), 
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
     let sd = match sniff(&head) {
         Format::Zip => guard(&name, || torch::read_zip(BufReader::new(file), &mut meter))?,
-        Format::Safetensors => {
+        Format::Safetensors | Format::Onnx => {
             // The whole file is held while its tensors are decoded: read
             // within what is left of the budget, then counted.
-            let what = || "the safetensors file".to_string();
+            let onnx = matches!(sniff(&head), Format::Onnx);
+            let what = || if onnx { "the ONNX file" } else { "the safetensors file" }.to_string();
             let bytes = match files::read_open_within(&file, meter.remaining()) {
                 Ok(bytes) => bytes,
                 Err(ReadWithin::Io(e)) => return Err(io_err(e)),
@@ -578,7 +583,10 @@ fn load_metered(path: &Path, budget: &MemoryBudget) -> Result<(StateDict, u64), 
                 }
             };
             meter.charge(bytes.len() as u64, what)?;
-            guard(&name, || safetensors::read_safetensors(&bytes, &mut meter))?
+            match onnx {
+                true => guard(&name, || onnx::read_onnx(&bytes, &mut meter))?,
+                false => guard(&name, || safetensors::read_safetensors(&bytes, &mut meter))?,
+            }
         }
         Format::LegacyPickle => return Err(CheckpointError::LegacyTorchFormat { file: name }),
         Format::Unknown => return Err(CheckpointError::UnknownFormat { file: name }),
@@ -613,6 +621,7 @@ fn load_bytes_metered(
     let sd = match sniff(bytes) {
         Format::Zip => guard(&file, || torch::read_zip(std::io::Cursor::new(bytes), &mut meter))?,
         Format::Safetensors => guard(&file, || safetensors::read_safetensors(bytes, &mut meter))?,
+        Format::Onnx => guard(&file, || onnx::read_onnx(bytes, &mut meter))?,
         Format::LegacyPickle => return Err(CheckpointError::LegacyTorchFormat { file }),
         Format::Unknown => return Err(CheckpointError::UnknownFormat { file }),
     };
@@ -666,7 +675,7 @@ mod tests {
         assert!(matches!(load_bytes(b"", "empty"), Err(CheckpointError::UnknownFormat { .. })));
         assert!(matches!(load_bytes(b"hello world, not a model", "text"), Err(CheckpointError::UnknownFormat { .. })));
         let err = load_bytes(b"hello", "x.bin").expect_err("unknown");
-        assert_eq!(err.to_string(), "x.bin: not a PyTorch zip checkpoint or safetensors file; pass a checkpoint written by torch.save (PyTorch >= 1.6) or a .safetensors file");
+        assert_eq!(err.to_string(), "x.bin: not a PyTorch zip checkpoint (torch.save or torch.jit.save), an ONNX model or a safetensors file; pass one of those");
         assert!(matches!(load_bytes(b"\x80\x02\x8a\x0a", "old.pt"), Err(CheckpointError::LegacyTorchFormat { .. })));
         assert!(matches!(load_bytes(b"PK\x03\x04garbage", "z.pt"), Err(CheckpointError::Zip { .. })));
         assert!(matches!(load_bytes(b"PK\x05\x06", "z.pt"), Err(CheckpointError::Zip { .. })));
