@@ -345,6 +345,16 @@ fn check_entry(bytes: &[u8], e: &TensorEntry, data_offset: usize, body: usize) -
             }
             Ok(())
         }
+        (DType::I4, Quant::PerTensor { scale, zero_point }) => {
+            // Int4 as published: symmetric, so the zero point is 0.
+            if zero_point != 0 {
+                return Err(bad("int4 with one scale per tensor is symmetric: its zero point must be 0"));
+            }
+            if !(scale.is_normal() && scale > 0.0 && scale <= MAX_SCALE) {
+                return Err(Error::BadScale { tensor: e.name(), index: None, value: scale });
+            }
+            Ok(())
+        }
         (DType::I8 | DType::I4, Quant::Grouped { group, scales_offset, scale_type }) => {
             let count = scale_count(e.shape, group).ok_or(bad("quantization group is zero"))?;
             let s = scales_offset as usize;

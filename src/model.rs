@@ -258,6 +258,8 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
                 scales: self.scales(e, scale_type)?,
                 group: group as usize,
             },
+            // `Blob::parse` refused a nonzero zero point: int4 as published is symmetric.
+            (DType::I4, Quant::PerTensor { scale, .. }) => Weights::I4Tensor { packed: data, scale },
             (DType::I4, Quant::Grouped { group, scale_type, .. }) => {
                 Weights::I4 { packed: data, scales: self.scales(e, scale_type)?, group: group as usize }
             }

@@ -1,8 +1,8 @@
 //! Golden logits: a JSON description plus a raw `.f32` table.
 //!
 //! The JSON holds `tokens`, `positions`, `vocab` and `logits_file` (relative to the JSON's
-//! folder); other keys (`checkpoint`, `top_k_experts`, `layout`, ...) are kept for
-//! information. The `.f32` file is row-major `[positions][vocab]` little-endian f32: row `p`
+//! folder); other keys (`checkpoint`, `same_weights`, `top_k_experts`, `layout`, ...) are
+//! kept for information. The `.f32` file is row-major `[positions][vocab]` little-endian f32: row `p`
 //! holds the logits after feeding `tokens[0..=p]` from an empty state.
 
 use std::io::Write;
@@ -29,6 +29,8 @@ struct GoldenJson {
     top_k_experts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checkpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    same_weights: Vec<String>,
 }
 
 /// A validated golden reference, logits loaded.
@@ -46,6 +48,9 @@ pub struct Golden {
     pub top_k_experts: Option<u32>,
     /// Checkpoint the reference was computed from, if recorded.
     pub checkpoint: Option<String>,
+    /// Other published files that hold the same weights as `checkpoint` (its exports), so
+    /// that a blob packed from one of them is checked without a warning.
+    pub same_weights: Vec<String>,
     /// Where the logits were read from.
     pub logits_path: PathBuf,
 }
@@ -98,6 +103,7 @@ impl Golden {
             logits: f32s_from_le(&bytes),
             top_k_experts: j.top_k_experts,
             checkpoint: j.checkpoint,
+            same_weights: j.same_weights,
             logits_path,
         })
     }
@@ -141,7 +147,7 @@ impl Golden {
     pub fn checkpoint_warning(&self, blob_source: Option<&str>) -> Option<String> {
         let want = self.checkpoint.as_deref()?;
         let have = blob_source?;
-        (want != have).then(|| {
+        (want != have && !self.same_weights.iter().any(|s| s == have)).then(|| {
             // Both names come from files (the golden JSON, the blob's provenance): escaped.
             format!(
                 "the golden was computed from {} but the blob was packed from {}; expect a mismatch",
@@ -166,6 +172,7 @@ impl Golden {
             logits_file: logits_file.clone(),
             top_k_experts: None,
             checkpoint: None,
+            same_weights: Vec::new(),
         };
         let f32_path = json_path.parent().unwrap_or(Path::new("")).join(logits_file);
         write_f32_le(&f32_path, logits)?;
@@ -227,6 +234,10 @@ mod tests {
         assert_eq!(g.checkpoint_warning(Some("m.pt")), None);
         assert_eq!(g.checkpoint_warning(None), None);
         assert!(g.checkpoint_warning(Some("other.pt")).unwrap().contains("other.pt"));
+        // An export listed as holding the same weights is no mismatch.
+        let same = Golden { same_weights: vec!["m.onnx".into()], ..g.clone() };
+        assert_eq!(same.checkpoint_warning(Some("m.onnx")), None);
+        assert!(same.checkpoint_warning(Some("other.pt")).is_some());
         let w = g.checkpoint_warning(Some("x.pt\x1b[2J\n")).unwrap();
         assert!(w.contains("x.pt\\u{1b}[2J\\n") && !w.chars().any(char::is_control), "{w}");
         let mut c = itera_pack::synthetic::tiny_config();

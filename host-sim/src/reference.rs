@@ -136,6 +136,18 @@ fn le<const W: usize>(bytes: &[u8], f: impl Fn([u8; W]) -> f64) -> Vec<f64> {
     bytes.chunks_exact(W).map(|c| f(c.try_into().unwrap_or([0; W]))).collect()
 }
 
+/// Column `c`'s int4 value in packed byte `at` (low nibble for even columns; two's
+/// complement: 8..=15 are -8..=-1).
+fn int4_at(data: &[u8], at: usize, c: usize) -> i32 {
+    let byte = data.get(at).copied().unwrap_or(0);
+    let nibble = if c.is_multiple_of(2) { byte & 0x0f } else { byte >> 4 };
+    if nibble >= 8 {
+        nibble as i32 - 16
+    } else {
+        nibble as i32
+    }
+}
+
 /// IEEE binary16 bits to f64, exactly (written out, not via a library).
 pub fn f16_bits_to_f64(h: u16) -> f64 {
     let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
@@ -185,16 +197,23 @@ pub fn dequantize(blob: &Blob<'_>, e: &TensorEntry) -> anyhow::Result<Vec<f64>> 
             }
             out
         }
+        (DType::I4, Quant::PerTensor { scale, .. }) => {
+            let row_bytes = cols.div_ceil(2);
+            let mut out = Vec::with_capacity(n);
+            for r in 0..rows {
+                for c in 0..cols {
+                    out.push(int4_at(data, r * row_bytes + c / 2, c) as f64 * scale as f64);
+                }
+            }
+            out
+        }
         (DType::I4, Quant::Grouped { group, scale_type, .. }) => {
             let scales = grouped_scales(scale_type);
             let (g, per_row, row_bytes) = (group as usize, cols.div_ceil(group as usize), cols.div_ceil(2));
             let mut out = Vec::with_capacity(n);
             for r in 0..rows {
                 for c in 0..cols {
-                    let byte = data.get(r * row_bytes + c / 2).copied().unwrap_or(0);
-                    let nibble = if c % 2 == 0 { byte & 0x0f } else { byte >> 4 };
-                    // Two's complement int4: 8..=15 are -8..=-1.
-                    let q = if nibble >= 8 { nibble as i32 - 16 } else { nibble as i32 };
+                    let q = int4_at(data, r * row_bytes + c / 2, c);
                     out.push(q as f64 * scales.get(r * per_row + c / g).copied().unwrap_or(f64::NAN));
                 }
             }

@@ -95,6 +95,12 @@ trait Backend: Copy {
         portable::i8_affine_rows(q, cols, zero_point, scale, x, y)
     }
 
+    /// `y[r] = (Σ q·x) · scale` per row of packed int4, the sum in [`dot_f32`]'s order.
+    #[inline(always)]
+    fn i4_tensor_rows(self, packed: &[u8], cols: usize, scale: f32, x: &[f32], y: &mut [f32]) {
+        portable::i4_tensor_rows(packed, cols, scale, x, y)
+    }
+
     /// Exact `Σ a·b` of two int8 slices of one length (one scale group of a row).
     #[inline(always)]
     fn dot_i8(self, a: &[i8], b: &[i8]) -> i32 {
@@ -233,6 +239,15 @@ pub enum Weights<'a> {
         /// −255..=255 and no arithmetic on it can overflow.
         zero_point: i8,
     },
+    /// Int4 as published (fake-quantized int4 checkpoints): packed as [`Weights::I4`], one
+    /// scale for the whole tensor, computed weight-only against the unquantized input,
+    /// `y = (Σ q·x) · scale` in [`dot_f32`]'s order: what the checkpoint's float model computes.
+    I4Tensor {
+        /// Packed elements, `rows * ceil(cols / 2)` bytes.
+        packed: &'a [u8],
+        /// Scale.
+        scale: f32,
+    },
     /// Row-major int4 in −8..=7, two per byte (low nibble first); every row starts on a byte
     /// (`ceil(cols / 2)` bytes per row). `value = q · scale_g`, one scale per `group` elements
     /// of a row; `group` is even unless it covers the whole row.
@@ -268,6 +283,9 @@ impl<'a> Matrix<'a> {
                 group > 0 && cols <= MAX_INT_COLS && q.len() == n && scales.holds(scale_count(group)?)
             }
             Weights::I8Affine { q, scale, .. } => q.len() == n && scale.is_finite(),
+            Weights::I4Tensor { packed, scale } => {
+                Some(packed.len()) == rows.checked_mul(cols.div_ceil(2)) && scale.is_finite()
+            }
             Weights::I4 { packed, scales, group } => {
                 group > 0
                     && (group % 2 == 0 || group >= cols)
@@ -293,6 +311,10 @@ impl<'a> Matrix<'a> {
             }
             Weights::I8Affine { q, scale, zero_point } => {
                 Weights::I8Affine { q: q.get(..head(q.len())).unwrap_or(q), scale, zero_point }
+            }
+            Weights::I4Tensor { packed, scale } => {
+                let bytes = rows.saturating_mul(self.cols.div_ceil(2));
+                Weights::I4Tensor { packed: packed.get(..bytes).unwrap_or(packed), scale }
             }
             Weights::I4 { packed, scales, group } => {
                 let bytes = rows.saturating_mul(self.cols.div_ceil(2));
@@ -331,6 +353,8 @@ impl<'a> Matrix<'a> {
             Weights::F16(_) => "f16-scalar",
             Weights::I8Affine { .. } if avx2() => "i8w-avx2",
             Weights::I8Affine { .. } => "i8w-scalar",
+            Weights::I4Tensor { .. } if avx2() => "i4w-avx2",
+            Weights::I4Tensor { .. } => "i4w-scalar",
             Weights::I8 { .. } if simd_path() == "avx2-vnni" => "i8-avx2-vnni",
             Weights::I8 { .. } if simd_path() == "avx2" => "i8-avx2",
             Weights::I8 { .. } => "i8-scalar",
@@ -358,6 +382,7 @@ impl<'a> Matrix<'a> {
             Weights::I8Affine { q, scale, zero_point } => {
                 b.i8_affine_rows(q, cols, zero_point, scale, &x[..cols.min(x.len())], y)
             }
+            Weights::I4Tensor { packed, scale } => b.i4_tensor_rows(packed, cols, scale, &x[..cols.min(x.len())], y),
             Weights::I8 { q, scales, group } => {
                 let n = cols.min(x.len()).min(scratch.len());
                 let xq = &mut scratch[..n];
@@ -439,6 +464,16 @@ impl<'a> Matrix<'a> {
                 let r = q.get(row * cols..(row + 1) * cols).unwrap_or(&[]);
                 for (o, &v) in out.iter_mut().zip(r) {
                     *o += affine(v, zero_point) * scale;
+                }
+            }
+            Weights::I4Tensor { packed, scale } => {
+                let rb = cols.div_ceil(2);
+                let r = packed.get(row * rb..(row + 1) * rb).unwrap_or(&[]);
+                let n = cols.min(out.len());
+                for (pair, &b) in out[..n].chunks_mut(2).zip(r) {
+                    for (o, v) in pair.iter_mut().zip([lo_nibble(b), hi_nibble(b)]) {
+                        *o += v as f32 * scale;
+                    }
                 }
             }
             Weights::I4 { packed, scales, group } => {
@@ -662,5 +697,31 @@ pub(super) mod tests {
         assert!(Matrix::new(2, 4, Weights::I4 { packed: &packed, scales: Scales::F16(&scales), group: 2 }).is_none());
         let odd = Matrix::new(1, 6, Weights::I4 { packed: &packed[..3], scales: Scales::F16(&scales), group: 3 });
         assert!(odd.is_none(), "an odd group that splits a row is refused");
+    }
+
+    #[test]
+    fn int4_as_published_computes_against_the_float_input() {
+        // Rows of 19 columns (two lanes of eight and a tail of three, the last byte half
+        // used): y = (Σ q·x) · scale in dot_f32's order, against the dequantized f32 row.
+        let (rows, cols) = (3usize, 19usize);
+        let q: Vec<i8> = (0..rows * cols).map(|i| ((i * 7 + 3) % 16) as i8 - 8).collect();
+        let packed: Vec<u8> = q
+            .chunks(cols)
+            .flat_map(|r| r.chunks(2).map(|p| (p[0] as u8 & 0x0F) | ((*p.get(1).unwrap_or(&0) as u8) << 4)))
+            .collect();
+        let scale = 0.037f32;
+        let m = Matrix::new(rows, cols, Weights::I4Tensor { packed: &packed, scale }).expect("shape");
+        let x: Vec<f32> = (0..cols).map(|i| (i as f32 - 9.0) * 0.31).collect();
+        let (mut y, mut s) = (vec![0.0; rows], vec![0i8; cols]);
+        m.matvec(&x, &mut y, &mut s);
+        for (r, &got) in y.iter().enumerate() {
+            let row: Vec<f32> = q[r * cols..(r + 1) * cols].iter().map(|&v| f32::from(v)).collect();
+            assert_eq!(got.to_bits(), (portable::dot_f32(&row, &x) * scale).to_bits(), "row {r}");
+            let mut out = vec![0.0; cols];
+            m.add_row(r, &mut out);
+            assert!(out.iter().zip(&row).all(|(o, v)| *o == v * scale), "row {r}");
+        }
+        assert!(!m.needs_scratch());
+        assert!(Matrix::new(rows, cols, Weights::I4Tensor { packed: &packed[1..], scale }).is_none());
     }
 }

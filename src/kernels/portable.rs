@@ -252,6 +252,35 @@ pub(super) fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, 
     }
 }
 
+/// `y[r] = (Σ q·x) · scale` per row of packed int4 (rows start on a byte), the sum in
+/// [`dot_f32`]'s order: eight lanes over the row's first multiple of eight, then the tail.
+#[inline(always)]
+pub(super) fn i4_tensor_rows(packed: &[u8], cols: usize, scale: f32, x: &[f32], y: &mut [f32]) {
+    let row_bytes = cols.div_ceil(2);
+    for (row, out) in packed.chunks_exact(row_bytes.max(1)).zip(y.iter_mut()) {
+        let n = cols.min(x.len());
+        let (xc, xr) = x[..n].as_chunks::<8>();
+        let mut acc = [0.0f32; 8];
+        let (words, _) = row.as_chunks::<4>();
+        for (word, x) in words.iter().zip(xc) {
+            // Eight nibbles, low first: value i is bits 4i..4i+4, sign-extended.
+            let w = u32::from_le_bytes(*word);
+            for i in 0..8 {
+                let nibble = ((w >> (4 * i)) & 0xF) as i32;
+                acc[i] += ((nibble ^ 8) - 8) as f32 * x[i];
+            }
+        }
+        let done = xc.len() * 8;
+        let tail = xr.iter().enumerate().fold(0.0f32, |t, (i, &xv)| {
+            let c = done + i;
+            let b = row.get(c / 2).copied().unwrap_or(0);
+            let q = if c % 2 == 0 { lo_nibble(b) } else { hi_nibble(b) };
+            t + f32::from(q) * xv
+        });
+        *out = (reduce8(&acc) + tail) * scale;
+    }
+}
+
 /// `q − zero_point` as f32, exact: both are i8, so the difference (−255..=255) fits an i16.
 #[inline(always)]
 pub(super) fn affine(q: i8, zero_point: i8) -> f32 {

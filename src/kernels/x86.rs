@@ -99,6 +99,12 @@ impl Backend for Avx2 {
     }
 
     #[inline(always)]
+    fn i4_tensor_rows(self, packed: &[u8], cols: usize, scale: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: AVX2 (see above).
+        unsafe { i4_tensor_rows(packed, cols, scale, x, y) }
+    }
+
+    #[inline(always)]
     fn i8_row_dots(self, q: &[i8], cols: usize, xq: &[i8], out: &mut [i32]) {
         if self.vnni {
             // SAFETY: AVX2 and AVX-512 VNNI and VL (see above).
@@ -888,6 +894,16 @@ unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
 #[target_feature(enable = "avx2")]
 unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
     portable::i8_affine_rows(q, cols, zero_point, scale, x, y)
+}
+
+/// [`portable::i4_tensor_rows`] compiled for AVX2 (same operations in the same order, so the
+/// same bits).
+///
+/// # Safety
+/// Needs AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn i4_tensor_rows(packed: &[u8], cols: usize, scale: f32, x: &[f32], y: &mut [f32]) {
+    portable::i4_tensor_rows(packed, cols, scale, x, y)
 }
 
 /// f32 rows against a block of `n` inputs (`x` rows `xs` apart, `y` rows `ys` apart), in

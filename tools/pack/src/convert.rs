@@ -495,11 +495,18 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
         }
         let cols = e.shape[1] as usize;
         let dtype = policy.dtype_for(&name, e.role, qint8, cols);
-        let payload = match (&t.data, qparams, dtype) {
-            (TensorData::QInt8 { q, .. }, Some(params), QDType::Int8) => {
+        // `keep` stores an int4 checkpoint's matrices as the int4 they are (no rule said otherwise).
+        let ruled = policy.rules.iter().any(|r| quant::glob_match(&r.pattern, &name));
+        let int4 = (policy.preset == Preset::Keep && quantizable && !qint8 && !ruled)
+            .then(|| quant::int4_grid(&values))
+            .flatten();
+        let kept_int4 = int4.is_some();
+        let payload = match (&t.data, qparams, dtype, int4) {
+            (_, _, _, Some((scale, q))) => Payload::I4PerTensor { q, scale },
+            (TensorData::QInt8 { q, .. }, Some(params), QDType::Int8, None) => {
                 keep_qint8(q, params, e.shape, policy.preset == Preset::Keep)
             }
-            (_, _, dtype) => {
+            (_, _, dtype, None) => {
                 if let Some(limit) = quant::max_magnitude(dtype) {
                     if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.abs() > limit) {
                         return Err(ConvertError::Unrepresentable { name, dtype: dtype.name(), index, value, limit });
@@ -508,7 +515,7 @@ pub fn build(sd: &StateDict, opts: &PackOptions) -> Result<BlobBuilder, ConvertE
                 quant::quantize_role(e.role, &values, cols, dtype)
             }
         };
-        if dtype != QDType::F32 {
+        if dtype != QDType::F32 || kept_int4 {
             let deq = quant::dequantize(&payload, cols).unwrap_or_default();
             if let Some((index, &value)) = deq.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(ConvertError::Structure(format!(

@@ -54,6 +54,11 @@ pub struct Report {
     pub blob_bytes: usize,
     /// Bytes of unique tensor data.
     pub weight_bytes: u64,
+    /// What those tensors would take stored as f32 (each 16-byte aligned, as the packer
+    /// writes them): the size to compare a quantized blob with.
+    pub f32_weight_bytes: u64,
+    /// Bytes of the checkpoint file it was packed from, where the packer recorded it.
+    pub source_bytes: Option<u64>,
     /// Exact arena bytes a session needs.
     pub arena_bytes: usize,
     /// Arena bytes with which a session prefills in blocks (`Model::prefill_arena_bytes`).
@@ -79,13 +84,15 @@ pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
         blob.provenance().filter(|(k, _)| *k == "sqnr_db").flat_map(|(_, v)| parse_sqnr_meta(v)).collect();
     let c = *blob.config();
     let mut seen = std::collections::BTreeSet::new();
-    let mut weight_bytes = 0u64;
+    let (mut weight_bytes, mut f32_weight_bytes) = (0u64, 0u64);
     let tensors = blob
         .tensors()
         .map(|e| {
             let shared = !seen.insert(e.offset);
             if !shared {
                 weight_bytes += e.len as u64;
+                let numel = u64::from(e.shape[0]) * u64::from(e.shape[1]);
+                f32_weight_bytes += (numel * 4).next_multiple_of(itera_edge::format::ALIGN as u64);
             }
             let name =
                 checkpoint_name(&c, &Expected { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape });
@@ -116,6 +123,8 @@ pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
     Ok(Report {
         blob_bytes: bytes.len(),
         weight_bytes,
+        f32_weight_bytes,
+        source_bytes: blob.provenance().find(|(k, _)| *k == "source_bytes").and_then(|(_, v)| v.parse().ok()),
         arena_bytes: model.as_ref().map_or(0, Model::arena_bytes),
         prefill_arena_bytes: model.as_ref().map_or(0, Model::prefill_arena_bytes),
         macs_per_token: model.as_ref().map_or(0, Model::macs_per_token),
@@ -149,7 +158,12 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "blob:   {} bytes ({} bytes of weights)", r.blob_bytes, r.weight_bytes);
+    let source = r.source_bytes.map(|b| format!("; the source file {b} bytes")).unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "blob:   {} bytes ({} bytes of weights, {} as f32{source})",
+        r.blob_bytes, r.weight_bytes, r.f32_weight_bytes
+    );
     let _ = writeln!(
         s,
         "arena:  {} bytes per session ({} to prefill in blocks of {} tokens)",

@@ -56,6 +56,9 @@ pub fn convert_file_within(
     let source = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     opts.meta.insert(0, ("source".into(), source));
     opts.meta.push(("format".into(), sd.format.name().into()));
+    if let Ok(m) = std::fs::metadata(path) {
+        opts.meta.push(("source_bytes".into(), m.len().to_string()));
+    }
     // What the checkpoint holds besides its weights: the config that was read, and the rest.
     if let Some(config) = &sd.config {
         opts.meta.push(("config".into(), config.origin.clone()));

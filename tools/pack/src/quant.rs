@@ -77,7 +77,10 @@ pub enum Preset {
     /// decides top-1 (the logits are near-tied): int4 per 32 there gives 92.7%, per 16 93.7%.
     /// `B` in int4 triples the KL (2.2e-3); `delta_proj` in int4 costs nothing measurable.
     Mixed,
-    /// f32, except tensors stored as qint8 in the checkpoint, which keep their int8 values.
+    /// The checkpoint's own numbers: f32, except tensors stored as qint8, which keep their
+    /// int8 values, and weight matrices whose every value lies on one int4 grid (`q · scale`,
+    /// `q` in -8..=7, one scale per tensor: a fake-quantized int4 checkpoint), which are stored
+    /// as that int4 and that scale, exactly, and computed weight-only.
     Keep,
     /// Integer arithmetic only, for cores without an FPU: every matrix int8 with one
     /// requantization per row, vectors Q16, activation tables (see `fixed.rs` and
@@ -534,6 +537,38 @@ pub fn dequantize_int8_per_tensor(q: &[i8], scale: f32, zero_point: i32) -> Vec<
     q.iter().map(|&v| (v as i32 - zero_point) as f32 * scale).collect()
 }
 
+/// The int4 grid `values` lie on exactly, if any: one f32 `scale` and `q` in -8..=7 with
+/// `q as f32 * scale == v` bit for bit for every value (the fake quantization `round(w /
+/// scale).clamp(-8, 7) * scale` a training script computes in f32). The scale is the smallest
+/// nonzero magnitude divided by 1..=8 (it is `|q| · scale` for the smallest `|q|`), the
+/// coarsest grid that fits. `None` for an all-zero tensor and for any value off every grid.
+pub fn int4_grid(values: &[f32]) -> Option<(f32, Vec<i8>)> {
+    let smallest = values.iter().map(|v| v.abs()).filter(|&a| a > 0.0).fold(f32::INFINITY, f32::min);
+    if !smallest.is_finite() {
+        return None;
+    }
+    (1..=8).find_map(|k| {
+        let scale = smallest / k as f32;
+        if !scale.is_normal() {
+            return None;
+        }
+        let q: Option<Vec<i8>> = values
+            .iter()
+            .map(|&v| {
+                let q = (v / scale).round();
+                ((-8.0..=7.0).contains(&q) && (q * scale).to_bits() == v.to_bits() || v == 0.0 && q == 0.0)
+                    .then_some(q as i8)
+            })
+            .collect();
+        q.map(|q| (scale, q))
+    })
+}
+
+/// Real values of per-tensor int4: `q * scale`.
+pub fn dequantize_int4_per_tensor(q: &[i8], scale: f32) -> Vec<f32> {
+    q.iter().map(|&v| v as f32 * scale).collect()
+}
+
 /// Real values of grouped int4 (one `i8` per value).
 pub fn dequantize_int4_grouped(q: &[i8], group: usize, scales: &[f16], cols: usize) -> Vec<f32> {
     dequant_grouped(q, group, cols, |i| scales.get(i).map_or(0.0, |s| s.to_f32()))
@@ -547,6 +582,7 @@ pub fn dequantize(p: &Payload, cols: usize) -> Option<Vec<f32>> {
         Payload::I8Grouped { q, group, scales, .. } => dequantize_int8_grouped(q, *group as usize, scales, cols),
         Payload::I8PerTensor { q, scale, zero_point } => dequantize_int8_per_tensor(q, *scale, *zero_point),
         Payload::I4Grouped { q, group, scales } => dequantize_int4_grouped(q, *group as usize, scales, cols),
+        Payload::I4PerTensor { q, scale } => dequantize_int4_per_tensor(q, *scale),
         Payload::I8Requant { q, requant } => {
             let scale = |r: &u32| {
                 let r = itera_edge::format::Requant::from_bits(*r);
@@ -614,6 +650,31 @@ mod tests {
                     * 0.1
             })
             .collect()
+    }
+
+    #[test]
+    fn int4_grids_are_found_exactly_or_not_at_all() {
+        // A fake-quantized tensor: q · scale in f32, q over the whole -8..=7 range.
+        let scale = 0.013_7f32;
+        let q: Vec<i8> = (0..64).map(|i| (i % 16) as i8 - 8).collect();
+        let values: Vec<f32> = q.iter().map(|&q| q as f32 * scale).collect();
+        let (found, back) = int4_grid(&values).expect("on a grid");
+        assert_eq!(found.to_bits(), scale.to_bits());
+        assert_eq!(back, q);
+        assert_eq!(dequantize_int4_per_tensor(&back, found), values);
+        // The smallest magnitude is 3 steps: the grid is still found, exactly.
+        let coarse: Vec<f32> = [3i8, -6, 7, -8, 5].iter().map(|&q| q as f32 * scale).collect();
+        let (s, q) = int4_grid(&coarse).expect("on a grid");
+        assert!(q.iter().zip(&coarse).all(|(&q, &v)| (q as f32 * s).to_bits() == v.to_bits()));
+        // One value off the grid, a value needing q = 8, or all zeros: no grid.
+        let mut off = values.clone();
+        off[5] = f32::from_bits(off[5].to_bits() + 1);
+        assert_eq!(int4_grid(&off), None);
+        assert_eq!(int4_grid(&[scale, 8.0 * scale]), None);
+        assert_eq!(int4_grid(&[0.0; 4]), None);
+        // A trained float tensor is not on one.
+        let trained: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.77).sin() * 0.1).collect();
+        assert_eq!(int4_grid(&trained), None);
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub enum Payload {
         /// Zero point.
         zero_point: i32,
     },
+    /// Row-major int4 in -8..=7 with one f32 scale for the whole tensor (int4 as a
+    /// fake-quantized checkpoint publishes it, kept exactly; computed weight-only):
+    /// `value = q * scale`. Packed as [`Payload::I4Grouped`].
+    I4PerTensor {
+        /// Elements, each in -8..=7.
+        q: Vec<i8>,
+        /// Scale.
+        scale: f32,
+    },
     /// Row-major int4 in -8..=7 (one value per `i8` here; packed two per byte, low nibble
     /// first, when written), one f16 scale per `group` elements of a row.
     I4Grouped {
@@ -81,21 +90,13 @@ impl Payload {
                 let quant = Quant::PerTensor { scale: *scale, zero_point: *zero_point };
                 (DType::I8, q.iter().map(|&x| x as u8).collect(), Vec::new(), quant)
             }
+            Payload::I4PerTensor { q, scale } => {
+                (DType::I4, pack_int4(q, cols), Vec::new(), Quant::PerTensor { scale: *scale, zero_point: 0 })
+            }
             Payload::I4Grouped { q, group, scales } => {
-                // Rows are packed independently so every row starts on a byte (cols is even
-                // for every Itera-Lite matrix; an odd row ends in a zero high nibble).
-                let packed = if cols == 0 {
-                    Vec::new()
-                } else {
-                    q.chunks(cols)
-                        .flat_map(|row| {
-                            row.chunks(2).map(|p| (p[0] as u8 & 0x0F) | ((*p.get(1).unwrap_or(&0) as u8) << 4))
-                        })
-                        .collect()
-                };
                 let s = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
                 let quant = Quant::Grouped { group: *group, scales_offset: 0, scale_type: ScaleType::F16 };
-                (DType::I4, packed, s, quant)
+                (DType::I4, pack_int4(q, cols), s, quant)
             }
             Payload::I8Requant { q, requant } => {
                 let quant = Quant::Grouped { group: cols as u32, scales_offset: 0, scale_type: ScaleType::Requant };
@@ -106,6 +107,18 @@ impl Payload {
             Payload::SameAs(_) => return None,
         })
     }
+}
+
+/// Int4 values two per byte, low nibble first, each row packed on its own so that every row
+/// starts on a byte (cols is even for every Itera-Lite matrix; an odd row ends in a zero high
+/// nibble).
+fn pack_int4(q: &[i8], cols: usize) -> Vec<u8> {
+    if cols == 0 {
+        return Vec::new();
+    }
+    q.chunks(cols)
+        .flat_map(|row| row.chunks(2).map(|p| (p[0] as u8 & 0x0F) | ((*p.get(1).unwrap_or(&0) as u8) << 4)))
+        .collect()
 }
 
 /// One tensor to write.

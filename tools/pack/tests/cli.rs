@@ -268,3 +268,25 @@ fn the_torchscript_export_holds_the_int4_checkpoints_weights_and_its_top_k() {
     let said = String::from_utf8_lossy(&packed.stdout);
     assert!(said.contains("(TorchScript archive; top-k 2 from its traced code"), "{said}");
 }
+
+#[test]
+fn the_int4_checkpoint_keeps_its_int4_weights_exactly() {
+    let Some(dir) = fixtures::dir() else { return };
+    let published = dir.join("itera_lite_int4.pt");
+    let opts =
+        PackOptions { quant: itera_pack::quant::QuantPolicy::parse_spec("keep").expect("keep"), ..Default::default() };
+    let kept = convert_file(&published, &opts).expect("packs with --quant keep");
+    let f32_blob = convert_file(&published, &PackOptions::default()).expect("packs as f32");
+    let report =
+        itera_pack::inspect::report(&itera_pack::inspect::AlignedBytes::from(kept.as_slice())).expect("inspects");
+    // Every weight matrix (and the tables) is int4 with one scale, every value exact.
+    let quantized: Vec<_> = report.tensors.iter().filter(|t| t.sqnr_db.is_some()).collect();
+    assert_eq!(quantized.len(), 29, "every matrix and both tables");
+    for t in &quantized {
+        assert_eq!(t.dtype, "I4", "{}", t.name);
+        assert_eq!(t.sqnr_db, Some(f64::INFINITY), "{}", t.name);
+    }
+    // Smaller than the published file and the f32 blob (about a seventh).
+    let file = std::fs::metadata(&published).expect("the file").len() as usize;
+    assert!(kept.len() * 7 < f32_blob.len() && f32_blob.len() < file, "{} / {} / {file}", kept.len(), f32_blob.len());
+}
