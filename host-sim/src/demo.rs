@@ -15,7 +15,7 @@ use itera_pack::quant::QuantPolicy;
 use itera_pack::synthetic::{synth_blob, Shape};
 use serde::Serialize;
 
-use crate::generate::{generate, Sampling};
+use crate::generate::{generate, ContextPolicy, Sampling};
 use crate::text::{decode, encode, TextStream};
 
 /// What the demo says about itself, in every output.
@@ -104,7 +104,8 @@ pub fn run_demo(opts: &DemoOptions, mut on_text: impl FnMut(&str)) -> anyhow::Re
     let sampling = Sampling { seed: opts.seed, ..opts.sampling };
     let mut sampler = sampling.sampler()?;
     let mut stream = TextStream::new();
-    let g = generate(&model, &prompt_ids, opts.n, &mut sampler, |id| on_text(&stream.piece(tok, id)))?;
+    let g =
+        generate(&model, &prompt_ids, opts.n, &mut sampler, ContextPolicy::Full, |id| on_text(&stream.piece(tok, id)))?;
     Ok(DemoReport {
         synthetic: true,
         note: SYNTHETIC_NOTE.into(),

@@ -43,6 +43,19 @@ impl Sampling {
     }
 }
 
+/// What generation does when the session holds `max_seq` tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextPolicy {
+    /// Stop: the core's own answer (`Error::ContextFull`), the typed default.
+    #[default]
+    Full,
+    /// Upstream `generate()`'s policy: keep the last `max_seq` tokens and run them again from
+    /// an empty state, positions from 0, for every token past the window. Each such token
+    /// costs a prefill of `max_seq` tokens instead of one step.
+    Slide,
+}
+
 /// What a generation did, with timings.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Generation {
@@ -56,6 +69,9 @@ pub struct Generation {
     pub generate_secs: f64,
     /// Generation ended early because the session holds `max_seq` tokens.
     pub stopped_at_max_seq: bool,
+    /// Tokens past the window, each predicted from a re-run of the last `max_seq` tokens
+    /// ([`ContextPolicy::Slide`]).
+    pub window_reruns: usize,
 }
 
 impl Generation {
@@ -81,32 +97,51 @@ fn rate(tokens: usize, secs: f64) -> f64 {
 /// Feeds `prompt` from an empty session, then generates up to `n` tokens with `sampler`,
 /// calling `on_token(id)` as each is picked (to stream it).
 ///
-/// Generation stops early, without error, when the session is full (`max_seq` tokens fed):
-/// the last token picked is the prediction after the final position and is not fed back.
+/// With [`ContextPolicy::Full`] generation stops early, without error, when the session is full
+/// (`max_seq` tokens fed): the last token picked is the prediction after the final position
+/// and is not fed back. With [`ContextPolicy::Slide`] it goes on as upstream does: each token past
+/// the window is predicted from the last `max_seq` tokens run again from an empty state
+/// (a longer prompt starts from its last `max_seq` tokens).
 pub fn generate(
     model: &Model<'_>,
     prompt: &[u32],
     n: usize,
     sampler: &mut Sampler,
+    context: ContextPolicy,
     mut on_token: impl FnMut(u32),
 ) -> anyhow::Result<Generation> {
     if prompt.is_empty() {
         bail!("the prompt is empty: give at least one token");
     }
-    check_tokens(prompt, model.config())?;
     let max_seq = model.config().max_seq;
+    let window = |seq: &[u32]| seq.len().saturating_sub(max_seq as usize);
+    let fed = match context {
+        ContextPolicy::Full => prompt,
+        ContextPolicy::Slide => &prompt[window(prompt)..],
+    };
+    // Every id in range; the part fed within the positions (Slide drops the rest unfed).
+    for chunk in prompt.chunks(max_seq.max(1) as usize) {
+        check_tokens(chunk, model.config())?;
+    }
+    check_tokens(fed, model.config())?;
     let mut arena = new_arena(model);
     let mut session = new_session(model, &mut arena)?;
     let start = Instant::now();
-    session.prefill_logits(prompt)?;
+    session.prefill_logits(fed)?;
     let prefill_secs = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
     // At most the positions left, plus the prediction after the last: never `n` itself,
     // which is the user's number and may be anything.
-    let room = (max_seq as usize).saturating_sub(prompt.len()) + 1;
-    let mut generated = Vec::with_capacity(n.min(room));
+    let room = match context {
+        ContextPolicy::Full => (max_seq as usize).saturating_sub(prompt.len()) + 1,
+        ContextPolicy::Slide => n,
+    };
+    let mut generated = Vec::with_capacity(n.min(room).min(1 << 16));
     let mut stopped_at_max_seq = false;
+    let mut window_reruns = 0;
+    // The sequence so far, for the window (Slide only).
+    let mut seq: Vec<u32> = if context == ContextPolicy::Slide { fed.to_vec() } else { Vec::new() };
     let mut logits = vec![0.0f32; model.config().vocab as usize];
     while generated.len() < n {
         session.logits_view().copy_to_f32(&mut logits);
@@ -117,13 +152,32 @@ pub fn generate(
             break;
         }
         if session.position() >= max_seq {
-            stopped_at_max_seq = true;
-            break;
+            if context == ContextPolicy::Full {
+                stopped_at_max_seq = true;
+                break;
+            }
+            // Upstream: the last max_seq tokens, from an empty state, positions from 0.
+            seq.push(id);
+            let last = &seq[window(&seq)..];
+            session.reset();
+            session.prefill_logits(last)?;
+            window_reruns += 1;
+            continue;
+        }
+        if context == ContextPolicy::Slide {
+            seq.push(id);
         }
         session.step_logits(id)?;
     }
     let generate_secs = start.elapsed().as_secs_f64();
-    Ok(Generation { prompt: prompt.to_vec(), generated, prefill_secs, generate_secs, stopped_at_max_seq })
+    Ok(Generation {
+        prompt: prompt.to_vec(),
+        generated,
+        prefill_secs,
+        generate_secs,
+        stopped_at_max_seq,
+        window_reruns,
+    })
 }
 
 #[cfg(test)]
@@ -141,8 +195,10 @@ mod tests {
         let bytes = tiny();
         let model = crate::open_model(&bytes).unwrap();
         let mut streamed = Vec::new();
-        let g =
-            generate(&model, &[1, 2], 4, &mut Sampling::default().sampler().unwrap(), |id| streamed.push(id)).unwrap();
+        let g = generate(&model, &[1, 2], 4, &mut Sampling::default().sampler().unwrap(), ContextPolicy::Full, |id| {
+            streamed.push(id)
+        })
+        .unwrap();
         assert_eq!(g.generated, streamed);
         assert_eq!(g.generated.len(), 4);
         assert!(!g.stopped_at_max_seq);
@@ -161,10 +217,39 @@ mod tests {
         let bytes = tiny();
         let model = crate::open_model(&bytes).unwrap();
         let max_seq = model.config().max_seq as usize; // 16
-        let g = generate(&model, &[1; 10], 100, &mut Sampling::default().sampler().unwrap(), |_| ()).unwrap();
+        let g =
+            generate(&model, &[1; 10], 100, &mut Sampling::default().sampler().unwrap(), ContextPolicy::Full, |_| ())
+                .unwrap();
         assert!(g.stopped_at_max_seq);
         assert_eq!(g.generated.len(), max_seq - 10 + 1);
-        assert!(generate(&model, &[], 3, &mut Sampling::default().sampler().unwrap(), |_| ()).is_err());
+        assert!(
+            generate(&model, &[], 3, &mut Sampling::default().sampler().unwrap(), ContextPolicy::Full, |_| ()).is_err()
+        );
+    }
+
+    #[test]
+    fn sliding_past_max_seq_reruns_the_last_window() {
+        let bytes = tiny();
+        let model = crate::open_model(&bytes).unwrap();
+        let max_seq = model.config().max_seq as usize; // 16
+                                                       // A prompt longer than the window starts from its last max_seq tokens.
+        let prompt: Vec<u32> = (0..20).map(|i| i % 7 + 1).collect();
+        let g =
+            generate(&model, &prompt, 12, &mut Sampling::default().sampler().unwrap(), ContextPolicy::Slide, |_| ())
+                .unwrap();
+        assert!(!g.stopped_at_max_seq);
+        assert_eq!((g.generated.len(), g.window_reruns), (12, 11));
+        let mut seq = prompt.clone();
+        for &id in &g.generated {
+            let window = &seq[seq.len().saturating_sub(max_seq)..];
+            let logits = crate::logits_for_tokens(&model, window, |_, _| ()).unwrap();
+            assert_eq!(itera_edge::sample::argmax(&logits[logits.len() - model.config().vocab as usize..]), id);
+            seq.push(id);
+        }
+        // With Full the same long prompt is refused.
+        let full =
+            generate(&model, &prompt, 1, &mut Sampling::default().sampler().unwrap(), ContextPolicy::Full, |_| ());
+        assert!(full.unwrap_err().to_string().contains("do not fit"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use itera_sim::bench::{bench, BenchOptions, BenchResult};
 use itera_sim::demo::{run_demo, DemoOptions, SYNTHETIC_NOTE};
 use itera_sim::engine::provenance_source;
 use itera_sim::eval::evaluate;
-use itera_sim::generate::{generate, Sampling};
+use itera_sim::generate::{generate, ContextPolicy, Sampling};
 use itera_sim::progress::Progress;
 use itera_sim::text::{decode, encode, encode_iter, for_terminal, TableVocab, TextStream};
 use itera_sim::{golden, limits, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
@@ -143,12 +143,13 @@ which).")]
     /// whitespace-split words; char level: characters; unknown input becomes the unknown id),
     /// fed in one prefill, then -n tokens are sampled one at a time. A summary (prompt and
     /// generated tokens, tok/s) goes to stderr. Generation stops early, cleanly, when the
-    /// model's max_seq positions are used up.
+    /// model's max_seq positions are used up, unless --context slide (upstream's policy).
     #[command(after_help = "\
 Examples:
   itera-sim run micro.itb --prompt \"once upon a time\"                 # greedy, 40 tokens
   itera-sim run micro.itb --prompt \"the fox\" -n 20 --temperature 0.8 --top-k 40 --seed 7
   itera-sim run micro.itb --tokens 4,16,6 --json                      # ids in, ids out
+  itera-sim run micro.itb --prompt \"once upon a time\" -n 300 --context slide   # past max_seq
 
 A blob packed without --tokenizer has no text side: give --tokens instead of --prompt.
 Token text is the blob's: control characters in it other than newline and tab are shown
@@ -163,7 +164,7 @@ escaped (\\u{1b}); --json gives the exact text.")]
         /// Prompt as token ids (commas or spaces); output is ids unless the blob has a tokenizer.
         #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
         tokens: Option<String>,
-        /// Tokens to generate (1 to 16777215; generation stops when max_seq is reached).
+        /// Tokens to generate (1 to 16777215; generation stops when max_seq is reached, unless --context slide).
         #[arg(short, long = "max-tokens", default_value_t = 40, value_name = "N", allow_negative_numbers = true,
               value_parser = limits::GENERATE_TOKENS.parser())]
         n: usize,
@@ -173,6 +174,11 @@ escaped (\\u{1b}); --json gives the exact text.")]
         /// Stream token ids even when the blob has a tokenizer.
         #[arg(long)]
         ids: bool,
+        /// At max_seq tokens: `full` stops (the default); `slide` goes on as upstream's
+        /// generate() does, predicting each further token from the last max_seq tokens run
+        /// again from an empty state (positions from 0): max_seq times the work per token.
+        #[arg(long, value_enum, default_value_t = ContextPolicy::Full, value_name = "POLICY")]
+        context: ContextPolicy,
         #[command(flatten)]
         sampling: SamplingArgs,
         /// Print one JSON object (prompt_tokens, generated ids, text, tok_per_s, ...) at the
@@ -529,6 +535,7 @@ struct RunArgs<'a> {
     n: usize,
     echo: bool,
     ids: bool,
+    context: ContextPolicy,
     sampling: Sampling,
     json: bool,
 }
@@ -571,7 +578,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
     }
     let mut first = !a.echo;
     let mut write_err = None;
-    let g = generate(&model, &prompt, a.n, &mut sampler, |id| {
+    let g = generate(&model, &prompt, a.n, &mut sampler, a.context, |id| {
         if !stream || write_err.is_some() {
             return;
         }
@@ -598,6 +605,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
             "tok_per_s": g.tok_per_s(),
             "prefill_tok_per_s": g.prefill_tok_per_s(),
             "stopped_at_max_seq": g.stopped_at_max_seq,
+            "window_reruns": g.window_reruns,
         });
         writeln!(out, "{v}")?;
     } else {
@@ -610,6 +618,13 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
             model.config().max_seq,
             g.generated.len(),
             a.n
+        );
+    }
+    if g.window_reruns > 0 {
+        eprintln!(
+            "--context slide: {} tokens past the window, each from a re-run of the last {} tokens",
+            g.window_reruns,
+            model.config().max_seq
         );
     }
     eprintln!(
@@ -926,13 +941,14 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 (None, None) => bail!("give --golden JSON or --reference cpu|cuda"),
             }
         }
-        Cmd::Run { blob, prompt, tokens, n, echo, ids, sampling, json } => cmd_run(RunArgs {
+        Cmd::Run { blob, prompt, tokens, n, echo, ids, context, sampling, json } => cmd_run(RunArgs {
             blob,
             prompt: prompt.as_deref(),
             tokens: tokens.as_deref(),
             n: *n,
             echo: *echo,
             ids: *ids,
+            context: *context,
             sampling: sampling.into(),
             json: *json,
         }),

@@ -112,3 +112,44 @@ fn check_reference_cuda_without_a_gpu_exits_3_with_one_line() {
         assert!(stderr.contains("built without the cuda feature"), "{stderr}");
     }
 }
+
+/// `run --context slide` past the window computes what upstream's `generate()` computes:
+/// every token is the argmax of the reference forward pass over the last `max_seq` tokens,
+/// from an empty state with positions from 0 (an independent computation, in f64).
+#[test]
+fn context_slide_is_upstreams_policy() {
+    let Some(dir) = itera_pack::fixtures::dir() else { return };
+    let scratch = std::env::temp_dir().join(format!("itera-sim-slide-{}.itb", std::process::id()));
+    std::fs::write(&scratch, pack(&dir.join("itera_lite_micro_distilled.pt"), "f32")).unwrap();
+    let golden = Golden::load(&dir.join("golden/micro_distilled_story128.json")).unwrap();
+    let prompt: Vec<u32> = golden.tokens[..120].to_vec();
+    let ids = prompt.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let out = Command::new(BIN)
+        .args(["run", scratch.to_str().unwrap(), "--tokens", &ids, "-n", "24", "--context", "slide", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let generated: Vec<u32> =
+        json["generated"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(generated.len(), 24, "slide does not stop at max_seq");
+    // The 9th token is predicted after exactly 128; each of the 15 after it from a re-run.
+    assert_eq!(json["window_reruns"], 24 + 120 - 128 - 1);
+    let reference = RefModel::from_bytes(&std::fs::read(&scratch).unwrap()).unwrap();
+    let (max_seq, vocab) = (128usize, 2000usize);
+    let mut seq = prompt.clone();
+    for (i, &token) in generated.iter().enumerate() {
+        let window = &seq[seq.len().saturating_sub(max_seq)..];
+        let logits = reference.logits(window).unwrap();
+        let last = &logits[logits.len() - vocab..];
+        let best = (0..vocab).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as u32;
+        assert_eq!(
+            token,
+            best,
+            "token {i} (sequence length {}): the engine took {token}, the reference {best}",
+            seq.len()
+        );
+        seq.push(token);
+    }
+    let _ = std::fs::remove_file(&scratch);
+}

@@ -143,6 +143,21 @@ impl SourceFormat {
             SourceFormat::Onnx => "ONNX model",
         }
     }
+
+    /// What to do about an export this reader refuses.
+    pub fn advice(self) -> &'static str {
+        match self {
+            SourceFormat::TorchScript => {
+                "export the Itera-Lite model again with torch.jit.trace, or save its weights with torch.save(model.state_dict(), path)"
+            }
+            SourceFormat::Onnx => {
+                "export the Itera-Lite model again with torch.onnx.export (weights inside the file), or pack its PyTorch checkpoint"
+            }
+            SourceFormat::PyTorch | SourceFormat::Safetensors => {
+                "save the weights with torch.save(model.state_dict(), path)"
+            }
+        }
+    }
 }
 
 /// A checkpoint's config (a pickled object's attributes or a dict), as read:
@@ -343,6 +358,17 @@ pub enum CheckpointError {
         /// File name for messages.
         file: String,
         /// What was found.
+        detail: String,
+    },
+    /// An export (TorchScript archive, ONNX model) that is not an Itera-Lite model's, or that
+    /// this reader cannot take apart; the advice fits the format.
+    #[error("{file}: {format}: {detail}; {advice}", format = .format.name(), advice = .format.advice())]
+    Export {
+        /// File name for messages.
+        file: String,
+        /// The format detected.
+        format: SourceFormat,
+        /// What is wrong.
         detail: String,
     },
     /// One tensor is inconsistent (bad view, missing storage, ...).

@@ -141,14 +141,16 @@ pub(crate) fn looks_like_onnx(head: &[u8]) -> bool {
 }
 
 fn structure(meter: &Meter, detail: String) -> CheckpointError {
-    CheckpointError::Structure { file: meter.file().to_string(), detail: format!("ONNX model: {detail}") }
+    CheckpointError::Export { file: meter.file().to_string(), format: SourceFormat::Onnx, detail }
 }
 
 /// Reads the weights of an ONNX export held in `bytes` (already counted on `meter`).
 pub(crate) fn read_onnx(bytes: &[u8], meter: &mut Meter) -> Result<StateDict, CheckpointError> {
     // The decoded message holds about as much as the file again (the raw tensor bytes).
     meter.charge(bytes.len() as u64, || "the decoded ONNX model".to_string())?;
-    let model = ModelProto::decode(bytes).map_err(|e| structure(meter, format!("not a valid ONNX protobuf ({e})")))?;
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        structure(meter, format!("not a valid ONNX protobuf ({e}): the file is truncated or damaged, or not ONNX"))
+    })?;
     let graph = model.graph.ok_or_else(|| structure(meter, "it has no graph".into()))?;
     let initializers: BTreeMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
 
@@ -338,9 +340,10 @@ fn int64_scalar(t: &TensorProto) -> Option<i64> {
 /// A float initializer as a tensor, transposed from `[in, out]` when `transposed`.
 fn tensor_of(t: &TensorProto, transposed: bool, name: &str, meter: &mut Meter) -> Result<RawTensor, CheckpointError> {
     let file = meter.file().to_string();
-    let bad = |why: String| CheckpointError::Structure {
+    let bad = |why: String| CheckpointError::Export {
         file: file.clone(),
-        detail: format!("ONNX model: initializer '{}' {why}", shown(&t.name)),
+        format: SourceFormat::Onnx,
+        detail: format!("initializer '{}' {why}", shown(&t.name)),
     };
     if t.data_location == EXTERNAL {
         return Err(bad("keeps its data in an external file: re-export with the weights inside the model".into()));

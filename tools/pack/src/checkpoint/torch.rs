@@ -656,8 +656,9 @@ fn traced_top_k<R: Read + Seek>(
             let short = name.strip_prefix(&code).unwrap_or(&name).to_string();
             match &found {
                 Some((other, at)) if *other != k => {
-                    return Err(CheckpointError::Structure {
+                    return Err(CheckpointError::Export {
                         file: archive.file.clone(),
+                        format: SourceFormat::TorchScript,
                         detail: format!(
                             "the traced code calls torch.topk with k = {other} ({}) and k = {k} ({}); pass --top-k",
                             shown(at),
@@ -793,11 +794,10 @@ fn module_contents(tree: &Tree, file: &str) -> Result<Contents, CheckpointError>
         .filter_map(|(n, _)| n.strip_suffix("embedding.weight").filter(|p| p.is_empty() || p.ends_with('.')))
         .min_by_key(|p| p.len())
         .map(str::to_string)
-        .ok_or_else(|| CheckpointError::Structure {
+        .ok_or_else(|| CheckpointError::Export {
             file: file.to_string(),
-            detail:
-                "this TorchScript archive has no module with an 'embedding.weight' parameter: not an Itera-Lite model"
-                    .into(),
+            format: SourceFormat::TorchScript,
+            detail: "no module has an 'embedding.weight' parameter: not an Itera-Lite model".into(),
         })?;
     let (mut state_dict, mut ignored) = (Vec::new(), Vec::new());
     for (name, id) in tensors {
