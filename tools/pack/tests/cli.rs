@@ -24,9 +24,15 @@ fn assert_refused(out: &Output, needle: &str) {
     assert!(stderr.contains(needle), "message lacks '{needle}': {stderr}");
 }
 
+/// `itera-pack convert INPUT -o OUT EXTRA...`.
+fn convert(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["convert", input.to_str().expect("utf8 path"), "-o", out.to_str().expect("utf8 path")];
+    args.extend_from_slice(extra);
+    pack(&args)
+}
+
 fn convert_to_temp(input: &Path) -> Output {
-    let out = scratch("out.itb");
-    pack(&["convert", input.to_str().expect("utf8 path"), "-o", out.to_str().expect("utf8 path")])
+    convert(input, &scratch("out.itb"), &[])
 }
 
 #[test]
@@ -43,12 +49,7 @@ fn the_zero_expert_mixed_precision_checkpoint_is_refused_naming_the_layer() {
 fn the_int4_checkpoint_packs_with_its_config_objects_top_k() {
     let Some(dir) = fixtures::dir() else { return };
     let out = scratch("int4.itb");
-    let packed = pack(&[
-        "convert",
-        dir.join("itera_lite_int4.pt").to_str().expect("utf8 path"),
-        "-o",
-        out.to_str().expect("utf8 path"),
-    ]);
+    let packed = convert(&dir.join("itera_lite_int4.pt"), &out, &[]);
     assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
     let inspect = pack(&["inspect", out.to_str().expect("utf8 path")]);
     let text = String::from_utf8_lossy(&inspect.stdout);
@@ -258,13 +259,7 @@ fn the_torchscript_export_holds_the_int4_checkpoints_weights_and_its_top_k() {
     let config = script.config.expect("the traced code's top-k");
     assert_eq!(config.int("top_k_experts"), Some(2));
     assert!(config.origin.starts_with("traced code (code/__torch__/"), "{}", config.origin);
-    let out = scratch("ts.itb");
-    let packed = pack(&[
-        "convert",
-        dir.join("itera_lite_micro_torchscript.pt").to_str().expect("utf8 path"),
-        "-o",
-        out.to_str().expect("utf8 path"),
-    ]);
+    let packed = convert(&dir.join("itera_lite_micro_torchscript.pt"), &scratch("ts.itb"), &[]);
     let said = String::from_utf8_lossy(&packed.stdout);
     assert!(said.contains("(TorchScript archive; top-k 2 from its traced code"), "{said}");
 }

@@ -423,27 +423,31 @@ mod tests {
         );
     }
 
-    #[test]
-    fn another_wrapper_prefix_reads_the_same() {
-        let Some(sd) = read_edited(|g| {
+    /// The export with its wrapper renamed: `model.` / `/model/` become `to` (`net.`, or none).
+    fn rewrapped(to: &'static str) -> Option<Result<StateDict, CheckpointError>> {
+        read_edited(move |g| {
             let rename = |n: &mut String| {
                 if let Some(rest) = n.strip_prefix("model.") {
-                    *n = format!("net.{rest}");
+                    *n = format!("{to}{rest}");
                 }
             };
             g.initializer.iter_mut().for_each(|t| rename(&mut t.name));
             for node in &mut g.node {
                 node.input.iter_mut().for_each(rename);
-                node.name = node.name.replacen("/model/", "/net/", 1);
+                node.name = node.name.replacen("/model/", &format!("/{}", to.replace('.', "/")), 1);
             }
-        }) else {
-            return;
-        };
-        let (sd, original) = (sd.expect("reads"), read_edited(|_| ()).expect("fixture").expect("reads"));
-        assert_eq!(
-            sd.tensors.iter().map(|(n, t)| (n, &t.data)).collect::<Vec<_>>(),
-            original.tensors.iter().map(|(n, t)| (n, &t.data)).collect::<Vec<_>>()
-        );
+        })
+    }
+
+    #[test]
+    fn any_wrapper_prefix_or_none_reads_the_same() {
+        let Some(original) = read_edited(|_| ()) else { return };
+        let original = original.expect("reads");
+        let tensors = |sd: &StateDict| sd.tensors.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect::<Vec<_>>();
+        for to in ["net.", ""] {
+            let sd = rewrapped(to).expect("fixture").unwrap_or_else(|e| panic!("prefix '{to}': {e}"));
+            assert_eq!(tensors(&sd), tensors(&original), "prefix '{to}'");
+        }
     }
 
     #[test]
