@@ -332,24 +332,18 @@ fn check_entry(bytes: &[u8], e: &TensorEntry, data_offset: usize, body: usize) -
         (DType::I8, Quant::Grouped { group, scale_type: ScaleType::Requant, .. }) if group != e.shape[1] => {
             Err(bad("integer requantization is per row: its group must equal the row length"))
         }
-        (DType::I8, Quant::PerTensor { scale, zero_point }) => {
-            // qint8's range: with it `q - zero_point` lies in -255..=255 and the kernels'
-            // arithmetic cannot overflow (`Weights::I8Affine` holds an i8).
+        (dtype @ (DType::I8 | DType::I4), Quant::PerTensor { scale, zero_point }) => {
+            // I8: qint8's range, with which `q - zero_point` lies in -255..=255 and the
+            // kernels' arithmetic cannot overflow (`Weights::I8Affine` holds an i8). I4 (int4
+            // as published) is symmetric: its zero point is 0.
+            if dtype == DType::I4 && zero_point != 0 {
+                return Err(bad("int4 with one scale per tensor is symmetric: its zero point must be 0"));
+            }
             if i8::try_from(zero_point).is_err() {
                 return Err(Error::ZeroPointOutOfRange { tensor: e.name(), zero_point });
             }
             // One scale for the whole tensor: zero or subnormal would flush every weight to
             // (nearly) zero, which no quantizer writes for a real tensor.
-            if !(scale.is_normal() && scale > 0.0 && scale <= MAX_SCALE) {
-                return Err(Error::BadScale { tensor: e.name(), index: None, value: scale });
-            }
-            Ok(())
-        }
-        (DType::I4, Quant::PerTensor { scale, zero_point }) => {
-            // Int4 as published: symmetric, so the zero point is 0.
-            if zero_point != 0 {
-                return Err(bad("int4 with one scale per tensor is symmetric: its zero point must be 0"));
-            }
             if !(scale.is_normal() && scale > 0.0 && scale <= MAX_SCALE) {
                 return Err(Error::BadScale { tensor: e.name(), index: None, value: scale });
             }

@@ -470,11 +470,7 @@ impl<'a> Matrix<'a> {
                 let rb = cols.div_ceil(2);
                 let r = packed.get(row * rb..(row + 1) * rb).unwrap_or(&[]);
                 let n = cols.min(out.len());
-                for (pair, &b) in out[..n].chunks_mut(2).zip(r) {
-                    for (o, v) in pair.iter_mut().zip([lo_nibble(b), hi_nibble(b)]) {
-                        *o += v as f32 * scale;
-                    }
-                }
+                add_nibbles(&mut out[..n], r, scale);
             }
             Weights::I4 { packed, scales, group } => {
                 let rb = cols.div_ceil(2);
@@ -484,14 +480,18 @@ impl<'a> Matrix<'a> {
                 let n = cols.min(out.len());
                 let out = &mut out[..n];
                 for (g, (o, bytes)) in out.chunks_mut(group).zip(r.chunks(group.div_ceil(2))).enumerate() {
-                    let s = scales.get(row * groups + g);
-                    for (pair, &b) in o.chunks_mut(2).zip(bytes) {
-                        for (o, v) in pair.iter_mut().zip([lo_nibble(b), hi_nibble(b)]) {
-                            *o += v as f32 * s;
-                        }
-                    }
+                    add_nibbles(o, bytes, scales.get(row * groups + g));
                 }
             }
+        }
+    }
+}
+
+/// `out[j] += q_j · scale` for the int4 values packed in `bytes` (low nibble first).
+fn add_nibbles(out: &mut [f32], bytes: &[u8], scale: f32) {
+    for (pair, &b) in out.chunks_mut(2).zip(bytes) {
+        for (o, v) in pair.iter_mut().zip([lo_nibble(b), hi_nibble(b)]) {
+            *o += v as f32 * scale;
         }
     }
 }
