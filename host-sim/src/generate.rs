@@ -119,11 +119,13 @@ pub fn generate(
         ContextPolicy::Full => prompt,
         ContextPolicy::Slide => &prompt[window(prompt)..],
     };
-    // Every id in range; the part fed within the positions (Slide drops the rest unfed).
-    for chunk in prompt.chunks(max_seq.max(1) as usize) {
-        check_tokens(chunk, model.config())?;
+    match context {
+        ContextPolicy::Full => check_tokens(prompt, model.config())?,
+        // Every id in range; only the last window is fed, so only its length matters.
+        ContextPolicy::Slide => {
+            prompt.chunks(max_seq.max(1) as usize).try_for_each(|c| check_tokens(c, model.config()))?
+        }
     }
-    check_tokens(fed, model.config())?;
     let mut arena = new_arena(model);
     let mut session = new_session(model, &mut arena)?;
     let start = Instant::now();

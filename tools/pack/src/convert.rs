@@ -271,28 +271,7 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
     let first_moe = (0..n_layers).find(|l| moe_layers >> l & 1 == 1);
     let first_ffn = (0..n_layers).find(|l| moe_layers >> l & 1 == 0);
     let source = sd.config.as_ref();
-    let config_top_k = source.and_then(|c| c.int("top_k_experts"));
-    let top_k = match (opts.top_k, config_top_k) {
-        (Some(k), Some(c)) if i64::from(k) != c => {
-            eprintln!(
-                "warning: --top-k {k} overrides the checkpoint's {} (top_k_experts {c})",
-                source.map_or("", |c| &c.origin)
-            );
-            k
-        }
-        (Some(k), _) => k,
-        (None, Some(c)) => u32::try_from(c).map_err(|_| ConvertError::TopK {
-            asked_by: "the config's top_k_experts".into(),
-            top_k: 0,
-            experts: 0,
-        })?,
-        (None, None) => DEFAULT_TOP_K,
-    };
-    let top_k_source = if opts.top_k.is_none() && config_top_k.is_some() {
-        format!("the checkpoint's {} top_k_experts", source.map_or("", |c| &c.origin))
-    } else {
-        "--top-k".to_string()
-    };
+    let (top_k, top_k_source) = resolve_top_k(opts.top_k, source);
     let (mut n_experts, mut expert_hidden) = (0, 0);
     if let Some(l) = first_moe {
         let gate = format!("layers.{l}.moe.layer.router.gate.weight");
@@ -348,6 +327,24 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
         check_source_config(source, &config)?;
     }
     Ok(config)
+}
+
+/// Experts per token and who said so: `--top-k` (overriding the checkpoint's config with a
+/// warning where they differ), else the config's `top_k_experts` (a negative one as 0, which
+/// the range check refuses naming the config), else [`DEFAULT_TOP_K`].
+fn resolve_top_k(asked: Option<u32>, source: Option<&SourceConfig>) -> (u32, String) {
+    let said = source.and_then(|c| c.int("top_k_experts").map(|k| (c, k)));
+    match (asked, said) {
+        (Some(k), Some((c, said))) if i64::from(k) != said => {
+            eprintln!("warning: --top-k {k} overrides the checkpoint's {} (top_k_experts {said})", c.origin);
+            (k, "--top-k".into())
+        }
+        (Some(k), _) => (k, "--top-k".into()),
+        (None, Some((c, said))) => {
+            (u32::try_from(said).unwrap_or(0), format!("the checkpoint's {} top_k_experts", c.origin))
+        }
+        (None, None) => (DEFAULT_TOP_K, "--top-k".into()),
+    }
 }
 
 /// Cross-checks every field of the checkpoint's own config that the tensor shapes also give.

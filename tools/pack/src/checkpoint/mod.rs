@@ -182,6 +182,12 @@ pub enum ConfigValue {
 }
 
 impl SourceConfig {
+    /// A config that says only how many experts the router picks (what an export's traced
+    /// code or graph tells), found at `origin`.
+    pub fn top_k(origin: String, k: i64) -> Self {
+        SourceConfig { origin, fields: [("top_k_experts".to_string(), ConfigValue::Int(k))].into_iter().collect() }
+    }
+
     /// Integer field `key`.
     pub fn int(&self, key: &str) -> Option<i64> {
         match self.fields.get(key)? {

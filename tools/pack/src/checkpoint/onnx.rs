@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 
-use super::{checked_numel, CheckpointError, ConfigValue, Meter, RawTensor, SourceConfig, SourceFormat, StateDict};
+use super::{checked_numel, CheckpointError, Meter, RawTensor, SourceConfig, SourceFormat, StateDict};
 use super::{StateDictBuilder, TensorData};
 use crate::untrusted::shown;
 
@@ -239,10 +239,7 @@ pub(crate) fn read_onnx(bytes: &[u8], meter: &mut Meter) -> Result<StateDict, Ch
         out.insert(name, tensor, "float32");
     }
     let top_k = graph_top_k(&graph, &initializers, meter)?;
-    let config = top_k.map(|k| SourceConfig {
-        origin: "graph (its TopK node)".into(),
-        fields: [("top_k_experts".to_string(), ConfigValue::Int(k))].into_iter().collect(),
-    });
+    let config = top_k.map(|k| SourceConfig::top_k("graph (its TopK node)".into(), k));
     Ok(StateDict { config, format: SourceFormat::Onnx, ..out.finish() })
 }
 

@@ -624,9 +624,8 @@ pub(crate) fn read_zip<R: Read + Seek>(reader: R, meter: &mut Meter) -> Result<S
     };
     let mut storages = ZipStorages { archive: &mut archive, prefix, cache: HashMap::new(), bytes_read: 0 };
     let mut sd = build_state_dict(&tree, &mut storages, meter)?;
-    if sd.format == SourceFormat::TorchScript {
-        sd.config = traced;
-    }
+    // A module tree carries no config of its own: the traced code's is the one.
+    sd.config = sd.config.take().or(traced);
     Ok(sd)
 }
 
@@ -671,10 +670,7 @@ fn traced_top_k<R: Read + Seek>(
             }
         }
     }
-    Ok(found.map(|(k, at)| SourceConfig {
-        origin: format!("traced code (code/{})", shown(&at)),
-        fields: [("top_k_experts".to_string(), ConfigValue::Int(k))].into_iter().collect(),
-    }))
+    Ok(found.map(|(k, at)| SourceConfig::top_k(format!("traced code (code/{})", shown(&at)), k)))
 }
 
 /// The integer second arguments of every `torch.topk(expr, k` in traced code.
