@@ -600,10 +600,10 @@ fn load_metered(path: &Path, budget: &MemoryBudget) -> Result<(StateDict, u64), 
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
     let sd = match sniff(&head) {
         Format::Zip => guard(&name, || torch::read_zip(BufReader::new(file), &mut meter))?,
-        Format::Safetensors | Format::Onnx => {
+        format @ (Format::Safetensors | Format::Onnx) => {
             // The whole file is held while its tensors are decoded: read
             // within what is left of the budget, then counted.
-            let onnx = matches!(sniff(&head), Format::Onnx);
+            let onnx = format == Format::Onnx;
             let what = || if onnx { "the ONNX file" } else { "the safetensors file" }.to_string();
             let bytes = match files::read_open_within(&file, meter.remaining()) {
                 Ok(bytes) => bytes,
