@@ -1,18 +1,14 @@
 //! The f16, int8 and int4 kernels against independent references, and whole models packed
 //! with each dtype against the same model in f32.
 
-mod support {
-    pub mod craft;
-}
-
 use half::f16;
 use itera_edge::kernels::{Matrix, Scales, Weights};
-use itera_edge::{sample::argmax, Blob, Error, Model, Rng, Session};
-use itera_pack::convert::{build, PackOptions};
-use itera_pack::inspect::AlignedBytes;
-use itera_pack::synthetic::{micro_config, state_dict, tiny_config};
+use itera_edge::{sample::argmax, Blob, Model, Rng, Session};
+use itera_pack::synthetic::{micro_config, tiny_config};
 use itera_pack::writer::{BlobBuilder, Payload};
-use support::craft::is_matrix;
+use itera_pack::{AlignedBytes, PackOptions};
+use itera_test_support::craft::is_matrix;
+use itera_test_support::session::{arena, assert_arena_bounds, prefill_arena};
 
 static PATH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -366,7 +362,7 @@ fn convert(b: &mut BlobBuilder, kind: Kind) {
 }
 
 fn blob(config: &itera_edge::Config, kind: Option<Kind>) -> AlignedBytes {
-    let mut b = build(&state_dict(config, 11), &PackOptions::default()).expect("build");
+    let mut b = itera_test_support::builder(config, 11, &PackOptions::default());
     if let Some(kind) = kind {
         convert(&mut b, kind);
     }
@@ -379,8 +375,8 @@ fn run(bytes: &[u8], tokens: &[u32]) -> (Vec<Vec<f32>>, &'static str, usize) {
     let blob = Blob::parse(bytes).expect("parse");
     let model = Model::new(&blob).expect("model");
     let vocab = model.config().vocab;
-    let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("session");
+    let mut arena = arena(&model);
+    let mut s = Session::new(&model, &mut arena).expect("session");
     let logits = tokens.iter().map(|&t| s.step(t % vocab).expect("step").to_vec()).collect();
     (logits, model.kernel_name(), model.arena_bytes())
 }
@@ -451,8 +447,8 @@ fn int8_logits_are_bit_identical_run_to_run() {
             // A reset session reproduces the same logits too.
             let blob = Blob::parse(&bytes).unwrap();
             let model = Model::new(&blob).unwrap();
-            let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-            let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+            let mut arena = arena(&model);
+            let mut s = Session::new(&model, &mut arena).unwrap();
             for _ in 0..2 {
                 let again: Vec<Vec<f32>> = TOKENS.iter().map(|&t| s.step(t % config.vocab).unwrap().to_vec()).collect();
                 assert_eq!(fnv1a(&again), ha);
@@ -465,15 +461,7 @@ fn int8_logits_are_bit_identical_run_to_run() {
 #[test]
 fn an_integer_model_arena_one_byte_short_is_refused() {
     let bytes = blob(&tiny_config(), Some(Kind::I4));
-    let blob = Blob::parse(&bytes).expect("parse");
-    let model = Model::new(&blob).expect("model");
-    let needed = model.arena_bytes();
-    let mut words = vec![0u32; needed.div_ceil(4) + 1];
-    let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-    let err = Session::new(&model, &mut arena[..needed - 1]).err();
-    assert_eq!(err, Some(Error::ArenaTooSmall { needed, available: needed - 1 }));
-    let mut s = Session::new(&model, &mut arena[..needed]).expect("exact arena");
-    assert!(s.step(3).expect("step").iter().all(|v| v.is_finite()));
+    assert_arena_bounds(&Model::new(&Blob::parse(&bytes).expect("parse")).expect("model"));
 }
 
 /// Host timing of one matvec per dtype and of whole micro-model tokens (not a check; run
@@ -487,8 +475,8 @@ fn timing() {
         let bytes = blob(&config, kind);
         let blob = Blob::parse(&bytes).unwrap();
         let model = Model::new(&blob).unwrap();
-        let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-        let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+        let mut arena = arena(&model);
+        let mut s = Session::new(&model, &mut arena).unwrap();
         let n = 2000;
         let start = Instant::now();
         for i in 0..n {
@@ -540,10 +528,10 @@ fn prefill_in_blocks_is_stepping_bit_for_bit() {
             assert!(model.prefill_arena_bytes() > model.arena_bytes());
             let vocab = model.config().vocab;
             let prompt: Vec<u32> = (0..21).map(|i| (i * 37 + 5) % vocab).collect();
-            let mut small = vec![0u32; model.arena_bytes().div_ceil(4)];
-            let mut big = vec![0u32; model.prefill_arena_bytes().div_ceil(4)];
-            let mut one = Session::new(&model, bytemuck::cast_slice_mut(&mut small)).expect("session");
-            let mut blocked = Session::new(&model, bytemuck::cast_slice_mut(&mut big)).expect("session");
+            let mut small = arena(&model);
+            let mut big = prefill_arena(&model);
+            let mut one = Session::new(&model, &mut small).expect("session");
+            let mut blocked = Session::new(&model, &mut big).expect("session");
             let mut stepped = Vec::new();
             for &t in &prompt {
                 stepped = one.step(t).expect("step").to_vec();

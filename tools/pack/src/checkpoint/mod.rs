@@ -682,14 +682,9 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
 pub(crate) mod test_support {
     use std::path::PathBuf;
 
-    /// The Itera-Lite fixtures directory (see [`crate::fixtures::dir`]).
-    pub(crate) fn fixtures_dir() -> Option<PathBuf> {
-        crate::fixtures::dir()
-    }
-
     /// Reads one fixture file, or `None` when fixtures are unavailable.
     pub(crate) fn fixture(name: &str) -> Option<(PathBuf, Vec<u8>)> {
-        let path = fixtures_dir()?.join(name);
+        let path = itera_test_support::fixtures::dir()?.join(name);
         match std::fs::read(&path) {
             Ok(bytes) => Some((path, bytes)),
             Err(e) => panic!("fixture {} unreadable: {e}", path.display()),
