@@ -23,5 +23,5 @@ mod scratch;
 
 pub use blobs::{builder, packed, tiny_blob, tiny_blob_with};
 pub use itera_pack::AlignedBytes;
-pub use noise::gaussian;
+pub use noise::{gaussian, XorShift64};
 pub use scratch::Scratch;

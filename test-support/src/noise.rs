@@ -14,3 +14,19 @@ pub fn gaussian(n: usize, seed: u64, amp: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Marsaglia's xorshift64 (shifts 13, 7, 17) from a nonzero seed: cheap deterministic
+/// numbers for tests that mutate inputs.
+pub struct XorShift64(pub u64);
+
+impl XorShift64 {
+    /// The next number (the state after one step).
+    pub fn next_u64(&mut self) -> u64 {
+        let mut s = self.0;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        self.0 = s;
+        s
+    }
+}

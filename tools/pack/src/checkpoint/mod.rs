@@ -696,6 +696,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::fixture;
     use super::*;
+    use itera_test_support::XorShift64;
 
     #[test]
     fn sniffing_and_garbage() {
@@ -710,16 +711,9 @@ mod tests {
 
     #[test]
     fn random_bytes_are_errors() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = XorShift64(0x9e37_79b9_7f4a_7c15u64);
         for len in [1usize, 7, 8, 9, 100, 4096, 100_000] {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             assert!(load_bytes(&bytes, "random").is_err());
             let mut zipish = ZIP_MAGIC.to_vec();
             zipish.extend_from_slice(&bytes);
@@ -775,13 +769,8 @@ mod tests {
         let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
             return;
         };
-        let mut state = 0x0123_4567_89ab_cdefu64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = XorShift64(0x0123_4567_89ab_cdefu64);
+        let mut next = || rng.next_u64();
         // Flip bytes inside the pickle and the zip directories (the start and
         // the end of the file), where damage changes the parse.
         let pickle_end = 10_000.min(bytes.len());

@@ -1194,6 +1194,7 @@ impl fmt::Display for Tree {
 mod tests {
     use super::*;
     use itera_test_support::torch::unicode;
+    use itera_test_support::XorShift64;
 
     const ALLOWED: &[&str] = &["collections.OrderedDict", "torch._utils._rebuild_tensor_v2"];
 
@@ -1469,13 +1470,8 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = XorShift64(0x2545_f491_4f6c_dd1du64);
+        let mut next = || rng.next_u64();
         let alphabet =
             b"(.JKMNQRXBCabc}ehj]qrstu)Gio\x80\x81\x85\x86\x87\x88\x89\x8a\x8c\x8f\x90\x91\x92\x93\x94\x95\n";
         for _ in 0..20_000 {

@@ -1177,6 +1177,7 @@ mod tests {
     use super::super::{load_bytes, safetensors_to_vec};
     use super::*;
     use itera_test_support::torch::{rebuild_tensor, unicode, zip_entries, zip_entry, View, ZipEntry};
+    use itera_test_support::XorShift64;
 
     fn data_f32(t: &RawTensor) -> &[f32] {
         match &t.data {
@@ -1473,13 +1474,8 @@ mod tests {
             .expect("read")
             .expect("present");
         let mut storages = ZipStorages { archive: &mut archive, prefix, cache: HashMap::new(), bytes_read: 0 };
-        let mut state = 0x1234_5678_9abc_def1u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = XorShift64(0x1234_5678_9abc_def1u64);
+        let mut next = || rng.next_u64();
         let mut ok = 0;
         for _ in 0..3000 {
             let mut p = pkl.clone();
