@@ -1,9 +1,9 @@
 //! Hostile blobs (`.itb`) against `Blob::parse`, through `itera-sim` and `itera-pack inspect`.
 //!
 //! Each blob is the tiny synthetic model as the packer writes it, then crafted past the
-//! packer's own checks (`itera_test_support::craft`, shared with the core's tests): its manifest edited and
-//! re-encoded, or its bytes edited, and resealed, so the CRC holds and only the core's
-//! structural and range checks stand between the blob and the kernels.
+//! packer's own checks (`itera_test_support::craft`, shared with the core's tests): its
+//! manifest edited and re-encoded, or its bytes edited, and resealed, so the CRC holds and
+//! only the core's structural and range checks stand between the blob and the kernels.
 
 use std::path::Path;
 

@@ -25,8 +25,9 @@ fn measuring_trampoline() {
     support::trampoline();
 }
 
-/// The harness's own `.pt` writer makes checkpoints the packer reads: without this, a
-/// refusal in the cases below could be the harness's bug, not the input's.
+/// The `.pt` writer the cases use (`itera_test_support::torch`) makes checkpoints the packer
+/// reads: without this, a refusal in the cases below could be the writer's bug, not the
+/// input's.
 #[test]
 fn the_harness_checkpoint_packs_cleanly() {
     let s = Scratch::new("harness");
