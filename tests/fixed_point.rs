@@ -2,19 +2,13 @@
 //! golden logits, the session's integer logits, and what `Blob::parse` refuses in their
 //! integer parameters.
 
-mod support {
-    pub mod golden;
-}
-
 use itera_edge::format::{Arithmetic, Requant, Role, TensorEntry, FLAG_FIXED_POINT};
 use itera_edge::{Blob, Error, Logits, Model, Session};
 use itera_pack::quant::QuantPolicy;
-use itera_pack::AlignedBytes;
-use itera_pack::{convert_file, PackOptions};
+use itera_pack::{convert_file, AlignedBytes, PackOptions};
 use itera_test_support::craft::{edit_bytes, scale_at, tiny, Storage};
-use itera_test_support::fixtures;
 use itera_test_support::session::arena;
-use support::golden;
+use itera_test_support::{fixtures, golden};
 
 /// Q16 logits after each of `tokens`, as f64, and the f32 ones of the same float model.
 fn fixed_logits(blob: &[u8], tokens: &[u32]) -> Vec<f64> {

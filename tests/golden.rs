@@ -6,13 +6,8 @@ use itera_edge::format::DType;
 use itera_edge::{sample::argmax, Blob};
 use itera_pack::quant::QuantPolicy;
 use itera_pack::{convert_file, AlignedBytes, PackOptions};
-use itera_test_support::fixtures;
 use itera_test_support::session::logits_after_each;
-
-mod support {
-    pub mod golden;
-}
-use support::golden;
+use itera_test_support::{fixtures, golden};
 
 #[test]
 fn every_golden_file_matches_within_1e_3_with_full_top1() {

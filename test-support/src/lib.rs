@@ -1,7 +1,7 @@
 //! The workspace's test helpers, written once and used only as a dev-dependency: tiny
 //! synthetic blobs packed by the real packer ([`blobs`]) and crafted past its checks
 //! ([`craft`]), sessions and their arenas ([`session`]), the fixtures folder
-//! ([`fixtures`]), scratch folders ([`Scratch`]), seeded numbers ([`gaussian`],
+//! ([`fixtures`]) and its golden logits ([`golden`]), scratch folders ([`Scratch`]), seeded numbers ([`gaussian`],
 //! [`XorShift64`]) and PyTorch checkpoints written by hand ([`torch`]).
 //!
 //! It depends on `itera-edge` and `itera-pack`, so integration tests (and the unit tests
@@ -15,6 +15,7 @@
 pub mod blobs;
 pub mod craft;
 pub mod fixtures;
+pub mod golden;
 pub mod session;
 pub mod torch;
 
