@@ -1179,6 +1179,12 @@ mod tests {
     use itera_test_support::torch::{rebuild_tensor, unicode, zip_entries, zip_entry, View, ZipEntry};
     use itera_test_support::XorShift64;
 
+    /// The state dict of fixture `name`, or `None` when the fixtures are unavailable.
+    fn fixture_state_dict(name: &str) -> Option<StateDict> {
+        let (_, bytes) = fixture(name)?;
+        Some(load_bytes(&bytes, name).expect("the fixture loads"))
+    }
+
     fn data_f32(t: &RawTensor) -> &[f32] {
         match &t.data {
             TensorData::F32(v) => v,
@@ -1188,10 +1194,9 @@ mod tests {
 
     #[test]
     fn micro_distilled() {
-        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_micro_distilled.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "itera_lite_micro_distilled.pt").expect("loads");
         assert_eq!(sd.len(), 61);
         assert_eq!(sd.names().next(), Some("embedding.weight"));
         assert_eq!(sd.names().last(), Some("lm_head.weight"));
@@ -1220,10 +1225,9 @@ mod tests {
 
     #[test]
     fn tiny_int8() {
-        let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_tiny_int8.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "itera_lite_tiny_int8.pt").expect("loads");
         let w = sd.get("layers.0.ssm.in_proj.weight").expect("in_proj");
         assert_eq!(w.shape, vec![512, 128]);
         match &w.data {
@@ -1266,10 +1270,9 @@ mod tests {
 
     #[test]
     fn mixed_precision() {
-        let Some((_, bytes)) = fixture("itera_lite_mixed_precision.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_mixed_precision.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "itera_lite_mixed_precision.pt").expect("loads");
         let gate = sd.get("layers.1.moe.layer.router.gate.weight").expect("gate");
         assert_eq!(gate.shape, vec![0, 128]);
         assert!(gate.data.is_empty());
@@ -1658,10 +1661,9 @@ mod tests {
 
     #[test]
     fn safetensors_twin_of_a_torch_checkpoint() {
-        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_micro_distilled.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "micro").expect("loads");
         let st = safetensors_to_vec(&sd.tensors).expect("writes");
         let twin = load_bytes(&st, "micro.safetensors").expect("reads back");
         assert_eq!(twin.names().collect::<Vec<_>>(), sd.names().collect::<Vec<_>>());
@@ -1669,10 +1671,9 @@ mod tests {
             let u = twin.get(name).expect(name);
             assert_eq!((&u.shape, &u.data), (&t.shape, &t.data), "{name}");
         }
-        let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_tiny_int8.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "tiny").expect("loads");
         let twin =
             load_bytes(&safetensors_to_vec(&sd.tensors).expect("writes"), "tiny.safetensors").expect("reads back");
         for (name, t) in &sd.tensors {
