@@ -2,26 +2,21 @@
 //! golden logits, the session's integer logits, and what `Blob::parse` refuses in their
 //! integer parameters.
 
-mod support {
-    pub mod craft;
-    pub mod golden;
-}
-
 use itera_edge::format::{Arithmetic, Requant, Role, TensorEntry, FLAG_FIXED_POINT};
 use itera_edge::{Blob, Error, Logits, Model, Session};
-use itera_pack::inspect::AlignedBytes;
 use itera_pack::quant::QuantPolicy;
-use itera_pack::{convert_file, fixtures, PackOptions};
-use support::craft::{edit_bytes, scale_at, tiny, Storage};
-use support::golden;
+use itera_pack::{convert_file, AlignedBytes, PackOptions};
+use itera_test_support::craft::{edit_bytes, scale_at, tiny, Storage};
+use itera_test_support::session::arena;
+use itera_test_support::{fixtures, golden};
 
 /// Q16 logits after each of `tokens`, as f64, and the f32 ones of the same float model.
 fn fixed_logits(blob: &[u8], tokens: &[u32]) -> Vec<f64> {
     let blob = Blob::parse(blob).expect("blob parses");
     assert_eq!(blob.arithmetic(), Arithmetic::Fixed);
     let model = Model::new(&blob).expect("model builds");
-    let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("arena fits");
+    let mut arena = arena(&model);
+    let mut session = Session::new(&model, &mut arena).expect("arena fits");
     let mut out = Vec::new();
     for &t in tokens {
         match session.step_logits(t).expect("step") {
@@ -84,8 +79,8 @@ fn a_fixed_point_session_prefills_what_it_steps_and_refuses_float_logits() {
     let model = Model::new(&blob).expect("builds");
     assert_eq!((model.arithmetic(), model.kernel_name()), (Arithmetic::Fixed, "i8-fixed"));
     assert_eq!(model.arena_bytes(), model.prefill_arena_bytes());
-    let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("fits");
+    let mut arena = arena(&model);
+    let mut session = Session::new(&model, &mut arena).expect("fits");
     let prompt = [3u32, 1, 4, 1, 5, 9, 2, 6];
     let Logits::Q16(prefilled) = session.prefill_logits(&prompt).expect("prefill") else { panic!("f32 logits") };
     let prefilled = prefilled.to_vec();
@@ -135,8 +130,8 @@ fn integer_parameters_out_of_range_are_refused_by_name() {
         let blob = AlignedBytes::from(set_requant(1, r).as_slice());
         let blob = Blob::parse(&blob).expect("in range");
         let model = Model::new(&blob).expect("builds");
-        let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-        let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("fits");
+        let mut arena = arena(&model);
+        let mut session = Session::new(&model, &mut arena).expect("fits");
         for t in 0..8 {
             session.step_logits(t).expect("runs");
         }

@@ -3,24 +3,11 @@
 //! as f32 and with `--quant keep` (a PyTorch int8 checkpoint runs on its own int8 weights).
 
 use itera_edge::format::DType;
-use itera_edge::{sample::argmax, Blob, Model, Session};
-use itera_pack::inspect::AlignedBytes;
+use itera_edge::{sample::argmax, Blob};
 use itera_pack::quant::QuantPolicy;
-use itera_pack::{convert_file, fixtures, PackOptions};
-
-mod support {
-    pub mod golden;
-}
-use support::golden;
-
-/// Runs `tokens` one at a time and returns the logits after each, flattened.
-fn run(blob: &[u8], tokens: &[u32]) -> Vec<f32> {
-    let blob = Blob::parse(blob).expect("blob parses");
-    let model = Model::new(&blob).expect("model builds");
-    let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("arena fits");
-    tokens.iter().flat_map(|&t| session.step(t).expect("step").to_vec()).collect()
-}
+use itera_pack::{convert_file, AlignedBytes, PackOptions};
+use itera_test_support::session::logits_after_each;
+use itera_test_support::{fixtures, golden};
 
 #[test]
 fn every_golden_file_matches_within_1e_3_with_full_top1() {
@@ -41,7 +28,7 @@ fn every_golden_file_matches_within_1e_3_with_full_top1() {
                 // `keep` runs the checkpoint's own int8 weights; f32 dequantizes them.
                 assert_eq!(int8 > 0, quant == "keep", "{name} --quant {quant}: {int8} int8 tensors");
             }
-            let got = run(&blob, tokens);
+            let got = logits_after_each(&blob, tokens);
             assert_eq!(got.len(), expected.len());
 
             let max_abs = got.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

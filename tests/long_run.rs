@@ -5,10 +5,11 @@
 
 use itera_edge::sample::argmax;
 use itera_edge::{Blob, Config, Error, Model, Rng, Sampler, Session};
-use itera_pack::convert::{build, PackOptions};
-use itera_pack::inspect::AlignedBytes;
 use itera_pack::quant::QuantPolicy;
-use itera_pack::synthetic::{state_dict, tiny_config};
+use itera_pack::synthetic::tiny_config;
+use itera_pack::{AlignedBytes, PackOptions};
+use itera_test_support::packed;
+use itera_test_support::session::arena;
 
 /// `tiny_config()` with a context of 16 positions, so 100,000 tokens cross it thousands of times.
 fn small_context() -> Config {
@@ -17,8 +18,7 @@ fn small_context() -> Config {
 
 fn blob(spec: &str) -> AlignedBytes {
     let opts = PackOptions { quant: QuantPolicy::parse_spec(spec).expect("spec"), ..PackOptions::default() };
-    let bytes = build(&state_dict(&small_context(), 21), &opts).expect("build").finish().expect("finish");
-    AlignedBytes::from(bytes.as_slice())
+    packed(&small_context(), 21, &opts)
 }
 
 const TOKENS: usize = 100_000;
@@ -31,8 +31,8 @@ fn generate(spec: &str) -> usize {
     let model = Model::new(&blob).expect("model");
     let c = *model.config();
     assert_eq!(c.max_seq, 16);
-    let mut words = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words)).expect("session");
+    let mut arena = arena(&model);
+    let mut s = Session::new(&model, &mut arena).expect("session");
     let mut sampler = Sampler { temperature: 0.8, top_k: 8, top_p: 0.95, rng: Rng::new(7) };
     let mut token = 1u32;
     let mut resets = 0;
@@ -81,8 +81,8 @@ fn prefill_past_the_context_is_refused_whole_and_mid_sequence() {
     let blob = Blob::parse(&bytes).expect("parse");
     let model = Model::new(&blob).expect("model");
     let c = *model.config();
-    let mut words = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words)).expect("session");
+    let mut arena = arena(&model);
+    let mut s = Session::new(&model, &mut arena).expect("session");
     let too_long: Vec<u32> = (0..=c.max_seq).map(|t| t % c.vocab).collect();
     assert_eq!(s.prefill(&too_long).err(), Some(Error::ContextFull { max_seq: c.max_seq, needed: c.max_seq + 1 }));
     assert_eq!(s.position(), 0, "a refused prefill runs nothing");

@@ -16,21 +16,18 @@ use std::sync::LazyLock;
 
 use itera_edge::format::{seal, CRC_LEN, HEADER_LEN};
 use itera_edge::sample::argmax;
-use itera_edge::{Blob, Error, Model, Session};
-use itera_pack::convert::{build, PackOptions};
-use itera_pack::inspect::AlignedBytes;
+use itera_edge::{Blob, Error, Session};
 use itera_pack::quant::QuantPolicy;
-use itera_pack::synthetic::{state_dict, tiny_config};
+use itera_pack::synthetic::tiny_config;
 use itera_pack::tokenizer_json::parse_tokenizer;
+use itera_pack::{AlignedBytes, PackOptions};
+use itera_test_support::session::{open_every_part, prefill_arena};
+use itera_test_support::tiny_blob_with;
 use proptest::prelude::*;
 
 /// Largest arena a mutated config may ask for before the session part is skipped (the
 /// parse and `Model::new` still ran); keeps a crafted `max_seq`/width from eating the host.
 const MAX_TEST_ARENA: usize = 64 << 20;
-
-fn pack(opts: &PackOptions) -> Vec<u8> {
-    build(&state_dict(&tiny_config(), 11), opts).expect("build").finish().expect("finish")
-}
 
 /// f32, int8, and f32 with a word-level tokenizer table (so the tokenizer checks are hit).
 static BLOBS: LazyLock<[Vec<u8>; 3]> = LazyLock::new(|| {
@@ -39,7 +36,7 @@ static BLOBS: LazyLock<[Vec<u8>; 3]> = LazyLock::new(|| {
     let json = format!("{{\"token_to_id\": {{\"<unk>\": 0, {}}}}}", words[1..].join(", "));
     let table = parse_tokenizer(&json).expect("tokenizer json");
     let with_tok = PackOptions { tokenizer: Some(table), ..PackOptions::default() };
-    let blobs = [pack(&PackOptions::default()), pack(&int8), pack(&with_tok)];
+    let blobs = [PackOptions::default(), int8, with_tok].map(|opts| tiny_blob_with(11, &opts).to_vec());
     for b in &blobs {
         exercise(b).expect("the unmutated blob runs");
     }
@@ -49,27 +46,15 @@ static BLOBS: LazyLock<[Vec<u8>; 3]> = LazyLock::new(|| {
 /// Runs everything a firmware would run on `bytes`; any refusal is a typed `Error`.
 fn exercise(bytes: &[u8]) -> Result<(), Error> {
     let aligned = AlignedBytes::from(bytes);
-    let blob = Blob::parse(&aligned)?;
-    for e in blob.tensors() {
-        let _ = (blob.data(&e).len(), blob.scales(&e).len());
-    }
-    for (k, v) in blob.provenance() {
-        let _ = (k.len(), v.len());
-    }
-    let model = Model::new(&blob)?;
-    if let Some(t) = model.tokenizer() {
-        for id in 0..t.len().min(64) + 2 {
-            let _ = t.id_of(t.decode(id));
-        }
-    }
+    let model = open_every_part(&Blob::parse(&aligned)?, 64)?;
     let c = *model.config();
     // The prefill arena: prompts run in blocks (the minimal arena is the fuzz target's other half).
     let needed = model.prefill_arena_bytes();
     if needed > MAX_TEST_ARENA {
         return Ok(());
     }
-    let mut words = vec![0u32; needed.div_ceil(4)];
-    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words))?;
+    let mut arena = prefill_arena(&model);
+    let mut s = Session::new(&model, &mut arena)?;
     let prompt: Vec<u32> = (0..c.max_seq.min(11)).map(|i| (i * 7 + 1) % c.vocab).collect();
     s.prefill(&prompt)?;
     for _ in 0..2 {

@@ -8,10 +8,6 @@
 //! included, must reach the kernels through a session without a panic (an overflow would
 //! be one here) and give the product the format defines.
 
-mod support {
-    pub mod craft;
-}
-
 use std::sync::LazyLock;
 
 use half::f16;
@@ -19,9 +15,10 @@ use itera_edge::error::TensorName;
 use itera_edge::format::{Quant, Role, MAX_SCALE};
 use itera_edge::kernels::{Matrix, Weights};
 use itera_edge::{Blob, Error, Model, Session};
-use itera_pack::inspect::AlignedBytes;
+use itera_pack::AlignedBytes;
+use itera_test_support::craft::{edit_bytes, edit_manifest, scale_at, scale_count, tiny, Manifest, Storage};
+use itera_test_support::session::prefill_arena;
 use proptest::prelude::*;
-use support::craft::{edit_bytes, edit_manifest, scale_at, scale_count, tiny, Manifest, Storage};
 
 static AFFINE: LazyLock<Vec<u8>> = LazyLock::new(|| tiny(Storage::Affine, None));
 static INT8_F16: LazyLock<Vec<u8>> = LazyLock::new(|| tiny(Storage::Int8F16, None));
@@ -34,8 +31,8 @@ fn run(bytes: &[u8]) -> Result<Vec<f32>, Error> {
     let blob = Blob::parse(&aligned)?;
     let model = Model::new(&blob)?;
     let c = *model.config();
-    let mut arena = vec![0u32; model.prefill_arena_bytes().div_ceil(4)];
-    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut arena))?;
+    let mut arena = prefill_arena(&model);
+    let mut s = Session::new(&model, &mut arena)?;
     s.prefill(&[1, 7, 3, 40, 2])?;
     for t in [5, 0, c.vocab - 1] {
         s.step(t)?;

@@ -2,27 +2,18 @@
 //! blobs (tokenizers that do not fit, set reserved bytes, tensors out of order, a bad top_k)
 //! are refused with messages that say what was found.
 
-mod support {
-    pub mod craft;
-}
-
 use itera_edge::error::TensorName;
 use itera_edge::format::Role;
 use itera_edge::{Blob, Error, Model, Session};
-use itera_pack::convert::{build, PackOptions};
-use itera_pack::inspect::AlignedBytes;
-use itera_pack::synthetic::{state_dict, tiny_config};
-use support::craft::{edit_bytes, edit_manifest, tiny, with_tokenizer, words, Storage};
-
-fn tiny_blob() -> AlignedBytes {
-    let bytes =
-        build(&state_dict(&tiny_config(), 3), &PackOptions::default()).expect("build").finish().expect("finish");
-    AlignedBytes::from(bytes.as_slice())
-}
+use itera_pack::synthetic::tiny_config;
+use itera_pack::AlignedBytes;
+use itera_test_support::craft::{edit_bytes, edit_manifest, tiny, with_tokenizer, words, Storage};
+use itera_test_support::session::{arena, assert_arena_bounds};
+use itera_test_support::tiny_blob;
 
 #[test]
 fn every_single_byte_flip_is_refused() {
-    let blob = tiny_blob();
+    let blob = tiny_blob(3);
     assert!(Blob::parse(&blob).is_ok());
     let mut copy = AlignedBytes::from(&blob[..]);
     for i in 0..blob.len() {
@@ -36,7 +27,7 @@ fn every_single_byte_flip_is_refused() {
 
 #[test]
 fn truncation_and_extension_are_refused_with_typed_errors() {
-    let blob = tiny_blob();
+    let blob = tiny_blob(3);
     for cut in [0, 1, 31, 36, blob.len() / 2, blob.len() - 1] {
         let short = AlignedBytes::from(&blob[..cut]);
         assert!(matches!(Blob::parse(&short), Err(Error::Truncated { .. })), "cut at {cut}");
@@ -51,26 +42,19 @@ fn truncation_and_extension_are_refused_with_typed_errors() {
 
 #[test]
 fn an_arena_one_byte_short_is_refused_with_the_exact_size() {
-    let bytes = tiny_blob();
+    let bytes = tiny_blob(3);
     let blob = Blob::parse(&bytes).expect("parse");
-    let model = Model::new(&blob).expect("model");
-    let needed = model.arena_bytes();
-    let mut words = vec![0u32; needed.div_ceil(4) + 1];
-    let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-    let err = Session::new(&model, &mut arena[..needed - 1]).err();
-    assert_eq!(err, Some(Error::ArenaTooSmall { needed, available: needed - 1 }));
-    assert_eq!(Session::new(&model, &mut arena[1..needed + 1]).err(), Some(Error::ArenaNotAligned));
-    assert!(Session::new(&model, &mut arena[..needed]).is_ok());
+    assert_arena_bounds(&Model::new(&blob).expect("model"));
 }
 
 #[test]
 fn bad_tokens_and_a_full_session_are_typed_errors_and_leave_the_session_usable() {
-    let bytes = tiny_blob();
+    let bytes = tiny_blob(3);
     let blob = Blob::parse(&bytes).expect("parse");
     let model = Model::new(&blob).expect("model");
     let c = *model.config();
-    let mut words = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words)).expect("session");
+    let mut words = arena(&model);
+    let mut s = Session::new(&model, &mut words).expect("session");
     assert_eq!(s.step(c.vocab).err(), Some(Error::TokenOutOfRange { token: c.vocab, vocab: c.vocab }));
     assert_eq!(
         s.prefill(&[1, 2, c.vocab + 5]).err(),
@@ -90,13 +74,12 @@ fn bad_tokens_and_a_full_session_are_typed_errors_and_leave_the_session_usable()
 #[test]
 fn a_token_costs_the_same_work_at_every_position_and_the_state_is_recurrent() {
     // Feeding tokens one by one must equal prefill, bit for bit (same code path, same order).
-    let bytes = tiny_blob();
+    let bytes = tiny_blob(3);
     let blob = Blob::parse(&bytes).expect("parse");
     let model = Model::new(&blob).expect("model");
-    let mut a = vec![0u32; model.arena_bytes().div_ceil(4)];
-    let mut b = a.clone();
-    let mut s1 = Session::new(&model, bytemuck::cast_slice_mut(&mut a)).expect("session");
-    let mut s2 = Session::new(&model, bytemuck::cast_slice_mut(&mut b)).expect("session");
+    let (mut a, mut b) = (arena(&model), arena(&model));
+    let mut s1 = Session::new(&model, &mut a).expect("session");
+    let mut s2 = Session::new(&model, &mut b).expect("session");
     let tokens = [5, 9, 11, 2, 40, 7];
     let mut last = Vec::new();
     for &t in &tokens {

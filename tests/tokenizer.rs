@@ -2,10 +2,11 @@
 
 use itera_edge::format::TokenizerKind;
 use itera_edge::{Blob, Model};
-use itera_pack::convert::{build, read_tokenizer, PackOptions};
-use itera_pack::inspect::AlignedBytes;
-use itera_pack::synthetic::{state_dict, tiny_config};
+use itera_pack::convert::{read_tokenizer, PackOptions};
+use itera_pack::synthetic::tiny_config;
 use itera_pack::writer::TokenizerTable;
+use itera_pack::AlignedBytes;
+use itera_test_support::{fixtures, packed};
 
 /// The tiny model with `tokenizer`, its vocab widened to the tokenizer's ids (a blob whose
 /// tokenizer names more ids than the model has is refused).
@@ -13,8 +14,7 @@ fn blob_with(tokenizer: TokenizerTable) -> AlignedBytes {
     let vocab = tiny_config().vocab.max(tokenizer.tokens.len() as u32);
     let config = itera_edge::Config { vocab, ..tiny_config() };
     let opts = PackOptions { tokenizer: Some(tokenizer), ..PackOptions::default() };
-    let bytes = build(&state_dict(&config, 5), &opts).expect("build").finish().expect("finish");
-    AlignedBytes::from(bytes.as_slice())
+    packed(&config, 5, &opts)
 }
 
 #[test]
@@ -37,7 +37,7 @@ fn word_tokens_decode_and_unnamed_ids_read_as_unk() {
 
 #[test]
 fn both_fixture_tokenizers_round_trip_through_a_blob() {
-    let Some(dir) = itera_pack::fixtures::dir() else { return };
+    let Some(dir) = fixtures::dir() else { return };
     for (file, kind, probe) in
         [("tokenizer_2000.json", TokenizerKind::Word, "the"), ("tokenizer_tiny.json", TokenizerKind::Char, "e")]
     {

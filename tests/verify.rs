@@ -3,15 +3,8 @@
 
 use itera_edge::verify::{parse_signed, verify};
 use itera_edge::Error;
-use itera_pack::convert::{build, PackOptions};
-use itera_pack::inspect::AlignedBytes;
-use itera_pack::synthetic::{state_dict, tiny_config};
-
-fn blob() -> AlignedBytes {
-    let bytes =
-        build(&state_dict(&tiny_config(), 4), &PackOptions::default()).expect("build").finish().expect("finish");
-    AlignedBytes::from(bytes.as_slice())
-}
+use itera_pack::AlignedBytes;
+use itera_test_support::tiny_blob;
 
 fn keypair(seed: u8) -> (ed25519_dalek::SigningKey, [u8; 32]) {
     let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
@@ -22,7 +15,7 @@ fn keypair(seed: u8) -> (ed25519_dalek::SigningKey, [u8; 32]) {
 #[test]
 fn a_signed_blob_verifies_and_any_change_is_refused() {
     use ed25519_dalek::Signer;
-    let bytes = blob();
+    let bytes = tiny_blob(4);
     let (key, public) = keypair(7);
     let signature = key.sign(&bytes).to_bytes();
     assert!(parse_signed(&bytes, &signature, &public).is_ok());

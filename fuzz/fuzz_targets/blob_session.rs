@@ -3,8 +3,9 @@
 #![no_main]
 
 use itera_edge::format::{seal, CRC_LEN, HEADER_LEN};
-use itera_edge::{Blob, Error, Model, Session};
-use itera_pack::inspect::AlignedBytes;
+use itera_edge::{Blob, Error, Session};
+use itera_pack::AlignedBytes;
+use itera_test_support::session::open_every_part;
 use libfuzzer_sys::fuzz_target;
 
 /// Arenas above this are skipped (parse and `Model::new` still ran).
@@ -12,28 +13,16 @@ const MAX_ARENA: usize = 64 << 20;
 
 fn run(data: &[u8]) -> Result<(), Error> {
     let aligned = AlignedBytes::from(data);
-    let blob = Blob::parse(&aligned)?;
-    for e in blob.tensors() {
-        let _ = (blob.data(&e).len(), blob.scales(&e).len());
-    }
-    for (k, v) in blob.provenance() {
-        let _ = (k.len(), v.len());
-    }
-    let model = Model::new(&blob)?;
-    if let Some(t) = model.tokenizer() {
-        for id in 0..t.len().min(32) + 1 {
-            let _ = t.id_of(t.decode(id));
-        }
-    }
+    let model = open_every_part(&Blob::parse(&aligned)?, 32)?;
     let c = *model.config();
     // The minimal arena (one token at a time) or the prefill arena (blocks), by one input bit.
-    let arena =
+    let arena_len =
         if data.first().is_some_and(|b| b & 1 == 1) { model.prefill_arena_bytes() } else { model.arena_bytes() };
-    if arena > MAX_ARENA {
+    if arena_len > MAX_ARENA {
         return Ok(());
     }
-    let mut words = vec![0u32; arena.div_ceil(4)];
-    let mut s = Session::new(&model, bytemuck::cast_slice_mut(&mut words))?;
+    let mut arena = AlignedBytes::zeroed(arena_len);
+    let mut s = Session::new(&model, &mut arena)?;
     // Tokens from the tail of the input (in range or not: both paths are exercised).
     let prompt: Vec<u32> = data.iter().rev().take(11).map(|&b| u32::from(b) % (c.vocab + 2)).collect();
     let _ = s.prefill(&prompt);

@@ -30,9 +30,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use half::f16;
 use itera_edge::kernels::{Matrix, Scales, Weights};
 use itera_edge::{Model, Rng, Session};
-use itera_pack::inspect::AlignedBytes;
 use itera_pack::quant::{QuantPolicy, INT4_GROUP as I4_GROUP};
 use itera_pack::synthetic::{synth_blob, Shape};
+use itera_pack::AlignedBytes;
 
 /// `(rows, cols)` of the benchmarked matrices.
 const SHAPES: [(usize, usize); 6] = [(256, 64), (128, 128), (64, 128), (2000, 64), (512, 128), (8000, 128)];

@@ -375,7 +375,7 @@ pub fn bench(models: &[(&Model<'_>, &[u8])], opts: &BenchOptions) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use itera_pack::inspect::AlignedBytes;
+    use itera_test_support::{packed, tiny_blob};
 
     #[test]
     fn medians_and_tokens() {
@@ -385,10 +385,6 @@ mod tests {
         let t = bench_tokens(100, 48);
         assert_eq!(t, bench_tokens(100, 48));
         assert!(t.iter().all(|&id| id < 48));
-    }
-
-    fn tiny_blob(config: &itera_edge::Config) -> AlignedBytes {
-        crate::engine::tests::tiny_blob(config, 4)
     }
 
     #[test]
@@ -412,12 +408,12 @@ mod tests {
             + 2 * (2 * 8 * 8) // two of the three experts
             + 8 + 8 // final norm
             + 48 * 8; // the tied lm_head: the whole embedding table, which holds the looked-up row
-        let tied = tiny_blob(&itera_pack::synthetic::tiny_config());
+        let tied = tiny_blob(4);
         assert_eq!(weight_bytes_per_token(&Blob::parse(&tied).unwrap()), floats * 4);
         assert_eq!(floats * 4, 10_592);
         // Untied: the embedding row is read on its own, the head is its own table.
         let config = itera_edge::Config { tied_lm_head: false, ..itera_pack::synthetic::tiny_config() };
-        let untied = tiny_blob(&config);
+        let untied = packed(&config, 4, &Default::default());
         assert_eq!(weight_bytes_per_token(&Blob::parse(&untied).unwrap()), (floats + 8) * 4);
     }
 
@@ -436,7 +432,7 @@ mod tests {
 
     #[test]
     fn bench_reports_positive_rates_and_clamps_to_max_seq() {
-        let bytes = tiny_blob(&itera_pack::synthetic::tiny_config());
+        let bytes = tiny_blob(4);
         let model = crate::open_model(&bytes).unwrap();
         let opts = BenchOptions { tokens: 40, repeat: Some(3), ..Default::default() };
         let r = bench(&[(&model, &*bytes), (&model, &*bytes)], &opts).unwrap();

@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn greedy_runs_that_do_not_fit_the_positions_are_refused_with_the_n_that_fits() {
         let config = itera_pack::synthetic::tiny_config();
-        let bytes = crate::engine::tests::tiny_blob(&config, 2);
+        let bytes = itera_test_support::tiny_blob(2);
         let model = crate::open_model(&bytes).unwrap();
         let max_seq = config.max_seq as usize;
         let run = greedy_reference(&model, &[1, 2, 3], max_seq - 3).unwrap();

@@ -10,9 +10,9 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use itera_pack::inspect::AlignedBytes;
 use itera_pack::quant::QuantPolicy;
 use itera_pack::synthetic::{synth_blob, Shape};
+use itera_pack::AlignedBytes;
 use serde::Serialize;
 
 use crate::generate::{generate, ContextPolicy, Sampling};

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::bail;
 use itera_edge::{Blob, Config, Model, Session};
-use itera_pack::inspect::AlignedBytes;
 use itera_pack::untrusted::shown;
+use itera_pack::AlignedBytes;
 
 /// Reads a blob file into a 4-aligned buffer (the core reads f32 weights in place), no
 /// further than its header declares: [`itera_pack::inspect::read_aligned`], which both
@@ -143,16 +143,8 @@ pub fn select_kernels() -> &'static str {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A small f32 blob of `config` with seeded weights, packed by the real packer (the
-    /// crate's unit tests share it).
-    pub(crate) fn tiny_blob(config: &itera_edge::Config, seed: u64) -> AlignedBytes {
-        let sd = itera_pack::synthetic::state_dict(config, seed);
-        let bytes = itera_pack::convert::build(&sd, &Default::default()).unwrap().finish().unwrap();
-        AlignedBytes::from(bytes.as_slice())
-    }
 
     #[test]
     fn token_lists_parse_and_reject_garbage() {
@@ -166,7 +158,7 @@ pub(crate) mod tests {
 
     #[test]
     fn logits_have_one_row_per_token_and_bad_ids_are_refused() {
-        let bytes = tiny_blob(&itera_pack::synthetic::tiny_config(), 3);
+        let bytes = itera_test_support::tiny_blob(3);
         let model = open_model(&bytes).unwrap();
         let vocab = model.config().vocab as usize;
         let mut calls = 0;

@@ -282,7 +282,7 @@ fn finite(v: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use itera_pack::inspect::AlignedBytes;
+    use itera_test_support::tiny_blob;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12 * b.abs().max(1.0)
@@ -348,14 +348,9 @@ mod tests {
         assert!(quantile(&[], 0.5).is_nan());
     }
 
-    fn tiny(seed: u64) -> AlignedBytes {
-        let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), seed);
-        AlignedBytes::from(itera_pack::convert::build(&sd, &Default::default()).unwrap().finish().unwrap().as_slice())
-    }
-
     #[test]
     fn windows_reset_and_match_a_hand_computed_perplexity() {
-        let bytes = tiny(2);
+        let bytes = tiny_blob(2);
         let model = crate::open_model(&bytes).unwrap();
         let max_seq = model.config().max_seq as usize; // 16
         let vocab = model.config().vocab as usize;
@@ -378,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_model_agrees_with_itself_and_not_with_another() {
-        let (a, b) = (tiny(2), tiny(9));
+        let (a, b) = (tiny_blob(2), tiny_blob(9));
         let (ma, mb) = (crate::open_model(&a).unwrap(), crate::open_model(&b).unwrap());
         let tokens: Vec<u32> = (0..20u32).map(|i| (i * 5 + 1) % 48).collect();
         let same = evaluate(&ma, Some(&ma), &tokens, |_, _| ()).unwrap();

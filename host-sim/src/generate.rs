@@ -185,16 +185,11 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use itera_pack::inspect::AlignedBytes;
-
-    fn tiny() -> AlignedBytes {
-        let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 5);
-        AlignedBytes::from(itera_pack::convert::build(&sd, &Default::default()).unwrap().finish().unwrap().as_slice())
-    }
+    use itera_test_support::tiny_blob;
 
     #[test]
     fn greedy_generation_matches_stepwise_argmax() {
-        let bytes = tiny();
+        let bytes = tiny_blob(5);
         let model = crate::open_model(&bytes).unwrap();
         let mut streamed = Vec::new();
         let g = generate(&model, &[1, 2], 4, &mut Sampling::default().sampler().unwrap(), ContextPolicy::Full, |id| {
@@ -216,7 +211,7 @@ mod tests {
 
     #[test]
     fn generation_stops_cleanly_at_max_seq() {
-        let bytes = tiny();
+        let bytes = tiny_blob(5);
         let model = crate::open_model(&bytes).unwrap();
         let max_seq = model.config().max_seq as usize; // 16
         let g =
@@ -231,7 +226,7 @@ mod tests {
 
     #[test]
     fn sliding_past_max_seq_reruns_the_last_window() {
-        let bytes = tiny();
+        let bytes = tiny_blob(5);
         let model = crate::open_model(&bytes).unwrap();
         let max_seq = model.config().max_seq as usize; // 16
                                                        // A prompt longer than the window starts from its last max_seq tokens.

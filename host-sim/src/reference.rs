@@ -530,8 +530,9 @@ impl RefReport {
 mod tests {
     use super::*;
     use crate::engine::{logits_for_tokens, open_model};
-    use itera_pack::inspect::AlignedBytes;
+    use itera_pack::AlignedBytes;
     use itera_pack::PackOptions;
+    use itera_test_support::tiny_blob_with;
 
     #[test]
     fn erf_matches_known_values() {
@@ -569,13 +570,6 @@ mod tests {
         assert_eq!(top_k(&[0.0, 0.0], 5), vec![0, 1]);
     }
 
-    fn blob(opts: &PackOptions) -> AlignedBytes {
-        let c = itera_pack::synthetic::tiny_config();
-        let sd = itera_pack::synthetic::state_dict(&c, 5);
-        let bytes = itera_pack::convert::build(&sd, opts).unwrap().finish().unwrap();
-        AlignedBytes::from(bytes.as_slice())
-    }
-
     fn core_vs_reference(bytes: &AlignedBytes) -> (f64, f64, usize, usize) {
         let model = open_model(bytes).unwrap();
         let reference = RefModel::from_bytes(bytes).unwrap();
@@ -598,7 +592,7 @@ mod tests {
 
     #[test]
     fn core_matches_reference_on_a_synthetic_f32_blob() {
-        let (max, range, agree, n) = core_vs_reference(&blob(&PackOptions::default()));
+        let (max, range, agree, n) = core_vs_reference(&tiny_blob_with(5, &PackOptions::default()));
         assert!(max < 1e-4, "max |Δ| {max:e} (range {range})");
         assert_eq!(agree, n);
     }
@@ -606,7 +600,8 @@ mod tests {
     #[test]
     fn reference_dequantizes_int8_like_the_core() {
         let quant = itera_pack::quant::QuantPolicy::parse_spec("int8").unwrap();
-        let (max, range, agree, n) = core_vs_reference(&blob(&PackOptions { quant, ..Default::default() }));
+        let (max, range, agree, n) =
+            core_vs_reference(&tiny_blob_with(5, &PackOptions { quant, ..Default::default() }));
         // The core also quantizes activations to int8: close, not equal.
         assert!(max < 0.05 * range, "max |Δ| {max:e} vs range {range}");
         assert!(agree as f64 >= 0.9 * n as f64, "{agree}/{n}");
@@ -615,7 +610,7 @@ mod tests {
     #[test]
     fn reference_dequantizes_int4() {
         let quant = itera_pack::quant::QuantPolicy::parse_spec("int4").unwrap();
-        let (max, range, _, _) = core_vs_reference(&blob(&PackOptions { quant, ..Default::default() }));
+        let (max, range, _, _) = core_vs_reference(&tiny_blob_with(5, &PackOptions { quant, ..Default::default() }));
         assert!(max < 0.1 * range, "max |Δ| {max:e} vs range {range}");
     }
 }

@@ -150,15 +150,14 @@ impl TextStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use itera_pack::inspect::AlignedBytes;
+    use itera_pack::AlignedBytes;
 
     fn blob_with(kind: TokenizerKind, tokens: &[&str]) -> AlignedBytes {
-        let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1);
         let opts = itera_pack::PackOptions {
             tokenizer: Some(TokenizerTable { kind, unk_id: 1, tokens: tokens.iter().map(|s| s.to_string()).collect() }),
             ..Default::default()
         };
-        AlignedBytes::from(itera_pack::convert::build(&sd, &opts).unwrap().finish().unwrap().as_slice())
+        itera_test_support::tiny_blob_with(1, &opts)
     }
 
     #[test]

@@ -1,15 +1,12 @@
 //! End-to-end tests of the `itera-sim` binary on small synthetic blobs.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::Scratch;
-use itera_edge::{Blob, Model, Session};
-use itera_pack::inspect::AlignedBytes;
-use itera_pack::synthetic::{state_dict, tiny_config};
-use itera_pack::PackOptions;
+use itera_edge::{Blob, Model};
+use itera_pack::{AlignedBytes, PackOptions};
+use itera_test_support::session::logits_after_each;
+use itera_test_support::Scratch;
 
 const BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
 /// `tiny_config().vocab`.
@@ -17,11 +14,8 @@ const VOCAB: usize = 48;
 
 /// Packs the tiny synthetic model (seed 1), with `opts`, into a temp file.
 fn tiny_blob_with(s: &Scratch, opts: &PackOptions) -> (PathBuf, Vec<u8>) {
-    let sd = state_dict(&tiny_config(), 1);
-    let bytes = itera_pack::convert::build(&sd, opts).unwrap().finish().unwrap();
-    let path = s.path("tiny.itb");
-    std::fs::write(&path, &bytes).unwrap();
-    (path, bytes)
+    let bytes = itera_test_support::tiny_blob_with(1, opts).to_vec();
+    (s.write("tiny.itb", &bytes), bytes)
 }
 
 fn tiny_blob(s: &Scratch) -> (PathBuf, Vec<u8>) {
@@ -51,16 +45,6 @@ fn assert_error(o: &Output, needle: &str) {
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
     assert!(!err.contains("panicked"), "{err}");
-}
-
-/// Logits after each of `tokens`, computed in this process with the core.
-fn in_process_logits(blob: &[u8], tokens: &[u32]) -> Vec<f32> {
-    let bytes = AlignedBytes::from(blob);
-    let blob = Blob::parse(&bytes).unwrap();
-    let model = Model::new(&blob).unwrap();
-    let mut arena = vec![0u32; model.arena_bytes() / 4];
-    let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).unwrap();
-    tokens.iter().flat_map(|&t| session.step(t).unwrap().to_vec()).collect()
 }
 
 fn write_golden(s: &Scratch, dir_name: &str, tokens: &[u32], logits: &[f32]) -> PathBuf {
@@ -121,7 +105,7 @@ fn logits_file_matches_an_in_process_session_bit_for_bit() {
     assert!(o.status.success(), "{}", stderr(&o));
     let written = std::fs::read(&out).unwrap();
     assert_eq!(written.len(), 3 * VOCAB * 4);
-    let want = in_process_logits(&bytes, &[1, 2, 3]);
+    let want = logits_after_each(&bytes, &[1, 2, 3]);
     let got: Vec<u32> = written.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(got, want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
 
@@ -135,7 +119,7 @@ fn check_passes_on_own_logits_and_fails_after_a_perturbation() {
     let s = Scratch::new("cli");
     let (blob, bytes) = tiny_blob(&s);
     let tokens = [5u32, 17, 2, 40, 0, 47];
-    let mut logits = in_process_logits(&bytes, &tokens);
+    let mut logits = logits_after_each(&bytes, &tokens);
     let golden = write_golden(&s, "golden-ok", &tokens, &logits);
 
     let o = sim(&["check", p(&blob), "--golden", p(&golden)]);

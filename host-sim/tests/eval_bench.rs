@@ -2,25 +2,18 @@
 //! of `eval` on the published micro model when the fixtures are present. Speeds are only
 //! checked to be positive and finite, never compared with a number.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::Scratch;
-use itera_pack::synthetic::{state_dict, tiny_config};
 use itera_pack::PackOptions;
+use itera_test_support::{fixtures, Scratch};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
 
 /// Packs the tiny synthetic model (vocab 48, max_seq 16) drawn from `seed` into `name`.
 fn tiny_blob(s: &Scratch, name: &str, seed: u64) -> PathBuf {
-    let sd = state_dict(&tiny_config(), seed);
-    let bytes = itera_pack::convert::build(&sd, &PackOptions::default()).unwrap().finish().unwrap();
-    let path = s.path(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
+    s.write(name, &itera_test_support::tiny_blob(seed))
 }
 
 /// A word tokenizer naming a few words, plus a text of them (and some unknown words)
@@ -57,6 +50,19 @@ fn num(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
 
+/// `itera-sim eval BLOB --text TEXT --tokenizer TOK --reference BLOB --json EXTRA...`: the
+/// blob against itself. Asserts exact agreement (no KL divergence, every top-1 the same)
+/// and returns the report.
+fn eval_against_itself(blob: &Path, text: &Path, tok: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["eval", p(blob), "--text", p(text), "--tokenizer", p(tok), "--reference", p(blob), "--json"];
+    args.extend_from_slice(extra);
+    let v = json_of(&sim(&args));
+    assert_eq!(num(&v, "kld_mean"), 0.0, "{v}");
+    assert_eq!(num(&v, "kld_max"), 0.0, "{v}");
+    assert_eq!(num(&v, "top1_agreement"), 1.0, "{v}");
+    v
+}
+
 const EVAL_KEYS: [&str; 10] = [
     "perplexity",
     "kld_mean",
@@ -75,25 +81,12 @@ fn eval_against_itself_agrees_exactly() {
     let s = Scratch::new("eval");
     let blob = tiny_blob(&s, "a.itb", 1);
     let (text, tok) = text_and_tokenizer(&s);
-    let v = json_of(&sim(&[
-        "eval",
-        p(&blob),
-        "--text",
-        p(&text),
-        "--tokenizer",
-        p(&tok),
-        "--reference",
-        p(&blob),
-        "--json",
-    ]));
+    let v = eval_against_itself(&blob, &text, &tok, &[]);
     for key in EVAL_KEYS {
         assert!(v.get(key).is_some_and(|x| !x.is_null()), "missing {key} in {v}");
     }
     // 6 lines of 14 words = 84 tokens: windows of 16 → 6 windows (16×5 + 4), 84 − 6 predicted.
     assert_eq!((v["tokens"].as_u64(), v["windows"].as_u64(), v["positions"].as_u64()), (Some(84), Some(6), Some(78)));
-    assert_eq!(num(&v, "kld_mean"), 0.0);
-    assert_eq!(num(&v, "kld_max"), 0.0);
-    assert_eq!(num(&v, "top1_agreement"), 1.0);
     assert_eq!(num(&v, "rmse"), 0.0);
     assert_eq!(num(&v, "mean_abs_dp_top"), 0.0);
     let ppl = num(&v, "perplexity");
@@ -241,27 +234,14 @@ fn help_has_examples() {
 /// perplexity, and exact agreement with itself.
 #[test]
 fn micro_fixture_perplexity_and_self_agreement() {
-    let Some(dir) = itera_pack::fixtures::dir() else { return };
+    let Some(dir) = fixtures::dir() else { return };
     let s = Scratch::new("eval");
     let opts = PackOptions { top_k: Some(2), ..PackOptions::default() };
     let bytes = itera_pack::convert_file(&dir.join("itera_lite_micro_distilled.pt"), &opts).expect("pack micro");
-    let blob = s.path("micro.itb");
-    std::fs::write(&blob, bytes).unwrap();
+    let blob = s.write("micro.itb", &bytes);
     let text = dir.join("tinystories_train.txt");
     let tok = dir.join("tokenizer_2000.json");
-    let v = json_of(&sim(&[
-        "eval",
-        p(&blob),
-        "--text",
-        p(&text),
-        "--tokenizer",
-        p(&tok),
-        "--reference",
-        p(&blob),
-        "--max-tokens",
-        "2048",
-        "--json",
-    ]));
+    let v = eval_against_itself(&blob, &text, &tok, &["--max-tokens", "2048"]);
     let ppl = num(&v, "perplexity");
     println!(
         "micro on {} tinystories tokens ({} predicted positions): perplexity {ppl:.4}",
@@ -269,7 +249,4 @@ fn micro_fixture_perplexity_and_self_agreement() {
     );
     assert_eq!(v["tokens"].as_u64(), Some(2048));
     assert!(ppl.is_finite() && ppl > 1.0, "{ppl}");
-    assert_eq!(num(&v, "kld_mean"), 0.0);
-    assert_eq!(num(&v, "kld_max"), 0.0);
-    assert_eq!(num(&v, "top1_agreement"), 1.0);
 }

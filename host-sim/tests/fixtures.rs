@@ -4,20 +4,14 @@
 //! Fixtures come from `$ITERA_FIXTURES`, by default `../../shared/fixtures/itera-lite`
 //! beside the repository. Missing fixtures skip the test, except under `CI=true`.
 
-use std::path::PathBuf;
-
-use itera_pack::inspect::AlignedBytes;
+use itera_pack::AlignedBytes;
 use itera_pack::PackOptions;
 use itera_sim::engine::provenance_source;
 use itera_sim::{open_model, Bounds, Golden};
 
-fn fixtures() -> Option<PathBuf> {
-    itera_pack::fixtures::dir()
-}
-
 #[test]
 fn micro_distilled_matches_the_golden_logits() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = itera_test_support::fixtures::dir() else { return };
     let opts = PackOptions { top_k: Some(2), ..PackOptions::default() };
     let bytes =
         itera_pack::convert_file(&dir.join("itera_lite_micro_distilled.pt"), &opts).expect("pack the checkpoint");
@@ -44,7 +38,7 @@ fn micro_distilled_matches_the_golden_logits() {
 /// sequence (the ONNX file's `lm_head` is an untied copy of the embedding: stored once).
 #[test]
 fn every_published_export_packs_to_the_same_logits() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = itera_test_support::fixtures::dir() else { return };
     let golden = Golden::load(&dir.join("golden").join("micro_distilled_story128.json")).expect("golden loads");
     let logits = |file: &str| {
         let bytes = itera_pack::convert_file(&dir.join(file), &PackOptions::default()).expect(file);

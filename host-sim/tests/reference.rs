@@ -1,7 +1,7 @@
 //! The independent reference forward pass (`itera_sim::reference`) against the published
 //! golden logits, and `check --reference` end to end.
 //!
-//! Fixtures come from `itera_pack::fixtures::dir()`; missing fixtures skip those tests.
+//! Fixtures come from `itera_test_support::fixtures::dir()`; missing fixtures skip those tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +11,7 @@ use itera_pack::PackOptions;
 use itera_sim::reference::RefModel;
 use itera_sim::reference_cuda::EXIT_UNAVAILABLE;
 use itera_sim::Golden;
+use itera_test_support::{fixtures, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_itera-sim");
 
@@ -27,7 +28,7 @@ fn pack(path: &Path, quant: &str) -> Vec<u8> {
 
 #[test]
 fn the_reference_matches_every_golden_file() {
-    let Some(dir) = itera_pack::fixtures::dir() else { return };
+    let Some(dir) = fixtures::dir() else { return };
     let mut goldens: Vec<PathBuf> = std::fs::read_dir(dir.join("golden"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -51,25 +52,15 @@ fn the_reference_matches_every_golden_file() {
     }
 }
 
-fn tiny_blob(dir: &Path, quant: &str) -> PathBuf {
-    let sd = itera_pack::synthetic::state_dict(&itera_pack::synthetic::tiny_config(), 1);
+fn tiny_blob(s: &Scratch, quant: &str) -> PathBuf {
     let opts = PackOptions { quant: QuantPolicy::parse_spec(quant).unwrap(), ..Default::default() };
-    let bytes = itera_pack::convert::build(&sd, &opts).unwrap().finish().unwrap();
-    let path = dir.join(format!("tiny-{quant}.itb"));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("itera-sim-ref-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    s.write(&format!("tiny-{quant}.itb"), &itera_test_support::tiny_blob_with(1, &opts))
 }
 
 #[test]
 fn check_reference_cpu_passes_on_a_synthetic_blob() {
-    let dir = scratch("cpu");
-    let blob = tiny_blob(&dir, "f32");
+    let s = Scratch::new("ref-cpu");
+    let blob = tiny_blob(&s, "f32");
     let out =
         Command::new(BIN).args(["check", blob.to_str().unwrap(), "--reference", "cpu", "--json"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -82,24 +73,22 @@ fn check_reference_cpu_passes_on_a_synthetic_blob() {
     assert_eq!(v["top1_agreement"], 1.0);
 
     // int8: the core quantizes activations too, so it is close, not exact; a zero tolerance fails.
-    let blob8 = tiny_blob(&dir, "int8");
+    let blob8 = tiny_blob(&s, "int8");
     let out = Command::new(BIN)
         .args(["check", blob8.to_str().unwrap(), "--reference", "cpu", "--tokens", "1,2,3,4,5", "--tol", "0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("kld_mean"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn check_reference_cuda_without_a_gpu_exits_3_with_one_line() {
     // Only meaningful where no GPU reference can run (this build without `cuda`, or no driver).
-    let dir = scratch("cuda");
-    let blob = tiny_blob(&dir, "f32");
+    let s = Scratch::new("ref-cuda");
+    let blob = tiny_blob(&s, "f32");
     let out = Command::new(BIN).args(["check", blob.to_str().unwrap(), "--reference", "cuda"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_dir_all(&dir);
     if out.status.success() {
         println!("a GPU reference ran here: {}", String::from_utf8_lossy(&out.stdout));
         return;
@@ -118,14 +107,14 @@ fn check_reference_cuda_without_a_gpu_exits_3_with_one_line() {
 /// from an empty state with positions from 0 (an independent computation, in f64).
 #[test]
 fn context_slide_is_upstreams_policy() {
-    let Some(dir) = itera_pack::fixtures::dir() else { return };
-    let scratch = std::env::temp_dir().join(format!("itera-sim-slide-{}.itb", std::process::id()));
-    std::fs::write(&scratch, pack(&dir.join("itera_lite_micro_distilled.pt"), "f32")).unwrap();
+    let Some(dir) = fixtures::dir() else { return };
+    let s = Scratch::new("ref-slide");
+    let blob = s.write("micro.itb", &pack(&dir.join("itera_lite_micro_distilled.pt"), "f32"));
     let golden = Golden::load(&dir.join("golden/micro_distilled_story128.json")).unwrap();
     let prompt: Vec<u32> = golden.tokens[..120].to_vec();
     let ids = prompt.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let out = Command::new(BIN)
-        .args(["run", scratch.to_str().unwrap(), "--tokens", &ids, "-n", "24", "--context", "slide", "--json"])
+        .args(["run", blob.to_str().unwrap(), "--tokens", &ids, "-n", "24", "--context", "slide", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -135,7 +124,7 @@ fn context_slide_is_upstreams_policy() {
     assert_eq!(generated.len(), 24, "slide does not stop at max_seq");
     // The 9th token is predicted after exactly 128; each of the 15 after it from a re-run.
     assert_eq!(json["window_reruns"], 24 + 120 - 128 - 1);
-    let reference = RefModel::from_bytes(&std::fs::read(&scratch).unwrap()).unwrap();
+    let reference = RefModel::from_bytes(&std::fs::read(&blob).unwrap()).unwrap();
     let (max_seq, vocab) = (128usize, 2000usize);
     let mut seq = prompt.clone();
     for (i, &token) in generated.iter().enumerate() {
@@ -151,5 +140,4 @@ fn context_slide_is_upstreams_policy() {
         );
         seq.push(token);
     }
-    let _ = std::fs::remove_file(&scratch);
 }

@@ -1,17 +1,14 @@
 //! Hostile blobs (`.itb`) against `Blob::parse`, through `itera-sim` and `itera-pack inspect`.
 //!
 //! Each blob is the tiny synthetic model as the packer writes it, then crafted past the
-//! packer's own checks (`craft`, shared with the core's tests): its manifest edited and
-//! re-encoded, or its bytes edited, and resealed, so the CRC holds and only the core's
-//! structural and range checks stand between the blob and the kernels.
-
-#[path = "../../../tests/support/craft.rs"]
-mod craft;
+//! packer's own checks (`itera_test_support::craft`, shared with the core's tests): its
+//! manifest edited and re-encoded, or its bytes edited, and resealed, so the CRC holds and
+//! only the core's structural and range checks stand between the blob and the kernels.
 
 use std::path::Path;
 
-use craft::{edit_bytes, edit_manifest, scale_at, tiny, with_tokenizer, words, Storage};
 use itera_edge::format::{Quant, Role};
+use itera_test_support::craft::{self, edit_bytes, edit_manifest, scale_at, tiny, with_tokenizer, words, Storage};
 
 use crate::support::{Case, Class, Scratch, Tool};
 

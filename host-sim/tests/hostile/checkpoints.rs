@@ -9,9 +9,10 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::support::{pickle_config_object, pickle_item, pickle_numpy_scalar, pt_entries_with, training_pickle};
-use crate::support::{pt_bytes, pt_entries, state_dict_pickle, tiny_tensors, zip_entry_data, zip_local_header};
-use crate::support::{zip_of, Case, Class, Outcome, PtTensor, Scratch, Tool};
+use crate::support::{Case, Class, Outcome, Scratch, Tool};
+use itera_test_support::torch::{pickle_config_object, pickle_item, pickle_numpy_scalar, pt_entries_with};
+use itera_test_support::torch::{pt_bytes, pt_entries, state_dict_pickle, tiny_tensors, training_pickle};
+use itera_test_support::torch::{zip_entry, zip_of, PtTensor, ZipEntry};
 
 /// `itera-pack convert IN -o OUT` on `input`, with OUT in `s`.
 fn convert(class: Class, name: &str, s: &Scratch, input: &Path) -> Case {
@@ -61,7 +62,7 @@ const STORAGE: &str = "archive/data/0";
 fn class1_flipped_storage_byte_is_refused_naming_the_entry() {
     let s = Scratch::new("c1-flip");
     let mut zip = tiny_pt();
-    let (start, len) = zip_entry_data(&zip, STORAGE);
+    let ZipEntry { data: start, len, .. } = zip_entry(&zip, STORAGE);
     zip[start + len / 2] ^= 0x01;
     let pt = s.write("flipped.pt", &zip);
     let o = convert(Class::ZipIntegrity, "flipped storage byte, CRC untouched", &s, &pt).refused(&[
@@ -80,7 +81,7 @@ fn class1_wrong_crc_in_both_headers_is_refused() {
     // CRC of the bytes actually read can tell.
     let s = Scratch::new("c1-crc");
     let mut zip = tiny_pt();
-    let (local, central) = (zip_local_header(&zip, STORAGE), central_record(&zip, STORAGE));
+    let (local, central) = (zip_entry(&zip, STORAGE).header, central_record(&zip, STORAGE));
     bump_u32(&mut zip, local + 14, 1);
     bump_u32(&mut zip, central + 16, 1);
     let pt = s.write("wrong-crc.pt", &zip);
@@ -96,7 +97,7 @@ fn class1_wrong_crc_in_both_headers_is_refused() {
 fn class1_local_crc_differing_from_the_directory_is_refused() {
     let s = Scratch::new("c1-local-crc");
     let mut zip = tiny_pt();
-    let local = zip_local_header(&zip, STORAGE);
+    let local = zip_entry(&zip, STORAGE).header;
     bump_u32(&mut zip, local + 14, 1);
     let pt = s.write("local-crc.pt", &zip);
     convert(Class::ZipIntegrity, "local CRC differs from the directory", &s, &pt).refused(&[
@@ -111,7 +112,7 @@ fn class1_local_crc_differing_from_the_directory_is_refused() {
 fn class1_understated_local_size_is_refused() {
     let s = Scratch::new("c1-under");
     let mut zip = tiny_pt();
-    let h = zip_local_header(&zip, STORAGE);
+    let h = zip_entry(&zip, STORAGE).header;
     bump_u32(&mut zip, h + 18, -4);
     bump_u32(&mut zip, h + 22, -4);
     let pt = s.write("understated.pt", &zip);
@@ -127,7 +128,7 @@ fn class1_understated_local_size_is_refused() {
 fn class1_overstated_local_size_is_refused() {
     let s = Scratch::new("c1-over");
     let mut zip = tiny_pt();
-    let h = zip_local_header(&zip, STORAGE);
+    let h = zip_entry(&zip, STORAGE).header;
     bump_u32(&mut zip, h + 18, 4);
     bump_u32(&mut zip, h + 22, 4);
     let pt = s.write("overstated.pt", &zip);
@@ -143,7 +144,7 @@ fn class1_overstated_local_size_is_refused() {
 fn class1_local_name_differing_from_the_directory_is_refused() {
     let s = Scratch::new("c1-name");
     let mut zip = tiny_pt();
-    let h = zip_local_header(&zip, STORAGE);
+    let h = zip_entry(&zip, STORAGE).header;
     // "archive/data/0" -> "archive/dat4/0" in the local header only.
     zip[h + 30 + 11] = b'4';
     let pt = s.write("local-name.pt", &zip);
@@ -158,7 +159,7 @@ fn class1_local_name_differing_from_the_directory_is_refused() {
 fn class1_flipped_byte_in_a_deflated_pickle_is_refused() {
     let s = Scratch::new("c1-deflate");
     let mut zip = zip_of(&pt_entries(&tiny_tensors()), true);
-    let (start, len) = zip_entry_data(&zip, "archive/data.pkl");
+    let ZipEntry { data: start, len, .. } = zip_entry(&zip, "archive/data.pkl");
     zip[start + len / 2] ^= 0x10;
     let pt = s.write("deflated.pt", &zip);
     convert(Class::ZipIntegrity, "flipped byte in deflated data.pkl", &s, &pt).refused(&[

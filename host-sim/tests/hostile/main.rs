@@ -7,8 +7,6 @@
 //! One module per part of the toolchain a case attacks; each case names its class (the
 //! numbered list of docs/SECURITY.md, "Hostile input").
 
-#[path = "../common/mod.rs"]
-mod common;
 mod support;
 
 mod blobs;
@@ -16,7 +14,8 @@ mod checkpoints;
 mod command_line;
 mod packer;
 
-use support::{tiny_tensors, Case, Class, Scratch, Tool};
+use itera_test_support::torch::{pt_bytes, tiny_tensors};
+use support::{Case, Class, Scratch, Tool};
 
 /// Not a case: the process `support` starts each command from, so that the command's peak
 /// RSS is its own (see `support::spawn_measured`). Run directly, it checks the measurement.
@@ -26,12 +25,13 @@ fn measuring_trampoline() {
     support::trampoline();
 }
 
-/// The harness's own `.pt` writer makes checkpoints the packer reads: without this, a
-/// refusal in the cases below could be the harness's bug, not the input's.
+/// The `.pt` writer the cases use (`itera_test_support::torch`) makes checkpoints the packer
+/// reads: without this, a refusal in the cases below could be the writer's bug, not the
+/// input's.
 #[test]
 fn the_harness_checkpoint_packs_cleanly() {
     let s = Scratch::new("harness");
-    let pt = s.write("tiny.pt", &support::pt_bytes(&tiny_tensors()));
+    let pt = s.write("tiny.pt", &pt_bytes(&tiny_tensors()));
     let out = s.path("tiny.itb");
     let o = Case::new(Class::Messages, "harness checkpoint packs", Tool::Pack)
         .args(["convert".as_ref(), pt.as_os_str(), "-o".as_ref(), out.as_os_str()])

@@ -4,9 +4,8 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::support::{
-    convert, pt_bytes, pt_tensors, tiny_blob, tiny_tensors, Case, Class, Outcome, PtTensor, Scratch, Tool,
-};
+use crate::support::{convert, tiny_blob, Case, Class, Outcome, Scratch, Tool};
+use itera_test_support::torch::{pt_bytes, pt_tensors, tiny_tensors, PtTensor};
 
 /// The tensor the qint8 cases quantize: a matrix every policy may store as int8.
 const QINT8_TENSOR: &str = "layers.0.ssm.in_proj.weight";
@@ -186,7 +185,7 @@ fn class4_a_declared_vocab_size_that_disagrees_is_refused_naming_both() {
 
 #[test]
 fn class4_the_tiny_fixture_tokenizer_does_not_pack_into_a_vocab_2000_model() {
-    let Some(dir) = itera_pack::fixtures::dir() else { return };
+    let Some(dir) = itera_test_support::fixtures::dir() else { return };
     let s = Scratch::new("packer-tok-fixture");
     let pt = micro_pt(&s);
     let tok = dir.join("tokenizer_tiny.json");

@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use crate::convert::checkpoint_name;
 use crate::quant::parse_sqnr_meta;
 use crate::untrusted::shown;
+use crate::AlignedBytes;
 
 fn ser_db<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
@@ -436,48 +437,14 @@ fn fill(r: &mut impl std::io::Read, words: &mut [u32], from: usize, to: usize) -
     Ok(at)
 }
 
-/// Bytes in a `u32`-backed (hence 4-aligned) buffer.
-pub struct AlignedBytes {
-    words: Vec<u32>,
-    len: usize,
-}
-
-impl From<&[u8]> for AlignedBytes {
-    fn from(b: &[u8]) -> Self {
-        let mut words = vec![0u32; b.len().div_ceil(4)];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        bytes[..b.len()].copy_from_slice(b);
-        AlignedBytes { words, len: b.len() }
-    }
-}
-
-impl std::ops::Deref for AlignedBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &bytemuck::cast_slice::<u32, u8>(&self.words)[..self.len]
-    }
-}
-
-impl std::ops::DerefMut for AlignedBytes {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        &mut bytemuck::cast_slice_mut::<u32, u8>(&mut self.words)[..len]
-    }
-}
-
-impl AsMut<[u8]> for AlignedBytes {
-    fn as_mut(&mut self) -> &mut [u8] {
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The tiny model's bytes (plain bytes: the support crate's blob types are another
+    /// copy of this crate's).
     fn tiny_blob() -> Vec<u8> {
-        let sd = crate::synthetic::state_dict(&crate::synthetic::tiny_config(), 1);
-        crate::convert::build(&sd, &Default::default()).expect("build").finish().expect("finish")
+        itera_test_support::tiny_blob(1).to_vec()
     }
 
     /// A pipe-like reader: no size, a few bytes a read.

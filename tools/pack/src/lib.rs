@@ -5,12 +5,12 @@
 //! [`convert::build`] (names → roles, config from shapes, every tensor checked) →
 //! [`writer::BlobBuilder::finish`] (format v1, see `docs/FORMAT.md`).
 
+pub mod aligned;
 pub mod checkpoint;
 pub mod convert;
 pub mod emit;
 pub mod files;
 pub mod fixed;
-pub mod fixtures;
 pub mod inspect;
 pub mod quant;
 pub mod sign;
@@ -21,6 +21,7 @@ pub mod writer;
 
 use std::path::Path;
 
+pub use aligned::AlignedBytes;
 pub use convert::{ConvertError, PackOptions};
 
 /// Largest `--max-memory` in MiB (16 GiB): far above what any Itera-Lite checkpoint needs

@@ -182,8 +182,8 @@ enum Cmd {
 /// Parses a finished blob back for its report (parse only: quantized dtypes need not run
 /// in this build of the core). A blob that does not parse back is a packer bug, found
 /// before anything is written.
-fn parse_back(bytes: &[u8]) -> anyhow::Result<(inspect::AlignedBytes, inspect::Report)> {
-    let aligned = inspect::AlignedBytes::from(bytes);
+fn parse_back(bytes: &[u8]) -> anyhow::Result<(itera_pack::AlignedBytes, inspect::Report)> {
+    let aligned = itera_pack::AlignedBytes::from(bytes);
     let report = inspect::report(&aligned)
         .context("the blob just made does not parse back: a bug in itera-pack, please report it")?;
     Ok((aligned, report))

@@ -635,22 +635,7 @@ pub fn parse_sqnr_meta(v: &str) -> Vec<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                // Sum of uniforms: roughly gaussian.
-                (0..4)
-                    .map(|_| {
-                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                    })
-                    .sum::<f32>()
-                    * 0.1
-            })
-            .collect()
-    }
+    use itera_test_support::gaussian;
 
     #[test]
     fn int4_grids_are_found_exactly_or_not_at_all() {
@@ -692,7 +677,7 @@ mod tests {
 
     #[test]
     fn int8_rows_bound_and_zero_row() {
-        let mut w = noise(6 * 40, 1);
+        let mut w = gaussian(6 * 40, 1, 0.1);
         w[40..80].fill(0.0);
         let p = quantize_int8_rows(&w, 40);
         let Payload::I8Grouped { q, group, scales, .. } = &p else { panic!() };
@@ -707,7 +692,7 @@ mod tests {
 
     #[test]
     fn int4_search_no_worse_than_absmax() {
-        let w = noise(64 * 70, 7);
+        let w = gaussian(64 * 70, 7, 0.1);
         let best = dequantize(&quantize_int4(&w, 70), 70).expect("deq");
         let base = dequantize(&quantize_int4_absmax(&w, 70), 70).expect("deq");
         let (s_best, s_base) = (sqnr_db(&w, &best), sqnr_db(&w, &base));

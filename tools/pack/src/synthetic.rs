@@ -267,7 +267,7 @@ mod tests {
         let a = synth_blob(Shape::Micro, 5, &q).unwrap();
         assert_eq!(a, synth_blob(Shape::Micro, 5, &q).unwrap());
         assert_ne!(a, synth_blob(Shape::Micro, 6, &q).unwrap());
-        let bytes = crate::inspect::AlignedBytes::from(a.as_slice());
+        let bytes = crate::AlignedBytes::from(a.as_slice());
         let blob = itera_edge::Blob::parse(&bytes).unwrap();
         assert_eq!(*blob.config(), micro_config());
         let meta: Vec<_> = blob.provenance().collect();

@@ -1,19 +1,15 @@
 //! `itera-pack` as a user runs it: real checkpoints, broken ones, hostile ones.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use itera_pack::checkpoint::{self, safetensors::save_safetensors, RawTensor, TensorData};
-use itera_pack::{convert_file, fixtures, PackOptions};
+use itera_pack::{convert_file, AlignedBytes, PackOptions};
+use itera_test_support::session::arena;
+use itera_test_support::{fixtures, tiny_blob, Scratch};
 
 fn pack(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_itera-pack")).args(args).output().expect("itera-pack runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("itera-pack-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
 }
 
 /// Asserts a clean refusal: exit 1 (not a panic's 101) with `needle` in the message.
@@ -31,14 +27,15 @@ fn convert(input: &Path, out: &Path, extra: &[&str]) -> Output {
     pack(&args)
 }
 
-fn convert_to_temp(input: &Path) -> Output {
-    convert(input, &scratch("out.itb"), &[])
+fn convert_to_temp(scratch: &Scratch, input: &Path) -> Output {
+    convert(input, &scratch.path("out.itb"), &[])
 }
 
 #[test]
 fn the_zero_expert_mixed_precision_checkpoint_is_refused_naming_the_layer() {
     let Some(dir) = fixtures::dir() else { return };
-    let out = convert_to_temp(&dir.join("itera_lite_mixed_precision.pt"));
+    let scratch = Scratch::new("pack-cli");
+    let out = convert_to_temp(&scratch, &dir.join("itera_lite_mixed_precision.pt"));
     assert_refused(&out, "layer 1 is a Mixture-of-Experts layer with zero experts");
     assert_refused(&out, "layers.1.moe.layer.router.gate.weight");
     // Its own config says so too.
@@ -48,7 +45,8 @@ fn the_zero_expert_mixed_precision_checkpoint_is_refused_naming_the_layer() {
 #[test]
 fn the_int4_checkpoint_packs_with_its_config_objects_top_k() {
     let Some(dir) = fixtures::dir() else { return };
-    let out = scratch("int4.itb");
+    let scratch = Scratch::new("pack-cli");
+    let out = scratch.path("int4.itb");
     let packed = convert(&dir.join("itera_lite_int4.pt"), &out, &[]);
     assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
     let inspect = pack(&["inspect", out.to_str().expect("utf8 path")]);
@@ -61,18 +59,19 @@ fn the_int4_checkpoint_packs_with_its_config_objects_top_k() {
 #[test]
 fn truncated_random_and_hostile_inputs_get_clear_errors() {
     let Some(dir) = fixtures::dir() else { return };
+    let scratch = Scratch::new("pack-cli");
     let pt = std::fs::read(dir.join("itera_lite_micro_distilled.pt")).expect("fixture");
-    let truncated = scratch("truncated.pt");
+    let truncated = scratch.path("truncated.pt");
     std::fs::write(&truncated, &pt[..pt.len() / 2]).expect("write");
-    assert_refused(&convert_to_temp(&truncated), "error:");
+    assert_refused(&convert_to_temp(&scratch, &truncated), "error:");
 
-    let random = scratch("random.pt");
+    let random = scratch.path("random.pt");
     let mut rng = itera_edge::Rng::new(9);
     std::fs::write(&random, (0..4096).map(|_| rng.next_u32() as u8).collect::<Vec<u8>>()).expect("write");
-    assert_refused(&convert_to_temp(&random), "error:");
+    assert_refused(&convert_to_temp(&scratch, &random), "error:");
 
     // A PyTorch-shaped zip whose pickle calls os.system: refused by name, nothing runs.
-    let evil = scratch("evil.pt");
+    let evil = scratch.path("evil.pt");
     let mut pickle = vec![0x80, 2];
     pickle.extend_from_slice(b"cos\nsystem\n");
     pickle.extend_from_slice(b"X\x0b\x00\x00\x00touch pwned\x85R.");
@@ -81,30 +80,31 @@ fn truncated_random_and_hostile_inputs_get_clear_errors() {
     zip.start_file("archive/data.pkl", stored).expect("entry");
     std::io::Write::write_all(&mut zip, &pickle).expect("write");
     zip.finish().expect("finish");
-    assert_refused(&convert_to_temp(&evil), "os.system");
+    assert_refused(&convert_to_temp(&scratch, &evil), "os.system");
     assert!(!Path::new("touch pwned").exists() && !Path::new("pwned").exists());
 
-    assert_refused(&convert_to_temp(&scratch("does-not-exist.pt")), "error:");
+    assert_refused(&convert_to_temp(&scratch, &scratch.path("does-not-exist.pt")), "error:");
 }
 
 #[test]
 fn a_safetensors_twin_of_the_distilled_checkpoint_packs_to_identical_logits() {
     let Some(dir) = fixtures::dir() else { return };
+    let scratch = Scratch::new("pack-cli");
     let pt = dir.join("itera_lite_micro_distilled.pt");
     let sd = checkpoint::load(&pt).expect("load .pt");
     // Write the same tensors as safetensors, with the `model.` prefix some exporters add.
     let twin: Vec<(String, RawTensor)> = sd.tensors.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
-    let st = scratch("micro.safetensors");
+    let st = scratch.path("micro.safetensors");
     save_safetensors(&twin, &st).expect("write safetensors");
 
     let opts = PackOptions::default();
-    let from_pt = itera_pack::inspect::AlignedBytes::from(convert_file(&pt, &opts).expect("pt").as_slice());
-    let from_st = itera_pack::inspect::AlignedBytes::from(convert_file(&st, &opts).expect("st").as_slice());
+    let from_pt = AlignedBytes::from(convert_file(&pt, &opts).expect("pt").as_slice());
+    let from_st = AlignedBytes::from(convert_file(&st, &opts).expect("st").as_slice());
     let logits = |bytes: &[u8]| -> Vec<f32> {
         let blob = itera_edge::Blob::parse(bytes).expect("parse");
         let model = itera_edge::Model::new(&blob).expect("model");
-        let mut arena = vec![0u32; model.arena_bytes() / 4];
-        let mut s = itera_edge::Session::new(&model, bytemuck::cast_slice_mut(&mut arena)).expect("session");
+        let mut arena = arena(&model);
+        let mut s = itera_edge::Session::new(&model, &mut arena).expect("session");
         [41u32, 13, 6, 42, 182, 43, 4, 16].iter().flat_map(|&t| s.step(t).expect("step").to_vec()).collect()
     };
     let (a, b) = (logits(&from_pt), logits(&from_st));
@@ -148,7 +148,8 @@ fn missing_mismatched_and_non_finite_tensors_are_named() {
 #[test]
 fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
     let Some(dir) = fixtures::dir() else { return };
-    let out = scratch("micro.itb");
+    let scratch = Scratch::new("pack-cli");
+    let out = scratch.path("micro.itb");
     let res = pack(&[
         "convert",
         dir.join("itera_lite_micro_distilled.pt").to_str().expect("utf8"),
@@ -157,7 +158,7 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
         "--tokenizer",
         dir.join("tokenizer_2000.json").to_str().expect("utf8"),
         "--emit-rust",
-        scratch("model_consts.rs").to_str().expect("utf8"),
+        scratch.path("model_consts.rs").to_str().expect("utf8"),
     ]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let inspect = pack(&["inspect", out.to_str().expect("utf8"), "--json"]);
@@ -171,7 +172,7 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
             || v["tokenizer"].as_str().expect("tokenizer").starts_with("Word")
     );
     assert!(v["provenance"].to_string().contains("itera_lite_micro_distilled.pt"));
-    let consts = std::fs::read_to_string(scratch("model_consts.rs")).expect("--emit-rust wrote the constants");
+    let consts = std::fs::read_to_string(scratch.path("model_consts.rs")).expect("--emit-rust wrote the constants");
     let arena = v["arena_bytes"].as_u64().expect("arena");
     assert!(consts.contains(&format!("pub const ARENA_BYTES: usize = {arena};")), "{consts}");
     // Blocks of 8 tokens: the per-token vectors (d 64, d_inner 128, hidden 32) eight times.
@@ -183,15 +184,10 @@ fn convert_and_inspect_a_real_checkpoint_with_its_tokenizer() {
 
 #[test]
 fn keygen_sign_and_verify_a_blob_and_refuse_a_changed_one() {
-    use itera_pack::synthetic::{state_dict, tiny_config};
-    let blob = scratch("signed.itb");
-    let bytes = itera_pack::convert::build(&state_dict(&tiny_config(), 2), &PackOptions::default())
-        .expect("build")
-        .finish()
-        .expect("finish");
-    std::fs::write(&blob, &bytes).expect("write");
-    let key = scratch("release");
-    let _ = std::fs::remove_file(key.with_extension("secret"));
+    let scratch = Scratch::new("pack-cli");
+    let bytes = tiny_blob(2).to_vec();
+    let blob = scratch.write("signed.itb", &bytes);
+    let key = scratch.path("release");
     let s = |p: &Path| p.to_str().expect("utf8").to_string();
     assert!(pack(&["keygen", "-o", &s(&key)]).status.success());
     assert_refused(&pack(&["keygen", "-o", &s(&key)]), "refusing to overwrite");
@@ -207,8 +203,9 @@ fn keygen_sign_and_verify_a_blob_and_refuse_a_changed_one() {
 
 #[test]
 fn synth_makes_the_requested_shape_and_the_same_seed_gives_the_same_bytes() {
+    let scratch = Scratch::new("pack-cli");
     let s = |p: &Path| p.to_str().expect("utf8").to_string();
-    let (a, b, c) = (scratch("synth_a.itb"), scratch("synth_b.itb"), scratch("synth_c.itb"));
+    let (a, b, c) = (scratch.path("synth_a.itb"), scratch.path("synth_b.itb"), scratch.path("synth_c.itb"));
     for (out, seed) in [(&a, "7"), (&b, "7"), (&c, "8")] {
         let res = pack(&["synth", "--shape", "micro", "--seed", seed, "-o", &s(out)]);
         assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
@@ -217,12 +214,12 @@ fn synth_makes_the_requested_shape_and_the_same_seed_gives_the_same_bytes() {
     let bytes = |p: &Path| std::fs::read(p).expect("synth wrote the blob");
     assert_eq!(bytes(&a), bytes(&b), "same seed, same bytes");
     assert_ne!(bytes(&a), bytes(&c), "another seed, other weights");
-    let blob = itera_pack::inspect::AlignedBytes::from(bytes(&a).as_slice());
+    let blob = AlignedBytes::from(bytes(&a).as_slice());
     let model = itera_edge::Model::new(&itera_edge::Blob::parse(&blob).expect("parses")).expect("runs");
     assert_eq!(*model.config(), itera_pack::synthetic::micro_config());
 
     // The tiny shape, int8 as `convert --quant int8` stores it, summarised as JSON.
-    let tiny = scratch("synth_tiny.itb");
+    let tiny = scratch.path("synth_tiny.itb");
     let res = pack(&["synth", "--shape", "tiny", "--seed", "3", "-o", &s(&tiny), "--quant", "int8", "--json"]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("json");
@@ -246,6 +243,7 @@ fn synth_makes_the_requested_shape_and_the_same_seed_gives_the_same_bytes() {
 #[test]
 fn the_torchscript_export_holds_the_int4_checkpoints_weights_and_its_top_k() {
     let Some(dir) = fixtures::dir() else { return };
+    let scratch = Scratch::new("pack-cli");
     let script = checkpoint::load(&dir.join("itera_lite_micro_torchscript.pt")).expect("the TorchScript archive reads");
     let int4 = checkpoint::load(&dir.join("itera_lite_int4.pt")).expect("the int4 checkpoint reads");
     assert_eq!(script.format, checkpoint::SourceFormat::TorchScript);
@@ -259,7 +257,7 @@ fn the_torchscript_export_holds_the_int4_checkpoints_weights_and_its_top_k() {
     let config = script.config.expect("the traced code's top-k");
     assert_eq!(config.int("top_k_experts"), Some(2));
     assert!(config.origin.starts_with("traced code (code/__torch__/"), "{}", config.origin);
-    let packed = convert(&dir.join("itera_lite_micro_torchscript.pt"), &scratch("ts.itb"), &[]);
+    let packed = convert(&dir.join("itera_lite_micro_torchscript.pt"), &scratch.path("ts.itb"), &[]);
     let said = String::from_utf8_lossy(&packed.stdout);
     assert!(said.contains("(TorchScript archive; top-k 2 from its traced code"), "{said}");
 }
@@ -272,8 +270,7 @@ fn the_int4_checkpoint_keeps_its_int4_weights_exactly() {
         PackOptions { quant: itera_pack::quant::QuantPolicy::parse_spec("keep").expect("keep"), ..Default::default() };
     let kept = convert_file(&published, &opts).expect("packs with --quant keep");
     let f32_blob = convert_file(&published, &PackOptions::default()).expect("packs as f32");
-    let report =
-        itera_pack::inspect::report(&itera_pack::inspect::AlignedBytes::from(kept.as_slice())).expect("inspects");
+    let report = itera_pack::inspect::report(&AlignedBytes::from(kept.as_slice())).expect("inspects");
     // Every weight matrix (and the tables) is int4 with one scale, every value exact.
     let quantized: Vec<_> = report.tensors.iter().filter(|t| t.sqnr_db.is_some()).collect();
     assert_eq!(quantized.len(), 29, "every matrix and both tables");

@@ -8,38 +8,16 @@ use std::process::{Command, Output};
 use itera_edge::format::{DType, Quant, Role};
 use itera_edge::Blob;
 use itera_pack::checkpoint::{self, TensorData};
-use itera_pack::inspect::{self, AlignedBytes};
 use itera_pack::quant::{
     dequantize, quantize_f16, quantize_int4, quantize_int4_absmax, quantize_int8_rows, sqnr_db, Preset, QDType,
     QuantPolicy,
 };
 use itera_pack::writer::Payload;
-use itera_pack::{convert_file, fixtures, ConvertError, PackOptions};
+use itera_pack::{convert_file, inspect, AlignedBytes, ConvertError, PackOptions};
+use itera_test_support::{fixtures, gaussian, Scratch};
 
 fn pack(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_itera-pack")).args(args).output().expect("itera-pack runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("itera-pack-quant-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
-}
-
-/// Deterministic, roughly gaussian values (sum of four uniforms), std about `0.058 * amp`.
-fn gaussian(n: usize, seed: u64, amp: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            (0..4)
-                .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .sum::<f32>()
-                * amp
-        })
-        .collect()
 }
 
 #[test]
@@ -272,15 +250,16 @@ fn tiny_int8_keeps_the_checkpoint_int8_values_exactly() {
 #[test]
 fn cli_quant_inspect_json_and_chart() {
     let Some(path) = micro() else { return };
-    let out = scratch("mixed.itb");
-    let policy = scratch("policy.txt");
+    let scratch = Scratch::new("pack-quant");
+    let out = scratch.path("mixed.itb");
+    let policy = scratch.path("policy.txt");
     std::fs::write(&policy, "layers.0.ssm.in_proj.weight = int8\nnothing.matches.this = f16\n").expect("write");
     let spec = format!("mixed:{}", policy.display());
     let res = pack(&["convert", path.to_str().expect("utf8"), "-o", out.to_str().expect("utf8"), "--quant", &spec]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(stderr.contains("warning") && stderr.contains(":2"), "{stderr}");
-    let chart = scratch("sizes.svg");
+    let chart = scratch.path("sizes.svg");
     let res = pack(&["inspect", out.to_str().expect("utf8"), "--json", "--chart", chart.to_str().expect("utf8")]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("json");

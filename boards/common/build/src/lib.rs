@@ -93,7 +93,7 @@ impl Board {
             }
         };
 
-        let aligned = itera_pack::inspect::AlignedBytes::from(blob.as_slice());
+        let aligned = itera_pack::AlignedBytes::from(blob.as_slice());
         let mut consts = itera_pack::emit::rust_consts(&aligned).unwrap_or_else(|e| panic!("model blob: {e}"));
         let (arena, vocab) = {
             let b = itera_edge::Blob::parse(&aligned).unwrap_or_else(|e| panic!("model blob: {e}"));

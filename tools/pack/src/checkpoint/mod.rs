@@ -682,14 +682,9 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
 pub(crate) mod test_support {
     use std::path::PathBuf;
 
-    /// The Itera-Lite fixtures directory (see [`crate::fixtures::dir`]).
-    pub(crate) fn fixtures_dir() -> Option<PathBuf> {
-        crate::fixtures::dir()
-    }
-
     /// Reads one fixture file, or `None` when fixtures are unavailable.
     pub(crate) fn fixture(name: &str) -> Option<(PathBuf, Vec<u8>)> {
-        let path = fixtures_dir()?.join(name);
+        let path = itera_test_support::fixtures::dir()?.join(name);
         match std::fs::read(&path) {
             Ok(bytes) => Some((path, bytes)),
             Err(e) => panic!("fixture {} unreadable: {e}", path.display()),
@@ -701,6 +696,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::fixture;
     use super::*;
+    use itera_test_support::XorShift64;
 
     #[test]
     fn sniffing_and_garbage() {
@@ -715,16 +711,9 @@ mod tests {
 
     #[test]
     fn random_bytes_are_errors() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = XorShift64(0x9e37_79b9_7f4a_7c15u64);
         for len in [1usize, 7, 8, 9, 100, 4096, 100_000] {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             assert!(load_bytes(&bytes, "random").is_err());
             let mut zipish = ZIP_MAGIC.to_vec();
             zipish.extend_from_slice(&bytes);
@@ -780,13 +769,8 @@ mod tests {
         let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
             return;
         };
-        let mut state = 0x0123_4567_89ab_cdefu64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = XorShift64(0x0123_4567_89ab_cdefu64);
+        let mut next = || rng.next_u64();
         // Flip bytes inside the pickle and the zip directories (the start and
         // the end of the file), where damage changes the parse.
         let pickle_end = 10_000.min(bytes.len());

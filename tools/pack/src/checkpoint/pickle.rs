@@ -1193,6 +1193,8 @@ impl fmt::Display for Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use itera_test_support::torch::unicode;
+    use itera_test_support::XorShift64;
 
     const ALLOWED: &[&str] = &["collections.OrderedDict", "torch._utils._rebuild_tensor_v2"];
 
@@ -1200,20 +1202,13 @@ mod tests {
         parse(data, ALLOWED, &Limits::default())
     }
 
-    fn binunicode(s: &str) -> Vec<u8> {
-        let mut v = vec![b'X'];
-        v.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        v.extend_from_slice(s.as_bytes());
-        v
-    }
-
     #[test]
     fn ordered_dict_with_items() {
         // OrderedDict(); d['a'] = 7; d['b'] = (1.5, None, True); BUILD with {} state
         let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
-        p.extend(binunicode("a"));
+        p.extend(unicode("a"));
         p.extend_from_slice(b"K\x07");
-        p.extend(binunicode("b"));
+        p.extend(unicode("b"));
         p.extend_from_slice(b"G\x3f\xf8\x00\x00\x00\x00\x00\x00N\x88\x87u}b.");
         let tree = run(&p).expect("parses");
         let root = tree.root();
@@ -1232,9 +1227,9 @@ mod tests {
     fn plain_dict_list_memo_and_long() {
         // {'x': [1, 2, 300, -2**40], 'y': memo-get of 'x' list}
         let mut p = b"\x80\x02}q\x00(".to_vec();
-        p.extend(binunicode("x"));
+        p.extend(unicode("x"));
         p.extend_from_slice(b"]q\x01(K\x01K\x02M\x2c\x01\x8a\x06\x00\x00\x00\x00\x00\xffe");
-        p.extend(binunicode("y"));
+        p.extend(unicode("y"));
         p.extend_from_slice(b"h\x01u.");
         let tree = run(&p).expect("parses");
         let root = tree.root();
@@ -1258,7 +1253,7 @@ mod tests {
         for (module, name) in [("os", "system"), ("builtins", "eval"), ("posix", "system")] {
             let mut p = format!("\x02c{module}\n{name}\n").into_bytes();
             p.insert(0, 0x80);
-            p.extend(binunicode("echo pwned"));
+            p.extend(unicode("echo pwned"));
             p.extend_from_slice(b"\x85R.");
             let err = run(&p).expect_err("must refuse");
             assert!(matches!(err, PickleError::GlobalNotAllowed { .. }), "{err:?}");
@@ -1294,9 +1289,9 @@ mod tests {
     fn constructed_objects_are_records_with_their_state() {
         // models.config.IteraLiteConfig() by NEWOBJ, then BUILD with its attribute dict.
         let mut p = b"\x80\x02cmodels.config\nIteraLiteConfig\n)\x81}(".to_vec();
-        p.extend(binunicode("top_k_experts"));
+        p.extend(unicode("top_k_experts"));
         p.extend_from_slice(b"K\x03");
-        p.extend(binunicode("moe_layers"));
+        p.extend(unicode("moe_layers"));
         p.extend_from_slice(b"]K\x01aub.");
         let tree = run(&p).expect("parses");
         let root = tree.root();
@@ -1305,7 +1300,7 @@ mod tests {
         assert!(tree.field(root, "moe_layers").and_then(|v| tree.as_sequence(v)).is_some_and(|v| v.len() == 1));
         // copyreg._reconstructor(cls, object, None) and a (dict, slots) state; NEWOBJ_EX.
         let mut p = b"\x80\x02ccopyreg\n_reconstructor\ncargparse\nNamespace\ncbuiltins\nobject\nN\x87R}(".to_vec();
-        p.extend(binunicode("lr"));
+        p.extend(unicode("lr"));
         p.extend_from_slice(b"G\x3f\x50\x62\x4d\xd2\xf1\xa9\xfcuN\x86b.");
         let tree = run(&p).expect("parses");
         assert_eq!(tree.class_name(tree.root()).as_deref(), Some("argparse.Namespace"));
@@ -1316,17 +1311,11 @@ mod tests {
         assert!(matches!(run(b"\x80\x02K\x01)\x81."), Err(PickleError::TypeMismatch { .. })));
     }
 
-    /// `numpy{module}.multiarray.scalar(numpy.dtype(code, False, True) + state, bytes)`.
+    /// A whole pickle of one NumPy scalar (see `itera_test_support::torch::numpy_scalar`).
     fn numpy_scalar(module: &str, code: &str, order: &str, bytes: &[u8]) -> Vec<u8> {
         let mut p = vec![0x80, 2];
-        p.extend_from_slice(format!("cnumpy{module}.multiarray\nscalar\ncnumpy\ndtype\n").as_bytes());
-        p.extend(binunicode(code));
-        p.extend_from_slice(b"\x89\x88\x87R(K\x03");
-        p.extend(binunicode(order));
-        p.extend_from_slice(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbc_codecs\nencode\n");
-        p.extend(binunicode(&bytes.iter().map(|&b| char::from(b)).collect::<String>()));
-        p.extend(binunicode("latin1"));
-        p.extend_from_slice(b"\x86R\x86R.");
+        p.extend(itera_test_support::torch::numpy_scalar(module, code, order, bytes));
+        p.push(b'.');
         p
     }
 
@@ -1375,7 +1364,7 @@ mod tests {
         assert!(matches!(run(b"\x80\x02J\x01\x02"), Err(PickleError::Truncated { .. })));
         // Every prefix of a valid pickle fails cleanly.
         let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
-        p.extend(binunicode("key"));
+        p.extend(unicode("key"));
         p.extend_from_slice(b"G\x3f\xf8\x00\x00\x00\x00\x00\x00u.");
         assert!(run(&p).is_ok());
         for cut in 0..p.len() {
@@ -1481,13 +1470,8 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = XorShift64(0x2545_f491_4f6c_dd1du64);
+        let mut next = || rng.next_u64();
         let alphabet =
             b"(.JKMNQRXBCabc}ehj]qrstu)Gio\x80\x81\x85\x86\x87\x88\x89\x8a\x8c\x8f\x90\x91\x92\x93\x94\x95\n";
         for _ in 0..20_000 {

@@ -1176,6 +1176,14 @@ mod tests {
     use super::super::test_support::fixture;
     use super::super::{load_bytes, safetensors_to_vec};
     use super::*;
+    use itera_test_support::torch::{rebuild_tensor, unicode, zip_entries, zip_entry, View, ZipEntry};
+    use itera_test_support::XorShift64;
+
+    /// The state dict of fixture `name`, or `None` when the fixtures are unavailable.
+    fn fixture_state_dict(name: &str) -> Option<StateDict> {
+        let (_, bytes) = fixture(name)?;
+        Some(load_bytes(&bytes, name).expect("the fixture loads"))
+    }
 
     fn data_f32(t: &RawTensor) -> &[f32] {
         match &t.data {
@@ -1186,10 +1194,9 @@ mod tests {
 
     #[test]
     fn micro_distilled() {
-        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_micro_distilled.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "itera_lite_micro_distilled.pt").expect("loads");
         assert_eq!(sd.len(), 61);
         assert_eq!(sd.names().next(), Some("embedding.weight"));
         assert_eq!(sd.names().last(), Some("lm_head.weight"));
@@ -1218,10 +1225,9 @@ mod tests {
 
     #[test]
     fn tiny_int8() {
-        let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_tiny_int8.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "itera_lite_tiny_int8.pt").expect("loads");
         let w = sd.get("layers.0.ssm.in_proj.weight").expect("in_proj");
         assert_eq!(w.shape, vec![512, 128]);
         match &w.data {
@@ -1264,10 +1270,9 @@ mod tests {
 
     #[test]
     fn mixed_precision() {
-        let Some((_, bytes)) = fixture("itera_lite_mixed_precision.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_mixed_precision.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "itera_lite_mixed_precision.pt").expect("loads");
         let gate = sd.get("layers.1.moe.layer.router.gate.weight").expect("gate");
         assert_eq!(gate.shape, vec![0, 128]);
         assert!(gate.data.is_empty());
@@ -1302,45 +1307,15 @@ mod tests {
         }
     }
 
-    fn binunicode(s: &str) -> Vec<u8> {
-        let mut v = vec![b'X'];
-        v.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        v.extend_from_slice(s.as_bytes());
-        v
-    }
-
-    fn small_int(v: usize) -> Vec<u8> {
-        let mut b = vec![b'J'];
-        b.extend_from_slice(&(v as i32).to_le_bytes());
-        b
-    }
-
     /// Pickle of `{name: _rebuild_tensor_v2(storage(key, numel), offset, size, stride, False, OrderedDict())}`.
     /// `(name, storage type, storage key, storage numel, offset, size, stride)`.
     type TensorSpec<'a> = (&'a str, &'a str, &'a str, usize, usize, &'a [usize], &'a [usize]);
 
     fn tensor_pickle(entries: &[TensorSpec]) -> Vec<u8> {
         let mut p = b"\x80\x02}(".to_vec();
-        for &(name, ty, key, numel, offset, size, stride) in entries {
-            p.extend(binunicode(name));
-            p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
-            p.extend(binunicode("storage"));
-            p.extend_from_slice(format!("ctorch\n{ty}\n").as_bytes());
-            p.extend(binunicode(key));
-            p.extend(binunicode("cpu"));
-            p.extend(small_int(numel));
-            p.extend_from_slice(b"tQ");
-            p.extend(small_int(offset));
-            p.push(b'(');
-            for &d in size {
-                p.extend(small_int(d));
-            }
-            p.push(b't');
-            p.push(b'(');
-            for &s in stride {
-                p.extend(small_int(s));
-            }
-            p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
+        for &(name, storage, key, numel, offset, size, stride) in entries {
+            p.extend(unicode(name));
+            p.extend(rebuild_tensor(&View { storage, key, numel, offset, size, stride }, None));
         }
         p.extend_from_slice(b"u.");
         p
@@ -1362,29 +1337,16 @@ mod tests {
     /// tensor of the wrapper's own.
     fn module_tree_pickle(wrapper: &str, attr: &str) -> Vec<u8> {
         let tensor = |key: &str| {
-            let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
-            p.extend(binunicode("storage"));
-            p.extend_from_slice(b"ctorch\nFloatStorage\n");
-            p.extend(binunicode(key));
-            p.extend(binunicode("cpu"));
-            p.extend(small_int(2));
-            p.extend_from_slice(b"tQ");
-            p.extend(small_int(0));
-            p.extend_from_slice(b"(");
-            p.extend(small_int(2));
-            p.extend_from_slice(b"t(");
-            p.extend(small_int(1));
-            p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
-            p
+            rebuild_tensor(&View { storage: "FloatStorage", key, numel: 2, offset: 0, size: &[2], stride: &[1] }, None)
         };
         let module = |class: &str, fields: Vec<(&str, Vec<u8>)>| {
             let (module, name) = class.rsplit_once('.').unwrap_or(("m", class));
             let mut p = format!("c__torch__.{module}\n{name}\n)").into_bytes();
             p.extend_from_slice(b"\x81}(");
-            p.extend(binunicode("training"));
+            p.extend(unicode("training"));
             p.push(0x88);
             for (k, v) in fields {
-                p.extend(binunicode(k));
+                p.extend(unicode(k));
                 p.extend(v);
             }
             p.extend_from_slice(b"ub");
@@ -1492,9 +1454,9 @@ mod tests {
         // Wrapped in {'model_state_dict': ..., 'other': ...}.
         let inner = tensor_pickle(&[("w", "FloatStorage", "0", 1, 0, &[1], &[1])]);
         let mut p = b"\x80\x02}(".to_vec();
-        p.extend(binunicode("epoch"));
+        p.extend(unicode("epoch"));
         p.extend_from_slice(b"K\x03");
-        p.extend(binunicode("model_state_dict"));
+        p.extend(unicode("model_state_dict"));
         p.extend_from_slice(&inner[2..inner.len() - 1]);
         p.extend_from_slice(b"u.");
         let sd = build(&p, &[("0", f32_bytes(&[4.0]))]).expect("wrapped");
@@ -1515,13 +1477,8 @@ mod tests {
             .expect("read")
             .expect("present");
         let mut storages = ZipStorages { archive: &mut archive, prefix, cache: HashMap::new(), bytes_read: 0 };
-        let mut state = 0x1234_5678_9abc_def1u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = XorShift64(0x1234_5678_9abc_def1u64);
+        let mut next = || rng.next_u64();
         let mut ok = 0;
         for _ in 0..3000 {
             let mut p = pkl.clone();
@@ -1547,31 +1504,12 @@ mod tests {
         assert!(ok < 3000, "mutations should break something");
     }
 
-    /// Builds a zip archive in memory from `(name, bytes, deflate?)` entries.
-    fn make_zip(entries: &[(&str, &[u8], bool)]) -> Vec<u8> {
-        use std::io::Write;
-        use zip::write::SimpleFileOptions;
-        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        for &(name, bytes, deflate) in entries {
-            let opts = if deflate {
-                SimpleFileOptions::default()
-                    .compression_method(zip::CompressionMethod::Deflated)
-                    .compression_level(Some(9))
-            } else {
-                SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored)
-            };
-            w.start_file(name, opts).expect("start");
-            w.write_all(bytes).expect("write");
-        }
-        w.finish().expect("finish").into_inner()
-    }
-
     #[test]
     fn synthetic_archives() {
         let p = tensor_pickle(&[("w", "FloatStorage", "0", 3, 0, &[3], &[1])]);
         let data = f32_bytes(&[1.0, 2.0, 3.0]);
         // A well-formed archive with an arbitrary top folder name.
-        let ok = make_zip(&[
+        let ok = zip_entries(&[
             ("any_name/data.pkl", &p, false),
             ("any_name/byteorder", b"little", false),
             ("any_name/data/0", &data, false),
@@ -1579,12 +1517,12 @@ mod tests {
         let sd = load_bytes(&ok, "ok.pt").expect("loads");
         assert_eq!(sd.get("w").map(|t| t.data.clone()), Some(TensorData::F32(vec![1.0, 2.0, 3.0])));
         // Deflated entries are fine too.
-        let deflated = make_zip(&[("a/data.pkl", &p, true), ("a/data/0", &data, true)]);
+        let deflated = zip_entries(&[("a/data.pkl", &p, true), ("a/data/0", &data, true)]);
         assert_eq!(load_bytes(&deflated, "d.pt").expect("loads").len(), 1);
 
         // A pickle that names os.system inside a real archive.
         let evil = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsR.";
-        let err = load_bytes(&make_zip(&[("a/data.pkl", evil, false)]), "evil.pt").expect_err("refused");
+        let err = load_bytes(&zip_entries(&[("a/data.pkl", evil, false)]), "evil.pt").expect_err("refused");
         assert!(
             matches!(&err, CheckpointError::Pickle { error: pickle::PickleError::GlobalNotAllowed { .. }, .. }),
             "{err}"
@@ -1592,14 +1530,14 @@ mod tests {
         assert!(err.to_string().contains("pickle global 'os.system' is refused"), "{err}");
 
         // Big-endian, missing data.pkl, missing and short storages.
-        let be = make_zip(&[("a/data.pkl", &p, false), ("a/byteorder", b"big", false), ("a/data/0", &data, false)]);
+        let be = zip_entries(&[("a/data.pkl", &p, false), ("a/byteorder", b"big", false), ("a/data/0", &data, false)]);
         assert!(matches!(load_bytes(&be, "be.pt"), Err(CheckpointError::UnsupportedByteOrder { .. })));
-        let no_pkl = make_zip(&[("a/weights.bin", &data, false)]);
+        let no_pkl = zip_entries(&[("a/weights.bin", &data, false)]);
         assert!(matches!(load_bytes(&no_pkl, "x.pt"), Err(CheckpointError::MissingDataPkl { .. })));
-        let missing = make_zip(&[("a/data.pkl", &p, false)]);
+        let missing = zip_entries(&[("a/data.pkl", &p, false)]);
         let err = load_bytes(&missing, "m.pt").expect_err("missing storage");
         assert!(err.to_string().contains("storage '0' is missing"), "{err}");
-        let short = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data[..8], false)]);
+        let short = zip_entries(&[("a/data.pkl", &p, false), ("a/data/0", &data[..8], false)]);
         let err = load_bytes(&short, "s.pt").expect_err("short storage");
         assert!(
             matches!(err, CheckpointError::Tensor { .. })
@@ -1612,18 +1550,11 @@ mod tests {
     fn zip_bombs_are_refused_before_decompression() {
         // 64 MiB of zeros deflates by more than 1000x.
         let zeros = vec![0u8; 64 << 20];
-        let bomb = make_zip(&[("a/data.pkl", &zeros, true)]);
+        let bomb = zip_entries(&[("a/data.pkl", &zeros, true)]);
         assert!(bomb.len() < (64 << 20) / 1000, "deflate ratio {}", (64 << 20) / bomb.len());
         let err = load_bytes(&bomb, "bomb.pt").expect_err("bomb");
         assert!(matches!(err, CheckpointError::ZipEntryTooLarge { .. }), "{err}");
         assert!(err.to_string().contains("refusing to decompress"), "{err}");
-    }
-
-    /// Offset of `entry`'s data and its length, by the zip crate's reckoning.
-    fn entry_data(zip: &[u8], entry: &str) -> (usize, usize, usize) {
-        let mut archive = ZipArchive::new(std::io::Cursor::new(zip)).expect("zip");
-        let e = archive.by_name(entry).expect("entry");
-        (e.header_start() as usize, e.data_start() as usize, e.compressed_size() as usize)
     }
 
     fn damaged_entry(err: &CheckpointError) -> &str {
@@ -1641,7 +1572,7 @@ mod tests {
             return;
         };
         let entry = "itera_lite_micro_distilled/data/9";
-        let (header, start, len) = entry_data(&bytes, entry);
+        let ZipEntry { header, data: start, len } = zip_entry(&bytes, entry);
         assert_ne!(le16(&bytes, header + 6) & FLAG_DATA_DESCRIPTOR, 0, "the fixture uses data descriptors");
 
         let mut flipped = bytes.clone();
@@ -1675,9 +1606,9 @@ mod tests {
     fn local_headers_and_crcs_of_written_zips_are_checked() {
         let p = tensor_pickle(&[("w", "FloatStorage", "0", 3, 0, &[3], &[1])]);
         let data = f32_bytes(&[1.0, 2.0, 3.0]);
-        let ok = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data, false)]);
+        let ok = zip_entries(&[("a/data.pkl", &p, false), ("a/data/0", &data, false)]);
         assert!(load_bytes(&ok, "ok.pt").is_ok());
-        let (header, start, _) = entry_data(&ok, "a/data/0");
+        let ZipEntry { header, data: start, .. } = zip_entry(&ok, "a/data/0");
         // Each field of the local header that the directory also records.
         for (at, what) in [(14, "local header CRC-32"), (18, "compressed size"), (22, "local header size")] {
             let mut bad = ok.clone();
@@ -1699,7 +1630,7 @@ mod tests {
         let p = tensor_pickle(&[("w", "FloatStorage", "0", 1, 0, &[1], &[1])]);
         let one = f32_bytes(&[1.0]);
         let two = f32_bytes(&[2.0]);
-        let mut zip = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &one, false), ("a/data/X", &two, false)]);
+        let mut zip = zip_entries(&[("a/data.pkl", &p, false), ("a/data/0", &one, false), ("a/data/X", &two, false)]);
         // A zip writer refuses a repeated name: rename the third entry everywhere.
         for i in 0..zip.len() - 8 {
             if &zip[i..i + 8] == b"a/data/X" {
@@ -1718,7 +1649,7 @@ mod tests {
             ("b", "FloatStorage", "1", 1024, 0, &[1024], &[1]),
         ]);
         let data = f32_bytes(&[0.5; 1024]);
-        let zip = make_zip(&[("a/data.pkl", &p, false), ("a/data/0", &data, true), ("a/data/1", &data, true)]);
+        let zip = zip_entries(&[("a/data.pkl", &p, false), ("a/data/0", &data, true), ("a/data/1", &data, true)]);
         let (_, used) = super::super::load_bytes_metered(&zip, "b.pt", &MemoryBudget::default()).expect("loads");
         // Two 4 KiB entries and two 4 KiB tensors, plus the pickle and directory.
         assert!((4 * 4096..4 * 4096 + 8192).contains(&used), "{used}");
@@ -1730,10 +1661,9 @@ mod tests {
 
     #[test]
     fn safetensors_twin_of_a_torch_checkpoint() {
-        let Some((_, bytes)) = fixture("itera_lite_micro_distilled.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_micro_distilled.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "micro").expect("loads");
         let st = safetensors_to_vec(&sd.tensors).expect("writes");
         let twin = load_bytes(&st, "micro.safetensors").expect("reads back");
         assert_eq!(twin.names().collect::<Vec<_>>(), sd.names().collect::<Vec<_>>());
@@ -1741,10 +1671,9 @@ mod tests {
             let u = twin.get(name).expect(name);
             assert_eq!((&u.shape, &u.data), (&t.shape, &t.data), "{name}");
         }
-        let Some((_, bytes)) = fixture("itera_lite_tiny_int8.pt") else {
+        let Some(sd) = fixture_state_dict("itera_lite_tiny_int8.pt") else {
             return;
         };
-        let sd = load_bytes(&bytes, "tiny").expect("loads");
         let twin =
             load_bytes(&safetensors_to_vec(&sd.tensors).expect("writes"), "tiny.safetensors").expect("reads back");
         for (name, t) in &sd.tensors {

@@ -2,19 +2,16 @@
 //! them: a packed blob's manifest decoded, edited, re-encoded (the data section moved when
 //! the manifest outgrows its padding) and resealed, or its bytes edited and resealed.
 //!
-//! Shared by the core's tests (`mod support`) and the hostile-input suite, which includes
-//! this file by path (`host-sim/tests/hostile/blobs.rs`), so both craft blobs one way.
-
-// Each includer uses a part.
-#![allow(dead_code)]
+//! The core's tests and the hostile-input suite (`host-sim/tests/hostile/blobs.rs`) craft
+//! blobs this one way.
 
 use itera_edge::format::{encode_manifest, seal, ManifestHead, Quant, Role, TensorEntry, ALIGN, CRC_LEN, HEADER_LEN};
 use itera_edge::Blob;
-use itera_pack::convert::{build, PackOptions};
-use itera_pack::inspect::AlignedBytes;
+use itera_pack::convert::PackOptions;
 use itera_pack::quant::QuantPolicy;
-use itera_pack::synthetic::{state_dict, tiny_config};
+use itera_pack::synthetic::tiny_config;
 use itera_pack::writer::{BlobBuilder, Payload, TokenizerTable};
+use itera_pack::AlignedBytes;
 
 /// How the tiny model's matrices are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +62,7 @@ pub fn tiny(storage: Storage, tokenizer: Option<TokenizerTable>) -> Vec<u8> {
     };
     let quant = QuantPolicy::parse_spec(spec).expect("a preset");
     let opts = PackOptions { quant, tokenizer, ..PackOptions::default() };
-    let mut b: BlobBuilder = build(&state_dict(&tiny_config(), 1), &opts).expect("the tiny model converts");
+    let mut b: BlobBuilder = crate::builder(&tiny_config(), 1, &opts);
     if matches!(storage, Storage::Affine | Storage::Int8F32) {
         for t in b.tensors.iter_mut().filter(|t| is_matrix(t.role)) {
             let Payload::F32(w) = &t.payload else { continue };

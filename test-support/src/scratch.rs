@@ -1,5 +1,3 @@
-//! Helpers shared by the CLI tests.
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,7 +9,7 @@ impl Scratch {
     pub fn new(kind: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("itera-sim-{kind}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("itera-test-{kind}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Scratch(dir)
     }
@@ -22,7 +20,6 @@ impl Scratch {
     }
 
     /// Writes `bytes` to `name` inside the folder; returns the path.
-    #[allow(dead_code)] // Not every test target that includes this module writes files.
     pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, bytes).expect("write a test input");

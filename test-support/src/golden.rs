@@ -1,9 +1,6 @@
 //! The fixtures' golden logits (an independent float64 reference, `golden/*.json` and
 //! `*.f32`), read one way for every test that compares with them.
 
-// Each includer uses a part.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;

@@ -1,5 +1,5 @@
 //! Where the project's test fixtures (real Itera-Lite checkpoints, tokenizers, golden logits)
-//! live: `$ITERA_FIXTURES`, else `../shared/fixtures/itera-lite` beside the workspace.
+//! live: `$ITERA_FIXTURES`, else `../shared/fixtures/itera-lite` beside the repository.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub fn dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("ITERA_FIXTURES") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/itera-lite"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/itera-lite"),
     };
     if dir.join("README.md").is_file() {
         return Some(dir);
