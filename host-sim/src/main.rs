@@ -31,17 +31,21 @@ Examples:
   itera-sim check micro.itb --golden golden/micro_distilled_random40.json
 
   # Dump raw logits for your own comparison:
-  itera-sim logits micro.itb --tokens 5,17,2 --out logits.f32
+  itera-sim logits micro.itb --tokens 5,17,2 -o logits.f32
 
   # Perplexity on text, and agreement (KL divergence, top-1) with a reference blob:
   itera-sim eval micro_int8.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json \
-      --reference micro.itb --max-tokens 2048
+      --compare micro.itb --truncate 2048
 
   # Speed (prefill and generation tok/s), two blobs interleaved in one run:
   itera-sim bench micro_int8.itb --compare micro.itb
 
   # Check the engine against the independent f64 reference forward pass (no golden needed):
   itera-sim check micro_int8.itb --reference cpu --json
+
+Flags mean one thing in every command of itera-sim and itera-pack (docs/CLI.md):
+--tokens IDS is always token ids, -n/--max-tokens always tokens to generate, --top-k always
+sampling, -o/--output always the output file.
 
 Exit status: 0 on success (check: PASS), 1 on any error or a failed check, 3 when
 `check --reference cuda` cannot run here (built without the cuda feature, no CUDA driver,
@@ -68,8 +72,8 @@ enum Cmd {
     /// `.f32` files: row p holds the logits after tokens[0..=p], from an empty session.
     #[command(after_help = "\
 Examples:
-  itera-sim logits micro.itb --tokens 5,17,2 --out logits.f32
-  itera-sim logits micro.itb --tokens \"5 17 2\" --out logits.f32 --json
+  itera-sim logits micro.itb --tokens 5,17,2 -o logits.f32
+  itera-sim logits micro.itb --tokens \"5 17 2\" --output logits.f32 --json
 
 Read it back in NumPy: np.fromfile(\"logits.f32\", \"<f4\").reshape(3, vocab)")]
     Logits {
@@ -79,8 +83,8 @@ Read it back in NumPy: np.fromfile(\"logits.f32\", \"<f4\").reshape(3, vocab)")]
         #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
         tokens: String,
         /// Output file for the logits.
-        #[arg(long, short, value_name = "FILE")]
-        out: PathBuf,
+        #[arg(long, short, value_name = "FILE", alias = "out")]
+        output: PathBuf,
         /// Print a JSON summary (positions, vocab, bytes written) instead of text.
         #[arg(long)]
         json: bool,
@@ -141,7 +145,7 @@ which).")]
     ///
     /// The prompt is encoded with the blob's tokenizer (word level: lower-cased,
     /// whitespace-split words; char level: characters; unknown input becomes the unknown id),
-    /// fed in one prefill, then -n tokens are sampled one at a time. A summary (prompt and
+    /// fed in one prefill, then --max-tokens tokens are sampled one at a time. A summary (prompt and
     /// generated tokens, tok/s) goes to stderr. Generation stops early, cleanly, when the
     /// model's max_seq positions are used up, unless --context slide (upstream's policy).
     #[command(after_help = "\
@@ -190,11 +194,11 @@ escaped (\\u{1b}); --json gives the exact text.")]
     ///
     /// The text is encoded with the tokenizer JSON (word level: lower-cased, whitespace-split
     /// words; char level: characters; unknown input becomes the unknown id), truncated to
-    /// --max-tokens, and cut into consecutive windows of the model's max_seq positions, each
+    /// --truncate tokens, and cut into consecutive windows of the model's max_seq positions, each
     /// from an empty session. Within a window the logits after position p predict token p+1;
     /// perplexity is exp(mean NLL) over all predicted positions.
     ///
-    /// With --reference, both blobs run the same windows and, over the same positions, the
+    /// With --compare, both blobs run the same windows and, over the same positions, the
     /// report adds KL(reference ‖ this) per position (softmax in f64: mean, 99th percentile,
     /// max), top-1 agreement, mean |Δp| of the reference's top token, RMSE and cosine of the
     /// logits, and the reference's perplexity.
@@ -202,11 +206,11 @@ escaped (\\u{1b}); --json gives the exact text.")]
 Examples:
   itera-sim eval micro.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json
   itera-sim eval micro_int8.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json \\
-      --reference micro.itb --max-tokens 2048 --json
+      --compare micro.itb --truncate 2048 --json
 
 JSON keys: perplexity, mean_nll, positions, tokens, windows, window, reference_perplexity,
 kld_mean, kld_p99, kld_max, top1_agreement, mean_abs_dp_top, rmse, cosine (the reference
-keys are null without --reference; a non-finite value is null).")]
+keys are null without --compare; a non-finite value is null).")]
     Eval {
         /// The blob (.itb) to evaluate.
         blob: PathBuf,
@@ -217,10 +221,10 @@ keys are null without --reference; a non-finite value is null).")]
         #[arg(long, value_name = "JSON")]
         tokenizer: PathBuf,
         /// Reference blob (e.g. the FP32 model) to compare with, on the same windows.
-        #[arg(long, value_name = "BLOB")]
+        #[arg(long = "compare", alias = "reference", value_name = "BLOB")]
         reference: Option<PathBuf>,
         /// Evaluate only the first N tokens of the text (default: all; 2 to 16777216).
-        #[arg(long = "max-tokens", value_name = "N", allow_negative_numbers = true,
+        #[arg(long = "truncate", alias = "max-tokens", value_name = "N", allow_negative_numbers = true,
               value_parser = limits::EVAL_TOKENS.parser())]
         max_tokens: Option<usize>,
         /// Print one JSON object instead of text.
@@ -230,11 +234,11 @@ keys are null without --reference; a non-finite value is null).")]
     /// Measure prefill and greedy generation speed (tokens per second) on this machine, against
     /// a memory roofline.
     ///
-    /// Prefill feeds a fixed, deterministic sequence of --tokens ids (clamped to max_seq) from
+    /// Prefill feeds a fixed, deterministic sequence of --length ids (clamped to max_seq) from
     /// an empty session, in blocks of 8 tokens (the host's arena is
     /// `Model::prefill_arena_bytes()`; only the last token's logits are computed); generation
     /// picks the argmax and feeds it back, one token at a time,
-    /// for --tokens tokens from a 4-token prompt (starting again, untimed, when the session
+    /// for --length tokens from a 4-token prompt (starting again, untimed, when the session
     /// is full). After a warm-up, each repeat times both; the medians are reported. Without
     /// --repeat, as many repeats as fit about one second (at least 3).
     ///
@@ -252,7 +256,7 @@ keys are null without --reference; a non-finite value is null).")]
 Examples:
   itera-sim bench micro.itb
   itera-sim bench micro_int8.itb --compare micro.itb          # INT8 vs FP32, same run
-  itera-sim bench micro.itb --tokens 64 --repeat 20 --json
+  itera-sim bench micro.itb --length 64 --repeat 20 --json
   itera-pack synth --shape tiny --seed 1 -o tiny.itb && itera-sim bench tiny.itb
 
 JSON keys: prefill_tok_per_s, generate_tok_per_s, kernel, macs_per_token, gmacs_per_s
@@ -266,9 +270,8 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
     Bench {
         /// The blob (.itb).
         blob: PathBuf,
-        /// Tokens per prefill and per generation run (1 to 8192). Here a count; in the
-        /// other commands --tokens is a list of token ids.
-        #[arg(long, default_value_t = 128, value_name = "N", allow_negative_numbers = true,
+        /// Tokens per prefill and per generation run (1 to 8192).
+        #[arg(long = "length", alias = "tokens", default_value_t = 128, value_name = "N", allow_negative_numbers = true,
               value_parser = limits::BENCH_TOKENS.parser())]
         tokens: usize,
         /// Timed repeats, 1 to 1000 (default: as many as fit about one second, 3 to 101).
@@ -290,11 +293,11 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
     Greedy {
         /// The blob.
         blob: PathBuf,
-        /// Prompt token ids (comma separated).
-        #[arg(long, value_name = "IDS")]
+        /// Prompt token ids (commas or spaces).
+        #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
         tokens: String,
         /// Tokens to generate; the prompt plus N must fit the model's max_seq positions.
-        #[arg(short, default_value_t = 16, value_name = "N", allow_negative_numbers = true,
+        #[arg(short, long = "max-tokens", default_value_t = 16, value_name = "N", allow_negative_numbers = true,
               value_parser = limits::GREEDY_TOKENS.parser())]
         n: usize,
         /// Print one JSON object instead.
@@ -420,7 +423,7 @@ fn load<'b>(path: &Path, bytes: &'b [u8]) -> anyhow::Result<Model<'b>> {
 
 fn cmd_logits(blob: &Path, tokens: &str, out: &Path, json: bool) -> anyhow::Result<Outcome> {
     let tokens = parse_tokens(tokens).context("--tokens")?;
-    itera_pack::files::refuse_overwriting_input(out, blob, "--out")?;
+    itera_pack::files::refuse_overwriting_input(out, blob, "--output")?;
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let mut progress = Progress::new("logits");
@@ -660,7 +663,7 @@ fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
     if tokens.len() > limit {
         if a.max_tokens.is_none() {
             bail!(
-                "{} has more than {limit} tokens, the most eval holds in memory: give --max-tokens {limit} (or fewer) to evaluate its start",
+                "{} has more than {limit} tokens, the most eval holds in memory: give --truncate {limit} (or fewer) to evaluate its start",
                 a.text.display()
             );
         }
@@ -925,7 +928,7 @@ fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match &cli.cmd {
-        Cmd::Logits { blob, tokens, out, json } => cmd_logits(blob, tokens, out, *json),
+        Cmd::Logits { blob, tokens, output, json } => cmd_logits(blob, tokens, output, *json),
         Cmd::Check { blob, golden, reference, tokens, tol, min_top1, json } => {
             let bounds = Bounds { tol: *tol, min_top1: *min_top1 };
             match (reference, golden) {

@@ -353,3 +353,54 @@ fn fit_estimates_speed_from_the_isa_and_preset_measured_and_calls_it_an_instruct
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["boards"][0]["speed"].is_null());
 }
+
+/// Subcommands of `itera-sim` as `--help` lists them.
+fn subcommands() -> Vec<String> {
+    let out = stdout(&sim(&["--help"]));
+    let listed = out.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| !l.is_empty());
+    listed.filter_map(|l| l.split_whitespace().next()).filter(|&c| c != "help").map(String::from).collect()
+}
+
+#[test]
+fn every_subcommand_help_has_an_example() {
+    let subs = subcommands();
+    assert!(subs.len() >= 8, "{subs:?}");
+    for sub in &subs {
+        let o = sim(&[sub, "--help"]);
+        assert!(o.status.success() && stdout(&o).contains("Example"), "{sub} --help has no example");
+    }
+}
+
+#[test]
+fn old_flag_spellings_work_as_hidden_aliases() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let out = s.path("logits.f32");
+    // The output file is -o/--output, as in itera-pack; --out is the old spelling.
+    for flag in ["-o", "--output", "--out"] {
+        std::fs::remove_file(&out).ok();
+        let o = sim(&["logits", p(&blob), "--tokens", "1,2", flag, p(&out)]);
+        assert!(o.status.success(), "{flag}: {}", stderr(&o));
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), (2 * VOCAB * 4) as u64, "{flag}");
+    }
+    // greedy's -n now has the long form the other generating commands have.
+    let short = sim(&["greedy", p(&blob), "--tokens", "1,2", "-n", "3"]);
+    let long = sim(&["greedy", p(&blob), "--tokens", "1,2", "--max-tokens", "3"]);
+    assert!(short.status.success() && stdout(&short).contains("tokens:"), "{}", stderr(&short));
+    assert_eq!(stdout(&short), stdout(&long));
+    // bench's token count is --length; --tokens (a list of ids everywhere else) still takes it.
+    for flag in ["--length", "--tokens"] {
+        let o = sim(&["bench", p(&blob), flag, "3", "--repeat", "1", "--json"]);
+        assert!(o.status.success(), "{flag}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["generate_tokens"], 3, "{flag}: {v}");
+    }
+    // The help shows the one spelling, not the aliases.
+    let help = stdout(&sim(&["logits", "--help"]));
+    assert!(help.contains("--output <FILE>") && !help.contains("--out "), "{help}");
+    let help = stdout(&sim(&["bench", "--help"]));
+    assert!(help.contains("--length <N>") && !help.contains("--tokens <"), "{help}");
+    let help = stdout(&sim(&["eval", "--help"]));
+    assert!(help.contains("--truncate <N>") && help.contains("--compare <BLOB>"), "{help}");
+    assert!(!help.contains("--max-tokens") && !help.contains("--reference <"), "{help}");
+}

@@ -285,3 +285,40 @@ fn the_int4_checkpoint_keeps_its_int4_weights_exactly() {
     let file = std::fs::metadata(&published).expect("the file").len() as usize;
     assert!(kept.len() * 7 < f32_blob.len() && f32_blob.len() < file, "{} / {} / {file}", kept.len(), f32_blob.len());
 }
+
+#[test]
+fn every_subcommand_help_has_an_example() {
+    let top = String::from_utf8_lossy(&pack(&["--help"]).stdout).into_owned();
+    let subs: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|&c| c != "help")
+        .collect();
+    assert!(subs.len() >= 6, "{top}");
+    for sub in subs {
+        let help = pack(&[sub, "--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success() && text.contains("Example"), "{sub} --help has no example: {text}");
+    }
+}
+
+#[test]
+fn experts_per_token_is_top_k_experts_and_the_old_top_k_still_works() {
+    let help = String::from_utf8_lossy(&pack(&["convert", "--help"]).stdout).into_owned();
+    // In itera-sim --top-k is sampling; here the experts flag has its own name.
+    assert!(help.contains("--top-k-experts <N>") && !help.contains("--top-k <"), "{help}");
+    let Some(dir) = fixtures::dir() else { return };
+    for flag in ["--top-k-experts", "--top-k"] {
+        let out = scratch(&format!("topk{flag}.itb"));
+        let packed = convert(&dir.join("itera_lite_micro_distilled.pt"), &out, &[flag, "3"]);
+        assert_eq!(packed.status.code(), Some(0), "{flag}: {}", String::from_utf8_lossy(&packed.stderr));
+        let inspect = pack(&["inspect", out.to_str().expect("utf8 path"), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("JSON");
+        assert_eq!(v["config"]["top_k"], 3, "{flag}");
+    }
+    let refused = convert(&dir.join("itera_lite_micro_distilled.pt"), &scratch("topk0.itb"), &["--top-k-experts", "0"]);
+    assert_refused(&refused, "pass --top-k-experts from 1 to 4");
+}
