@@ -47,7 +47,8 @@ Flags mean one thing in every command of itera-sim and itera-pack (docs/CLI.md):
 --tokens IDS is always token ids, -n/--max-tokens always tokens to generate, --top-k always
 sampling, -o/--output always the output file.
 
-Exit status: 0 on success (check: PASS), 1 on any error or a failed check, 3 when
+Exit status: 0 on success (check: PASS), 1 on any error, a failed check or a blob that does
+not fit the board named in `fit --board`, 3 when
 `check --reference cuda` cannot run here (built without the cuda feature, no CUDA driver,
 no CUDA device, or NVRTC missing).";
 
@@ -310,12 +311,18 @@ Speeds depend on the machine and its load: compare blobs in one run.")]
     /// Firmware costs are estimates measured on each board's ELF (the stack on the QEMU
     /// boards); with `--elf` the firmware's real section sizes replace the flash and static
     /// estimates (the stack, which no ELF shows, stays estimated). Speed: instructions per
-    /// token measured in QEMU for the board's instruction set and the blob's --quant preset
-    /// (micro model), scaled by the blob's MACs per token; tokens/s at the board's clock
+    /// token measured in QEMU for the board's instruction set and the preset the blob was
+    /// packed with (`itera-pack convert --quant`; micro model), scaled by the blob's MACs per token; tokens/s at the board's clock
     /// assumes one instruction per cycle: an instruction count, not a cycle count.
-    #[command(
-        after_help = "Examples:\n  itera-sim fit micro_int8.itb\n  itera-sim fit micro_int8.itb --board stm32f411 --elf firmware.elf --json"
-    )]
+    #[command(after_help = "\
+Examples:
+  itera-sim fit micro_int8.itb                      # every board; exit 0 whatever fits
+  itera-sim fit micro_int8.itb --board stm32f411    # exit 1 if it does not fit the STM32F411
+  itera-sim fit micro_int8.itb --board stm32f411 --elf firmware.elf --json
+
+Exit status: 0 when the blob fits the board named with --board (or, without --board, after
+the table of every board); 1 when it does not fit that board, when the ELF's firmware cost
+is outside the estimate's margin, or on any error.")]
     Fit {
         /// The blob.
         blob: PathBuf,
@@ -886,8 +893,13 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
             "the ELF's firmware cost is outside the {ESTIMATE_MARGIN} B margin of the board's estimate; update BOARDS"
         )));
     }
-    if measured.is_some() && fits.iter().any(|f| !f.fits) {
-        return Ok(Outcome::Failed("the firmware with this blob does not fit the board".into()));
+    // With a named board this is a gate a CI script can use: the blob must fit it.
+    if let (Some(_), Some(f)) = (board, fits.iter().find(|f| !f.fits)) {
+        let what = if measured.is_some() { "the firmware with this blob" } else { "this blob" };
+        return Ok(Outcome::Failed(format!(
+            "{what} does not fit {}: flash {} of {} B, RAM {} of {} B; pack it smaller (itera-pack convert --quant int8 or mixed) or pick a larger board",
+            f.board.name, f.flash_needed, f.board.flash_bytes, f.ram_needed, f.board.ram_bytes
+        )));
     }
     Ok(Outcome::Ok)
 }

@@ -404,3 +404,37 @@ fn old_flag_spellings_work_as_hidden_aliases() {
     assert!(help.contains("--truncate <N>") && help.contains("--compare <BLOB>"), "{help}");
     assert!(!help.contains("--max-tokens") && !help.contains("--reference <"), "{help}");
 }
+
+#[test]
+fn fit_with_a_named_board_exits_1_when_the_blob_does_not_fit() {
+    let s = Scratch::new("cli");
+    let (small, _) = tiny_blob(&s);
+    // The tiny shape in f32 is 7.5 MB: more flash than any board has.
+    let big = s.path("big.itb");
+    let f32 = itera_pack::quant::QuantPolicy::parse_spec("f32").unwrap();
+    std::fs::write(&big, itera_pack::synthetic::synth_blob(itera_pack::synthetic::Shape::Tiny, 1, &f32).unwrap())
+        .unwrap();
+
+    let o = sim(&["fit", p(&big), "--board", "stm32f411"]);
+    assert_error(&o, "does not fit stm32f411");
+    assert!(stderr(&o).contains("--quant") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
+    // The table is still printed, so the user sees by how much.
+    assert!(stdout(&o).contains("stm32f411") && stdout(&o).contains(" NO "), "{}", stdout(&o));
+    let o = sim(&["fit", p(&big), "--board", "stm32f411", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["boards"][0]["fits"], false);
+
+    // Without --board it is a survey: the table, exit 0.
+    let o = sim(&["fit", p(&big)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(" NO "), "{}", stdout(&o));
+    // What fits passes the gate.
+    let o = sim(&["fit", p(&small), "--board", "stm32f411"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Its help says where the preset comes from instead of naming a flag fit does not have.
+    let help = stdout(&sim(&["fit", "--help"]));
+    assert!(help.contains("itera-pack convert --quant") && help.contains("Exit status"), "{help}");
+    assert!(!help.contains("the blob's --quant"), "{help}");
+}
