@@ -14,7 +14,9 @@ use itera_sim::engine::provenance_source;
 use itera_sim::eval::evaluate;
 use itera_sim::generate::{generate, ContextPolicy, Sampling};
 use itera_sim::progress::Progress;
-use itera_sim::text::{decode, encode, encode_iter, for_terminal, TableVocab, TextStream};
+use itera_sim::text::{
+    decode, encode, encode_iter, for_terminal, unknown_pieces, TableVocab, TextStream, Unknown, Vocab,
+};
 use itera_sim::{golden, limits, logits_for_tokens, open_model, parse_tokens, read_blob, Bounds, Golden};
 use serde_json::json;
 
@@ -193,7 +195,7 @@ escaped (\\u{1b}); --json gives the exact text.")]
     },
     /// Perplexity of a blob on a text file, optionally with its agreement with a reference blob.
     ///
-    /// The text is encoded with the tokenizer JSON (word level: lower-cased, whitespace-split
+    /// The text is encoded with the blob's tokenizer, or the tokenizer JSON (word level: lower-cased, whitespace-split
     /// words; char level: characters; unknown input becomes the unknown id), truncated to
     /// --truncate tokens, and cut into consecutive windows of the model's max_seq positions, each
     /// from an empty session. Within a window the logits after position p predict token p+1;
@@ -205,11 +207,17 @@ escaped (\\u{1b}); --json gives the exact text.")]
     /// logits, and the reference's perplexity.
     #[command(after_help = "\
 Examples:
+  itera-sim eval micro.itb --text tinystories_train.txt        # a blob packed with --tokenizer
   itera-sim eval micro.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json
   itera-sim eval micro_int8.itb --text tinystories_train.txt --tokenizer tokenizer_2000.json \\
       --compare micro.itb --truncate 2048 --json
 
-JSON keys: perplexity, mean_nll, positions, tokens, windows, window, reference_perplexity,
+The report says how many of the tokens are the tokenizer's unknown id: a model sees every
+unknown word as the same token, so the perplexity of a text mostly unknown to the
+tokenizer says little about the text.
+
+JSON keys: perplexity, mean_nll, positions, tokens, windows, window, unknown_tokens,
+unknown_share, tokenizer (\"blob\" or the JSON's path), reference_perplexity,
 kld_mean, kld_p99, kld_max, top1_agreement, mean_abs_dp_top, rmse, cosine (the reference
 keys are null without --compare; a non-finite value is null).")]
     Eval {
@@ -219,8 +227,10 @@ keys are null without --compare; a non-finite value is null).")]
         #[arg(long, value_name = "FILE")]
         text: PathBuf,
         /// Tokenizer JSON (token_to_id/id_to_token, or token2id/id2token with "level": "char").
+        /// Default: the blob's own; a tokenizer of another kind (word or char) than the blob's
+        /// is refused.
         #[arg(long, value_name = "JSON")]
-        tokenizer: PathBuf,
+        tokenizer: Option<PathBuf>,
         /// Reference blob (e.g. the FP32 model) to compare with, on the same windows.
         #[arg(long = "compare", alias = "reference", value_name = "BLOB")]
         reference: Option<PathBuf>,
@@ -518,8 +528,10 @@ fn cmd_check(blob: &Path, golden: &Path, bounds: Bounds, json: bool) -> anyhow::
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let g = Golden::load(golden)?;
-    let warnings = [g.top_k_warning(model.config()), g.checkpoint_warning(provenance_source(&bytes).as_deref())];
-    for w in warnings.into_iter().flatten() {
+    let top_k = g.top_k_warning(model.config());
+    let checkpoint = g.checkpoint_warning(provenance_source(&bytes).as_deref());
+    let warnings: Vec<&String> = [&top_k, &checkpoint].into_iter().flatten().collect();
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
     let mut progress = Progress::new("check");
@@ -528,13 +540,23 @@ fn cmd_check(blob: &Path, golden: &Path, bounds: Bounds, json: bool) -> anyhow::
         .with_context(|| format!("cannot check against {}", golden.display()))?;
     progress.finish();
     if json {
-        say(&format!("{}\n", m.to_json(&bounds)))?;
+        let mut v = m.to_json(&bounds);
+        v["warnings"] = json!(warnings);
+        say(&format!("{v}\n"))?;
     } else {
         say(&m.render(&bounds))?;
     }
     Ok(match m.verdict(&bounds) {
         Ok(()) => Outcome::Ok,
-        Err(why) => Outcome::Failed(format!("check failed: {}", why.join("; "))),
+        // A failure the golden's own provenance predicts says so on the same line.
+        Err(why) => Outcome::Failed(match &warnings[..] {
+            [] => format!("check failed: {}", why.join("; ")),
+            w => format!(
+                "check failed: {}; expected, since {}",
+                why.join("; "),
+                w.iter().map(|w| w.split("; ").next().unwrap_or(w)).collect::<Vec<_>>().join(", and ")
+            ),
+        }),
     })
 }
 
@@ -552,9 +574,13 @@ struct RunArgs<'a> {
 
 fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
     let mut sampler = a.sampling.sampler()?;
+    if let Some(note) = a.sampling.greedy_note() {
+        eprintln!("note: {note}");
+    }
     let bytes = read_blob(a.blob)?;
     let model = load(a.blob, &bytes)?;
     let tok = model.tokenizer();
+    let mut unknown = None;
     let prompt = match (a.prompt, a.tokens) {
         (Some(text), _) => {
             let tok = tok.with_context(|| {
@@ -567,6 +593,16 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
             if ids.is_empty() {
                 bail!("--prompt has no tokens (it is empty or only whitespace): give some text, or ids with --tokens 1,2,3");
             }
+            let u = Unknown::count(tok.unk_id(), &ids);
+            if u.unknown > 0 {
+                let pieces: Vec<String> = unknown_pieces(tok, text).iter().map(|p| shown(p)).collect();
+                eprintln!(
+                    "note: {} of the prompt are not in the blob's tokenizer, so the model sees each as its one unknown token: {}",
+                    u.describe(),
+                    pieces.join(" ")
+                );
+            }
+            unknown = Some(u);
             ids
         }
         (None, Some(list)) => parse_tokens(list).context("--tokens")?,
@@ -610,6 +646,7 @@ fn cmd_run(a: RunArgs<'_>) -> anyhow::Result<Outcome> {
         let v = json!({
             "prompt_tokens": g.prompt.len(),
             "prompt_ids": g.prompt,
+            "prompt_unknown": unknown.map(|u| u.unknown),
             "generated": g.generated,
             "text": text,
             "tok_per_s": g.tok_per_s(),
@@ -654,19 +691,39 @@ fn join_ids(ids: &[u32]) -> String {
 struct EvalArgs<'a> {
     blob: &'a Path,
     text: &'a Path,
-    tokenizer: &'a Path,
+    tokenizer: Option<&'a Path>,
     reference: Option<&'a Path>,
     max_tokens: Option<usize>,
     json: bool,
 }
 
 fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
-    let table = itera_pack::convert::read_tokenizer(a.tokenizer)?;
+    let bytes = read_blob(a.blob)?;
+    let model = load(a.blob, &bytes)?;
+    let own = model.tokenizer();
+    let table = a.tokenizer.map(itera_pack::convert::read_tokenizer).transpose()?;
+    let table_vocab = table.as_ref().map(TableVocab::new);
+    let (vocab, tokenizer): (&dyn Vocab, String) = match (&own, &table_vocab, a.tokenizer) {
+        (Some(own), Some(given), Some(path)) if own.kind() != given.kind() => bail!(
+            "{} is a {} tokenizer but {} was packed with a {} one: leave out --tokenizer to use the blob's own, or give a {} tokenizer",
+            path.display(),
+            kind_name(given.kind()),
+            a.blob.display(),
+            kind_name(own.kind()),
+            kind_name(own.kind())
+        ),
+        (_, Some(given), Some(path)) => (given as &dyn Vocab, path.display().to_string()),
+        (Some(own), _, _) => (*own as &dyn Vocab, "blob".to_string()),
+        _ => bail!(
+            "{} has no tokenizer: give the one it was trained with (--tokenizer tokenizer.json), or repack it with `itera-pack convert ... --tokenizer tokenizer.json`",
+            a.blob.display()
+        ),
+    };
     let text = itera_sim::eval::read_text(a.text, limits::MAX_EVAL_TEXT_BYTES)?;
     // Encode no more than can be evaluated: one token past the limit tells a text that is
-    // too long (without --max-tokens) from one that fits.
+    // too long (without --truncate) from one that fits.
     let limit = a.max_tokens.unwrap_or(limits::EVAL_TOKENS.max);
-    let mut tokens: Vec<u32> = encode_iter(&TableVocab::new(&table), &text).take(limit + 1).collect();
+    let mut tokens: Vec<u32> = encode_iter(vocab, &text).take(limit + 1).collect();
     if tokens.len() > limit {
         if a.max_tokens.is_none() {
             bail!(
@@ -676,8 +733,7 @@ fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
         }
         tokens.truncate(limit);
     }
-    let bytes = read_blob(a.blob)?;
-    let model = load(a.blob, &bytes)?;
+    let unknown = Unknown::count(vocab.unk_id(), &tokens);
     let ref_bytes = a.reference.map(read_blob).transpose()?;
     let reference = match (a.reference, ref_bytes.as_ref()) {
         (Some(path), Some(b)) => Some(load(path, b)?),
@@ -687,12 +743,35 @@ fn cmd_eval(a: EvalArgs<'_>) -> anyhow::Result<Outcome> {
     let r = evaluate(&model, reference.as_ref(), &tokens, |d, t| progress.update(d, t))
         .with_context(|| format!("cannot evaluate {} on {}", a.blob.display(), a.text.display()))?;
     progress.finish();
+    if unknown.share() >= UNKNOWN_WARNING_SHARE {
+        eprintln!(
+            "warning: {} of {} are the tokenizer's unknown id: the perplexity mostly measures predicting it; evaluate on text the tokenizer covers",
+            unknown.describe(),
+            a.text.display()
+        );
+    }
     if a.json {
-        say(&format!("{}\n", r.to_json()))?;
+        let mut v = r.to_json();
+        v["unknown_tokens"] = json!(unknown.unknown);
+        v["unknown_share"] = json!(unknown.share());
+        v["tokenizer"] = json!(tokenizer);
+        say(&format!("{v}\n"))?;
     } else {
-        say(&r.render())?;
+        let source = if tokenizer == "blob" { "the blob's".to_string() } else { tokenizer };
+        say(&format!("{}unknown:     {} are unknown to the tokenizer ({source})\n", r.render(), unknown.describe()))?;
     }
     Ok(Outcome::Ok)
+}
+
+/// Above this share of unknown tokens, `eval` warns that its perplexity says little.
+const UNKNOWN_WARNING_SHARE: f64 = 0.05;
+
+/// "word" or "char".
+fn kind_name(kind: itera_edge::format::TokenizerKind) -> &'static str {
+    match kind {
+        itera_edge::format::TokenizerKind::Word => "word",
+        itera_edge::format::TokenizerKind::Char => "char",
+    }
 }
 
 fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) -> anyhow::Result<Outcome> {
@@ -907,6 +986,9 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
 fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
     // Refuse bad sampling flags before the lines below are printed.
     opts.sampling.sampler()?;
+    if let Some(note) = opts.sampling.greedy_note() {
+        eprintln!("note: {note}");
+    }
     if json {
         let r = run_demo(&opts, |_| ())?;
         say(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
@@ -970,7 +1052,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Cmd::Eval { blob, text, tokenizer, reference, max_tokens, json } => cmd_eval(EvalArgs {
             blob,
             text,
-            tokenizer,
+            tokenizer: tokenizer.as_deref(),
             reference: reference.as_deref(),
             max_tokens: *max_tokens,
             json: *json,
@@ -1009,7 +1091,10 @@ fn usage_error(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    itera_sim::engine::select_kernels();
+    if let Err(e) = itera_sim::engine::select_kernels_checked() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and --version go to stdout with status 0.

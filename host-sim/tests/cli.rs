@@ -438,3 +438,148 @@ fn fit_with_a_named_board_exits_1_when_the_blob_does_not_fit() {
     assert!(help.contains("itera-pack convert --quant") && help.contains("Exit status"), "{help}");
     assert!(!help.contains("the blob's --quant"), "{help}");
 }
+
+/// The tiny model with a word tokenizer: `<PAD> <UNK> once upon a time w6 w7 ...`.
+fn tiny_blob_with_words(s: &Scratch, meta: Vec<(String, String)>) -> PathBuf {
+    use itera_edge::format::TokenizerKind;
+    use itera_pack::writer::TokenizerTable;
+    let mut tokens: Vec<String> = ["<PAD>", "<UNK>", "once", "upon", "a", "time"].map(String::from).to_vec();
+    tokens.extend((6..VOCAB).map(|i| format!("w{i}")));
+    let tokenizer = Some(TokenizerTable { kind: TokenizerKind::Word, unk_id: 1, tokens });
+    tiny_blob_with(s, &PackOptions { tokenizer, meta, ..Default::default() }).0
+}
+
+#[test]
+fn run_names_the_prompt_words_the_tokenizer_does_not_know() {
+    let s = Scratch::new("cli");
+    let blob = tiny_blob_with_words(&s, Vec::new());
+    let o = sim(&["run", p(&blob), "--prompt", "Once upon a zebra time gnu zebra", "-n", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("3 of 7 tokens (42.9%)") && err.contains(": zebra gnu\n"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["prompt_unknown"], 3);
+    let o = sim(&["run", p(&blob), "--prompt", "once upon a time", "-n", "2"]);
+    assert!(o.status.success() && !stderr(&o).contains("unknown"), "{}", stderr(&o));
+    // Ids given as ids are the user's own choice: nothing to count.
+    let o = sim(&["run", p(&blob), "--tokens", "1,1", "-n", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["prompt_unknown"].is_null() && !stderr(&o).contains("unknown"), "{v}");
+}
+
+#[test]
+fn top_k_or_top_p_at_temperature_0_says_it_is_greedy() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let greedy = sim(&["run", p(&blob), "--tokens", "1,2", "-n", "4"]);
+    for flags in [&["--top-k", "5"][..], &["--top-p", "0.5"], &["--top-k", "5", "--top-p", "0.5"]] {
+        let o = sim(&[&["run", p(&blob), "--tokens", "1,2", "-n", "4"][..], flags].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.starts_with("note: --temperature 0 is greedy") && err.contains(flags[0]), "{flags:?}: {err}");
+        // And it is: the same tokens as without the flags.
+        assert_eq!(stdout(&o), stdout(&greedy), "{flags:?}");
+    }
+    let o = sim(&["run", p(&blob), "--tokens", "1,2", "-n", "4", "--top-k", "5", "--temperature", "0.8"]);
+    assert!(o.status.success() && !stderr(&o).contains("greedy"), "{}", stderr(&o));
+    let o = sim(&["demo", "-n", "2", "--top-k", "5"]);
+    assert!(o.status.success() && stderr(&o).contains("is greedy"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unknown_itera_kernels_value_is_refused() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let args = ["run", p(&blob), "--tokens", "1,2", "-n", "2"];
+    let with = |value: &str| Command::new(BIN).args(args).env("ITERA_KERNELS", value).output().unwrap();
+    let o = with("avx3");
+    assert_error(&o, "ITERA_KERNELS=avx3 is not a kernel path");
+    assert!(stderr(&o).contains("scalar, avx2") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let unset = sim(&args);
+    for value in ["scalar", "avx2", ""] {
+        let o = with(value);
+        assert!(o.status.success(), "{value}: {}", stderr(&o));
+        assert_eq!(stdout(&o), stdout(&unset), "every kernel path gives the same tokens");
+    }
+}
+
+#[test]
+fn check_says_when_the_golden_names_another_checkpoint() {
+    let s = Scratch::new("cli");
+    let (blob, bytes) =
+        tiny_blob_with(&s, &PackOptions { meta: vec![("source".into(), "mine.pt".into())], ..Default::default() });
+    let tokens = [5u32, 17, 2];
+    let golden = write_golden(&s, "golden-other", &tokens, &in_process_logits(&bytes, &tokens));
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
+    json["checkpoint"] = "other.pt".into();
+    std::fs::write(&golden, json.to_string()).unwrap();
+
+    let o = sim(&["check", p(&blob), "--golden", p(&golden), "--json"]);
+    assert!(o.status.success(), "the logits still agree: {}", stderr(&o));
+    assert!(stderr(&o).contains("computed from other.pt but the blob was packed from mine.pt"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["warnings"][0].as_str().unwrap().contains("other.pt"), "{v}");
+
+    // When the check fails, the one error line says the golden predicted it.
+    let golden_bad = write_golden(&s, "golden-bad", &tokens, &vec![0.0; tokens.len() * VOCAB]);
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&golden_bad).unwrap()).unwrap();
+    json["checkpoint"] = "other.pt".into();
+    std::fs::write(&golden_bad, json.to_string()).unwrap();
+    let o = sim(&["check", p(&blob), "--golden", p(&golden_bad)]);
+    assert_eq!(o.status.code(), Some(1));
+    let errors: Vec<String> = stderr(&o).lines().filter(|l| l.starts_with("error:")).map(String::from).collect();
+    assert_eq!(errors.len(), 1, "{}", stderr(&o));
+    assert!(errors[0].contains("; expected, since the golden was computed from other.pt"), "{}", errors[0]);
+
+    // The golden's own checkpoint, or one it lists under same_weights, is no warning.
+    json["same_weights"] = serde_json::json!(["mine.pt"]);
+    std::fs::write(&golden, json.to_string()).unwrap();
+    let o = sim(&["check", p(&blob), "--golden", p(&golden), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_uses_the_blob_tokenizer_and_reports_the_unknown_share() {
+    let s = Scratch::new("cli");
+    let blob = tiny_blob_with_words(&s, Vec::new());
+    let text = s.path("text.txt");
+    std::fs::write(&text, "once upon a time zebra once upon a time a gnu w7 w8 w9 once").unwrap();
+    let o = sim(&["eval", p(&blob), "--text", p(&text), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["tokens"].as_u64(), v["unknown_tokens"].as_u64()), (Some(15), Some(2)), "{v}");
+    assert!((v["unknown_share"].as_f64().unwrap() - 2.0 / 15.0).abs() < 1e-12);
+    assert_eq!(v["tokenizer"], "blob");
+    assert!(stderr(&o).contains("warning: 2 of 15 tokens (13.3%)"), "{}", stderr(&o));
+    let o = sim(&["eval", p(&blob), "--text", p(&text)]);
+    assert!(
+        stdout(&o).contains("unknown:     2 of 15 tokens (13.3%) are unknown to the tokenizer (the blob's)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A tokenizer JSON of the same kind is used as asked; one of another kind is refused.
+    let words = s.path("words.json");
+    std::fs::write(&words, r#"{"token_to_id": {"<UNK>": 0, "once": 1}, "id_to_token": {"0": "<UNK>", "1": "once"}}"#)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(
+        &sim(&["eval", p(&blob), "--text", p(&text), "--tokenizer", p(&words), "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!((v["unknown_tokens"].as_u64(), v["tokenizer"].as_str()), (Some(12), Some(p(&words))), "{v}");
+    let chars = s.path("chars.json");
+    std::fs::write(
+        &chars,
+        r#"{"level": "char", "token2id": {"<UNK>": 0, "a": 1}, "id2token": {"0": "<UNK>", "1": "a"}}"#,
+    )
+    .unwrap();
+    assert_error(&sim(&["eval", p(&blob), "--text", p(&text), "--tokenizer", p(&chars)]), "is a char tokenizer but");
+
+    // A blob without a tokenizer needs the JSON.
+    let (bare, _) = tiny_blob(&s);
+    assert_error(&sim(&["eval", p(&bare), "--text", p(&text)]), "has no tokenizer: give the one it was trained with");
+    let o = sim(&["eval", p(&bare), "--text", p(&text), "--tokenizer", p(&words), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
