@@ -322,3 +322,44 @@ fn experts_per_token_is_top_k_experts_and_the_old_top_k_still_works() {
     let refused = convert(&dir.join("itera_lite_micro_distilled.pt"), &scratch("topk0.itb"), &["--top-k-experts", "0"]);
     assert_refused(&refused, "pass --top-k-experts from 1 to 4");
 }
+
+#[test]
+fn inspect_names_each_tensor_shows_int4g8_and_writes_sqnr_as_a_number_or_null() {
+    let Some(dir) = fixtures::dir() else { return };
+    let mixed = scratch("inspect-mixed.itb");
+    let packed = convert(&dir.join("itera_lite_micro_distilled.pt"), &mixed, &["--quant", "mixed"]);
+    assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
+    let text = String::from_utf8_lossy(&pack(&["inspect", mixed.to_str().expect("utf8 path")]).stdout).into_owned();
+    let row = |name: &str| {
+        let found = text.lines().find(|l| l.ends_with(&format!("  {name}")));
+        found.unwrap_or_else(|| panic!("no row named {name}: {text}")).to_string()
+    };
+    // mixed: the embedding int4 with a scale per 8, the SSM projections int4 per 32, B int8.
+    assert!(row("embedding.weight").contains(" I4g8 "), "{}", row("embedding.weight"));
+    assert!(row("layers.0.ssm.in_proj.weight").contains("   I4 "), "{}", row("layers.0.ssm.in_proj.weight"));
+    assert!(row("layers.0.ssm.ssm.B").contains("   I8 "), "{}", row("layers.0.ssm.ssm.B"));
+    assert!(text.lines().any(|l| l.starts_with("role ") && l.ends_with("  name")), "{text}");
+
+    let json = |blob: &Path| -> serde_json::Value {
+        let o = pack(&["inspect", blob.to_str().expect("utf8 path"), "--json"]);
+        serde_json::from_slice(&o.stdout).expect("JSON")
+    };
+    let v = json(&mixed);
+    let tensors = v["tensors"].as_array().expect("tensors");
+    let embedding = tensors.iter().find(|t| t["name"] == "embedding.weight").expect("embedding");
+    assert_eq!((embedding["dtype"].as_str(), embedding["group"].as_u64()), (Some("I4g8"), Some(8)));
+    for t in tensors {
+        assert!(t["sqnr_db"].is_number() || t["sqnr_db"].is_null(), "{t}");
+    }
+    assert!(tensors.iter().filter(|t| t["sqnr_db"].is_number()).count() > 10);
+
+    // Values kept exactly (infinite SQNR) are null in JSON and say so with `exact`.
+    let kept = scratch("inspect-keep.itb");
+    let packed = convert(&dir.join("itera_lite_int4.pt"), &kept, &["--quant", "keep"]);
+    assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
+    let v = json(&kept);
+    let exact: Vec<_> = v["tensors"].as_array().expect("tensors").iter().filter(|t| t["exact"] == true).collect();
+    assert_eq!(exact.len(), 29, "{v}");
+    assert!(exact.iter().all(|t| t["sqnr_db"].is_null()), "{v}");
+    assert!(!v.to_string().contains("\"inf\""), "{v}");
+}
