@@ -583,3 +583,54 @@ fn eval_uses_the_blob_tokenizer_and_reports_the_unknown_share() {
     let o = sim(&["eval", p(&bare), "--text", p(&text), "--tokenizer", p(&words), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn run_and_demo_share_one_group_of_sampling_flags() {
+    let help = |sub: &str| stdout(&sim(&[sub, "--help"]));
+    let (run, demo) = (help("run"), help("demo"));
+    let flag_help = |text: &str, flag: &str| -> String {
+        let at = text.find(&format!("      {flag} <")).unwrap_or_else(|| panic!("no {flag} in {text}"));
+        text[at..].lines().nth(1).unwrap().trim().to_string()
+    };
+    for flag in ["--temperature", "--top-k", "--top-p"] {
+        assert_eq!(flag_help(&run, flag), flag_help(&demo, flag), "{flag}");
+    }
+    // demo's one seed makes the weights and drives the sampler, 42 unless given.
+    assert!(flag_help(&demo, "--seed").contains("random weights") && demo.contains("[default: 42]"), "{demo}");
+    let seeded = |args: &[&str]| {
+        let o = sim(&[&["demo", "--json", "-n", "6", "--temperature", "0.9"][..], args].concat());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["seed"].clone(), v["generated"].clone())
+    };
+    assert_eq!(seeded(&[]), seeded(&["--seed", "42"]));
+    assert_eq!(seeded(&["--seed", "7"]).0, 7);
+}
+
+#[test]
+fn text_and_json_reports_are_made_from_the_same_numbers() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let text = stdout(&sim(&["fit", p(&blob)]));
+    let v: serde_json::Value = serde_json::from_slice(&sim(&["fit", p(&blob), "--json"]).stdout).unwrap();
+    assert!(text.starts_with(&format!("blob {} B, arena {} B,", v["blob_bytes"], v["arena_bytes"])), "{text}");
+    for b in v["boards"].as_array().unwrap() {
+        let name = b["board"]["name"].as_str().unwrap();
+        let row = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[1..5],
+            [&b["flash_needed"], &b["board"]["flash_bytes"], &b["ram_needed"], &b["board"]["ram_bytes"]]
+                .map(|n| n.to_string()),
+            "{row}"
+        );
+    }
+    let out = s.path("l.f32");
+    let text = stdout(&sim(&["logits", p(&blob), "--tokens", "1,2,3", "-o", p(&out)]));
+    let v: serde_json::Value =
+        serde_json::from_slice(&sim(&["logits", p(&blob), "--tokens", "1,2,3", "-o", p(&out), "--json"]).stdout)
+            .unwrap();
+    assert!(
+        text.contains(&format!("{} positions × {} logits, {} bytes", v["positions"], v["vocab"], v["bytes"])),
+        "{text}"
+    );
+}

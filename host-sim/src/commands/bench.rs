@@ -96,54 +96,71 @@ fn cmd_bench(blob: &Path, other: Option<&Path>, opts: BenchOptions, json: bool) 
         }
     }
     let results = bench(&models, &opts)?;
-    let this = &results[0];
-    let ratio = results
-        .get(1)
-        .map(|o| (this.prefill_tok_per_s / o.prefill_tok_per_s, this.generate_tok_per_s / o.generate_tok_per_s));
-    if json {
-        let mut v = serde_json::to_value(this)?;
-        v["blob"] = json!(blob.display().to_string());
-        if let (Some(o), Some((p, g)), Some(path)) = (results.get(1), ratio, other) {
-            let mut ov = serde_json::to_value(o)?;
-            ov["blob"] = json!(path.display().to_string());
-            v["compare"] = ov;
+    let report = BenchReport { blobs: std::iter::once(blob).chain(other).zip(&results).collect() };
+    say(&if json { format!("{}\n", report.to_json()?) } else { report.render() })?;
+    Ok(Outcome::Ok)
+}
+
+/// What `bench` reports: each blob's measurements (this one first, then --compare's) and
+/// their speed ratio. The text and the JSON are both made from it.
+struct BenchReport<'a> {
+    blobs: Vec<(&'a Path, &'a BenchResult)>,
+}
+
+impl BenchReport<'_> {
+    /// (prefill, generate) speed of this blob over the other's, with --compare.
+    fn ratio(&self) -> Option<(f64, f64)> {
+        let [(_, this), (_, other)] = self.blobs[..] else { return None };
+        Some((this.prefill_tok_per_s / other.prefill_tok_per_s, this.generate_tok_per_s / other.generate_tok_per_s))
+    }
+
+    /// This blob's keys, `blob`, and with --compare `compare` (the same keys) and `ratio`.
+    fn to_json(&self) -> anyhow::Result<serde_json::Value> {
+        let keyed = |(path, r): (&Path, &BenchResult)| -> anyhow::Result<serde_json::Value> {
+            let mut v = serde_json::to_value(r)?;
+            v["blob"] = json!(path.display().to_string());
+            Ok(v)
+        };
+        let mut v = keyed(self.blobs[0])?;
+        if let (Some(&other), Some((p, g))) = (self.blobs.get(1), self.ratio()) {
+            v["compare"] = keyed(other)?;
             v["ratio"] = json!({ "prefill": p, "generate": g });
         }
-        say(&format!("{v}\n"))?;
-        return Ok(Outcome::Ok);
+        Ok(v)
     }
-    let mut text = String::new();
-    let named: Vec<(&Path, &BenchResult)> = std::iter::once(blob).chain(other).zip(&results).collect();
-    for (path, r) in &named {
-        text += &format!(
-            "{}\n  prefill:    {:.0} tok/s ({} tokens, median of {})\n  generate:   {:.0} tok/s ({} tokens, greedy)\n  \
-             compute:    {:.3} GMAC/s ({} MACs/token)\n  roofline:   {:.0} tok/s ({} weight bytes/token at {:.2} GB/s \
-             read bandwidth): generate {:.1}%, prefill {:.1}%\n  kernel:     {}\n  blob:       {} bytes, arena {} bytes\n",
-            path.display(),
-            r.prefill_tok_per_s,
-            r.prefill_tokens,
-            r.repeats,
-            r.generate_tok_per_s,
-            r.generate_tokens,
-            r.gmacs_per_s,
-            r.macs_per_token,
-            r.roofline_tok_per_s,
-            r.bytes_per_token,
-            r.read_bandwidth_bytes_per_s / 1e9,
-            100.0 * r.roofline_fraction,
-            100.0 * r.prefill_roofline_fraction,
-            r.kernel,
-            r.blob_bytes,
-            r.arena_bytes
-        );
+
+    fn render(&self) -> String {
+        let mut text = String::new();
+        for (path, r) in &self.blobs {
+            text += &format!(
+                "{}\n  prefill:    {:.0} tok/s ({} tokens, median of {})\n  generate:   {:.0} tok/s ({} tokens, greedy)\n  \
+                 compute:    {:.3} GMAC/s ({} MACs/token)\n  roofline:   {:.0} tok/s ({} weight bytes/token at {:.2} GB/s \
+                 read bandwidth): generate {:.1}%, prefill {:.1}%\n  kernel:     {}\n  blob:       {} bytes, arena {} bytes\n",
+                path.display(),
+                r.prefill_tok_per_s,
+                r.prefill_tokens,
+                r.repeats,
+                r.generate_tok_per_s,
+                r.generate_tokens,
+                r.gmacs_per_s,
+                r.macs_per_token,
+                r.roofline_tok_per_s,
+                r.bytes_per_token,
+                r.read_bandwidth_bytes_per_s / 1e9,
+                100.0 * r.roofline_fraction,
+                100.0 * r.prefill_roofline_fraction,
+                r.kernel,
+                r.blob_bytes,
+                r.arena_bytes
+            );
+        }
+        if let (Some((p, g)), [(this, _), (other, _)]) = (self.ratio(), &self.blobs[..]) {
+            text += &format!(
+                "ratio {} / {}: prefill {p:.2}x, generate {g:.2}x (same run, interleaved)\n",
+                this.display(),
+                other.display()
+            );
+        }
+        text
     }
-    if let (Some((p, g)), Some(o)) = (ratio, other) {
-        text += &format!(
-            "ratio {} / {}: prefill {p:.2}x, generate {g:.2}x (same run, interleaved)\n",
-            blob.display(),
-            o.display()
-        );
-    }
-    say(&text)?;
-    Ok(Outcome::Ok)
 }

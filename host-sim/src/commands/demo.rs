@@ -8,7 +8,7 @@ use itera_sim::generate::Sampling;
 use itera_sim::limits;
 use itera_sim::text::for_terminal;
 
-use super::{say, Outcome};
+use super::{say, Outcome, SamplingArgs};
 
 /// Run the whole pipeline on a synthetic model: no files, no downloads.
 ///
@@ -26,10 +26,9 @@ Examples:
 
 For a real model: itera-pack convert model.pt -o model.itb --tokenizer tokenizer.json
                   itera-sim run model.itb --prompt \"once upon a time\"")]
+// The sampling flags are run's; here one seed makes the weights and drives the sampler.
+#[command(mut_arg("seed", |a| a.default_value("42").help("Seed of the random weights (and of the sampler when --temperature > 0)")))]
 pub struct DemoArgs {
-    /// Seed of the random weights (and of the sampler when --temperature > 0).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
     /// Tokens to generate (1 to 16777215; generation stops when max_seq is reached).
     #[arg(short, long = "max-tokens", default_value_t = 32, value_name = "N", allow_negative_numbers = true,
           value_parser = limits::GENERATE_TOKENS.parser())]
@@ -37,16 +36,8 @@ pub struct DemoArgs {
     /// Prompt text (words outside the made-up vocabulary become <UNK>).
     #[arg(long, short, value_name = "TEXT", default_value = "once upon a time there was a little fox")]
     prompt: String,
-    /// Temperature (0: greedy).
-    #[arg(long, default_value_t = 0.0, value_name = "T", allow_negative_numbers = true)]
-    temperature: f32,
-    /// Keep only the K most likely tokens (0: no limit, at most 64).
-    #[arg(long = "top-k", default_value_t = 0, value_name = "K", allow_negative_numbers = true,
-          value_parser = limits::TOP_K.parser())]
-    top_k: usize,
-    /// Nucleus sampling mass (1: no limit).
-    #[arg(long = "top-p", default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
-    top_p: f32,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -55,9 +46,8 @@ pub struct DemoArgs {
 impl DemoArgs {
     /// Runs the command.
     pub fn run(&self) -> anyhow::Result<Outcome> {
-        let sampling =
-            Sampling { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, seed: self.seed };
-        cmd_demo(DemoOptions { seed: self.seed, n: self.n, prompt: self.prompt.clone(), sampling }, self.json)
+        let sampling = Sampling::from(&self.sampling);
+        cmd_demo(DemoOptions { seed: sampling.seed, n: self.n, prompt: self.prompt.clone(), sampling }, self.json)
     }
 }
 
@@ -83,17 +73,6 @@ fn cmd_demo(opts: DemoOptions, json: bool) -> anyhow::Result<Outcome> {
         let _ = out.flush();
     })?;
     writeln!(out)?;
-    writeln!(out, "synthetic:  yes (random weights, seed {}): the text above is noise", r.seed)?;
-    writeln!(out, "generate:   {} tokens, {:.0} tok/s", r.generated.len(), r.tok_per_s)?;
-    writeln!(out, "prefill:    {} tokens, {:.0} tok/s", r.prompt_tokens, r.prefill_tok_per_s)?;
-    writeln!(out, "arena:      {} bytes per session", r.arena_bytes)?;
-    writeln!(out, "blob:       {} bytes (made and packed in {:.0} ms)", r.blob_bytes, r.pack_secs * 1e3)?;
-    writeln!(out, "macs/token: {}", r.macs_per_token)?;
-    writeln!(out, "kernel:     {}", r.kernel)?;
-    if r.stopped_at_max_seq {
-        writeln!(out, "stopped early: the session reached the model's max_seq positions")?;
-    }
-    writeln!(out, "real models: itera-pack convert model.pt -o model.itb --tokenizer tokenizer.json")?;
-    writeln!(out, "             itera-sim run model.itb --prompt \"once upon a time\"")?;
+    write!(out, "{}", r.render_summary())?;
     Ok(Outcome::Ok)
 }

@@ -119,21 +119,37 @@ impl EvalArgs {
                 a.text.display()
             );
         }
-        if a.json {
-            let mut v = r.to_json();
-            v["unknown_tokens"] = json!(unknown.unknown);
-            v["unknown_share"] = json!(unknown.share());
-            v["tokenizer"] = json!(tokenizer);
-            say(&format!("{v}\n"))?;
-        } else {
-            let source = if tokenizer == "blob" { "the blob's".to_string() } else { tokenizer };
-            say(&format!(
-                "{}unknown:     {} are unknown to the tokenizer ({source})\n",
-                r.render(),
-                unknown.describe()
-            ))?;
-        }
+        let report = EvalSummary { report: r, unknown, tokenizer };
+        say(&if a.json { format!("{}\n", report.to_json()) } else { report.render() })?;
         Ok(Outcome::Ok)
+    }
+}
+
+/// What `eval` reports: the evaluation, and how much of the text its tokenizer knew. The
+/// text and the JSON are both made from it.
+struct EvalSummary {
+    report: itera_sim::eval::EvalReport,
+    unknown: Unknown,
+    /// `blob`, or the tokenizer JSON's path.
+    tokenizer: String,
+}
+
+impl EvalSummary {
+    fn to_json(&self) -> serde_json::Value {
+        let mut v = self.report.to_json();
+        v["unknown_tokens"] = json!(self.unknown.unknown);
+        v["unknown_share"] = json!(self.unknown.share());
+        v["tokenizer"] = json!(self.tokenizer);
+        v
+    }
+
+    fn render(&self) -> String {
+        let source = if self.tokenizer == "blob" { "the blob's" } else { &self.tokenizer };
+        format!(
+            "{}unknown:     {} are unknown to the tokenizer ({source})\n",
+            self.report.render(),
+            self.unknown.describe()
+        )
     }
 }
 

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 use itera_pack::untrusted::shown;
+use itera_sim::board::{
+    elf_sizes, fit, quant_preset, BlobCost, ElfSizes, FirmwareCost, Fit, BOARDS, ESTIMATE_MARGIN, SPEED_BASIS,
+};
 use itera_sim::{limits, read_blob};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{load, say, Outcome};
 
@@ -51,9 +54,6 @@ impl FitArgs {
 }
 
 fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> anyhow::Result<Outcome> {
-    use itera_sim::board::{
-        elf_sizes, fit, quant_preset, BlobCost, FirmwareCost, BOARDS, ESTIMATE_MARGIN, SPEED_BASIS,
-    };
     let bytes = read_blob(blob)?;
     let model = load(blob, &bytes)?;
     let boards: Vec<_> = match board {
@@ -95,32 +95,62 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
         macs_per_token: model.macs_per_token(),
         quant: quant.as_deref(),
     };
-    let fits = fit(&cost, measured.as_ref(), &boards);
-    let estimated = fits.iter().any(|f| f.speed.is_some());
-    if json {
-        let v = json!({
-            "blob_bytes": bytes.len(), "arena_bytes": model.arena_bytes(), "macs_per_token": model.macs_per_token(),
-            "quant": quant, "elf": elf_report, "elf_firmware": measured, "estimate_within_margin": within_margin,
-            "estimate_margin_bytes": ESTIMATE_MARGIN, "speed_basis": SPEED_BASIS, "boards": fits,
-        });
-        say(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    let report = FitReport {
+        blob_bytes: bytes.len(),
+        arena_bytes: model.arena_bytes(),
+        macs_per_token: model.macs_per_token(),
+        boards: fit(&cost, measured.as_ref(), &boards),
+        quant,
+        elf: elf_report,
+        elf_firmware: measured,
+        estimate_within_margin: within_margin,
+        estimate_margin_bytes: ESTIMATE_MARGIN,
+        speed_basis: SPEED_BASIS,
+    };
+    say(&if json {
+        format!("{}\n", serde_json::to_string_pretty(&serde_json::to_value(&report)?)?)
     } else {
+        report.render()
+    })?;
+    Ok(report.verdict(board.is_some()))
+}
+
+/// What `fit` reports: the blob's costs, the firmware's measured from an ELF, and each
+/// board's verdict. The text and the JSON are both made from it.
+#[derive(Serialize)]
+struct FitReport {
+    blob_bytes: usize,
+    arena_bytes: usize,
+    macs_per_token: usize,
+    /// The blob's `--quant` preset, from its provenance.
+    quant: Option<String>,
+    elf: Option<ElfSizes>,
+    /// The firmware's own cost, from the ELF (blob and arena taken out).
+    elf_firmware: Option<FirmwareCost>,
+    estimate_within_margin: Option<bool>,
+    estimate_margin_bytes: usize,
+    speed_basis: &'static str,
+    boards: Vec<Fit>,
+}
+
+impl FitReport {
+    fn render(&self) -> String {
         let mut text = format!(
             "blob {} B, arena {} B, {} MACs/token, --quant {}\n",
-            bytes.len(),
-            model.arena_bytes(),
-            model.macs_per_token(),
-            quant.as_deref().map_or_else(|| "unknown (no quant provenance)".to_string(), shown)
+            self.blob_bytes,
+            self.arena_bytes,
+            self.macs_per_token,
+            self.quant.as_deref().map_or_else(|| "unknown (no quant provenance)".to_string(), shown)
         );
-        if let (Some(m), Some(ok), [board]) = (&measured, within_margin, &boards[..]) {
+        if let (Some(m), Some(ok), [f]) = (&self.elf_firmware, self.estimate_within_margin, &self.boards[..]) {
             text += &format!(
                 "firmware from ELF: code {} B, statics {} B (estimate {} B, {} B: {} the {} B margin); stack {} B (measured on the QEMU boards)\n",
                 m.code_bytes,
                 m.static_bytes,
-                board.firmware.code_bytes,
-                board.firmware.static_bytes,
+                f.board.firmware.code_bytes,
+                f.board.firmware.static_bytes,
                 if ok { "within" } else { "OUTSIDE" },
-                ESTIMATE_MARGIN,
+                self.estimate_margin_bytes,
                 m.stack_bytes
             );
         }
@@ -128,7 +158,7 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
             "{:<12} {:>10} {:>10} {:>10} {:>10}  {:<4}  {:<12} {:>5} {:>12} {:>8}\n",
             "board", "flash need", "flash has", "RAM need", "RAM has", "fits", "isa", "MHz", "insn/token", "tok/s"
         );
-        for f in &fits {
+        for f in &self.boards {
             let mhz = f.board.clock_mhz.map_or_else(|| "-".to_string(), |m| m.to_string());
             let (insn, tps) = match f.speed {
                 Some(s) => (
@@ -151,26 +181,32 @@ fn cmd_fit(blob: &Path, board: Option<&str>, elf: Option<&Path>, json: bool) -> 
                 tps
             );
         }
-        if estimated {
-            text += &format!("speed: {SPEED_BASIS}\n");
+        if self.boards.iter().any(|f| f.speed.is_some()) {
+            text += &format!("speed: {}\n", self.speed_basis);
         } else {
             text += "speed: no estimate: instructions per token are measured for --quant f32, int8 and mixed only\n";
         }
-        say(&text)?;
+        text
     }
-    // With an ELF this is a check: the firmware must fit and match its estimate.
-    if within_margin == Some(false) {
-        return Ok(Outcome::Failed(format!(
-            "the ELF's firmware cost is outside the {ESTIMATE_MARGIN} B margin of the board's estimate; update BOARDS"
-        )));
+
+    /// The exit status: with an ELF, the firmware must match its estimate; with a named
+    /// board, the blob must fit it (a gate a CI script can use).
+    fn verdict(&self, named_board: bool) -> Outcome {
+        if self.estimate_within_margin == Some(false) {
+            return Outcome::Failed(format!(
+                "the ELF's firmware cost is outside the {} B margin of the board's estimate; update BOARDS",
+                self.estimate_margin_bytes
+            ));
+        }
+        match self.boards.iter().find(|f| !f.fits) {
+            Some(f) if named_board => {
+                let what = if self.elf_firmware.is_some() { "the firmware with this blob" } else { "this blob" };
+                Outcome::Failed(format!(
+                    "{what} does not fit {}: flash {} of {} B, RAM {} of {} B; pack it smaller (itera-pack convert --quant int8 or mixed) or pick a larger board",
+                    f.board.name, f.flash_needed, f.board.flash_bytes, f.ram_needed, f.board.ram_bytes
+                ))
+            }
+            _ => Outcome::Ok,
+        }
     }
-    // With a named board this is a gate a CI script can use: the blob must fit it.
-    if let (Some(_), Some(f)) = (board, fits.iter().find(|f| !f.fits)) {
-        let what = if measured.is_some() { "the firmware with this blob" } else { "this blob" };
-        return Ok(Outcome::Failed(format!(
-            "{what} does not fit {}: flash {} of {} B, RAM {} of {} B; pack it smaller (itera-pack convert --quant int8 or mixed) or pick a larger board",
-            f.board.name, f.flash_needed, f.board.flash_bytes, f.ram_needed, f.board.ram_bytes
-        )));
-    }
-    Ok(Outcome::Ok)
 }

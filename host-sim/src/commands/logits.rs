@@ -51,17 +51,31 @@ fn cmd_logits(blob: &Path, tokens: &str, out: &Path, json: bool) -> anyhow::Resu
     let logits = logits_for_tokens(&model, &tokens, |d, t| progress.update(d, t))?;
     progress.finish();
     golden::write_f32_le(out, &logits)?;
-    let vocab = model.config().vocab;
-    if json {
-        let v = json!({ "out": out.display().to_string(), "positions": tokens.len(), "vocab": vocab, "bytes": logits.len() * 4 });
-        say(&format!("{v}\n"))?;
-    } else {
-        say(&format!(
-            "wrote {} ({} positions × {vocab} logits, {} bytes, little-endian f32)\n",
-            out.display(),
-            tokens.len(),
-            logits.len() * 4
-        ))?;
-    }
+    let report = LogitsReport { out, positions: tokens.len(), vocab: model.config().vocab, bytes: logits.len() * 4 };
+    say(&if json { format!("{}\n", report.to_json()) } else { report.render() })?;
     Ok(Outcome::Ok)
+}
+
+/// What `logits` reports of the file it wrote; the text and the JSON are both made from it.
+struct LogitsReport<'a> {
+    out: &'a Path,
+    positions: usize,
+    vocab: u32,
+    bytes: usize,
+}
+
+impl LogitsReport<'_> {
+    fn to_json(&self) -> serde_json::Value {
+        json!({ "out": self.out.display().to_string(), "positions": self.positions, "vocab": self.vocab, "bytes": self.bytes })
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "wrote {} ({} positions × {} logits, {} bytes, little-endian f32)\n",
+            self.out.display(),
+            self.positions,
+            self.vocab,
+            self.bytes
+        )
+    }
 }

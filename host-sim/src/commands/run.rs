@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args};
 use itera_pack::untrusted::shown;
-use itera_sim::generate::{generate, ContextPolicy, Sampling};
+use itera_sim::generate::{generate, ContextPolicy, Generation, Sampling};
 use itera_sim::text::{decode, encode, for_terminal, unknown_pieces, TextStream, Unknown};
 use itera_sim::{limits, parse_tokens, read_blob};
 use serde_json::json;
@@ -137,46 +137,73 @@ impl RunArgs {
             return Err(e).context("cannot write to stdout");
         }
         let text = tok.map(|t| decode(t, &g.generated));
+        let report = RunReport { generation: g, text, unknown, asked: a.n, max_seq: model.config().max_seq };
         if a.json {
-            let v = json!({
-                "prompt_tokens": g.prompt.len(),
-                "prompt_ids": g.prompt,
-                "prompt_unknown": unknown.map(|u| u.unknown),
-                "generated": g.generated,
-                "text": text,
-                "tok_per_s": g.tok_per_s(),
-                "prefill_tok_per_s": g.prefill_tok_per_s(),
-                "stopped_at_max_seq": g.stopped_at_max_seq,
-                "window_reruns": g.window_reruns,
-            });
-            writeln!(out, "{v}")?;
+            writeln!(out, "{}", report.to_json())?;
         } else {
             writeln!(out)?;
         }
         drop(out);
+        // The text itself was streamed; the summary goes to stderr, JSON or not.
+        eprint!("{}", report.render());
+        Ok(Outcome::Ok)
+    }
+}
+
+/// What `run` reports once the text is out: the JSON object (with --json), and the summary
+/// on stderr. Both are made from it.
+struct RunReport {
+    generation: Generation,
+    /// The generated text, when the blob has a tokenizer.
+    text: Option<String>,
+    /// Unknown words in a --prompt (none for --tokens).
+    unknown: Option<Unknown>,
+    /// --max-tokens.
+    asked: usize,
+    max_seq: u32,
+}
+
+impl RunReport {
+    fn to_json(&self) -> serde_json::Value {
+        let g = &self.generation;
+        json!({
+            "prompt_tokens": g.prompt.len(),
+            "prompt_ids": g.prompt,
+            "prompt_unknown": self.unknown.map(|u| u.unknown),
+            "generated": g.generated,
+            "text": self.text,
+            "tok_per_s": g.tok_per_s(),
+            "prefill_tok_per_s": g.prefill_tok_per_s(),
+            "stopped_at_max_seq": g.stopped_at_max_seq,
+            "window_reruns": g.window_reruns,
+        })
+    }
+
+    fn render(&self) -> String {
+        let g = &self.generation;
+        let mut s = String::new();
         if g.stopped_at_max_seq {
-            eprintln!(
-                "stopped: the session holds the model's {} positions (max_seq); {} of {} tokens generated",
-                model.config().max_seq,
+            s += &format!(
+                "stopped: the session holds the model's {} positions (max_seq); {} of {} tokens generated\n",
+                self.max_seq,
                 g.generated.len(),
-                a.n
+                self.asked
             );
         }
         if g.window_reruns > 0 {
-            eprintln!(
-                "--context slide: {} tokens past the window, each from a re-run of the last {} tokens",
-                g.window_reruns,
-                model.config().max_seq
+            s += &format!(
+                "--context slide: {} tokens past the window, each from a re-run of the last {} tokens\n",
+                g.window_reruns, self.max_seq
             );
         }
-        eprintln!(
-            "prompt: {} tokens ({:.0} tok/s prefill), generated: {} tokens ({:.1} tok/s)",
+        s += &format!(
+            "prompt: {} tokens ({:.0} tok/s prefill), generated: {} tokens ({:.1} tok/s)\n",
             g.prompt.len(),
             g.prefill_tok_per_s(),
             g.generated.len(),
             g.tok_per_s()
         );
-        Ok(Outcome::Ok)
+        s
     }
 }
 
