@@ -286,11 +286,11 @@ impl fmt::Display for Error {
             ),
             Error::TopKOutOfRange { top_k: 0, n_experts } => write!(
                 f,
-                "the config's top_k is 0: each MoE layer must mix at least one expert; repack with `itera-pack convert --top-k K`, K from 1 to {n_experts}"
+                "the config's top_k is 0: each MoE layer must mix at least one expert; repack with `itera-pack convert --top-k-experts K`, K from 1 to {n_experts}"
             ),
             Error::TopKOutOfRange { top_k, n_experts } => write!(
                 f,
-                "the config's top_k is {top_k} but MoE layers have {n_experts} experts; repack with `itera-pack convert --top-k K`, K from 1 to {n_experts}"
+                "the config's top_k is {top_k} but MoE layers have {n_experts} experts; repack with `itera-pack convert --top-k-experts K`, K from 1 to {n_experts}"
             ),
             Error::UnknownTokenOutOfRange { unk_id, count } => write!(
                 f,

@@ -47,6 +47,25 @@ impl Default for DemoOptions {
     }
 }
 
+impl DemoReport {
+    /// The lines the text demo prints after the streamed text (JSON is the report itself).
+    pub fn render_summary(&self) -> String {
+        let mut s = format!("synthetic:  yes (random weights, seed {}): the text above is noise\n", self.seed);
+        s += &format!("generate:   {} tokens, {:.0} tok/s\n", self.generated.len(), self.tok_per_s);
+        s += &format!("prefill:    {} tokens, {:.0} tok/s\n", self.prompt_tokens, self.prefill_tok_per_s);
+        s += &format!("arena:      {} bytes per session\n", self.arena_bytes);
+        s += &format!("blob:       {} bytes (made and packed in {:.0} ms)\n", self.blob_bytes, self.pack_secs * 1e3);
+        s += &format!("macs/token: {}\n", self.macs_per_token);
+        s += &format!("kernel:     {}\n", self.kernel);
+        if self.stopped_at_max_seq {
+            s += "stopped early: the session reached the model's max_seq positions\n";
+        }
+        s += "real models: itera-pack convert model.pt -o model.itb --tokenizer tokenizer.json\n";
+        s += "             itera-sim run model.itb --prompt \"once upon a time\"\n";
+        s
+    }
+}
+
 /// Everything the demo measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoReport {

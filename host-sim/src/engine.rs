@@ -120,18 +120,48 @@ pub fn logits_for_tokens(
     Ok(out)
 }
 
-/// Switches the core's kernels to the fastest path this CPU supports (AVX2 on x86-64 when
-/// and F16C are detected) unless `ITERA_KERNELS=scalar` (or `=avx2`: no AVX-512 VNNI); returns the path in use.
-#[allow(unsafe_code)] // the one call that needs the detection above
+/// The values `ITERA_KERNELS` takes: the fastest path this CPU has when unset.
+pub const KERNEL_CHOICES: [&str; 2] = ["scalar", "avx2"];
+
+/// The kernel path `ITERA_KERNELS` asks for: `None` when unset (or empty), the value when
+/// it is one of [`KERNEL_CHOICES`], and an error that says what to give otherwise (a typo
+/// would silently measure or check the wrong kernels).
+pub fn kernels_asked(value: Option<&std::ffi::OsStr>) -> anyhow::Result<Option<&'static str>> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else { return Ok(None) };
+    let text = value.to_string_lossy();
+    match KERNEL_CHOICES.iter().find(|c| **c == text) {
+        Some(choice) => Ok(Some(choice)),
+        None => anyhow::bail!(
+            "ITERA_KERNELS={} is not a kernel path: unset it for the fastest this CPU has, or give one of {}",
+            shown(&text),
+            KERNEL_CHOICES.join(", ")
+        ),
+    }
+}
+
+/// Switches the core's kernels to the path `ITERA_KERNELS` asks for ([`kernels_asked`]),
+/// refusing a value it does not know; returns the path in use. What `itera-sim` runs first.
+pub fn select_kernels_checked() -> anyhow::Result<&'static str> {
+    let asked = kernels_asked(std::env::var_os("ITERA_KERNELS").as_deref())?;
+    Ok(enable_kernels(asked))
+}
+
+/// [`select_kernels_checked`] for callers with no way to report an error (benchmarks): a
+/// value `ITERA_KERNELS` does not know selects the fastest path, as unset does.
 pub fn select_kernels() -> &'static str {
+    enable_kernels(kernels_asked(std::env::var_os("ITERA_KERNELS").as_deref()).ok().flatten())
+}
+
+/// Switches the core's kernels to the fastest path this CPU supports (AVX2 on x86-64 when
+/// it and F16C are detected) unless `asked` is `scalar` (or `avx2`: no AVX-512 VNNI);
+/// returns the path in use.
+#[allow(unsafe_code)] // the one call that needs the detection above
+fn enable_kernels(asked: Option<&str>) -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if std::env::var("ITERA_KERNELS").as_deref() != Ok("scalar")
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("f16c")
-    {
+    if asked != Some("scalar") && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c") {
         // SAFETY: AVX2 and F16C were just detected on this CPU.
         unsafe { itera_edge::kernels::enable_avx2() };
-        if std::env::var("ITERA_KERNELS").as_deref() != Ok("avx2")
+        if asked != Some("avx2")
             && std::is_x86_feature_detected!("avx512vnni")
             && std::is_x86_feature_detected!("avx512vl")
         {
@@ -139,6 +169,8 @@ pub fn select_kernels() -> &'static str {
             unsafe { itera_edge::kernels::enable_avx512_vnni() };
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = asked;
     itera_edge::kernels::simd_path()
 }
 

@@ -41,6 +41,19 @@ impl Sampling {
         }
         Ok(Sampler { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, rng: Rng::new(self.seed) })
     }
+
+    /// What to tell a user who set `--top-k` or `--top-p` at temperature 0: greedy always
+    /// takes the most likely token, so they change nothing.
+    pub fn greedy_note(&self) -> Option<String> {
+        let limits = [(self.top_k != 0).then_some("--top-k"), (self.top_p != 1.0).then_some("--top-p")];
+        let set: Vec<&str> = limits.into_iter().flatten().collect();
+        (self.temperature == 0.0 && !set.is_empty()).then(|| {
+            format!(
+                "--temperature 0 is greedy (always the most likely token), so {} change nothing; give --temperature 0.8 (say) to sample",
+                set.join(" and ")
+            )
+        })
+    }
 }
 
 /// What generation does when the session holds `max_seq` tokens.

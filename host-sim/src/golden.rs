@@ -136,7 +136,7 @@ impl Golden {
         let want = self.top_k_experts?;
         (config.moe_layers != 0 && want != config.top_k).then(|| {
             format!(
-                "the golden was computed with top_k_experts = {want} but the blob mixes {} experts per token; repack with `itera-pack convert --top-k {want}`",
+                "the golden was computed with top_k_experts = {want} but the blob mixes {} experts per token; repack with `itera-pack convert --top-k-experts {want}`",
                 config.top_k
             )
         })
@@ -243,7 +243,7 @@ mod tests {
         let mut c = itera_pack::synthetic::tiny_config();
         assert_eq!(g.top_k_warning(&c), None);
         c.top_k = 1;
-        assert!(g.top_k_warning(&c).unwrap().contains("--top-k 2"));
+        assert!(g.top_k_warning(&c).unwrap().contains("--top-k-experts 2"));
         let _ = std::fs::remove_file(&json);
         let _ = std::fs::remove_file(temp("ckpt.f32"));
     }

@@ -43,10 +43,10 @@ pub const GREEDY_TOKENS: Count = Count {
     why: "the prompt plus N must fit the model's max_seq positions, below 2^24 in any blob",
 };
 
-/// `bench --tokens`: prefill is clamped to `max_seq`; generation past it restarts the
+/// `bench --length`: prefill is clamped to `max_seq`; generation past it restarts the
 /// session, so more tokens only lengthen each timed run.
 pub const BENCH_TOKENS: Count = Count {
-    flag: "--tokens",
+    flag: "--length",
     min: 1,
     max: 8192,
     why: "tokens per timed run; prefill is clamped to max_seq and generation past it restarts, so more only lengthens the run",
@@ -62,17 +62,17 @@ pub const BENCH_REPEATS: Count = Count {
         "timed repeats; the medians are stable long before 1000, and without --repeat about one second of repeats runs",
 };
 
-/// `eval --max-tokens`: one prediction needs two tokens; the encoded text is held in memory
+/// `eval --truncate`: one prediction needs two tokens; the encoded text is held in memory
 /// (4 bytes per token), so at most 2^24 tokens (64 MiB) are evaluated.
 pub const EVAL_TOKENS: Count = Count {
-    flag: "--max-tokens",
+    flag: "--truncate",
     min: 2,
     max: 1 << 24,
     why: "one prediction needs 2 tokens, and eval holds at most 2^24 tokens, 64 MiB of ids, in memory",
 };
 
-/// `--top-k` of `run` and `demo` (sampling; in `itera-pack`, `--top-k` is the experts an
-/// MoE layer mixes): the core's sampler ranks at most [`MAX_CANDIDATES`] candidates.
+/// `--top-k` of `run` and `demo` (sampling; the experts an MoE layer mixes are
+/// `itera-pack convert --top-k-experts`): the core's sampler ranks at most [`MAX_CANDIDATES`] candidates.
 pub const TOP_K: Count = Count {
     flag: "--top-k",
     min: 0,

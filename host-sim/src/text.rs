@@ -92,6 +92,58 @@ pub fn encode_iter<'t, V: Vocab + ?Sized>(tok: &'t V, text: &'t str) -> impl Ite
     words.chain(chars)
 }
 
+/// How much of an encoded text the tokenizer did not know: a model sees every unknown
+/// word as one and the same token, so a perplexity or a generation on a text that is
+/// mostly unknown says little about the text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unknown {
+    /// Tokens that are the tokenizer's unknown id.
+    pub unknown: usize,
+    /// All tokens.
+    pub tokens: usize,
+}
+
+impl Unknown {
+    /// Counts the unknown id `unk_id` in `ids`.
+    pub fn count(unk_id: u32, ids: &[u32]) -> Self {
+        Unknown { unknown: ids.iter().filter(|&&id| id == unk_id).count(), tokens: ids.len() }
+    }
+
+    /// The unknown share, 0 to 1 (0 for no tokens).
+    pub fn share(&self) -> f64 {
+        if self.tokens == 0 {
+            0.0
+        } else {
+            self.unknown as f64 / self.tokens as f64
+        }
+    }
+
+    /// "N of M tokens (P%)".
+    pub fn describe(&self) -> String {
+        format!("{} of {} tokens ({:.1}%)", self.unknown, self.tokens, 100.0 * self.share())
+    }
+}
+
+/// The pieces of `text` (words, or characters at char level) that `tok` does not name,
+/// in order, each once: what a user can fix in a prompt.
+pub fn unknown_pieces<'t, V: Vocab + ?Sized>(tok: &V, text: &'t str) -> Vec<&'t str> {
+    let pieces: Box<dyn Iterator<Item = &'t str>> = match tok.kind() {
+        TokenizerKind::Word => Box::new(text.split_whitespace()),
+        TokenizerKind::Char => Box::new(text.char_indices().map(|(i, c)| &text[i..i + c.len_utf8()])),
+    };
+    let mut unknown: Vec<&str> = Vec::new();
+    for piece in pieces {
+        let known = match tok.kind() {
+            TokenizerKind::Word => tok.id_of(&piece.to_lowercase()).is_some(),
+            TokenizerKind::Char => tok.id_of(piece).is_some(),
+        };
+        if !known && !unknown.contains(&piece) {
+            unknown.push(piece);
+        }
+    }
+    unknown
+}
+
 /// Encodes `text` with a tokenizer table (see [`encode`]).
 pub fn encode_with_table(table: &TokenizerTable, text: &str) -> Vec<u32> {
     encode(&TableVocab::new(table), text)

@@ -337,3 +337,284 @@ fn fit_estimates_speed_from_the_isa_and_preset_measured_and_calls_it_an_instruct
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["boards"][0]["speed"].is_null());
 }
+
+/// Subcommands of `itera-sim` as `--help` lists them.
+fn subcommands() -> Vec<String> {
+    let out = stdout(&sim(&["--help"]));
+    let listed = out.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| !l.is_empty());
+    listed.filter_map(|l| l.split_whitespace().next()).filter(|&c| c != "help").map(String::from).collect()
+}
+
+#[test]
+fn every_subcommand_help_has_an_example() {
+    let subs = subcommands();
+    assert!(subs.len() >= 8, "{subs:?}");
+    for sub in &subs {
+        let o = sim(&[sub, "--help"]);
+        assert!(o.status.success() && stdout(&o).contains("Example"), "{sub} --help has no example");
+    }
+}
+
+#[test]
+fn old_flag_spellings_work_as_hidden_aliases() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let out = s.path("logits.f32");
+    // The output file is -o/--output, as in itera-pack; --out is the old spelling.
+    for flag in ["-o", "--output", "--out"] {
+        std::fs::remove_file(&out).ok();
+        let o = sim(&["logits", p(&blob), "--tokens", "1,2", flag, p(&out)]);
+        assert!(o.status.success(), "{flag}: {}", stderr(&o));
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), (2 * VOCAB * 4) as u64, "{flag}");
+    }
+    // greedy's -n now has the long form the other generating commands have.
+    let short = sim(&["greedy", p(&blob), "--tokens", "1,2", "-n", "3"]);
+    let long = sim(&["greedy", p(&blob), "--tokens", "1,2", "--max-tokens", "3"]);
+    assert!(short.status.success() && stdout(&short).contains("tokens:"), "{}", stderr(&short));
+    assert_eq!(stdout(&short), stdout(&long));
+    // bench's token count is --length; --tokens (a list of ids everywhere else) still takes it.
+    for flag in ["--length", "--tokens"] {
+        let o = sim(&["bench", p(&blob), flag, "3", "--repeat", "1", "--json"]);
+        assert!(o.status.success(), "{flag}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["generate_tokens"], 3, "{flag}: {v}");
+    }
+    // The help shows the one spelling, not the aliases.
+    let help = stdout(&sim(&["logits", "--help"]));
+    assert!(help.contains("--output <FILE>") && !help.contains("--out "), "{help}");
+    let help = stdout(&sim(&["bench", "--help"]));
+    assert!(help.contains("--length <N>") && !help.contains("--tokens <"), "{help}");
+    let help = stdout(&sim(&["eval", "--help"]));
+    assert!(help.contains("--truncate <N>") && help.contains("--compare <BLOB>"), "{help}");
+    assert!(!help.contains("--max-tokens") && !help.contains("--reference <"), "{help}");
+}
+
+#[test]
+fn fit_with_a_named_board_exits_1_when_the_blob_does_not_fit() {
+    let s = Scratch::new("cli");
+    let (small, _) = tiny_blob(&s);
+    // The tiny shape in f32 is 7.5 MB: more flash than any board has.
+    let big = s.path("big.itb");
+    let f32 = itera_pack::quant::QuantPolicy::parse_spec("f32").unwrap();
+    std::fs::write(&big, itera_pack::synthetic::synth_blob(itera_pack::synthetic::Shape::Tiny, 1, &f32).unwrap())
+        .unwrap();
+
+    let o = sim(&["fit", p(&big), "--board", "stm32f411"]);
+    assert_error(&o, "does not fit stm32f411");
+    assert!(stderr(&o).contains("--quant") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
+    // The table is still printed, so the user sees by how much.
+    assert!(stdout(&o).contains("stm32f411") && stdout(&o).contains(" NO "), "{}", stdout(&o));
+    let o = sim(&["fit", p(&big), "--board", "stm32f411", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["boards"][0]["fits"], false);
+
+    // Without --board it is a survey: the table, exit 0.
+    let o = sim(&["fit", p(&big)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(" NO "), "{}", stdout(&o));
+    // What fits passes the gate.
+    let o = sim(&["fit", p(&small), "--board", "stm32f411"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Its help says where the preset comes from instead of naming a flag fit does not have.
+    let help = stdout(&sim(&["fit", "--help"]));
+    assert!(help.contains("itera-pack convert --quant") && help.contains("Exit status"), "{help}");
+    assert!(!help.contains("the blob's --quant"), "{help}");
+}
+
+/// The tiny model with a word tokenizer: `<PAD> <UNK> once upon a time w6 w7 ...`.
+fn tiny_blob_with_words(s: &Scratch, meta: Vec<(String, String)>) -> PathBuf {
+    use itera_edge::format::TokenizerKind;
+    use itera_pack::writer::TokenizerTable;
+    let mut tokens: Vec<String> = ["<PAD>", "<UNK>", "once", "upon", "a", "time"].map(String::from).to_vec();
+    tokens.extend((6..VOCAB).map(|i| format!("w{i}")));
+    let tokenizer = Some(TokenizerTable { kind: TokenizerKind::Word, unk_id: 1, tokens });
+    tiny_blob_with(s, &PackOptions { tokenizer, meta, ..Default::default() }).0
+}
+
+#[test]
+fn run_names_the_prompt_words_the_tokenizer_does_not_know() {
+    let s = Scratch::new("cli");
+    let blob = tiny_blob_with_words(&s, Vec::new());
+    let o = sim(&["run", p(&blob), "--prompt", "Once upon a zebra time gnu zebra", "-n", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("3 of 7 tokens (42.9%)") && err.contains(": zebra gnu\n"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["prompt_unknown"], 3);
+    let o = sim(&["run", p(&blob), "--prompt", "once upon a time", "-n", "2"]);
+    assert!(o.status.success() && !stderr(&o).contains("unknown"), "{}", stderr(&o));
+    // Ids given as ids are the user's own choice: nothing to count.
+    let o = sim(&["run", p(&blob), "--tokens", "1,1", "-n", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["prompt_unknown"].is_null() && !stderr(&o).contains("unknown"), "{v}");
+}
+
+#[test]
+fn top_k_or_top_p_at_temperature_0_says_it_is_greedy() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let greedy = sim(&["run", p(&blob), "--tokens", "1,2", "-n", "4"]);
+    for flags in [&["--top-k", "5"][..], &["--top-p", "0.5"], &["--top-k", "5", "--top-p", "0.5"]] {
+        let o = sim(&[&["run", p(&blob), "--tokens", "1,2", "-n", "4"][..], flags].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.starts_with("note: --temperature 0 is greedy") && err.contains(flags[0]), "{flags:?}: {err}");
+        // And it is: the same tokens as without the flags.
+        assert_eq!(stdout(&o), stdout(&greedy), "{flags:?}");
+    }
+    let o = sim(&["run", p(&blob), "--tokens", "1,2", "-n", "4", "--top-k", "5", "--temperature", "0.8"]);
+    assert!(o.status.success() && !stderr(&o).contains("greedy"), "{}", stderr(&o));
+    let o = sim(&["demo", "-n", "2", "--top-k", "5"]);
+    assert!(o.status.success() && stderr(&o).contains("is greedy"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unknown_itera_kernels_value_is_refused() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let args = ["run", p(&blob), "--tokens", "1,2", "-n", "2"];
+    let with = |value: &str| Command::new(BIN).args(args).env("ITERA_KERNELS", value).output().unwrap();
+    let o = with("avx3");
+    assert_error(&o, "ITERA_KERNELS=avx3 is not a kernel path");
+    assert!(stderr(&o).contains("scalar, avx2") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let unset = sim(&args);
+    for value in ["scalar", "avx2", ""] {
+        let o = with(value);
+        assert!(o.status.success(), "{value}: {}", stderr(&o));
+        assert_eq!(stdout(&o), stdout(&unset), "every kernel path gives the same tokens");
+    }
+}
+
+#[test]
+fn check_says_when_the_golden_names_another_checkpoint() {
+    let s = Scratch::new("cli");
+    let (blob, bytes) =
+        tiny_blob_with(&s, &PackOptions { meta: vec![("source".into(), "mine.pt".into())], ..Default::default() });
+    let tokens = [5u32, 17, 2];
+    let golden = write_golden(&s, "golden-other", &tokens, &in_process_logits(&bytes, &tokens));
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
+    json["checkpoint"] = "other.pt".into();
+    std::fs::write(&golden, json.to_string()).unwrap();
+
+    let o = sim(&["check", p(&blob), "--golden", p(&golden), "--json"]);
+    assert!(o.status.success(), "the logits still agree: {}", stderr(&o));
+    assert!(stderr(&o).contains("computed from other.pt but the blob was packed from mine.pt"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["warnings"][0].as_str().unwrap().contains("other.pt"), "{v}");
+
+    // When the check fails, the one error line says the golden predicted it.
+    let golden_bad = write_golden(&s, "golden-bad", &tokens, &vec![0.0; tokens.len() * VOCAB]);
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&golden_bad).unwrap()).unwrap();
+    json["checkpoint"] = "other.pt".into();
+    std::fs::write(&golden_bad, json.to_string()).unwrap();
+    let o = sim(&["check", p(&blob), "--golden", p(&golden_bad)]);
+    assert_eq!(o.status.code(), Some(1));
+    let errors: Vec<String> = stderr(&o).lines().filter(|l| l.starts_with("error:")).map(String::from).collect();
+    assert_eq!(errors.len(), 1, "{}", stderr(&o));
+    assert!(errors[0].contains("; expected, since the golden was computed from other.pt"), "{}", errors[0]);
+
+    // The golden's own checkpoint, or one it lists under same_weights, is no warning.
+    json["same_weights"] = serde_json::json!(["mine.pt"]);
+    std::fs::write(&golden, json.to_string()).unwrap();
+    let o = sim(&["check", p(&blob), "--golden", p(&golden), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_uses_the_blob_tokenizer_and_reports_the_unknown_share() {
+    let s = Scratch::new("cli");
+    let blob = tiny_blob_with_words(&s, Vec::new());
+    let text = s.path("text.txt");
+    std::fs::write(&text, "once upon a time zebra once upon a time a gnu w7 w8 w9 once").unwrap();
+    let o = sim(&["eval", p(&blob), "--text", p(&text), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["tokens"].as_u64(), v["unknown_tokens"].as_u64()), (Some(15), Some(2)), "{v}");
+    assert!((v["unknown_share"].as_f64().unwrap() - 2.0 / 15.0).abs() < 1e-12);
+    assert_eq!(v["tokenizer"], "blob");
+    assert!(stderr(&o).contains("warning: 2 of 15 tokens (13.3%)"), "{}", stderr(&o));
+    let o = sim(&["eval", p(&blob), "--text", p(&text)]);
+    assert!(
+        stdout(&o).contains("unknown:     2 of 15 tokens (13.3%) are unknown to the tokenizer (the blob's)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A tokenizer JSON of the same kind is used as asked; one of another kind is refused.
+    let words = s.path("words.json");
+    std::fs::write(&words, r#"{"token_to_id": {"<UNK>": 0, "once": 1}, "id_to_token": {"0": "<UNK>", "1": "once"}}"#)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(
+        &sim(&["eval", p(&blob), "--text", p(&text), "--tokenizer", p(&words), "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!((v["unknown_tokens"].as_u64(), v["tokenizer"].as_str()), (Some(12), Some(p(&words))), "{v}");
+    let chars = s.path("chars.json");
+    std::fs::write(
+        &chars,
+        r#"{"level": "char", "token2id": {"<UNK>": 0, "a": 1}, "id2token": {"0": "<UNK>", "1": "a"}}"#,
+    )
+    .unwrap();
+    assert_error(&sim(&["eval", p(&blob), "--text", p(&text), "--tokenizer", p(&chars)]), "is a char tokenizer but");
+
+    // A blob without a tokenizer needs the JSON.
+    let (bare, _) = tiny_blob(&s);
+    assert_error(&sim(&["eval", p(&bare), "--text", p(&text)]), "has no tokenizer: give the one it was trained with");
+    let o = sim(&["eval", p(&bare), "--text", p(&text), "--tokenizer", p(&words), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn run_and_demo_share_one_group_of_sampling_flags() {
+    let help = |sub: &str| stdout(&sim(&[sub, "--help"]));
+    let (run, demo) = (help("run"), help("demo"));
+    let flag_help = |text: &str, flag: &str| -> String {
+        let at = text.find(&format!("      {flag} <")).unwrap_or_else(|| panic!("no {flag} in {text}"));
+        text[at..].lines().nth(1).unwrap().trim().to_string()
+    };
+    for flag in ["--temperature", "--top-k", "--top-p"] {
+        assert_eq!(flag_help(&run, flag), flag_help(&demo, flag), "{flag}");
+    }
+    // demo's one seed makes the weights and drives the sampler, 42 unless given.
+    assert!(flag_help(&demo, "--seed").contains("random weights") && demo.contains("[default: 42]"), "{demo}");
+    let seeded = |args: &[&str]| {
+        let o = sim(&[&["demo", "--json", "-n", "6", "--temperature", "0.9"][..], args].concat());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["seed"].clone(), v["generated"].clone())
+    };
+    assert_eq!(seeded(&[]), seeded(&["--seed", "42"]));
+    assert_eq!(seeded(&["--seed", "7"]).0, 7);
+}
+
+#[test]
+fn text_and_json_reports_are_made_from_the_same_numbers() {
+    let s = Scratch::new("cli");
+    let (blob, _) = tiny_blob(&s);
+    let text = stdout(&sim(&["fit", p(&blob)]));
+    let v: serde_json::Value = serde_json::from_slice(&sim(&["fit", p(&blob), "--json"]).stdout).unwrap();
+    assert!(text.starts_with(&format!("blob {} B, arena {} B,", v["blob_bytes"], v["arena_bytes"])), "{text}");
+    for b in v["boards"].as_array().unwrap() {
+        let name = b["board"]["name"].as_str().unwrap();
+        let row = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[1..5],
+            [&b["flash_needed"], &b["board"]["flash_bytes"], &b["ram_needed"], &b["board"]["ram_bytes"]]
+                .map(|n| n.to_string()),
+            "{row}"
+        );
+    }
+    let out = s.path("l.f32");
+    let text = stdout(&sim(&["logits", p(&blob), "--tokens", "1,2,3", "-o", p(&out)]));
+    let v: serde_json::Value =
+        serde_json::from_slice(&sim(&["logits", p(&blob), "--tokens", "1,2,3", "-o", p(&out), "--json"]).stdout)
+            .unwrap();
+    assert!(
+        text.contains(&format!("{} positions × {} logits, {} bytes", v["positions"], v["vocab"], v["bytes"])),
+        "{text}"
+    );
+}

@@ -140,8 +140,8 @@ fn eval_refuses_bad_input_cleanly() {
     };
     assert!(err(sim(&["eval", p(&a), "--text", p(&s.path("none.txt")), "--tokenizer", p(&tok)])).contains("none.txt"));
     assert!(err(sim(&["eval", p(&a), "--text", p(&text), "--tokenizer", p(&text)])).contains("tokenizer"));
-    let e = err(sim(&["eval", p(&a), "--text", p(&text), "--tokenizer", p(&tok), "--max-tokens", "1"]));
-    assert!(e.contains("--max-tokens") && e.contains("from 2 to") && e.contains("needs 2 tokens"), "{e}");
+    let e = err(sim(&["eval", p(&a), "--text", p(&text), "--tokenizer", p(&tok), "--truncate", "1"]));
+    assert!(e.contains("--truncate") && e.contains("from 2 to") && e.contains("needs 2 tokens"), "{e}");
     // A tokenizer naming ids beyond the model's vocabulary (48).
     let big = s.path("big.json");
     std::fs::write(&big, r#"{"token_to_id": {"<UNK>": 1, "once": 100}, "id_to_token": {"1": "<UNK>", "100": "once"}}"#)
@@ -209,7 +209,7 @@ fn bench_compare_reports_both_and_a_ratio() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("ratio"));
     // Refused before anything is printed: one error line, no "then 0 repeats".
-    for bad in [["--repeat", "0"], ["--repeat", "1001"], ["--tokens", "0"], ["--tokens", "18446744073709551616"]] {
+    for bad in [["--repeat", "0"], ["--repeat", "1001"], ["--length", "0"], ["--length", "18446744073709551616"]] {
         let o = sim(&["bench", p(&a), bad[0], bad[1]]);
         assert_eq!(o.status.code(), Some(1));
         let e = String::from_utf8_lossy(&o.stderr);

@@ -565,7 +565,7 @@ fn class10_a_config_object_sets_top_k_and_is_named_in_the_provenance() {
     // --top-k overrides it, with a warning that names both.
     let (warning, inspect) = packs(&s, &pt, &["--top-k", "2"]);
     assert!(inspect.contains("\"top_k\":2"), "{inspect}");
-    assert!(warning.contains("--top-k 2 overrides") && warning.contains("top_k_experts 3"), "{warning}");
+    assert!(warning.contains("--top-k-experts 2 overrides") && warning.contains("top_k_experts 3"), "{warning}");
 }
 
 #[test]

@@ -92,16 +92,19 @@ fn class6_run_n_at_the_largest_accepted_value_stops_at_max_seq_in_bounded_memory
 }
 
 #[test]
-fn class6_bench_tokens_huge_is_refused() {
+fn class6_bench_length_huge_is_refused_under_both_spellings() {
     let s = Scratch::new("cl6");
     let blob = tiny_blob(&s);
-    for n in ["1099511627776", "18446744073709551615", "8193", "0"] {
-        on_blob(Class::CommandLineSizes, "bench --tokens huge", "bench", &blob, &["--tokens", n]).refused(&[
-            &format!("'{n}'"),
-            "--tokens",
-            "from 1 to 8192",
-            "max_seq",
-        ]);
+    // `--tokens` is bench's old spelling of --length, kept for scripts.
+    for flag in ["--length", "--tokens"] {
+        for n in ["1099511627776", "18446744073709551615", "8193", "0"] {
+            on_blob(Class::CommandLineSizes, "bench --length huge", "bench", &blob, &[flag, n]).refused(&[
+                &format!("'{n}'"),
+                "--length",
+                "from 1 to 8192",
+                "max_seq",
+            ]);
+        }
     }
 }
 
@@ -129,21 +132,24 @@ fn class6_greedy_n_huge_is_refused() {
         &blob,
         &["--tokens", "1,2", "-n", "18446744073709551615"],
     )
-    .refused(&["'18446744073709551615'", "-n", "from 0 to 16777215", "max_seq"]);
+    .refused(&["'18446744073709551615'", "--max-tokens", "from 0 to 16777215", "max_seq"]);
 }
 
 #[test]
-fn class6_eval_max_tokens_huge_is_refused() {
+fn class6_eval_truncate_huge_is_refused_under_both_spellings() {
     let s = Scratch::new("cl6");
     let blob = tiny_blob(&s);
     let text = s.write("text.txt", b"once upon a time");
     let tok =
         s.write("tok.json", br#"{"token_to_id": {"<UNK>": 0, "once": 1}, "id_to_token": {"0": "<UNK>", "1": "once"}}"#);
-    for n in ["18446744073709551615", "16777217", "1"] {
-        on_blob(Class::CommandLineSizes, "eval --max-tokens huge", "eval", &blob, &[])
-            .args([OsString::from("--text"), text.clone().into(), "--tokenizer".into(), tok.clone().into()])
-            .args(["--max-tokens", n])
-            .refused(&[&format!("'{n}'"), "--max-tokens", "from 2 to 16777216"]);
+    // `--max-tokens` is eval's old spelling of --truncate, kept for scripts.
+    for flag in ["--truncate", "--max-tokens"] {
+        for n in ["18446744073709551615", "16777217", "1"] {
+            on_blob(Class::CommandLineSizes, "eval --truncate huge", "eval", &blob, &[])
+                .args([OsString::from("--text"), text.clone().into(), "--tokenizer".into(), tok.clone().into()])
+                .args([flag, n])
+                .refused(&[&format!("'{n}'"), "--truncate", "from 2 to 16777216"]);
+        }
     }
 }
 

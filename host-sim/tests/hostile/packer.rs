@@ -512,10 +512,10 @@ fn class10_top_k_0_has_its_own_message() {
     let s = Scratch::new("packer-topk");
     let pt = micro_pt(&s);
     let o = convert(Class::Messages, "--top-k 0", &pt, &s.path("x.itb"), &["--top-k".as_ref(), "0".as_ref()])
-        .refused(&["--top-k 0", "at least 1 expert", "from 1 to 4"]);
+        .refused(&["--top-k-experts 0", "at least 1 expert", "from 1 to 4"]);
     assert!(!o.stderr.contains("only 4 experts"), "{}", o.stderr);
     convert(Class::Messages, "--top-k 9", &pt, &s.path("x.itb"), &["--top-k".as_ref(), "9".as_ref()]).refused(&[
-        "--top-k 9",
+        "--top-k-experts 9",
         "4 experts",
         "from 1 to 4",
     ]);

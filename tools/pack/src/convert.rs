@@ -11,13 +11,13 @@ use crate::tokenizer_json::parse_tokenizer_declared;
 use crate::untrusted::shown;
 use crate::writer::{BlobBuilder, Payload, PendingTensor, TokenizerTable};
 
-/// Experts mixed per token when neither `--top-k` nor the checkpoint says.
+/// Experts mixed per token when neither `--top-k-experts` nor the checkpoint says.
 pub const DEFAULT_TOP_K: u32 = 2;
 
 /// Packer options.
 #[derive(Clone, Debug)]
 pub struct PackOptions {
-    /// Experts mixed per token (`--top-k`): `None` takes the checkpoint config's
+    /// Experts mixed per token (`--top-k-experts`): `None` takes the checkpoint config's
     /// `top_k_experts`, and [`DEFAULT_TOP_K`] when the checkpoint has none.
     pub top_k: Option<u32>,
     /// LayerNorm epsilon.
@@ -116,10 +116,10 @@ pub enum ConvertError {
         /// What the tensors give.
         has: String,
     },
-    /// `--top-k` of 0, or larger than the expert count.
-    #[error("{asked_by} {top_k} is out of range: each token mixes at least 1 expert and at most the {experts} experts of the checkpoint's MoE layers; pass --top-k from 1 to {experts}")]
+    /// `--top-k-experts` of 0, or larger than the expert count.
+    #[error("{asked_by} {top_k} is out of range: each token mixes at least 1 expert and at most the {experts} experts of the checkpoint's MoE layers; pass --top-k-experts from 1 to {experts}")]
     TopK {
-        /// Who asked: `--top-k`, or the config's field.
+        /// Who asked: `--top-k-experts`, or the config's field.
         asked_by: String,
         /// Requested.
         top_k: u32,
@@ -329,21 +329,21 @@ pub fn infer_config(sd: &StateDict, opts: &PackOptions) -> Result<Config, Conver
     Ok(config)
 }
 
-/// Experts per token and who said so: `--top-k` (overriding the checkpoint's config with a
+/// Experts per token and who said so: `--top-k-experts` (overriding the checkpoint's config with a
 /// warning where they differ), else the config's `top_k_experts` (a negative one as 0, which
 /// the range check refuses naming the config), else [`DEFAULT_TOP_K`].
 fn resolve_top_k(asked: Option<u32>, source: Option<&SourceConfig>) -> (u32, String) {
     let said = source.and_then(|c| c.int("top_k_experts").map(|k| (c, k)));
     match (asked, said) {
         (Some(k), Some((c, said))) if i64::from(k) != said => {
-            eprintln!("warning: --top-k {k} overrides the checkpoint's {} (top_k_experts {said})", c.origin);
-            (k, "--top-k".into())
+            eprintln!("warning: --top-k-experts {k} overrides the checkpoint's {} (top_k_experts {said})", c.origin);
+            (k, "--top-k-experts".into())
         }
-        (Some(k), _) => (k, "--top-k".into()),
+        (Some(k), _) => (k, "--top-k-experts".into()),
         (None, Some((c, said))) => {
             (u32::try_from(said).unwrap_or(0), format!("the checkpoint's {} top_k_experts", c.origin))
         }
-        (None, None) => (DEFAULT_TOP_K, "--top-k".into()),
+        (None, None) => (DEFAULT_TOP_K, "--top-k-experts".into()),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use itera_edge::format::Expected;
+use itera_edge::format::{DType, Expected, Quant};
 use itera_edge::{Blob, Model};
 use serde::{Serialize, Serializer};
 
@@ -11,11 +11,22 @@ use crate::quant::parse_sqnr_meta;
 use crate::untrusted::shown;
 use crate::AlignedBytes;
 
+/// A number where JSON has one: an infinite SQNR (exact values) is `null`, and
+/// [`TensorRow::exact`] says which it was.
 fn ser_db<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(db) if db.is_finite() => s.serialize_f64(*db),
-        Some(_) => s.serialize_str("inf"),
-        None => s.serialize_none(),
+        _ => s.serialize_none(),
+    }
+}
+
+/// The dtype as the table shows it: int4 names its group when it is not the default 32
+/// (`I4g8`: an f16 scale per 8 values, `--quant` dtype `int4g8`), so two int4 tensors of
+/// different precision do not read the same.
+fn dtype_name(dtype: DType, quant: Quant) -> String {
+    match (dtype, quant) {
+        (DType::I4, Quant::Grouped { group, .. }) if group != crate::quant::INT4_GROUP as u32 => format!("I4g{group}"),
+        _ => format!("{dtype:?}"),
     }
 }
 
@@ -30,8 +41,10 @@ pub struct TensorRow {
     pub layer: u16,
     /// Expert.
     pub expert: u16,
-    /// Dtype name.
+    /// Dtype name: `F32`, `F16`, `I8`, `I4` (a scale per 32), `I4g8` (a scale per 8), `Q16`.
     pub dtype: String,
+    /// Elements per scale of a grouped int8/int4 tensor (`null` when not grouped).
+    pub group: Option<u32>,
     /// `[rows, cols]`.
     pub shape: [u32; 2],
     /// Offset in the blob.
@@ -42,10 +55,12 @@ pub struct TensorRow {
     pub scale_bytes: u32,
     /// Shares its bytes with an earlier tensor (tied).
     pub shared: bool,
-    /// Quantization SQNR in dB against the checkpoint (`null` when stored losslessly as f32,
-    /// the string `"inf"` when the stored values are exact, e.g. kept qint8).
+    /// Quantization SQNR in dB against the checkpoint, always a number or `null`: `null`
+    /// when stored losslessly as f32 or when the stored values are exact (then `exact`).
     #[serde(serialize_with = "ser_db")]
     pub sqnr_db: Option<f64>,
+    /// The quantized values equal the checkpoint's exactly (e.g. kept qint8): an infinite SQNR.
+    pub exact: bool,
 }
 
 /// Everything `inspect` prints.
@@ -99,13 +114,19 @@ pub fn report(bytes: &[u8]) -> Result<Report, itera_edge::Error> {
                 checkpoint_name(&c, &Expected { role: e.role, layer: e.layer, expert: e.expert, shape: e.shape });
             let scale_bytes = if shared { 0 } else { blob.scales(&e).len() as u32 };
             weight_bytes += scale_bytes as u64;
+            let sqnr_db = sqnr.get(&name).copied();
             TensorRow {
-                sqnr_db: sqnr.get(&name).copied(),
+                exact: sqnr_db == Some(f64::INFINITY),
+                sqnr_db,
                 name,
                 role: format!("{:?}", e.role),
                 layer: e.layer,
                 expert: e.expert,
-                dtype: format!("{:?}", e.dtype),
+                dtype: dtype_name(e.dtype, e.quant),
+                group: match e.quant {
+                    Quant::Grouped { group, .. } => Some(group),
+                    _ => None,
+                },
                 shape: e.shape,
                 offset: e.offset,
                 bytes: e.len,
@@ -181,7 +202,7 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10} {:>8}",
+        "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10} {:>8}  name",
         "role", "layer", "expert", "dtype", "shape", "offset", "bytes", "sqnr dB"
     );
     for t in &r.tensors {
@@ -193,8 +214,16 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10} {:>8}",
-            t.role, t.layer, t.expert, t.dtype, shape, t.offset, bytes, db
+            "{:<16} {:>5} {:>6} {:>5} {:>14} {:>10} {:>10} {:>8}  {}",
+            t.role,
+            t.layer,
+            t.expert,
+            t.dtype,
+            shape,
+            t.offset,
+            bytes,
+            db,
+            shown(&t.name)
         );
     }
     s

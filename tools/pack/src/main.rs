@@ -66,8 +66,11 @@ enum Cmd {
     /// field the shapes also give is cross-checked. The pickle inside a .pt is read by a
     /// non-executing interpreter: objects it only constructs are inert data, and it calls
     /// nothing outside an allow-list.
-    ///
-    /// Example: itera-pack convert itera_lite_micro_distilled.pt -o micro.itb --tokenizer tokenizer_2000.json
+    #[command(after_help = "\
+Examples:
+  itera-pack convert itera_lite_micro_distilled.pt -o micro.itb --tokenizer tokenizer_2000.json
+  itera-pack convert itera_lite_micro_distilled.pt -o micro_int8.itb --quant int8 --json
+  itera-pack convert moe.safetensors -o moe.itb --top-k-experts 2 --emit-rust blob_consts.rs")]
     Convert {
         /// Checkpoint: .pt (torch.save zip: a bare state dict, or under `model_state_dict` beside a
         /// config and training state; or a torch.jit.save TorchScript archive), .onnx or .safetensors.
@@ -80,7 +83,7 @@ enum Cmd {
         tokenizer: Option<PathBuf>,
         /// Experts mixed per token in MoE layers. Default: the checkpoint config's
         /// top_k_experts where it has a config, else 2; given, it overrides the config (with a warning).
-        #[arg(long = "top-k", value_name = "N")]
+        #[arg(long = "top-k-experts", alias = "top-k", value_name = "N")]
         top_k: Option<u32>,
         /// Storage dtypes (see --help): f32 | f16 | int8 | int4 | mixed | keep [:POLICY_FILE].
         #[arg(long, default_value = "f32", value_name = "POLICY", long_help = QUANT_HELP)]
@@ -113,9 +116,12 @@ enum Cmd {
     ///   micro  2000, 64, 3, 8, 4 x 32      293,656 parameters (the micro checkpoint's shape)
     ///   tiny   8000, 128, 4, 8, 4 x 64     1,886,496 parameters
     ///   small  16000, 256, 6, 16, 8 x 128  9,963,104 parameters
-    ///
-    /// Example: itera-pack synth --shape tiny --seed 1 -o tiny_int8.itb --quant int8
-    #[command(verbatim_doc_comment)]
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Example:
+  itera-pack synth --shape tiny --seed 1 -o tiny_int8.itb --quant int8"
+    )]
     Synth {
         /// Published configuration to build.
         #[arg(long, value_enum, value_name = "SHAPE")]
@@ -136,6 +142,9 @@ enum Cmd {
     /// Make an Ed25519 key pair for signing blobs: NAME.secret (created with mode 0600, never
     /// over an existing file; keep it off devices and out of repositories) and NAME.public
     /// (32 raw bytes; build it into firmware with the `verify` feature).
+    #[command(
+        after_help = "Example:\n  itera-pack keygen -o release        # writes release.secret and release.public"
+    )]
     Keygen {
         /// Base name of the two key files.
         #[arg(short, long, value_name = "NAME")]
@@ -143,8 +152,9 @@ enum Cmd {
     },
     /// Sign a blob: writes a detached 64-byte Ed25519 signature (default BLOB.sig) that
     /// `itera_edge::verify::parse_signed` checks on the device before using the blob.
-    ///
-    /// Example: itera-pack sign micro.itb --key release.secret
+    #[command(
+        after_help = "Example:\n  itera-pack sign micro.itb --key release.secret          # writes micro.itb.sig"
+    )]
     Sign {
         /// The blob.
         blob: PathBuf,
@@ -156,6 +166,9 @@ enum Cmd {
         output: Option<PathBuf>,
     },
     /// Check a blob's detached signature with the core's verifier (exit 1 if it fails).
+    #[command(
+        after_help = "Example:\n  itera-pack verify micro.itb --public release.public     # reads micro.itb.sig"
+    )]
     Verify {
         /// The blob.
         blob: PathBuf,
@@ -167,6 +180,10 @@ enum Cmd {
         signature: Option<PathBuf>,
     },
     /// Show a blob's config, tensors (dtype, shape, bytes), size, arena bytes and provenance.
+    #[command(after_help = "\
+Examples:
+  itera-pack inspect micro.itb
+  itera-pack inspect micro_int8.itb --json --chart sizes.svg")]
     Inspect {
         /// The blob.
         blob: PathBuf,

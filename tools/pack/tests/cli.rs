@@ -282,3 +282,81 @@ fn the_int4_checkpoint_keeps_its_int4_weights_exactly() {
     let file = std::fs::metadata(&published).expect("the file").len() as usize;
     assert!(kept.len() * 7 < f32_blob.len() && f32_blob.len() < file, "{} / {} / {file}", kept.len(), f32_blob.len());
 }
+
+#[test]
+fn every_subcommand_help_has_an_example() {
+    let top = String::from_utf8_lossy(&pack(&["--help"]).stdout).into_owned();
+    let subs: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|&c| c != "help")
+        .collect();
+    assert!(subs.len() >= 6, "{top}");
+    for sub in subs {
+        let help = pack(&[sub, "--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success() && text.contains("Example"), "{sub} --help has no example: {text}");
+    }
+}
+
+#[test]
+fn experts_per_token_is_top_k_experts_and_the_old_top_k_still_works() {
+    let help = String::from_utf8_lossy(&pack(&["convert", "--help"]).stdout).into_owned();
+    // In itera-sim --top-k is sampling; here the experts flag has its own name.
+    assert!(help.contains("--top-k-experts <N>") && !help.contains("--top-k <"), "{help}");
+    let Some(dir) = fixtures::dir() else { return };
+    for flag in ["--top-k-experts", "--top-k"] {
+        let out = scratch(&format!("topk{flag}.itb"));
+        let packed = convert(&dir.join("itera_lite_micro_distilled.pt"), &out, &[flag, "3"]);
+        assert_eq!(packed.status.code(), Some(0), "{flag}: {}", String::from_utf8_lossy(&packed.stderr));
+        let inspect = pack(&["inspect", out.to_str().expect("utf8 path"), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("JSON");
+        assert_eq!(v["config"]["top_k"], 3, "{flag}");
+    }
+    let refused = convert(&dir.join("itera_lite_micro_distilled.pt"), &scratch("topk0.itb"), &["--top-k-experts", "0"]);
+    assert_refused(&refused, "pass --top-k-experts from 1 to 4");
+}
+
+#[test]
+fn inspect_names_each_tensor_shows_int4g8_and_writes_sqnr_as_a_number_or_null() {
+    let Some(dir) = fixtures::dir() else { return };
+    let mixed = scratch("inspect-mixed.itb");
+    let packed = convert(&dir.join("itera_lite_micro_distilled.pt"), &mixed, &["--quant", "mixed"]);
+    assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
+    let text = String::from_utf8_lossy(&pack(&["inspect", mixed.to_str().expect("utf8 path")]).stdout).into_owned();
+    let row = |name: &str| {
+        let found = text.lines().find(|l| l.ends_with(&format!("  {name}")));
+        found.unwrap_or_else(|| panic!("no row named {name}: {text}")).to_string()
+    };
+    // mixed: the embedding int4 with a scale per 8, the SSM projections int4 per 32, B int8.
+    assert!(row("embedding.weight").contains(" I4g8 "), "{}", row("embedding.weight"));
+    assert!(row("layers.0.ssm.in_proj.weight").contains("   I4 "), "{}", row("layers.0.ssm.in_proj.weight"));
+    assert!(row("layers.0.ssm.ssm.B").contains("   I8 "), "{}", row("layers.0.ssm.ssm.B"));
+    assert!(text.lines().any(|l| l.starts_with("role ") && l.ends_with("  name")), "{text}");
+
+    let json = |blob: &Path| -> serde_json::Value {
+        let o = pack(&["inspect", blob.to_str().expect("utf8 path"), "--json"]);
+        serde_json::from_slice(&o.stdout).expect("JSON")
+    };
+    let v = json(&mixed);
+    let tensors = v["tensors"].as_array().expect("tensors");
+    let embedding = tensors.iter().find(|t| t["name"] == "embedding.weight").expect("embedding");
+    assert_eq!((embedding["dtype"].as_str(), embedding["group"].as_u64()), (Some("I4g8"), Some(8)));
+    for t in tensors {
+        assert!(t["sqnr_db"].is_number() || t["sqnr_db"].is_null(), "{t}");
+    }
+    assert!(tensors.iter().filter(|t| t["sqnr_db"].is_number()).count() > 10);
+
+    // Values kept exactly (infinite SQNR) are null in JSON and say so with `exact`.
+    let kept = scratch("inspect-keep.itb");
+    let packed = convert(&dir.join("itera_lite_int4.pt"), &kept, &["--quant", "keep"]);
+    assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
+    let v = json(&kept);
+    let exact: Vec<_> = v["tensors"].as_array().expect("tensors").iter().filter(|t| t["exact"] == true).collect();
+    assert_eq!(exact.len(), 29, "{v}");
+    assert!(exact.iter().all(|t| t["sqnr_db"].is_null()), "{v}");
+    assert!(!v.to_string().contains("\"inf\""), "{v}");
+}
