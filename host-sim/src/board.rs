@@ -1,6 +1,8 @@
 //! What the boards need from the host: the reference run a firmware's output is compared
 //! with, and whether a blob fits a board's flash and RAM.
 
+use std::sync::LazyLock;
+
 use anyhow::bail;
 use itera_edge::{greedy::Greedy, Model};
 use serde::Serialize;
@@ -187,24 +189,53 @@ pub const BOARDS: [Board; table::BOARDS.len()] = {
 /// MACs per token of the micro model, on which [`MEASURED`] was taken.
 pub const MEASURED_MACS_PER_TOKEN: u64 = 275_200;
 
+/// The committed golden outputs (`boards/golden/BOARD/micro_PRESET.txt`) of one QEMU board,
+/// for the micro checkpoint packed with each measured `--quant` preset.
+macro_rules! micro_goldens {
+    ($board:literal) => {
+        [
+            ("f32", include_str!(concat!("../../boards/golden/", $board, "/micro_f32.txt"))),
+            ("int8", include_str!(concat!("../../boards/golden/", $board, "/micro_int8.txt"))),
+            ("mixed", include_str!(concat!("../../boards/golden/", $board, "/micro_mixed.txt"))),
+            ("integer", include_str!(concat!("../../boards/golden/", $board, "/micro_integer.txt"))),
+        ]
+    };
+}
+
+/// One board's golden outputs: (`--quant` preset, file text) for each measured preset.
+type MicroGoldens = [(&'static str, &'static str); 4];
+
+/// Each instruction set, the QEMU board that measures it, and that board's goldens.
+const GOLDENS: [(Isa, &str, MicroGoldens); 3] = [
+    (Isa::Armv7emFpu, "qemu-an386", micro_goldens!("qemu-an386")),
+    (Isa::Armv6m, "qemu-v6m", micro_goldens!("qemu-v6m")),
+    (Isa::Rv32imc, "qemu-rv32", micro_goldens!("qemu-rv32")),
+];
+
 /// Instructions per generated token, measured: the micro checkpoint packed with each
 /// `--quant` preset, on the QEMU board of each instruction set under `-icount shift=0`
-/// (`boards/qemu-check.sh`; exact, repeatable counts of the model step, 16 tokens after the
-/// 8-token prompt). Rebuilt firmware moves them by a few instructions in a million.
-pub const MEASURED: [Measured; 12] = [
-    Measured { isa: Isa::Armv7emFpu, quant: "f32", instructions_per_token: 1_151_395 },
-    Measured { isa: Isa::Armv7emFpu, quant: "int8", instructions_per_token: 542_127 },
-    Measured { isa: Isa::Armv7emFpu, quant: "mixed", instructions_per_token: 878_545 },
-    Measured { isa: Isa::Armv7emFpu, quant: "integer", instructions_per_token: 710_860 },
-    Measured { isa: Isa::Armv6m, quant: "f32", instructions_per_token: 67_453_350 },
-    Measured { isa: Isa::Armv6m, quant: "int8", instructions_per_token: 8_344_230 },
-    Measured { isa: Isa::Armv6m, quant: "mixed", instructions_per_token: 20_882_192 },
-    Measured { isa: Isa::Armv6m, quant: "integer", instructions_per_token: 1_621_682 },
-    Measured { isa: Isa::Rv32imc, quant: "f32", instructions_per_token: 36_445_499 },
-    Measured { isa: Isa::Rv32imc, quant: "int8", instructions_per_token: 5_004_332 },
-    Measured { isa: Isa::Rv32imc, quant: "mixed", instructions_per_token: 13_606_101 },
-    Measured { isa: Isa::Rv32imc, quant: "integer", instructions_per_token: 1_333_248 },
-];
+/// (exact, repeatable counts of the model step, 16 tokens after the 8-token prompt). Read
+/// from the committed golden outputs that CI checks the firmware against (`boards/golden`),
+/// so a change in cost that updates them updates `fit` too.
+pub static MEASURED: LazyLock<Vec<Measured>> = LazyLock::new(|| {
+    GOLDENS
+        .iter()
+        .flat_map(|&(isa, board, goldens)| {
+            goldens.into_iter().map(move |(quant, golden)| Measured {
+                isa,
+                quant,
+                instructions_per_token: golden_instructions_per_token(golden).unwrap_or_else(|| {
+                    panic!("boards/golden/{board}/micro_{quant}.txt has no instructions_per_token line")
+                }),
+            })
+        })
+        .collect()
+});
+
+/// The `instructions_per_token:` figure of a golden firmware output.
+fn golden_instructions_per_token(golden: &str) -> Option<u64> {
+    golden.lines().find_map(|line| line.strip_prefix("instructions_per_token: ")).and_then(|n| n.parse().ok())
+}
 
 /// One measured instruction count (see [`MEASURED`]).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -408,27 +439,53 @@ mod tests {
         assert!(!f[0].fits, "560 kB of flash does not fit 512 KiB");
     }
 
+    /// The measured count of one instruction set and preset.
+    fn measured(isa: Isa, quant: &str) -> u64 {
+        MEASURED.iter().find(|m| m.isa == isa && m.quant == quant).unwrap().instructions_per_token
+    }
+
     #[test]
     fn speed_is_the_measured_count_of_the_isa_and_preset_scaled_by_macs_at_the_board_clock() {
         // The micro int8 blob on the Pico: exactly the ARMv6-M measurement, at 125 MHz.
+        let v6m_int8 = measured(Isa::Armv6m, "int8");
         let s = speed(&board("rp2040"), Some("int8"), 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 8_344_230);
-        assert!((s.tokens_per_second.unwrap() - 125e6 / 8_344_230.0).abs() < 1e-9);
-        assert!((s.instructions_per_mac - 8_344_230.0 / 275_200.0).abs() < 1e-12);
+        assert_eq!(s.instructions_per_token, v6m_int8);
+        assert!((s.tokens_per_second.unwrap() - 125e6 / v6m_int8 as f64).abs() < 1e-9);
+        assert!((s.instructions_per_mac - v6m_int8 as f64 / 275_200.0).abs() < 1e-12);
         // The integer preset has its own count.
         let s = speed(&board("rp2040"), Some("integer"), 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 1_621_682);
+        assert_eq!(s.instructions_per_token, measured(Isa::Armv6m, "integer"));
+        assert_ne!(s.instructions_per_token, v6m_int8);
         // Twice the MACs, twice the instructions; the ESP32-C3 runs the RV32IMC figure.
         let s = speed(&board("esp32c3"), Some("f32"), 2 * 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 2 * 36_445_499);
+        assert_eq!(s.instructions_per_token, 2 * measured(Isa::Rv32imc, "f32"));
         // A QEMU board has a count but no clock; an unmeasured preset or none has no estimate.
         let s = speed(&board("qemu-v6m"), Some("mixed"), 275_200).unwrap();
-        assert_eq!((s.instructions_per_token, s.tokens_per_second), (20_882_192, None));
+        assert_eq!((s.instructions_per_token, s.tokens_per_second), (measured(Isa::Armv6m, "mixed"), None));
         assert_eq!(speed(&board("stm32f411"), Some("f16"), 275_200), None);
         assert_eq!(speed(&board("stm32f411"), Some("int8; *.B=f32"), 275_200), None, "a preset with rules");
         assert_eq!(speed(&board("stm32f411"), None, 275_200), None);
         let f = fit(&blob(300_000, Some("int8")), None, &[board("stm32f411")]);
-        assert_eq!(f[0].speed.unwrap().instructions_per_token, 542_127);
+        assert_eq!(f[0].speed.unwrap().instructions_per_token, measured(Isa::Armv7emFpu, "int8"));
+    }
+
+    #[test]
+    fn the_measured_counts_are_the_goldens_of_every_ci_preset() {
+        // The presets CI packs and checks (boards/qemu-blobs.sh) are the ones measured.
+        let blobs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../boards/qemu-blobs.sh")).unwrap();
+        let presets = blobs.lines().find_map(|l| l.strip_prefix("QEMU_PRESETS=(")).unwrap().trim_end_matches(')');
+        for isa in [Isa::Armv7emFpu, Isa::Armv6m, Isa::Rv32imc] {
+            let quants: Vec<_> = MEASURED.iter().filter(|m| m.isa == isa).map(|m| m.quant).collect();
+            assert_eq!(quants.join(" "), presets, "{isa:?}");
+        }
+        // Each count is the golden's own line; a golden without one has none.
+        let golden = "tokens: 1,2\nlogits_fnv1a: 0x1\ninstructions_per_token: 542202\n";
+        assert_eq!(golden_instructions_per_token(golden), Some(542_202));
+        assert_eq!(golden_instructions_per_token("prefill_instructions_per_token: 7\n"), None);
+        assert!(MEASURED.iter().all(|m| m.instructions_per_token > 0));
+        for (isa, board, _) in GOLDENS {
+            assert_eq!(board, isa.measured_on());
+        }
     }
 
     #[test]
