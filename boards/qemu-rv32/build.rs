@@ -1,7 +1,6 @@
-//! `ITERA_BLOB=path.itb` links that blob (default: a synthetic micro model packed here,
-//! `ITERA_QUANT`, default `int8`); see `itera-board-build` for `ITERA_PROMPT` and
-//! `ITERA_GENERATE`. memory.x gives 8 MiB of QEMU virt's DRAM to code and blob, 8 MiB to data
-//! (boards/memory.rs).
+//! `ITERA_BLOB=path.itb` links that blob (default: a synthetic int8 micro model packed here);
+//! see `itera-board-build` for `ITERA_QUANT`, `ITERA_PROMPT` and `ITERA_GENERATE`. The memory
+//! map, clock and target are this board's row of `boards/table.rs`.
 fn main() {
-    itera_board_build::Board::new(itera_board_build::memory::QEMU_RV32).generate();
+    itera_board_build::generate();
 }

@@ -1,7 +1,6 @@
-//! `ITERA_BLOB=path.itb` links that blob (default: a synthetic micro model packed here,
-//! `ITERA_QUANT`, default `int8`); see `itera-board-build` for `ITERA_PROMPT` and
-//! `ITERA_GENERATE`. QEMU's mps2-an385 has 4 MiB of SSRAM for code and blob, 4 MiB for data
-//! (boards/memory.rs).
+//! `ITERA_BLOB=path.itb` links that blob (default: a synthetic int8 micro model packed here);
+//! see `itera-board-build` for `ITERA_QUANT`, `ITERA_PROMPT` and `ITERA_GENERATE`. The memory
+//! map, clock and target are this board's row of `boards/table.rs`.
 fn main() {
-    itera_board_build::Board::new(itera_board_build::memory::QEMU_V6M).generate();
+    itera_board_build::generate();
 }

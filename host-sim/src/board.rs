@@ -1,6 +1,8 @@
 //! What the boards need from the host: the reference run a firmware's output is compared
 //! with, and whether a blob fits a board's flash and RAM.
 
+use std::sync::LazyLock;
+
 use anyhow::bail;
 use itera_edge::{greedy::Greedy, Model};
 use serde::Serialize;
@@ -49,12 +51,14 @@ impl GreedyReference {
     }
 }
 
-/// Each board's flash and RAM as its firmware links them, and the firmware's stack: the file
-/// the board build scripts read too (`itera-board-build`), so `fit` and the build agree.
-#[path = "../../boards/memory.rs"]
-mod memory;
+/// Every board's figures (flash, RAM, clock, target, core, the firmware's own cost and
+/// stack): `boards/table.rs`, the table the board build scripts read too
+/// (`itera-board-build`), so `fit` and the firmware build agree.
+#[path = "../../boards/table.rs"]
+pub mod table;
 
-/// A board's memory, core and clock, and what our firmware costs on it besides the model.
+/// A board's memory, core and clock, and what our firmware costs on it besides the model:
+/// its row of [`table::BOARDS`], with the instruction set its target implies.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Board {
     /// Name used by `--board` (and the folder under `boards/`).
@@ -77,6 +81,26 @@ pub struct Board {
     pub firmware: FirmwareCost,
 }
 
+impl Board {
+    /// The board of one row of the table.
+    const fn from_table(row: &table::Board) -> Board {
+        Board {
+            name: row.name,
+            chip: row.chip,
+            target: row.target,
+            isa: Isa::of_target(row.target),
+            clock_mhz: row.clock_mhz,
+            flash_bytes: row.flash_bytes,
+            ram_bytes: row.ram_bytes,
+            firmware: FirmwareCost {
+                code_bytes: row.code_bytes,
+                static_bytes: row.static_bytes,
+                stack_bytes: row.stack_bytes,
+            },
+        }
+    }
+}
+
 /// An instruction set the firmware is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Isa {
@@ -92,6 +116,26 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every instruction set, with the Rust target that compiles for it.
+    const TARGETS: [(Isa, &'static str); 3] = [
+        (Isa::Armv7emFpu, "thumbv7em-none-eabihf"),
+        (Isa::Armv6m, "thumbv6m-none-eabi"),
+        (Isa::Rv32imc, "riscv32imc-unknown-none-elf"),
+    ];
+
+    /// The instruction set a board's target compiles for; a target of none fails the build
+    /// (the table is a constant).
+    const fn of_target(target: &str) -> Isa {
+        let mut i = 0;
+        while i < Isa::TARGETS.len() {
+            if same_str(Isa::TARGETS[i].1, target) {
+                return Isa::TARGETS[i].0;
+            }
+            i += 1;
+        }
+        panic!("a board of boards/table.rs has a target no Isa compiles for");
+    }
+
     /// The name `fit` prints (as serialized).
     pub fn name(self) -> &'static str {
         match self {
@@ -111,99 +155,87 @@ impl Isa {
     }
 }
 
-/// Stack high-water mark of the firmware (`boards/memory.rs`): 67,052 bytes at most on the
-/// QEMU boards over the micro f32, int8, mixed and integer blobs, painted, rounded up.
-const STACK: usize = memory::STACK_BYTES;
+/// `a == b`, in a `const fn`.
+const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// How far the estimates may be from a firmware ELF (code and statics): they are the ELF
 /// sizes measured when the boards were last built, rounded up to 4 KiB.
 pub const ESTIMATE_MARGIN: usize = 4 << 10;
 
-/// The boards the project ships firmware for.
-pub const BOARDS: [Board; 6] = [
-    Board {
-        name: "qemu-an386",
-        chip: "MPS2 AN386, Cortex-M4F (QEMU)",
-        target: "thumbv7em-none-eabihf",
-        isa: Isa::Armv7emFpu,
-        clock_mhz: None,
-        flash_bytes: memory::QEMU_AN386.flash_bytes,
-        ram_bytes: memory::QEMU_AN386.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 116 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
-    },
-    Board {
-        name: "qemu-v6m",
-        chip: "MPS2 AN385 running ARMv6-M code (QEMU)",
-        target: "thumbv6m-none-eabi",
-        isa: Isa::Armv6m,
-        clock_mhz: None,
-        flash_bytes: memory::QEMU_V6M.flash_bytes,
-        ram_bytes: memory::QEMU_V6M.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 100 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
-    },
-    Board {
-        name: "qemu-rv32",
-        chip: "virt, RV32IMC (QEMU)",
-        target: "riscv32imc-unknown-none-elf",
-        isa: Isa::Rv32imc,
-        clock_mhz: None,
-        flash_bytes: memory::QEMU_RV32.flash_bytes,
-        ram_bytes: memory::QEMU_RV32.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 108 << 10, static_bytes: 1 << 10, stack_bytes: STACK },
-    },
-    Board {
-        name: "stm32f411",
-        chip: "STM32F411CE Black Pill, Cortex-M4F 100 MHz",
-        target: "thumbv7em-none-eabihf",
-        isa: Isa::Armv7emFpu,
-        clock_mhz: Some(100),
-        flash_bytes: memory::STM32F411.flash_bytes,
-        ram_bytes: memory::STM32F411.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 120 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
-    },
-    Board {
-        name: "rp2040",
-        chip: "RP2040 Pico, Cortex-M0+ 125 MHz (no FPU), 2 MiB QSPI flash",
-        target: "thumbv6m-none-eabi",
-        isa: Isa::Armv6m,
-        clock_mhz: Some(125),
-        flash_bytes: memory::RP2040.flash_bytes,
-        ram_bytes: memory::RP2040.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 104 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
-    },
-    Board {
-        name: "esp32c3",
-        chip: "ESP32-C3, RISC-V rv32imc 160 MHz (no FPU)",
-        target: "riscv32imc-unknown-none-elf",
-        isa: Isa::Rv32imc,
-        clock_mhz: Some(160),
-        flash_bytes: memory::ESP32C3.flash_bytes,
-        ram_bytes: memory::ESP32C3.ram_bytes,
-        firmware: FirmwareCost { code_bytes: 152 << 10, static_bytes: 2 << 10, stack_bytes: STACK },
-    },
-];
+/// The boards the project ships firmware for: the rows of [`table::BOARDS`], in its order.
+pub const BOARDS: [Board; table::BOARDS.len()] = {
+    let mut boards = [Board::from_table(&table::BOARDS[0]); table::BOARDS.len()];
+    let mut i = 1;
+    while i < boards.len() {
+        boards[i] = Board::from_table(&table::BOARDS[i]);
+        i += 1;
+    }
+    boards
+};
 
 /// MACs per token of the micro model, on which [`MEASURED`] was taken.
 pub const MEASURED_MACS_PER_TOKEN: u64 = 275_200;
 
+/// The committed golden outputs (`boards/golden/BOARD/micro_PRESET.txt`) of one QEMU board,
+/// for the micro checkpoint packed with each measured `--quant` preset.
+macro_rules! micro_goldens {
+    ($board:literal) => {
+        [
+            ("f32", include_str!(concat!("../../boards/golden/", $board, "/micro_f32.txt"))),
+            ("int8", include_str!(concat!("../../boards/golden/", $board, "/micro_int8.txt"))),
+            ("mixed", include_str!(concat!("../../boards/golden/", $board, "/micro_mixed.txt"))),
+            ("integer", include_str!(concat!("../../boards/golden/", $board, "/micro_integer.txt"))),
+        ]
+    };
+}
+
+/// One board's golden outputs: (`--quant` preset, file text) for each measured preset.
+type MicroGoldens = [(&'static str, &'static str); 4];
+
+/// Each instruction set, the QEMU board that measures it, and that board's goldens.
+const GOLDENS: [(Isa, &str, MicroGoldens); 3] = [
+    (Isa::Armv7emFpu, "qemu-an386", micro_goldens!("qemu-an386")),
+    (Isa::Armv6m, "qemu-v6m", micro_goldens!("qemu-v6m")),
+    (Isa::Rv32imc, "qemu-rv32", micro_goldens!("qemu-rv32")),
+];
+
 /// Instructions per generated token, measured: the micro checkpoint packed with each
 /// `--quant` preset, on the QEMU board of each instruction set under `-icount shift=0`
-/// (`boards/qemu-check.sh`; exact, repeatable counts of the model step, 16 tokens after the
-/// 8-token prompt). Rebuilt firmware moves them by a few instructions in a million.
-pub const MEASURED: [Measured; 12] = [
-    Measured { isa: Isa::Armv7emFpu, quant: "f32", instructions_per_token: 1_151_395 },
-    Measured { isa: Isa::Armv7emFpu, quant: "int8", instructions_per_token: 542_127 },
-    Measured { isa: Isa::Armv7emFpu, quant: "mixed", instructions_per_token: 878_545 },
-    Measured { isa: Isa::Armv7emFpu, quant: "integer", instructions_per_token: 710_860 },
-    Measured { isa: Isa::Armv6m, quant: "f32", instructions_per_token: 67_453_350 },
-    Measured { isa: Isa::Armv6m, quant: "int8", instructions_per_token: 8_344_230 },
-    Measured { isa: Isa::Armv6m, quant: "mixed", instructions_per_token: 20_882_192 },
-    Measured { isa: Isa::Armv6m, quant: "integer", instructions_per_token: 1_621_682 },
-    Measured { isa: Isa::Rv32imc, quant: "f32", instructions_per_token: 36_445_499 },
-    Measured { isa: Isa::Rv32imc, quant: "int8", instructions_per_token: 5_004_332 },
-    Measured { isa: Isa::Rv32imc, quant: "mixed", instructions_per_token: 13_606_101 },
-    Measured { isa: Isa::Rv32imc, quant: "integer", instructions_per_token: 1_333_248 },
-];
+/// (exact, repeatable counts of the model step, 16 tokens after the 8-token prompt). Read
+/// from the committed golden outputs that CI checks the firmware against (`boards/golden`),
+/// so a change in cost that updates them updates `fit` too.
+pub static MEASURED: LazyLock<Vec<Measured>> = LazyLock::new(|| {
+    GOLDENS
+        .iter()
+        .flat_map(|&(isa, board, goldens)| {
+            goldens.into_iter().map(move |(quant, golden)| Measured {
+                isa,
+                quant,
+                instructions_per_token: golden_instructions_per_token(golden).unwrap_or_else(|| {
+                    panic!("boards/golden/{board}/micro_{quant}.txt has no instructions_per_token line")
+                }),
+            })
+        })
+        .collect()
+});
+
+/// The `instructions_per_token:` figure of a golden firmware output.
+fn golden_instructions_per_token(golden: &str) -> Option<u64> {
+    golden.lines().find_map(|line| line.strip_prefix("instructions_per_token: ")).and_then(|n| n.parse().ok())
+}
 
 /// One measured instruction count (see [`MEASURED`]).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -407,27 +439,53 @@ mod tests {
         assert!(!f[0].fits, "560 kB of flash does not fit 512 KiB");
     }
 
+    /// The measured count of one instruction set and preset.
+    fn measured(isa: Isa, quant: &str) -> u64 {
+        MEASURED.iter().find(|m| m.isa == isa && m.quant == quant).unwrap().instructions_per_token
+    }
+
     #[test]
     fn speed_is_the_measured_count_of_the_isa_and_preset_scaled_by_macs_at_the_board_clock() {
         // The micro int8 blob on the Pico: exactly the ARMv6-M measurement, at 125 MHz.
+        let v6m_int8 = measured(Isa::Armv6m, "int8");
         let s = speed(&board("rp2040"), Some("int8"), 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 8_344_230);
-        assert!((s.tokens_per_second.unwrap() - 125e6 / 8_344_230.0).abs() < 1e-9);
-        assert!((s.instructions_per_mac - 8_344_230.0 / 275_200.0).abs() < 1e-12);
+        assert_eq!(s.instructions_per_token, v6m_int8);
+        assert!((s.tokens_per_second.unwrap() - 125e6 / v6m_int8 as f64).abs() < 1e-9);
+        assert!((s.instructions_per_mac - v6m_int8 as f64 / 275_200.0).abs() < 1e-12);
         // The integer preset has its own count.
         let s = speed(&board("rp2040"), Some("integer"), 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 1_621_682);
+        assert_eq!(s.instructions_per_token, measured(Isa::Armv6m, "integer"));
+        assert_ne!(s.instructions_per_token, v6m_int8);
         // Twice the MACs, twice the instructions; the ESP32-C3 runs the RV32IMC figure.
         let s = speed(&board("esp32c3"), Some("f32"), 2 * 275_200).unwrap();
-        assert_eq!(s.instructions_per_token, 2 * 36_445_499);
+        assert_eq!(s.instructions_per_token, 2 * measured(Isa::Rv32imc, "f32"));
         // A QEMU board has a count but no clock; an unmeasured preset or none has no estimate.
         let s = speed(&board("qemu-v6m"), Some("mixed"), 275_200).unwrap();
-        assert_eq!((s.instructions_per_token, s.tokens_per_second), (20_882_192, None));
+        assert_eq!((s.instructions_per_token, s.tokens_per_second), (measured(Isa::Armv6m, "mixed"), None));
         assert_eq!(speed(&board("stm32f411"), Some("f16"), 275_200), None);
         assert_eq!(speed(&board("stm32f411"), Some("int8; *.B=f32"), 275_200), None, "a preset with rules");
         assert_eq!(speed(&board("stm32f411"), None, 275_200), None);
         let f = fit(&blob(300_000, Some("int8")), None, &[board("stm32f411")]);
-        assert_eq!(f[0].speed.unwrap().instructions_per_token, 542_127);
+        assert_eq!(f[0].speed.unwrap().instructions_per_token, measured(Isa::Armv7emFpu, "int8"));
+    }
+
+    #[test]
+    fn the_measured_counts_are_the_goldens_of_every_ci_preset() {
+        // The presets CI packs and checks (boards/qemu-blobs.sh) are the ones measured.
+        let blobs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../boards/qemu-blobs.sh")).unwrap();
+        let presets = blobs.lines().find_map(|l| l.strip_prefix("QEMU_PRESETS=(")).unwrap().trim_end_matches(')');
+        for isa in [Isa::Armv7emFpu, Isa::Armv6m, Isa::Rv32imc] {
+            let quants: Vec<_> = MEASURED.iter().filter(|m| m.isa == isa).map(|m| m.quant).collect();
+            assert_eq!(quants.join(" "), presets, "{isa:?}");
+        }
+        // Each count is the golden's own line; a golden without one has none.
+        let golden = "tokens: 1,2\nlogits_fnv1a: 0x1\ninstructions_per_token: 542202\n";
+        assert_eq!(golden_instructions_per_token(golden), Some(542_202));
+        assert_eq!(golden_instructions_per_token("prefill_instructions_per_token: 7\n"), None);
+        assert!(MEASURED.iter().all(|m| m.instructions_per_token > 0));
+        for (isa, board, _) in GOLDENS {
+            assert_eq!(board, isa.measured_on());
+        }
     }
 
     #[test]
@@ -441,8 +499,62 @@ mod tests {
         for b in BOARDS.iter().filter(|b| !b.name.starts_with("qemu-")) {
             assert!(b.clock_mhz.is_some(), "{}", b.name);
         }
-        // The memory the board build scripts check against (boards/memory.rs).
-        assert_eq!((board("rp2040").ram_bytes, board("esp32c3").ram_bytes), (256 << 10, 313 << 10));
+    }
+
+    /// The board folders: every `boards/*/` with a `Cargo.toml`, less the shared crates.
+    fn board_folders() -> Vec<(String, std::path::PathBuf)> {
+        let boards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards");
+        let mut folders: Vec<_> = std::fs::read_dir(&boards)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("Cargo.toml").is_file() && !p.ends_with("common"))
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+            .collect();
+        folders.sort();
+        folders
+    }
+
+    #[test]
+    fn every_board_folder_is_one_row_of_the_table_and_builds_for_its_target() {
+        let mut rows: Vec<_> = table::BOARDS.iter().map(|b| b.name.to_string()).collect();
+        rows.sort();
+        let folders = board_folders();
+        assert_eq!(
+            folders.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+            rows,
+            "boards/*/ vs boards/table.rs"
+        );
+        for (name, folder) in &folders {
+            let row = table::board(name).unwrap();
+            // The build helper finds the row by the crate's name.
+            let manifest = std::fs::read_to_string(folder.join("Cargo.toml")).unwrap();
+            assert!(manifest.contains(&format!("name = \"itera-board-{name}\"")), "{name}: crate itera-board-{name}");
+            // `cargo build` in the folder picks the target the table names (and the build
+            // helper refuses any other).
+            let config = std::fs::read_to_string(folder.join(".cargo/config.toml")).unwrap();
+            assert!(
+                config.contains(&format!("target = \"{}\"", row.target)),
+                "{name}: .cargo/config.toml builds for {}",
+                row.target
+            );
+            // memory.x comes from the table; one in the folder could shadow it at link time.
+            assert!(!folder.join("memory.x").exists(), "{name}: memory.x is written from boards/table.rs");
+        }
+    }
+
+    #[test]
+    fn fit_reads_every_figure_from_the_table() {
+        assert_eq!(BOARDS.len(), table::BOARDS.len());
+        for (b, row) in BOARDS.iter().zip(&table::BOARDS) {
+            assert_eq!((b.name, b.chip, b.target, b.clock_mhz), (row.name, row.chip, row.target, row.clock_mhz));
+            assert_eq!((b.flash_bytes, b.ram_bytes), (row.flash_bytes, row.ram_bytes), "{}", b.name);
+            let f = b.firmware;
+            assert_eq!(
+                (f.code_bytes, f.static_bytes, f.stack_bytes),
+                (row.code_bytes, row.static_bytes, row.stack_bytes)
+            );
+            assert_eq!(Isa::TARGETS.iter().find(|(isa, _)| *isa == b.isa).unwrap().1, b.target, "{}", b.name);
+        }
     }
 
     #[test]

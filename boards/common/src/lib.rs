@@ -1,19 +1,25 @@
 //! The itera-edge demo every board runs, written once against `embedded-hal` 1.0.
 //!
-//! A board firmware provides four things and calls [`run`]:
+//! A board firmware provides four things, its [`Io`], and runs the [`Demo`] of its build:
 //! - a text sink: anything `core::fmt::Write` (a UART, `esp-println`'s printer, or
 //!   [`LineBuffer`] in front of `defmt`),
 //! - a [`Clock`] in microseconds, for the cost per token,
 //! - an `embedded_hal::digital::OutputPin` LED that toggles once per generated token,
 //! - an `embedded_hal::delay::DelayNs`, for pacing between tokens and the idle blink.
 //!
+//! ```ignore
+//! itera_board_common::include_model!();   // the blob, its constants, `demo()`, `arena()`
+//! Io { console, clock, led, delay }.run_then_blink(&demo(50, None), arena())
+//! ```
+//!
 //! The model comes from [`include_model!`], which links the blob and constants written by the
-//! board's build script (`itera-board-build`) into flash. [`run`] prefills the fixed prompt,
-//! generates greedily with [`itera_edge::greedy::Greedy`] and prints:
+//! board's build script (`itera-board-build`) into flash. [`Io::run`] prefills the fixed
+//! prompt, generates greedily with [`itera_edge::greedy::Greedy`] and prints:
 //!
 //! ```text
-//! itera-edge on stm32f411 (Cortex-M4F, 100 MHz)
-//! model: synthetic micro int8 (seed 42) blob_bytes=… arena_bytes=… macs_per_token=… kernel=…
+//! itera-edge on stm32f411 (Cortex-M4F, STM32F411CE Black Pill, 100 MHz)
+//! blob: /path/to/micro_int8.itb  (where the build got it; or: synthetic …, random weights)
+//! model: micro_int8.itb blob_bytes=… arena_bytes=… macs_per_token=… kernel=…
 //! prompt: 41,13,6,42,182,43,4,16
 //! tokens: …                       (ids, one line, as qemu-an386 and `itera-sim greedy` print)
 //! text: …                         (decoded with the blob's tokenizer; ids when it has none)
@@ -29,7 +35,8 @@
 //! A board whose [`Clock`] counts instructions exactly (the QEMU boards, under
 //! `-icount shift=0`) also gets `parse_instructions:`, `prefill_instructions_per_token:`,
 //! `instructions_per_token:` and `instructions_per_mac:`, and one that paints its stack
-//! ([`StackProbe`], in [`Demo::stack`]) `stack_bytes:`, before `done`.
+//! ([`StackProbe`], in [`Demo::stack`]) `stack_bytes:`, before `done`. The QEMU boards run
+//! [`run_counted`], which adds a `calibration:` line first.
 //!
 //! All the reporting is integer arithmetic: on boards without an FPU, the only float routines
 //! the generation loop calls are the model's own (which `boards/no-soft-float.sh` counts
@@ -51,7 +58,7 @@ pub trait Clock {
     fn now_us(&mut self) -> u64;
 
     /// Instructions executed since some fixed point, on a board that counts them exactly (QEMU
-    /// under `-icount shift=0`); `None`, the default, elsewhere. When it is `Some`, [`run`]
+    /// under `-icount shift=0`); `None`, the default, elsewhere. When it is `Some`, [`Io::run`]
     /// also prints the cost in instructions.
     fn instructions(&mut self) -> Option<u64> {
         None
@@ -133,7 +140,7 @@ impl DelayNs for NoDelay {
     fn delay_ns(&mut self, _ns: u32) {}
 }
 
-/// Where the generation loop starts: [`run`] calls it just before the first generated token,
+/// Where the generation loop starts: [`Io::run`] calls it just before the first generated token,
 /// and [`itera_token_loop_end`] just after the last one. `boards/no-soft-float.sh` finds the
 /// two by name in the ELF and counts the float routines executed between them. Not inlined,
 /// each with a volatile store of its own so that neither is removed nor merged with the other.
@@ -162,24 +169,66 @@ pub struct Aligned<B: ?Sized>(pub B);
 
 /// Links the model written by `itera-board-build` into the calling crate: the generated
 /// constants (`BLOB_BYTES`, `ARENA_BYTES`, `MACS_PER_TOKEN`, `VOCAB`, `MAX_SEQ`, `PROMPT`,
-/// `GENERATE`, `BLOB_SOURCE`) and `static BLOB: &Aligned<[u8]>`.
+/// `GENERATE`, `BLOB_NAME`, `BLOB_ORIGIN`, `BOARD`, and `CLOCK_MHZ` on a board with a clock),
+/// `static BLOB: &Aligned<[u8]>`, `fn demo(pause_ms, stack) -> Demo`, this build's [`Demo`],
+/// and `fn arena() -> &'static mut [u8]`, the arena it runs in.
 #[macro_export]
 macro_rules! include_model {
     () => {
-        include!(concat!(env!("OUT_DIR"), "/model_consts.rs"));
+        /// The constants `itera-board-build` wrote for this build's blob and board.
+        // A firmware uses some of them; the others are there for the next one.
+        #[allow(dead_code)]
+        mod model_consts {
+            include!(concat!(env!("OUT_DIR"), "/model_consts.rs"));
+        }
+        use model_consts::*;
         /// The model blob, in flash, aligned for in-place reads.
         static BLOB: &$crate::Aligned<[u8]> = &$crate::Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.itb")));
+
+        /// This build's demo: its blob, prompt and banner, with the board's pause between
+        /// tokens and its stack probe.
+        fn demo(pause_ms: u32, stack: Option<&$crate::StackProbe>) -> $crate::Demo<'_> {
+            $crate::Demo {
+                board: BOARD,
+                blob: &BLOB.0,
+                source: BLOB_NAME,
+                origin: BLOB_ORIGIN,
+                prompt: PROMPT,
+                generate: GENERATE,
+                pause_ms,
+                stack,
+            }
+        }
+
+        /// The arena, a zeroed static of `ARENA_BYTES` in `.bss`: the first call gets it, a
+        /// later one an empty slice (its run then stops with an arena error).
+        fn arena() -> &'static mut [u8] {
+            static mut ARENA: $crate::itera_edge::Arena<ARENA_BYTES> = $crate::itera_edge::Arena::new();
+            static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+            // A load and a store, not a swap, which ARMv6-M lacks: the firmware calls this from
+            // `main` only, never from an interrupt handler, so nothing runs in between.
+            if TAKEN.load(core::sync::atomic::Ordering::Relaxed) {
+                return &mut [];
+            }
+            TAKEN.store(true, core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: ARENA is named only here, and this line runs once (TAKEN), so this is the
+            // one reference to it.
+            unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 }
+        }
     };
 }
 
 /// What one demo run prints about.
 pub struct Demo<'a> {
-    /// Board name and core, for the banner.
+    /// Board name, core and clock, for the banner (`BOARD`).
     pub board: &'a str,
     /// The blob bytes (`&BLOB.0`).
     pub blob: &'a [u8],
-    /// Where the blob came from (`BLOB_SOURCE`).
+    /// The blob's name (`BLOB_NAME`: its file name, or the synthetic model's).
     pub source: &'a str,
+    /// Where the blob came from (`BLOB_ORIGIN`: the path the build was given, or the synthetic
+    /// model's name and that its weights are random).
+    pub origin: &'a str,
     /// The prompt to prefill (`PROMPT`).
     pub prompt: &'a [u32],
     /// Tokens to generate (`GENERATE`).
@@ -233,30 +282,55 @@ fn engine(what: &'static str) -> impl FnOnce(itera_edge::Error) -> DemoError {
     move |e| DemoError::Engine(what, e)
 }
 
-/// Runs the demo once: parse the blob in place, prefill, generate, print the figures.
-/// The LED toggles once per generated token and is left off at the end. Errors are returned
-/// (and a `error: …` line printed when the console still works).
-pub fn run<W, C, L, D>(
-    demo: &Demo<'_>,
-    arena: &mut [u8],
-    out: &mut W,
-    clock: &mut C,
-    led: &mut L,
-    delay: &mut D,
-) -> Result<Summary, DemoError>
-where
-    W: Write,
-    C: Clock,
-    L: OutputPin,
-    D: DelayNs,
-{
-    let result = run_inner(demo, arena, out, clock, led, delay);
-    if let Err(e) = &result {
-        let _ = writeln!(out, "error: {e}");
-    }
-    result
+/// What a board's demo runs on: its console, clock, LED and delay.
+pub struct Io<W, C, L, D> {
+    /// Where the report goes.
+    pub console: W,
+    /// Time (and, on the QEMU boards, instructions) for the cost figures.
+    pub clock: C,
+    /// Toggles once per generated token, then blinks.
+    pub led: L,
+    /// Pacing between tokens and the idle blink.
+    pub delay: D,
 }
 
+impl<W: Write, C: Clock, L: OutputPin, D: DelayNs> Io<W, C, L, D> {
+    /// Runs the demo once in `arena`: parse the blob in place, prefill, generate, print the
+    /// figures. The LED toggles once per generated token and is left off at the end. Errors
+    /// are returned (and a `error: …` line printed when the console still works).
+    pub fn run(&mut self, demo: &Demo<'_>, arena: &mut [u8]) -> Result<Summary, DemoError> {
+        let result = run_inner(demo, arena, &mut self.console, &mut self.clock, &mut self.led, &mut self.delay);
+        if let Err(e) = &result {
+            let _ = writeln!(self.console, "error: {e}");
+        }
+        result
+    }
+
+    /// Runs the demo, then blinks the LED forever: slowly when it ran to the end, quickly when
+    /// it failed.
+    pub fn run_then_blink(mut self, demo: &Demo<'_>, arena: &mut [u8]) -> ! {
+        let ok = self.run(demo, arena).is_ok();
+        blink_forever(&mut self.led, &mut self.delay, ok)
+    }
+}
+
+/// The QEMU boards' run: the `calibration:` line (`calibrated`: what the clock counts for a
+/// loop of 2,000,000 instructions), then the demo with no LED and no pauses. Returns whether
+/// it ran to the end, for the board's exit status.
+pub fn run_counted<W: Write, C: Clock>(
+    console: W,
+    clock: C,
+    demo: &Demo<'_>,
+    arena: &mut [u8],
+    calibrated: u64,
+) -> bool {
+    let mut io = Io { console, clock, led: NoLed, delay: NoDelay };
+    let _ = writeln!(io.console, "calibration: 2000000 instructions measure as {calibrated}");
+    io.run(demo, arena).is_ok()
+}
+
+// The counts in boards/golden include the clock readings around each measured call, so how
+// this function compiles shows there: a change to it moves them by a few instructions.
 fn run_inner<W, C, L, D>(
     demo: &Demo<'_>,
     arena: &mut [u8],
@@ -272,6 +346,7 @@ where
     D: DelayNs,
 {
     writeln!(out, "itera-edge on {}", demo.board)?;
+    writeln!(out, "blob: {}", demo.origin)?;
     let t0 = clock.now_us();
     let i0 = clock.instructions();
     let blob = Blob::parse(demo.blob).map_err(engine("blob"))?;

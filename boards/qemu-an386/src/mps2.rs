@@ -1,6 +1,9 @@
-//! What the two QEMU MPS2 firmwares share: `qemu-an386` (Cortex-M4F, `thumbv7em-none-eabihf`)
-//! and `qemu-v6m` (`thumbv6m-none-eabi` code on the Cortex-M3 `mps2-an385`). Both print over
-//! semihosting, exit QEMU through it (0 = ran to the end) and count instructions with SysTick.
+//! The two QEMU MPS2 firmwares, whole: `qemu-an386` (Cortex-M4F, `thumbv7em-none-eabihf`) and
+//! `qemu-v6m` (`thumbv6m-none-eabi` code on the Cortex-M3 `mps2-an385`) are this module and
+//! their build's blob. The model blob is linked into flash and read in place, the arena is a
+//! static sized by the generated `ARENA_BYTES`; the shared demo (`itera-board-common`) prints
+//! over semihosting, and the firmware exits QEMU through it (0 = ran to the end). Instructions
+//! are counted with SysTick.
 //!
 //! SysTick runs on the processor clock (25 MHz in QEMU's MPS2 models). Under `-icount shift=0`
 //! each instruction advances virtual time by exactly 1 ns, so one tick is 40 instructions and
@@ -12,7 +15,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::{syst::SystClkSource, SYST};
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hio};
-use itera_board_common::{Clock, Demo, NoDelay, NoLed, StackProbe};
+use itera_board_common::{Clock, StackProbe};
+
+itera_board_common::include_model!();
 
 /// SysTick clock in QEMU's MPS2 models, and virtual nanoseconds (= instructions) per tick.
 const SYSCLK_HZ: u64 = 25_000_000;
@@ -77,7 +82,8 @@ impl fmt::Write for Semihosting {
 const STACK_PROBE: usize = 128 * 1024;
 
 /// Starts SysTick, paints the stack, runs the shared demo and exits QEMU with its outcome.
-pub fn run(board: &str, blob: &[u8], source: &str, prompt: &[u32], generate: usize, arena: &mut [u8]) -> ! {
+#[cortex_m_rt::entry]
+fn main() -> ! {
     let mut core = cortex_m::Peripherals::take().unwrap_or_else(|| exit(false));
     core.SYST.set_clock_source(SystClkSource::Core);
     core.SYST.set_reload(RELOAD);
@@ -95,14 +101,9 @@ pub fn run(board: &str, blob: &[u8], source: &str, prompt: &[u32], generate: usi
     // uses yet (the stack grows down from the top of the 4 MiB RAM; .bss is at its bottom).
     let stack = unsafe { StackProbe::paint(top, sp & !3, STACK_PROBE) };
 
-    let mut console = Semihosting(hio::hstdout().unwrap_or_else(|_| exit(false)));
-    let _ = fmt::Write::write_fmt(
-        &mut console,
-        format_args!("calibration: 2000000 instructions measure as {}\n", calibrate(1_000_000)),
-    );
-    let demo = Demo { board, blob, source, prompt, generate, pause_ms: 0, stack: Some(&stack) };
-    let ok = itera_board_common::run(&demo, arena, &mut console, &mut IcountClock, &mut NoLed, &mut NoDelay).is_ok();
-    exit(ok)
+    let console = Semihosting(hio::hstdout().unwrap_or_else(|_| exit(false)));
+    let calibrated = calibrate(1_000_000);
+    exit(itera_board_common::run_counted(console, IcountClock, &demo(0, Some(&stack)), arena(), calibrated))
 }
 
 /// Ends the QEMU run: exit status 0 when `ok`, 1 otherwise.

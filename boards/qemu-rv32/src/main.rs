@@ -16,12 +16,9 @@
 
 use core::fmt;
 
-use itera_board_common::{itera_edge::Arena, Clock, Demo, NoDelay, NoLed, StackProbe};
+use itera_board_common::{Clock, StackProbe};
 
 itera_board_common::include_model!();
-
-/// The arena: a zeroed static in .bss, borrowed once by `main`.
-static mut ARENA: Arena<ARENA_BYTES> = Arena::new();
 
 /// QEMU virt's 16550 UART: transmit holding register, and the line status register whose
 /// bit 5 says the transmitter can take a byte.
@@ -118,26 +115,8 @@ fn main() -> ! {
     // uses yet (the stack grows down from the top of the 8 MiB RAM region; .bss is at its bottom).
     let stack = unsafe { StackProbe::paint(top, sp & !3, STACK_PROBE) };
 
-    let mut console = Uart;
-    let _ = fmt::Write::write_fmt(
-        &mut console,
-        format_args!("calibration: 2000000 instructions measure as {}\n", calibrate(1_000_000)),
-    );
-    // SAFETY: `main` runs once and is the only code that names ARENA, so this is the one
-    // reference to it.
-    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
-    let demo = Demo {
-        board: "qemu-rv32 (RV32IMC on QEMU virt, soft float, -icount: 1 instruction = 1 ns)",
-        blob: &BLOB.0,
-        source: BLOB_SOURCE,
-        prompt: PROMPT,
-        generate: GENERATE,
-        pause_ms: 0,
-        stack: Some(&stack),
-    };
-    let ok =
-        itera_board_common::run(&demo, &mut arena.0, &mut console, &mut InstretClock, &mut NoLed, &mut NoDelay).is_ok();
-    exit(ok)
+    let calibrated = calibrate(1_000_000);
+    exit(itera_board_common::run_counted(Uart, InstretClock, &demo(0, Some(&stack)), arena(), calibrated))
 }
 
 /// A trap nothing handles (riscv-rt's `ExceptionHandler` and `DefaultHandler` default to this):

@@ -5,33 +5,12 @@
 //! it runs unchanged on the M3: the instructions counted are exactly the v6-M build's (not
 //! the cycles of an M0+, which QEMU does not model).
 //!
-//! The same firmware as `qemu-an386` (its `mps2.rs`): the shared demo prints the tokens, the
-//! logits checksum, instructions per token and the stack over semihosting, then exits QEMU.
+//! The same firmware as `qemu-an386` (its `mps2.rs`, built here for ARMv6-M): the shared demo
+//! prints the tokens, the logits checksum, instructions per token and the stack over
+//! semihosting, then exits QEMU.
 
 #![no_std]
 #![no_main]
 
 #[path = "../../qemu-an386/src/mps2.rs"]
 mod mps2;
-
-use itera_board_common::itera_edge::Arena;
-
-itera_board_common::include_model!();
-
-/// The arena: a zeroed static in .bss, borrowed once by `main`.
-static mut ARENA: Arena<ARENA_BYTES> = Arena::new();
-
-#[cortex_m_rt::entry]
-fn main() -> ! {
-    // SAFETY: `main` runs once and is the only code that names ARENA, so this is the one
-    // reference to it.
-    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
-    mps2::run(
-        "qemu-v6m (ARMv6-M code on QEMU mps2-an385, soft float, -icount: 1 instruction = 1 ns)",
-        &BLOB.0,
-        BLOB_SOURCE,
-        PROMPT,
-        GENERATE,
-        &mut arena.0,
-    )
-}

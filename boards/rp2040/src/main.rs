@@ -1,5 +1,5 @@
-//! itera-edge on the Raspberry Pi Pico (RP2040: Cortex-M0+ at 125 MHz, no FPU, so f32 is
-//! emulated in software; 2 MiB external flash read through XIP, 264 KiB SRAM).
+//! itera-edge on the Raspberry Pi Pico (RP2040: Cortex-M0+, no FPU, so f32 is emulated in
+//! software; external flash read through XIP). Its clock and memory are in `boards/table.rs`.
 //!
 //! The model blob is linked into flash and read in place; the arena is a static sized by the
 //! generated `ARENA_BYTES`. The shared demo (`itera-board-common`) prefills the fixed prompt,
@@ -13,7 +13,7 @@
 
 use defmt_rtt as _;
 use embedded_hal::digital::OutputPin;
-use itera_board_common::{itera_edge::Arena, Clock, Demo, LineBuffer};
+use itera_board_common::{Clock, Io, LineBuffer};
 use panic_probe as _;
 use rp2040_hal::{self as hal, pac};
 
@@ -26,9 +26,6 @@ itera_board_common::include_model!();
 
 /// The Pico's crystal.
 const XTAL_FREQ_HZ: u32 = 12_000_000;
-
-/// The arena: a zeroed static in .bss, borrowed once by `main`.
-static mut ARENA: Arena<ARENA_BYTES> = Arena::new();
 
 /// Microseconds from the RP2040's 64-bit, 1 MHz timer.
 struct TimerClock(hal::Timer);
@@ -53,28 +50,13 @@ fn main() -> ! {
         &mut watchdog,
     )
     .unwrap_or_else(|_| panic!("clock setup failed"));
-    let mut timer = hal::Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
+    // rp2040-hal's default PLL settings: a 125 MHz system clock, the table's CLOCK_MHZ.
+    let timer = hal::Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
     let sio = hal::Sio::new(pac.SIO);
     let pins = hal::gpio::Pins::new(pac.IO_BANK0, pac.PADS_BANK0, sio.gpio_bank0, &mut pac.RESETS);
     // The Pico's green LED (on the Pico W it hangs off the radio chip instead).
     let mut led = pins.gpio25.into_push_pull_output();
     let _ = led.set_low();
-    let mut clock = TimerClock(timer);
-    let mut console = LineBuffer::<96, _>::new(|line: &str| defmt::info!("{=str}", line));
-
-    // SAFETY: `main` runs once and is the only code that names ARENA, so this is the one
-    // reference to it.
-    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
-    let demo = Demo {
-        board: "rp2040 (Cortex-M0+, 125 MHz, soft float)",
-        blob: &BLOB.0,
-        source: BLOB_SOURCE,
-        prompt: PROMPT,
-        generate: GENERATE,
-        pause_ms: 50,
-        stack: None,
-    };
-    let ok = itera_board_common::run(&demo, &mut arena.0, &mut console, &mut clock, &mut led, &mut timer).is_ok();
-    console.flush();
-    itera_board_common::blink_forever(&mut led, &mut timer, ok)
+    let console = LineBuffer::<96, _>::new(|line: &str| defmt::info!("{=str}", line));
+    Io { console, clock: TimerClock(timer), led, delay: timer }.run_then_blink(&demo(50, None), arena())
 }

@@ -1,4 +1,5 @@
-//! itera-edge on the STM32F411 Black Pill (Cortex-M4F at 100 MHz from the 25 MHz crystal).
+//! itera-edge on the STM32F411 Black Pill (Cortex-M4F, its clock, `CLOCK_MHZ` of
+//! `boards/table.rs`, from the 25 MHz crystal).
 //!
 //! The model blob is linked into flash and read in place; the arena is a static sized by the
 //! generated `ARENA_BYTES`. The demo (shared with every board, `itera-board-common`) prefills
@@ -13,16 +14,11 @@
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use itera_board_common::{itera_edge::Arena, Clock, Demo, LineBuffer};
+use itera_board_common::{Clock, Io, LineBuffer};
 use panic_probe as _;
 use stm32f4xx_hal::{pac, prelude::*, rcc::Config};
 
 itera_board_common::include_model!();
-
-const SYSCLK_MHZ: u32 = 100;
-
-/// The arena: a zeroed static in .bss, borrowed once by `main`.
-static mut ARENA: Arena<ARENA_BYTES> = Arena::new();
 
 /// Microseconds from the 32-bit DWT cycle counter, extended to 64 bits on each read
 /// (it wraps every ~43 s at 100 MHz; the demo reads it far more often than that).
@@ -38,7 +34,7 @@ impl Clock for DwtClock {
             self.high += 1 << 32;
         }
         self.last = now;
-        (self.high | now as u64) / SYSCLK_MHZ as u64
+        (self.high | now as u64) / CLOCK_MHZ as u64
     }
 }
 
@@ -46,7 +42,7 @@ impl Clock for DwtClock {
 fn main() -> ! {
     let dp = pac::Peripherals::take().unwrap();
     let mut cp = cortex_m::Peripherals::take().unwrap();
-    let mut rcc = dp.RCC.freeze(Config::hse(25.MHz()).sysclk(SYSCLK_MHZ.MHz()));
+    let mut rcc = dp.RCC.freeze(Config::hse(25.MHz()).sysclk(CLOCK_MHZ.MHz()));
     cp.DCB.enable_trace();
     cp.DWT.enable_cycle_counter();
 
@@ -54,26 +50,10 @@ fn main() -> ! {
     // The Black Pill's blue LED is on PC13, lit when low; "high" in the demo means lit.
     let mut led = gpioc.pc13.into_push_pull_output();
     led.set_high();
-    let mut led = ActiveLow(led);
-    let mut delay = cp.SYST.delay(&rcc.clocks);
-    let mut clock = DwtClock { last: 0, high: 0 };
-    let mut console = LineBuffer::<96, _>::new(|line: &str| defmt::info!("{=str}", line));
-
-    // SAFETY: `main` runs once and is the only code that names ARENA, so this is the one
-    // reference to it.
-    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
-    let demo = Demo {
-        board: "stm32f411 (Cortex-M4F, 100 MHz)",
-        blob: &BLOB.0,
-        source: BLOB_SOURCE,
-        prompt: PROMPT,
-        generate: GENERATE,
-        pause_ms: 50,
-        stack: None,
-    };
-    let ok = itera_board_common::run(&demo, &mut arena.0, &mut console, &mut clock, &mut led, &mut delay).is_ok();
-    console.flush();
-    itera_board_common::blink_forever(&mut led, &mut delay, ok)
+    let delay = cp.SYST.delay(&rcc.clocks);
+    let console = LineBuffer::<96, _>::new(|line: &str| defmt::info!("{=str}", line));
+    let clock = DwtClock { last: 0, high: 0 };
+    Io { console, clock, led: ActiveLow(led), delay }.run_then_blink(&demo(50, None), arena())
 }
 
 /// An LED wired to light when its pin is low.
