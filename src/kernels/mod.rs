@@ -138,7 +138,7 @@ trait Backend: Copy {
         portable::i4_rows(packed, cols, group, xq, scales, sx, y)
     }
 
-    /// [`crate::sample::argmax`].
+    /// [`argmax`].
     #[inline(always)]
     fn argmax(self, v: &[f32]) -> u32 {
         portable::argmax(v)
@@ -517,8 +517,9 @@ pub(crate) fn avx2() -> bool {
 }
 
 /// Index of the largest value; the first of equals. NaN never wins (all NaN: 0).
+/// Runs on this machine's backend (`portable.rs` says how; AVX2 where the host enabled it).
 #[inline]
-pub(crate) fn argmax(v: &[f32]) -> u32 {
+pub fn argmax(v: &[f32]) -> u32 {
     on_backend!(|b| b.argmax(v))
 }
 
