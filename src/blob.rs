@@ -2,9 +2,9 @@
 
 use crate::error::{Error, TensorName};
 use crate::format::{
-    crc32, for_each_expected_in, tensor_count_in, Arithmetic, Config, DType, ManifestHead, Quant, Requant, Role,
-    ScaleType, TensorEntry, TokenizerRef, ALIGN, CRC_LEN, FLAG_FIXED_POINT, HEADER_LEN, KNOWN_FLAGS, MAGIC, MAX_DIM,
-    MAX_EXPERTS, MAX_LAYERS, MAX_META, MAX_SCALE, TOTAL_LEN_OFFSET, VERSION,
+    crc32, for_each_expected_in, read_u16, read_u32, tensor_count_in, Arithmetic, Config, DType, ManifestHead, Quant,
+    Requant, Role, ScaleType, TensorEntry, TokenizerRef, ALIGN, CRC_LEN, FLAG_FIXED_POINT, HEADER_LEN, KNOWN_FLAGS,
+    MAGIC, MAX_DIM, MAX_EXPERTS, MAX_LAYERS, MAX_META, MAX_SCALE, TOTAL_LEN_OFFSET, VERSION,
 };
 use crate::kernels::f16_to_f32;
 use crate::tokenizer::Tokenizer;
@@ -32,22 +32,6 @@ pub struct Blob<'a> {
     table: &'a [u8],
     /// From the header flags.
     arithmetic: Arithmetic,
-}
-
-fn read_u16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    if let Some(s) = b.get(at..at + 2) {
-        a.copy_from_slice(s);
-    }
-    u16::from_le_bytes(a)
-}
-
-pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
 }
 
 fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), Error> {

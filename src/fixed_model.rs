@@ -9,8 +9,8 @@
 //! ```text
 //! x = E[token] + P[position]
 //! for each layer:
-//!   SSM:   h = LN(x); [u | g] = in_proj·h; u = silu(conv(u)); dt = mean softplus(delta_proj·u + b)
-//!          s = exp(dt·A) ⊙ s + dt·(B·u); y = C·s + D ⊙ u; x += out_proj·(y ⊙ silu(g))
+//!   SSM:   h = LN(x); [u | g] = in_proj·h; v = silu(conv(u)); dt = mean softplus(delta_proj·v + b)
+//!          s = exp(dt·A) ⊙ s + dt·(B·v); y = C·s + D ⊙ v; x += out_proj·(y ⊙ silu(g))
 //!   FFN:   x += w2·gelu(w1·LN(x))
 //!   MoE:   h = LN(x); z = gate·h; top-k experts by z; x += Σ softmax(z_k)·w2_k·gelu(w1_k·h)
 //! logits = lm_head·LN(x)
@@ -21,8 +21,8 @@ use heapless::Vec;
 use crate::blob::Blob;
 use crate::error::Error;
 use crate::fixed::{self, Table, Tables, FRAC};
-use crate::format::{Config, DType, Quant, Requant, Role, ScaleType, TensorEntry, MAX_EXPERTS, MAX_LAYERS, TABLES};
-use crate::model::{buffer_lens, tensors_of, top_k, Tensors, MAX_EXPERT_SLOTS};
+use crate::format::{Config, DType, Quant, Requant, Role, ScaleType, TensorEntry, MAX_EXPERTS, TABLES};
+use crate::layers::{buffer_lens, tensors_of, top_k, Mixer, Params, Tensors, Views};
 
 /// An int8 matrix with one integer requantization per row.
 #[derive(Clone, Copy, Debug)]
@@ -82,66 +82,50 @@ fn requantize_rows(y: &mut [i32], requant: &[u32], scale: fixed::InputScale, hea
     }
 }
 
-/// LayerNorm parameters, Q16.
-#[derive(Clone, Copy, Debug)]
-struct Norm<'a> {
-    weight: &'a [i32],
-    bias: &'a [i32],
-}
-
-/// The SSM block's parameters.
-#[derive(Clone, Copy, Debug)]
-struct Ssm<'a> {
-    norm: Norm<'a>,
-    in_proj: FixedMatrix<'a>,
-    /// `[d_inner, K]`, row per channel.
-    conv_weight: &'a [i32],
-    conv_bias: &'a [i32],
-    /// `A = -exp(A_log)`, precomputed by the packer.
-    a: &'a [i32],
-    b: FixedMatrix<'a>,
-    c: FixedMatrix<'a>,
-    d: &'a [i32],
-    delta_proj: FixedMatrix<'a>,
-    delta_bias: &'a [i32],
-    out_proj: FixedMatrix<'a>,
-}
-
-/// A two-layer GELU MLP: a plain FFN or one expert.
-#[derive(Clone, Copy, Debug)]
-struct Mlp<'a> {
-    w1: FixedMatrix<'a>,
-    w2: FixedMatrix<'a>,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Mixer<'a> {
-    Ffn(Mlp<'a>),
-    Moe { gate: FixedMatrix<'a>, first: usize },
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Layer<'a> {
-    ssm: Ssm<'a>,
-    mix_norm: Norm<'a>,
-    mixer: Mixer<'a>,
-}
+/// An FFN or an expert of a fixed-point model.
+type Mlp<'a> = crate::layers::Mlp<FixedMatrix<'a>>;
+/// A fixed-point SSM block's parameters (`a` holds `A` itself, Q16).
+type Ssm<'a> = crate::layers::Ssm<FixedMatrix<'a>, &'a [i32]>;
+/// A fixed-point layer.
+type Layer<'a> = crate::layers::Layer<FixedMatrix<'a>, &'a [i32]>;
 
 /// A fixed-point model: zero-copy views of every weight and table of the blob.
 #[derive(Clone, Debug)]
 pub(crate) struct FixedModel<'a> {
     config: Config,
-    embedding: FixedMatrix<'a>,
-    position: FixedMatrix<'a>,
-    layers: Vec<Layer<'a>, MAX_LAYERS>,
-    experts: Vec<Mlp<'a>, MAX_EXPERT_SLOTS>,
-    final_norm: Norm<'a>,
-    lm_head: FixedMatrix<'a>,
+    /// Every matrix counts in `params.scratch_len`: all products quantize their input.
+    params: Params<FixedMatrix<'a>, &'a [i32]>,
     tables: Tables<'a>,
     /// The config's `norm_eps` in Q32.
     eps_q32: u64,
-    /// Bytes of int8 scratch: the widest matrix's `cols`.
-    scratch_len: usize,
+}
+
+/// How a fixed-point model views its tensors: [`FixedMatrix`] (int8 with per-row
+/// requantization) and Q16 vectors.
+struct FixedViews;
+
+impl<'a> Views<'a> for FixedViews {
+    type Matrix = FixedMatrix<'a>;
+    type Vector = &'a [i32];
+
+    fn matrix<I: Iterator<Item = TensorEntry>>(
+        t: &mut Tensors<'_, 'a, I>,
+        role: Role,
+    ) -> Result<FixedMatrix<'a>, Error> {
+        t.fixed_matrix(role)
+    }
+
+    fn lookup<I: Iterator<Item = TensorEntry>>(
+        t: &mut Tensors<'_, 'a, I>,
+        role: Role,
+    ) -> Result<FixedMatrix<'a>, Error> {
+        t.fixed_matrix(role)
+    }
+
+    fn vector<I: Iterator<Item = TensorEntry>>(t: &mut Tensors<'_, 'a, I>, role: Role) -> Result<&'a [i32], Error> {
+        let e = t.next(role)?;
+        t.q16s(&e)
+    }
 }
 
 impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
@@ -150,15 +134,6 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
             return Err(Error::UnsupportedDType { role: e.role, layer: e.layer, dtype: e.dtype });
         }
         bytemuck::try_cast_slice(self.blob.data(e)).map_err(|_| Error::BlobNotAligned)
-    }
-
-    fn q16_vector(&mut self, role: Role) -> Result<&'a [i32], Error> {
-        let e = self.next(role)?;
-        self.q16s(&e)
-    }
-
-    fn q16_norm(&mut self, weight: Role, bias: Role) -> Result<Norm<'a>, Error> {
-        Ok(Norm { weight: self.q16_vector(weight)?, bias: self.q16_vector(bias)? })
     }
 
     fn fixed_matrix(&mut self, role: Role) -> Result<FixedMatrix<'a>, Error> {
@@ -177,12 +152,8 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
         if cols > crate::kernels::MAX_INT_COLS {
             return Err(bad("rows are longer than the integer kernels take"));
         }
-        self.scratch_len = self.scratch_len.max(cols);
+        self.needs_scratch(cols);
         Ok(FixedMatrix { rows, cols, q, requant })
-    }
-
-    fn fixed_mlp(&mut self, w1: Role, w2: Role) -> Result<Mlp<'a>, Error> {
-        Ok(Mlp { w1: self.fixed_matrix(w1)?, w2: self.fixed_matrix(w2)? })
     }
 
     fn activation_table(&mut self, at: usize) -> Result<Table<'a>, Error> {
@@ -201,71 +172,19 @@ impl<'a> FixedModel<'a> {
     pub(crate) fn new(blob: &Blob<'a>) -> Result<Self, Error> {
         let config = *blob.config();
         let mut t = tensors_of(blob);
-        let embedding = t.fixed_matrix(Role::Embedding)?;
-        let position = t.fixed_matrix(Role::Position)?;
-        let mut layers = Vec::new();
-        let mut experts = Vec::new();
-        for l in 0..config.n_layers {
-            let ssm = Ssm {
-                norm: t.q16_norm(Role::SsmNormWeight, Role::SsmNormBias)?,
-                in_proj: t.fixed_matrix(Role::InProj)?,
-                conv_weight: t.q16_vector(Role::ConvWeight)?,
-                conv_bias: t.q16_vector(Role::ConvBias)?,
-                a: t.q16_vector(Role::ALog)?,
-                b: t.fixed_matrix(Role::B)?,
-                c: t.fixed_matrix(Role::C)?,
-                d: t.q16_vector(Role::D)?,
-                delta_proj: t.fixed_matrix(Role::DeltaProj)?,
-                delta_bias: t.q16_vector(Role::DeltaBias)?,
-                out_proj: t.fixed_matrix(Role::OutProj)?,
-            };
-            let mix_norm = t.q16_norm(Role::MixNormWeight, Role::MixNormBias)?;
-            let mixer = if config.is_moe(l) {
-                let gate = t.fixed_matrix(Role::Gate)?;
-                let first = experts.len();
-                for _ in 0..config.n_experts {
-                    let mlp = t.fixed_mlp(Role::ExpertW1, Role::ExpertW2)?;
-                    experts.push(mlp).map_err(|_| Error::Capacity {
-                        what: "expert weight pairs",
-                        needed: first + config.n_experts as usize,
-                        max: MAX_EXPERT_SLOTS,
-                    })?;
-                }
-                Mixer::Moe { gate, first }
-            } else {
-                Mixer::Ffn(t.fixed_mlp(Role::FfnW1, Role::FfnW2)?)
-            };
-            layers.push(Layer { ssm, mix_norm, mixer }).map_err(|_| Error::Capacity {
-                what: "layers",
-                needed: config.n_layers as usize,
-                max: MAX_LAYERS,
-            })?;
-        }
-        let final_norm = t.q16_norm(Role::FinalNormWeight, Role::FinalNormBias)?;
-        let lm_head = t.fixed_matrix(Role::LmHead)?;
+        let params = t.params::<FixedViews>(&config)?;
         let tables = Tables {
             sigmoid: t.activation_table(0)?,
             gelu: t.activation_table(1)?,
             softplus: t.activation_table(2)?,
             exp2: t.activation_table(3)?,
         };
-        Ok(FixedModel {
-            config,
-            embedding,
-            position,
-            layers,
-            experts,
-            final_norm,
-            lm_head,
-            tables,
-            eps_q32: fixed::q32_of_f32_bits(config.norm_eps.to_bits()),
-            scratch_len: t.scratch_len,
-        })
+        Ok(FixedModel { config, params, tables, eps_q32: fixed::q32_of_f32_bits(config.norm_eps.to_bits()) })
     }
 
     /// Exact bytes of arena: the `i32` buffers, then the int8 scratch.
     pub(crate) fn arena_bytes(&self) -> usize {
-        self.word_count() * 4 + self.scratch_len
+        self.word_count() * 4 + self.params.scratch_len
     }
 
     /// `i32`s at the start of the arena.
@@ -278,95 +197,133 @@ impl<'a> FixedModel<'a> {
         &self.config
     }
 
-    /// One token at position `pos` through the model: updates the recurrent state in `s`
-    /// and, if `logits`, leaves the Q16 logits in `s.logits`. The session checked the token
-    /// and the position.
+    /// One token at position `pos` through the model: updates the recurrent state in `buf`
+    /// and, if `logits`, leaves the Q16 logits in `buf.logits`. The session checked the
+    /// token and the position.
     #[inline(never)]
-    pub(crate) fn forward(&self, s: &mut FixedState<'_>, token: u32, pos: usize, logits: bool) {
-        let c = &self.config;
-        let (eps, t) = (self.eps_q32, &self.tables);
-        let k = c.conv_kernel as usize;
-        let di = c.d_inner as usize;
+    pub(crate) fn forward(&self, buf: &mut FixedBuffers<'_>, token: u32, pos: usize, logits: bool) {
+        let (c, p) = (&self.config, &self.params);
+        let (k, di) = (c.conv_kernel as usize, c.d_inner as usize);
+        let FixedBuffers { work: w, conv_history, ssm_state, logits: logits_out } = buf;
 
         // x = E[token] + P[pos]
-        s.x.fill(0);
-        self.embedding.add_row(token as usize, s.x);
-        self.position.add_row(pos, s.x);
+        w.x.fill(0);
+        p.embedding.add_row(token as usize, w.x);
+        p.position.add_row(pos, w.x);
 
-        let history = s.conv.chunks_exact_mut((k - 1) * di);
-        let states = s.ssm.chunks_exact_mut(c.d_state as usize);
-        for ((layer, history), state) in self.layers.iter().zip(history).zip(states) {
-            // ---- SSM block: x += out_proj · (y ⊙ silu(g)) ----
-            let p = &layer.ssm;
-            fixed::layer_norm(s.x, p.norm.weight, p.norm.bias, eps, s.h);
-            p.in_proj.matvec(s.h, s.ug, s.xq);
-            let (u, g) = s.ug.split_at(di.min(s.ug.len()));
-
-            // Causal depthwise conv over time, then SiLU (the ring as in model.rs).
-            let slots = k - 1;
-            conv_silu(t, p.conv_weight, p.conv_bias, u, history, pos, s.v);
-            let newest = pos % slots;
-            if let Some(slot) = history.get_mut(newest * di..(newest + 1) * di) {
-                slot.copy_from_slice(u);
-            }
-
-            // dt = mean_j softplus(delta_proj · u + b)_j
-            p.delta_proj.matvec(s.v, s.t, s.xq);
-            let sum: i64 = s.t.iter().zip(p.delta_bias).map(|(&x, &b)| t.softplus(x.saturating_add(b)) as i64).sum();
-            // Softplus is never negative: the floor is the quotient.
-            let dt = fixed::saturate(fixed::div_floor(sum, di));
-
-            // s = exp(dt·A) ⊙ s + dt·(B·u)
-            p.b.matvec(s.v, s.bu, s.xq);
-            for ((st, &a), &bu) in state.iter_mut().zip(p.a).zip(s.bu.iter()) {
-                let decay = t.exp_neg(fixed::mul_shift(dt, a, FRAC).saturating_neg());
-                *st = fixed::mul_shift(*st, decay, 30).saturating_add(fixed::mul_shift(dt, bu, FRAC));
-            }
-
-            // y = C·s + D ⊙ u, gated by silu(g)
-            p.c.matvec(state, s.t, s.xq);
-            for (((y, &d), &v), &g) in s.t.iter_mut().zip(p.d).zip(s.v.iter()).zip(g) {
-                let y_plus = y.saturating_add(fixed::mul_shift(d, v, FRAC));
-                *y = fixed::mul_shift(y_plus, t.silu(g), FRAC);
-            }
-            p.out_proj.matvec(s.t, s.h, s.xq);
-            add(s.x, s.h);
-
-            // ---- FFN or MoE: x += mixer(LN(x)) ----
-            fixed::layer_norm(s.x, layer.mix_norm.weight, layer.mix_norm.bias, eps, s.h);
-            match layer.mixer {
-                Mixer::Ffn(mlp) => {
-                    mlp.apply(t, s.h, s.hidden, s.acc, s.xq);
-                    add(s.x, s.acc);
-                }
-                Mixer::Moe { gate, first } => {
-                    gate.matvec(s.h, s.z, s.xq);
-                    let picked = top_k(s.z, c.top_k as usize);
-                    // Softmax over the picked router logits, Q30: exp(z - max) / Σ.
-                    let z = |i: usize| s.z.get(i).copied().unwrap_or(i32::MIN);
-                    let max = picked.iter().map(|&i| z(i)).max().unwrap_or(0);
-                    let e: Vec<i32, MAX_EXPERTS> =
-                        picked.iter().map(|&i| t.exp_neg(max.saturating_sub(z(i)))).collect();
-                    // The max's own term is 2^30, so the total is at least that.
-                    let total = e.iter().map(|&v| v as i64).sum::<i64>().max(1);
-                    for (&i, &e) in picked.iter().zip(&e) {
-                        let weight = fixed::saturate(((e as i64) << 30) / total);
-                        if let Some(expert) = self.experts.get(first + i) {
-                            expert.apply(t, s.h, s.hidden, s.acc, s.xq);
-                            for (x, &y) in s.x.iter_mut().zip(s.acc.iter()) {
-                                *x = x.saturating_add(fixed::mul_shift(weight, y, 30));
-                            }
-                        }
-                    }
-                }
-            }
+        let histories = conv_history.chunks_exact_mut((k - 1) * di);
+        let states = ssm_state.chunks_exact_mut(c.d_state as usize);
+        for ((layer, history), s) in p.layers.iter().zip(histories).zip(states) {
+            self.ssm_block(&layer.ssm, w, history, s, pos);
+            self.mixer(layer, w);
         }
 
         // logits = lm_head · LN(x)
         if logits {
-            fixed::layer_norm(s.x, self.final_norm.weight, self.final_norm.bias, eps, s.h);
-            self.lm_head.matvec(s.h, s.logits, s.xq);
+            let norm = &p.final_norm;
+            fixed::layer_norm(w.x, norm.weight, norm.bias, self.eps_q32, w.h);
+            p.lm_head.matvec(w.h, logits_out, w.scratch);
         }
+    }
+
+    /// The SSM block, `x += out_proj·(y ⊙ silu(g))`, for the token at `pos`; moves the
+    /// layer's conv `history` and SSM state `s` on by it.
+    ///
+    /// Indexing cannot fail: `ug` is `2 d_inner` long and `history` K-1 slots of `d_inner`
+    /// (`FixedBuffers::carve`), and a slot number is taken mod K-1.
+    #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
+    fn ssm_block(&self, p: &Ssm<'_>, w: &mut TokenBuffers<'_>, history: &mut [i32], s: &mut [i32], pos: usize) {
+        let t = &self.tables;
+        let (k, di) = (self.config.conv_kernel as usize, self.config.d_inner as usize);
+        // h = LN(x); [u | g] = in_proj·h
+        fixed::layer_norm(w.x, p.norm.weight, p.norm.bias, self.eps_q32, w.h);
+        p.in_proj.matvec(w.h, w.ug, w.scratch);
+        let (u, g) = w.ug.split_at(di);
+
+        // v = silu(conv(u)), then u joins the ring (as in model.rs)
+        causal_conv(t, p.conv_weight, p.conv_bias, u, history, pos, w.v);
+        let newest = pos % (k - 1);
+        history[newest * di..(newest + 1) * di].copy_from_slice(u);
+
+        // dt = mean_j softplus(delta_proj·v + b)_j, through y (which `y` replaces below)
+        p.delta_proj.matvec(w.v, w.y, w.scratch);
+        let sum: i64 = w.y.iter().zip(p.delta_bias).map(|(&x, &b)| t.softplus(x.saturating_add(b)) as i64).sum();
+        // Softplus is never negative: the floor is the quotient.
+        let dt = fixed::saturate(fixed::div_floor(sum, di));
+
+        // s = exp(dt·A) ⊙ s + dt·(B·v)
+        p.b.matvec(w.v, w.bv, w.scratch);
+        for ((s, &a), &bv) in s.iter_mut().zip(p.a).zip(w.bv.iter()) {
+            let decay = t.exp_neg(fixed::mul_shift(dt, a, FRAC).saturating_neg());
+            *s = fixed::mul_shift(*s, decay, 30).saturating_add(fixed::mul_shift(dt, bv, FRAC));
+        }
+
+        // y = C·s + D ⊙ v, gated by silu(g)
+        p.c.matvec(s, w.y, w.scratch);
+        for (((y, &d), &v), &g) in w.y.iter_mut().zip(p.d).zip(w.v.iter()).zip(g) {
+            let y_plus = y.saturating_add(fixed::mul_shift(d, v, FRAC));
+            *y = fixed::mul_shift(y_plus, t.silu(g), FRAC);
+        }
+
+        // x += out_proj·y
+        p.out_proj.matvec(w.y, w.out, w.scratch);
+        add(w.x, w.out);
+    }
+
+    /// The FFN or MoE sub-block: `x += mixer(LN(x))`.
+    #[inline(always)]
+    fn mixer(&self, layer: &Layer<'_>, w: &mut TokenBuffers<'_>) {
+        let t = &self.tables;
+        // h = LN(x)
+        fixed::layer_norm(w.x, layer.mix_norm.weight, layer.mix_norm.bias, self.eps_q32, w.h);
+        match layer.mixer {
+            Mixer::Ffn(mlp) => {
+                // x += w2·gelu(w1·h)
+                mlp.apply(t, w.h, w.hidden, w.out, w.scratch);
+                add(w.x, w.out);
+            }
+            Mixer::Moe { gate, first } => {
+                // x += Σ softmax(z_k)·w2_k·gelu(w1_k·h) over the picked experts k
+                for (k, weight) in self.route(gate, w.h, w.z, w.scratch) {
+                    self.expert(first + k).apply(t, w.h, w.hidden, w.out, w.scratch);
+                    for (x, &y) in w.x.iter_mut().zip(w.out.iter()) {
+                        *x = x.saturating_add(fixed::mul_shift(weight, y, 30));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The router: `z = gate·h`, the top-k experts by `z`, and the softmax over the picked
+    /// logits only, in Q30: `exp(z - max) / Σ`. Each picked expert (its index in the layer)
+    /// with its weight.
+    ///
+    /// `z[i]` cannot fail: `top_k` picks indices of `z`.
+    #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
+    fn route(
+        &self,
+        gate: FixedMatrix<'_>,
+        h: &[i32],
+        z: &mut [i32],
+        scratch: &mut [i8],
+    ) -> Vec<(usize, i32), MAX_EXPERTS> {
+        gate.matvec(h, z, scratch);
+        let picked = top_k(z, self.config.top_k as usize);
+        let max = picked.iter().map(|&i| z[i]).max().unwrap_or(0);
+        let e: Vec<i32, MAX_EXPERTS> = picked.iter().map(|&i| self.tables.exp_neg(max.saturating_sub(z[i]))).collect();
+        // The max's own term is 2^30, so the total is at least that.
+        let total = e.iter().map(|&v| v as i64).sum::<i64>().max(1);
+        picked.iter().zip(&e).map(|(&i, &e)| (i, fixed::saturate(((e as i64) << 30) / total))).collect()
+    }
+
+    /// Expert `at` of `params.experts`: a MoE layer's `first` plus an index below
+    /// `n_experts` (its router has `n_experts` rows), which the walk pushed for that layer.
+    #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
+    fn expert(&self, at: usize) -> &Mlp<'a> {
+        &self.params.experts[at]
     }
 }
 
@@ -375,13 +332,16 @@ impl<'a> FixedModel<'a> {
 /// inputs lie tap-major in `history`, position p in slot p mod (K-1). The published K = 4
 /// zips the four inputs (no index per tap).
 #[allow(clippy::too_many_arguments)]
-fn conv_silu(t: &Tables<'_>, weight: &[i32], bias: &[i32], u: &[i32], history: &[i32], pos: usize, v: &mut [i32]) {
+fn causal_conv(t: &Tables<'_>, weight: &[i32], bias: &[i32], u: &[i32], history: &[i32], pos: usize, v: &mut [i32]) {
     let di = u.len();
     let k = weight.len() / di.max(1);
     let slots = k.saturating_sub(1).max(1);
+    // `history` is K-1 slots of `d_inner` (`FixedBuffers::carve`), a slot number is taken
+    // mod K-1: each range lies inside it.
+    #[allow(clippy::indexing_slicing)]
     let past = |j: usize| {
         let slot = (pos + slots - j) % slots;
-        history.get(slot * di..(slot + 1) * di).unwrap_or_default()
+        &history[slot * di..(slot + 1) * di]
     };
     // Each product is below 2^62; the sum of K of them saturates.
     let tap = |acc: i64, w: i32, x: i32| acc.saturating_add(fixed::mul_wide(w, x));
@@ -404,7 +364,9 @@ fn conv_silu(t: &Tables<'_>, weight: &[i32], bias: &[i32], u: &[i32], history: &
 impl Mlp<'_> {
     /// `out = w2 · gelu(w1 · x)`, with `hidden` as scratch.
     fn apply(&self, t: &Tables<'_>, x: &[i32], hidden: &mut [i32], out: &mut [i32], xq: &mut [i8]) {
-        let hidden = hidden.get_mut(..self.w1.rows().min(hidden.len())).unwrap_or_default();
+        // `w1` has `ffn_hidden` or `expert_hidden` rows (`Blob::parse` checked the shapes
+        // against the config), and `hidden` is the wider of the two.
+        let hidden = hidden.split_at_mut(self.w1.rows()).0;
         self.w1.matvec(x, hidden, xq);
         hidden.iter_mut().for_each(|h| *h = t.gelu(*h));
         self.w2.matvec(hidden, out, xq);
@@ -416,42 +378,62 @@ fn add(x: &mut [i32], y: &[i32]) {
     x.iter_mut().zip(y).for_each(|(x, &y)| *x = x.saturating_add(y));
 }
 
-/// A fixed-point session's working memory, carved from its arena: the buffers of
-/// `model.rs`'s `State` for one token at a time, as Q16 `i32`.
-pub(crate) struct FixedState<'s> {
-    pub x: &'s mut [i32],
-    pub h: &'s mut [i32],
-    pub ug: &'s mut [i32],
-    pub v: &'s mut [i32],
-    pub t: &'s mut [i32],
-    pub bu: &'s mut [i32],
-    pub hidden: &'s mut [i32],
-    pub acc: &'s mut [i32],
-    pub z: &'s mut [i32],
-    /// Output logits, Q16, `[vocab]`.
-    pub logits: &'s mut [i32],
-    pub conv: &'s mut [i32],
-    pub ssm: &'s mut [i32],
-    pub xq: &'s mut [i8],
+/// One token's buffers, each named for the symbol of the math it holds (as `model.rs`'s
+/// `TokenBuffers`, Q16), and the int8 scratch of the products.
+pub(crate) struct TokenBuffers<'s> {
+    /// The residual stream, `[d]`.
+    x: &'s mut [i32],
+    /// `LN(x)`, `[d]`.
+    h: &'s mut [i32],
+    /// `in_proj·h = [u | g]`, `[2 d_inner]`.
+    ug: &'s mut [i32],
+    /// `silu(conv(u))`, `[d_inner]`.
+    v: &'s mut [i32],
+    /// `y ⊙ silu(g)`, `[d_inner]`; before the scan, `delta_proj·v`.
+    y: &'s mut [i32],
+    /// `B·v`, `[N]`.
+    bv: &'s mut [i32],
+    /// The MLP hidden layer, `[max(ffn_hidden, expert_hidden)]`.
+    hidden: &'s mut [i32],
+    /// What a sub-block adds to `x`, `[d]`.
+    out: &'s mut [i32],
+    /// Router logits, `[n_experts]`.
+    z: &'s mut [i32],
+    /// The products' quantized input, `[widest matrix cols]`.
+    scratch: &'s mut [i8],
 }
 
-impl<'s> FixedState<'s> {
-    /// Splits `words` (exactly `buffer_lens(c, 1)` long in total) into the buffers.
-    pub(crate) fn carve(c: &Config, mut words: &'s mut [i32], xq: &'s mut [i8]) -> Self {
+/// A fixed-point session's working memory, carved from its arena: the buffers of
+/// `model.rs`'s `FloatBuffers` for one token at a time, as Q16 `i32`.
+pub(crate) struct FixedBuffers<'s> {
+    work: TokenBuffers<'s>,
+    /// Per layer: the last K-1 conv inputs `u`, `[layers][K-1][d_inner]`.
+    conv_history: &'s mut [i32],
+    /// Per layer: the SSM state `s`, Q16, `[layers][N]`.
+    ssm_state: &'s mut [i32],
+    /// Output logits, Q16, `[vocab]`.
+    pub logits: &'s mut [i32],
+}
+
+impl<'s> FixedBuffers<'s> {
+    /// Splits `words` (`buffer_lens(c, 1)` long in total) into the buffers; `None` if it
+    /// is shorter.
+    pub(crate) fn carve(c: &Config, mut words: &'s mut [i32], scratch: &'s mut [i8]) -> Option<Self> {
         let mut parts: [&'s mut [i32]; 12] = Default::default();
         for (part, len) in parts.iter_mut().zip(buffer_lens(c, 1)) {
-            let (head, tail) = words.split_at_mut(len.min(words.len()));
+            let (head, tail) = words.split_at_mut_checked(len)?;
             *part = head;
             words = tail;
         }
-        let [x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm] = parts;
-        FixedState { x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm, xq }
+        let [x, h, ug, v, y, bv, hidden, out, z, logits, conv_history, ssm_state] = parts;
+        let work = TokenBuffers { x, h, ug, v, y, bv, hidden, out, z, scratch };
+        Some(FixedBuffers { work, conv_history, ssm_state, logits })
     }
 
     /// Zeroes the recurrent state and the logits.
     pub(crate) fn reset(&mut self) {
-        self.conv.fill(0);
-        self.ssm.fill(0);
+        self.conv_history.fill(0);
+        self.ssm_state.fill(0);
         self.logits.fill(0);
     }
 }

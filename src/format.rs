@@ -46,6 +46,23 @@ pub fn declared_len(header: &[u8]) -> Option<u32> {
     }
 }
 
+/// The little-endian u16 at `b[at..at + 2]` (0 past the end: callers read fields whose
+/// bounds they checked, so a short read is a bug that must not panic on a board).
+pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
+    match b.get(at..at + 2) {
+        Some(&[x, y]) => u16::from_le_bytes([x, y]),
+        _ => 0,
+    }
+}
+
+/// The little-endian u32 at `b[at..at + 4]` (0 past the end, as [`read_u16`]).
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
+    match b.get(at..at + 4) {
+        Some(&[x, y, z, w]) => u32::from_le_bytes([x, y, z, w]),
+        _ => 0,
+    }
+}
+
 /// Largest quantization scale a blob may hold, per tensor or in a scale table. Above every
 /// finite f16 (65504), so it refuses no f16 table entry, and an int8 weight stays within
 /// `255 * 65536`, far above any trained weight; a larger scale is damage, not a model.

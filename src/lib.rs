@@ -84,6 +84,7 @@ pub mod greedy;
 // out of bounds either way: a wrong index is a panic, not a read).
 #[allow(clippy::indexing_slicing)]
 pub mod kernels;
+mod layers;
 pub mod math;
 pub mod model;
 pub mod sample;

@@ -1,83 +1,48 @@
-//! The Itera-Lite model: its weights as views into the blob, and the forward pass, top to
-//! bottom. Matrix products go through [`Matrix`] (see `kernels.rs`); everything else is
+//! The Itera-Lite model ([`Model`]) and its float forward pass, top to bottom, in the steps
+//! of the math below. Matrix products go through [`Matrix`] (`kernels`); everything else is
 //! written out here as the math reads. The pass runs a block of tokens (a prompt in blocks
-//! of up to [`PREFILL_BLOCK`]; generation: one), projections as one product per block.
+//! of up to [`PREFILL_BLOCK`]; generation: one), each projection one product per block.
 //!
 //! ```text
 //! x = E[token] + P[position]
 //! for each layer:
-//!   SSM:   h = LN(x); [u | g] = in_proj·h; u = silu(conv(u)); dt = mean softplus(delta_proj·u + b)
-//!          s = exp(dt·A) ⊙ s + dt·(B·u); y = C·s + D ⊙ u; x += out_proj·(y ⊙ silu(g))
+//!   SSM:   h = LN(x); [u | g] = in_proj·h; v = silu(conv(u)); dt = mean softplus(delta_proj·v + b)
+//!          s = exp(dt·A) ⊙ s + dt·(B·v); y = C·s + D ⊙ v; x += out_proj·(y ⊙ silu(g))
 //!   FFN:   x += w2·gelu(w1·LN(x))
 //!   MoE:   h = LN(x); z = gate·h; top-k experts by z; x += Σ softmax(z_k)·w2_k·gelu(w1_k·h)
 //! logits = lm_head·LN(x)
 //! ```
+//!
+//! The steps are functions of those names: `ssm_block` (with `causal_conv` and `scan`), then
+//! `mixer` (with `route`, the router and its softmax). Each symbol of the math is a buffer
+//! of the same name in `TokenBuffers` (`s`: the layer's slice of the SSM state; `A =
+//! -exp(A_log)`), and `out` holds what a sub-block adds to `x`.
+
+use core::ops::Range;
 
 use heapless::Vec;
-
-use crate::math::{exp_nonpositive, gelu, scan_step, silu, softplus_sum};
 
 use crate::blob::Blob;
 use crate::error::Error;
 use crate::fixed_model::FixedModel;
-use crate::format::{Arithmetic, Config, DType, Quant, Role, ScaleType, TensorEntry, MAX_EXPERTS, MAX_LAYERS};
-use crate::kernels::{Matrix, Scales, Weights};
+use crate::format::{Arithmetic, Config, DType, Quant, Role, ScaleType, TensorEntry, MAX_EXPERTS};
+use crate::kernels::{Matrix, Rows, RowsMut, Scales, Weights};
+pub use crate::layers::MAX_EXPERT_SLOTS;
+use crate::layers::{buffer_lens, hidden_width, tensors_of, top_k, Mixer, Params, Tensors, Views};
+use crate::math::{exp_nonpositive, gelu, scan_step, silu, softplus_sum};
 use crate::tokenizer::Tokenizer;
 
 /// Tokens per block when a session's arena holds [`Model::prefill_arena_bytes`].
 pub const PREFILL_BLOCK: usize = 8;
 
-/// Most expert weight pairs (over all MoE layers) a [`Model`] holds.
-pub const MAX_EXPERT_SLOTS: usize = 64;
-
-/// LayerNorm parameters.
-#[derive(Clone, Copy, Debug)]
-struct Norm<'a> {
-    weight: &'a [f32],
-    bias: &'a [f32],
-}
-
-/// The SSM block's parameters.
-#[derive(Clone, Copy, Debug)]
-struct Ssm<'a> {
-    norm: Norm<'a>,
-    in_proj: Matrix<'a>,
-    /// `[d_inner, K]`, row per channel.
-    conv_weight: &'a [f32],
-    conv_bias: &'a [f32],
-    a_log: &'a [f32],
-    b: Matrix<'a>,
-    c: Matrix<'a>,
-    d: &'a [f32],
-    delta_proj: Matrix<'a>,
-    delta_bias: &'a [f32],
-    out_proj: Matrix<'a>,
-}
-
-/// A two-layer GELU MLP: a plain FFN or one expert.
-#[derive(Clone, Copy, Debug)]
-struct Mlp<'a> {
-    w1: Matrix<'a>,
-    w2: Matrix<'a>,
-}
-
-/// What follows the SSM block.
-#[derive(Clone, Copy, Debug)]
-enum Mixer<'a> {
-    Ffn(Mlp<'a>),
-    /// Router, and where this layer's experts start in `Model::experts`.
-    Moe {
-        gate: Matrix<'a>,
-        first: usize,
-    },
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Layer<'a> {
-    ssm: Ssm<'a>,
-    mix_norm: Norm<'a>,
-    mixer: Mixer<'a>,
-}
+/// The float layers' views: [`Matrix`] products, f32 vectors.
+type Layer<'a> = crate::layers::Layer<Matrix<'a>, &'a [f32]>;
+/// An FFN or an expert of a float model.
+type Mlp<'a> = crate::layers::Mlp<Matrix<'a>>;
+/// A float LayerNorm's weight and bias.
+type Norm<'a> = crate::layers::Norm<&'a [f32]>;
+/// A float SSM block's parameters.
+type Ssm<'a> = crate::layers::Ssm<Matrix<'a>, &'a [f32]>;
 
 /// A model ready to run: config plus zero-copy views of every weight in the blob, computed
 /// in float (`FloatModel`, below) or, for a fixed-point blob, in integers only
@@ -184,49 +149,41 @@ impl<'a> Model<'a> {
 #[derive(Clone, Debug)]
 pub(crate) struct FloatModel<'a> {
     config: Config,
-    embedding: Matrix<'a>,
-    position: Matrix<'a>,
-    layers: Vec<Layer<'a>, MAX_LAYERS>,
-    experts: Vec<Mlp<'a>, MAX_EXPERT_SLOTS>,
-    final_norm: Norm<'a>,
-    lm_head: Matrix<'a>,
-    /// Bytes of int8 scratch `matvec` needs: the widest integer matrix's `cols` (0 if none).
-    scratch_len: usize,
+    params: Params<Matrix<'a>, &'a [f32]>,
 }
 
-/// Walks the blob's tensor table in canonical order, handing out typed views (the float
-/// ones here, the fixed-point ones in `fixed_model.rs`).
-pub(crate) struct Tensors<'b, 'a, I> {
-    pub(crate) blob: &'b Blob<'a>,
-    rows: I,
-    /// Widest `cols` of an integer matrix that `matvec` runs on so far.
-    pub(crate) scratch_len: usize,
-}
+/// How a float model views its tensors: a [`Matrix`] in whatever dtype the blob stores it,
+/// and f32 vectors.
+struct FloatViews;
 
-/// A walk over `blob`'s table from its first tensor.
-pub(crate) fn tensors_of<'b, 'a>(blob: &'b Blob<'a>) -> Tensors<'b, 'a, impl Iterator<Item = TensorEntry> + 'a> {
-    Tensors { blob, rows: blob.tensors(), scratch_len: 0 }
+impl<'a> Views<'a> for FloatViews {
+    type Matrix = Matrix<'a>;
+    type Vector = &'a [f32];
+
+    fn matrix<I: Iterator<Item = TensorEntry>>(t: &mut Tensors<'_, 'a, I>, role: Role) -> Result<Matrix<'a>, Error> {
+        let m = t.float_matrix(role)?;
+        if m.needs_scratch() {
+            t.needs_scratch(m.cols());
+        }
+        Ok(m)
+    }
+
+    fn lookup<I: Iterator<Item = TensorEntry>>(t: &mut Tensors<'_, 'a, I>, role: Role) -> Result<Matrix<'a>, Error> {
+        t.float_matrix(role)
+    }
+
+    fn vector<I: Iterator<Item = TensorEntry>>(t: &mut Tensors<'_, 'a, I>, role: Role) -> Result<&'a [f32], Error> {
+        let e = t.next(role)?;
+        t.f32s(&e)
+    }
 }
 
 impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
-    /// The next tensor, which must have `role`.
-    pub(crate) fn next(&mut self, role: Role) -> Result<TensorEntry, Error> {
-        match self.rows.next() {
-            Some(e) if e.role == role => Ok(e),
-            _ => Err(Error::Malformed("tensor table out of canonical order")),
-        }
-    }
-
     fn f32s(&self, e: &TensorEntry) -> Result<&'a [f32], Error> {
         if e.dtype != DType::F32 {
             return Err(Error::UnsupportedDType { role: e.role, layer: e.layer, dtype: e.dtype });
         }
         bytemuck::try_cast_slice(self.blob.data(e)).map_err(|_| Error::BlobNotAligned)
-    }
-
-    fn vector(&mut self, role: Role) -> Result<&'a [f32], Error> {
-        let e = self.next(role)?;
-        self.f32s(&e)
     }
 
     fn scales(&self, e: &TensorEntry, scale_type: ScaleType) -> Result<Scales<'a>, Error> {
@@ -267,94 +224,39 @@ impl<'a, I: Iterator<Item = TensorEntry>> Tensors<'_, 'a, I> {
         })
     }
 
-    /// The next tensor as a matrix; `matvec`: whether the forward pass multiplies with it
-    /// (then its int8 scratch need counts), or only reads rows.
-    fn matrix_for(&mut self, role: Role, matvec: bool) -> Result<Matrix<'a>, Error> {
+    /// The next tensor as a float model's matrix.
+    fn float_matrix(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
         let e = self.next(role)?;
         let w = self.weights(&e)?;
-        let m = Matrix::new(e.shape[0] as usize, e.shape[1] as usize, w).ok_or(Error::BadTensor {
+        Matrix::new(e.shape[0] as usize, e.shape[1] as usize, w).ok_or(Error::BadTensor {
             role,
             layer: e.layer,
             why: "data does not match shape and quantization",
-        })?;
-        if matvec && m.needs_scratch() {
-            self.scratch_len = self.scratch_len.max(m.cols());
-        }
-        Ok(m)
+        })
     }
+}
 
-    fn matrix(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
-        self.matrix_for(role, true)
-    }
-
-    fn table(&mut self, role: Role) -> Result<Matrix<'a>, Error> {
-        self.matrix_for(role, false)
-    }
-
-    fn norm(&mut self, weight: Role, bias: Role) -> Result<Norm<'a>, Error> {
-        Ok(Norm { weight: self.vector(weight)?, bias: self.vector(bias)? })
-    }
-
-    fn mlp(&mut self, w1: Role, w2: Role) -> Result<Mlp<'a>, Error> {
-        Ok(Mlp { w1: self.matrix(w1)?, w2: self.matrix(w2)? })
-    }
+/// Which tokens of a block a layer computes: all `n` (positions `pos..pos + n`) move the
+/// recurrent state on; the first `skip` of them stop there (their output reaches nothing
+/// anyone asked for), rows `skip..n` take the whole layer.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    pos: usize,
+    n: usize,
+    skip: usize,
 }
 
 impl<'a> FloatModel<'a> {
     /// Builds the weight views of a parsed float blob.
     fn new(blob: &Blob<'a>) -> Result<Self, Error> {
         let config = *blob.config();
-        let mut t = tensors_of(blob);
-        let embedding = t.table(Role::Embedding)?;
-        let position = t.table(Role::Position)?;
-        let mut layers = Vec::new();
-        let mut experts = Vec::new();
-        for l in 0..config.n_layers {
-            let ssm = Ssm {
-                norm: t.norm(Role::SsmNormWeight, Role::SsmNormBias)?,
-                in_proj: t.matrix(Role::InProj)?,
-                conv_weight: t.vector(Role::ConvWeight)?,
-                conv_bias: t.vector(Role::ConvBias)?,
-                a_log: t.vector(Role::ALog)?,
-                b: t.matrix(Role::B)?,
-                c: t.matrix(Role::C)?,
-                d: t.vector(Role::D)?,
-                delta_proj: t.matrix(Role::DeltaProj)?,
-                delta_bias: t.vector(Role::DeltaBias)?,
-                out_proj: t.matrix(Role::OutProj)?,
-            };
-            let mix_norm = t.norm(Role::MixNormWeight, Role::MixNormBias)?;
-            let mixer = if config.is_moe(l) {
-                let gate = t.matrix(Role::Gate)?;
-                let first = experts.len();
-                for _ in 0..config.n_experts {
-                    let mlp = t.mlp(Role::ExpertW1, Role::ExpertW2)?;
-                    experts.push(mlp).map_err(|_| Error::Capacity {
-                        what: "expert weight pairs",
-                        needed: first + config.n_experts as usize,
-                        max: MAX_EXPERT_SLOTS,
-                    })?;
-                }
-                Mixer::Moe { gate, first }
-            } else {
-                Mixer::Ffn(t.mlp(Role::FfnW1, Role::FfnW2)?)
-            };
-            let layer = Layer { ssm, mix_norm, mixer };
-            layers.push(layer).map_err(|_| Error::Capacity {
-                what: "layers",
-                needed: config.n_layers as usize,
-                max: MAX_LAYERS,
-            })?;
-        }
-        let final_norm = t.norm(Role::FinalNormWeight, Role::FinalNormBias)?;
-        let lm_head = t.matrix(Role::LmHead)?;
-        let scratch_len = t.scratch_len;
-        Ok(FloatModel { config, embedding, position, layers, experts, final_norm, lm_head, scratch_len })
+        let params = tensors_of(blob).params::<FloatViews>(&config)?;
+        Ok(FloatModel { config, params })
     }
 
     /// Arena bytes for blocks of `block` tokens.
     pub(crate) fn arena_bytes_for(&self, block: usize) -> usize {
-        self.float_count(block) * 4 + self.scratch_len
+        self.float_count(block) * 4 + self.params.scratch_len
     }
 
     /// f32s at the start of the arena, for blocks of `block` tokens.
@@ -364,30 +266,30 @@ impl<'a> FloatModel<'a> {
 
     /// Name of the kernel layer 0's `in_proj` runs on.
     fn kernel_name(&self) -> &'static str {
-        self.layers.first().map_or(self.lm_head, |l| l.ssm.in_proj).kernel_name()
+        self.params.layers.first().map_or(self.params.lm_head, |l| l.ssm.in_proj).kernel_name()
     }
 
-    /// A block of `tokens` (at most `s.block`, positions `pos` on) through the model: reads
-    /// and updates the recurrent state in `s` and, if `logits`, leaves the last token's
-    /// logits in `s.logits` (a prompt's earlier tokens skip the output projection). The
+    /// A block of `tokens` (at most `buf.block`, positions `pos` on) through the model: reads
+    /// and updates the recurrent state in `buf` and, if `logits`, leaves the last token's
+    /// logits in `buf.logits` (a prompt's earlier tokens skip the output projection). The
     /// session has checked the tokens and positions.
     #[allow(unsafe_code)] // the AVX2 build of the same code, once the host enabled it
-    pub(crate) fn forward(&self, s: &mut State<'_>, tokens: &[u32], pos: usize, logits: bool) {
+    pub(crate) fn forward(&self, buf: &mut FloatBuffers<'_>, tokens: &[u32], pos: usize, logits: bool) {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::avx2() {
             // SAFETY: `avx2()` is true only after `enable_avx2`, whose caller checked that
             // this CPU has AVX2 and F16C.
-            unsafe { self.forward_avx2(s, tokens, pos, logits) };
+            unsafe { self.forward_avx2(buf, tokens, pos, logits) };
             return;
         }
-        self.forward_portable(s, tokens, pos, logits);
+        self.forward_portable(buf, tokens, pos, logits);
     }
 
-    /// [`Model::forward_portable`] compiled with AVX2 enabled.
+    /// [`FloatModel::forward_portable`] compiled with AVX2 enabled.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,f16c")]
-    fn forward_avx2(&self, s: &mut State<'_>, tokens: &[u32], pos: usize, logits: bool) {
-        self.forward_portable(s, tokens, pos, logits);
+    fn forward_avx2(&self, buf: &mut FloatBuffers<'_>, tokens: &[u32], pos: usize, logits: bool) {
+        self.forward_portable(buf, tokens, pos, logits);
     }
 
     /// The forward pass itself, over a block of tokens (generation: a block of one). Token
@@ -396,186 +298,204 @@ impl<'a> FloatModel<'a> {
     /// the scan and the router run token by token, in order. Every token gets exactly the
     /// operations it would get alone, so the bits do not depend on the block size. `forward`
     /// may run this compiled for AVX2 (the elementwise loops vectorise wider; float sums keep
-    /// their order, so the results are the same bits).
+    /// their order, so the results are the same bits); so every step is inlined into it.
     #[inline(always)]
-    fn forward_portable(&self, s: &mut State<'_>, tokens: &[u32], pos: usize, logits: bool) {
-        let c = &self.config;
-        let eps = c.norm_eps;
-        let k = c.conv_kernel as usize;
-        let (d, di) = (c.d_model as usize, c.d_inner as usize);
-        let n = tokens.len().min(s.block);
-        let hid = s.hidden.len() / s.block;
+    fn forward_portable(&self, buf: &mut FloatBuffers<'_>, tokens: &[u32], pos: usize, logits: bool) {
+        let (c, p) = (&self.config, &self.params);
+        let (k, di) = (c.conv_kernel as usize, c.d_inner as usize);
+        let FloatBuffers { block, work: t, conv_history, ssm_state, logits: logits_out } = buf;
+        let n = tokens.len().min(*block);
 
         // x_i = E[token_i] + P[pos + i]
-        for (i, (x, &token)) in s.x.chunks_exact_mut(d).zip(tokens).enumerate() {
+        for (i, (x, &token)) in t.x.each_mut(0..n).zip(tokens).enumerate() {
             x.fill(0.0);
-            self.embedding.add_row(token as usize, x);
-            self.position.add_row(pos + i, x);
+            p.embedding.add_row(token as usize, x);
+            p.position.add_row(pos + i, x);
         }
 
-        let history = s.conv.chunks_exact_mut((k - 1) * di);
-        let states = s.ssm.chunks_exact_mut(c.d_state as usize);
-        let last_layer = self.layers.len().saturating_sub(1);
-        for (l, ((layer, history), state)) in self.layers.iter().zip(history).zip(states).enumerate() {
+        let histories = conv_history.chunks_exact_mut((k - 1) * di);
+        let states = ssm_state.chunks_exact_mut(c.d_state as usize);
+        let last_layer = p.layers.len().saturating_sub(1);
+        for (l, ((layer, history), s)) in p.layers.iter().zip(histories).zip(states).enumerate() {
             // What the last layer adds to x reaches nothing but the logits: there, tokens
             // whose logits nobody wants (a prompt's, except the last one asked for) skip
             // that path (y, out_proj, the mixer) and only move the recurrent state on.
-            // Tokens `skip..n` take the whole layer.
             let skip = match (l == last_layer, logits) {
                 (false, _) => 0,
                 (true, true) => n.saturating_sub(1),
                 (true, false) => n,
             };
-            let m = n - skip;
-
-            // ---- SSM block: x += out_proj · (y ⊙ silu(g)) ----
-            let p = &layer.ssm;
-            layer_norms(s.x, &p.norm, eps, s.h, d, n);
-            // [u | g] = in_proj · h; tokens before `skip` need only u (g gates what they skip).
-            if skip > 0 {
-                p.in_proj.top(di).matmul(s.h, d, s.ug, 2 * di, skip, s.xq);
-            }
-            let (h, ug) = (s.h.get(skip * d..).unwrap_or_default(), s.ug.get_mut(skip * 2 * di..).unwrap_or_default());
-            p.in_proj.matmul(h, d, ug, 2 * di, m, s.xq);
-
-            // Causal depthwise conv over time, channel c: v_c = bias_c + Σ_j w[c, K-1-j]·u_c(pos-j).
-            // The last K-1 inputs live tap-major in a ring (input of position p in slot
-            // p mod (K-1), zeros before the first), so each tap is one pass over the
-            // channels and the newest input just overwrites the oldest.
-            let slots = k - 1;
-            for (i, (v, ug)) in s.v.chunks_exact_mut(di).zip(s.ug.chunks_exact(2 * di)).take(n).enumerate() {
-                let (pos, u) = (pos + i, ug.split_at(di).0);
-                let past = |j: usize| {
-                    let slot = (pos + slots - j) % slots;
-                    history.get(slot * di..(slot + 1) * di).unwrap_or_default()
-                };
-                if let (4, (w4, [])) = (k, p.conv_weight.as_chunks::<4>()) {
-                    // The published K: all taps in one pass (fixed-stride weights vectorise).
-                    let (h1, h2, h3) = (past(1), past(2), past(3));
-                    let inputs = u.iter().zip(h1).zip(h2).zip(h3);
-                    for (((v, &bias), w), (((u, a), b), c)) in v.iter_mut().zip(p.conv_bias).zip(w4).zip(inputs) {
-                        *v = bias + w[3] * u + w[2] * a + w[1] * b + w[0] * c;
-                    }
-                } else {
-                    let taps = || p.conv_weight.chunks_exact(k);
-                    for (((v, &bias), &u), w) in v.iter_mut().zip(p.conv_bias).zip(u).zip(taps()) {
-                        *v = bias + w.get(k - 1).copied().unwrap_or(0.0) * u;
-                    }
-                    for j in 1..k {
-                        for ((v, w), h) in v.iter_mut().zip(taps()).zip(past(j)) {
-                            *v += w.get(k - 1 - j).copied().unwrap_or(0.0) * h;
-                        }
-                    }
-                }
-                let newest = pos % slots;
-                if let Some(slot) = history.get_mut(newest * di..(newest + 1) * di) {
-                    slot.copy_from_slice(u);
-                }
-                // Elementwise loops on their own vectorise.
-                v.iter_mut().for_each(|v| *v = silu(*v));
-            }
-
-            p.delta_proj.matmul(s.v, di, s.t, di, n, s.xq);
-            let per_token = s.t.chunks_exact_mut(di).zip(s.v.chunks_exact(di)).zip(s.ug.chunks_exact(2 * di));
-            for (i, ((t, v), ug)) in per_token.take(n).enumerate() {
-                // dt = mean_j softplus(delta_proj · u + b)_j: one step size for all channels.
-                let dt = softplus_sum(t, p.delta_bias) / c.d_inner as f32;
-
-                // s = exp(dt·A) ⊙ s + dt·(B·u), A = -exp(A_log)
-                p.b.matvec(v, s.bu, s.xq);
-                scan_step(state, p.a_log, s.bu, dt);
-                if i < skip {
-                    continue;
-                }
-
-                // y = C·s + D ⊙ u, gated by silu(g)
-                p.c.matvec(state, t, s.xq);
-                for (((y, d), v), g) in t.iter_mut().zip(p.d).zip(v.iter()).zip(ug.split_at(di).1) {
-                    *y = (*y + d * v) * silu(*g);
-                }
-            }
-            // From here on, rows `skip..n` of the block buffers.
-            let x = s.x.get_mut(skip * d..).unwrap_or_default();
-            let h = s.h.get_mut(skip * d..).unwrap_or_default();
-            let y = s.t.get(skip * di..).unwrap_or_default();
-            p.out_proj.matmul(y, di, h, d, m, s.xq);
-            add(x, h, d * m);
-
-            // ---- FFN or MoE: x += mixer(LN(x)) ----
-            layer_norms(x, &layer.mix_norm, eps, h, d, m);
-            match layer.mixer {
-                Mixer::Ffn(mlp) => {
-                    mlp.apply(h, s.hidden, hid, s.acc, m, s.xq);
-                    add(x, s.acc, d * m);
-                }
-                Mixer::Moe { gate, first } => {
-                    // Each token picks its own experts: token by token.
-                    for (x, h) in x.chunks_exact_mut(d).zip(h.chunks_exact(d)).take(m) {
-                        gate.matvec(h, s.z, s.xq);
-                        let picked = top_k(s.z, c.top_k as usize);
-                        // Softmax over the picked router logits only.
-                        // `picked` indexes `s.z` (from `top_k`), so `get` is always `Some`.
-                        let z = |i: usize| s.z.get(i).copied().unwrap_or(f32::NEG_INFINITY);
-                        let max = picked.iter().map(|&i| z(i)).fold(f32::NEG_INFINITY, f32::max);
-                        let e: Vec<f32, MAX_EXPERTS> = picked.iter().map(|&i| exp_nonpositive(z(i) - max)).collect();
-                        let total: f32 = e.iter().sum();
-                        for (&i, e) in picked.iter().zip(&e) {
-                            let weight = e / total;
-                            if let Some(expert) = self.experts.get(first + i) {
-                                expert.apply(h, s.hidden, hid, s.acc, 1, s.xq);
-                                for (x, y) in x.iter_mut().zip(s.acc.iter()) {
-                                    *x += weight * y;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let span = Span { pos, n, skip };
+            self.ssm_block(&layer.ssm, t, history, s, span);
+            self.mixer(layer, t, skip..n);
         }
 
         // logits = lm_head · LN(x) of the block's last token
         if let (true, Some(last)) = (logits, n.checked_sub(1)) {
-            let x = s.x.chunks_exact(d).nth(last).unwrap_or_default();
-            layer_norm(x, &self.final_norm, eps, s.h);
-            self.lm_head.matvec(s.h, s.logits, s.xq);
+            layer_norm(t.x.row(last), &p.final_norm, c.norm_eps, t.h.row_mut(0));
+            p.lm_head.matvec(t.h.row(0), logits_out, t.scratch);
         }
+    }
+
+    /// The SSM block, `x += out_proj·(y ⊙ silu(g))`, over the block's tokens; moves the
+    /// layer's conv `history` and SSM state `s` on by all of them.
+    #[inline(always)]
+    fn ssm_block(&self, p: &Ssm<'_>, t: &mut TokenBuffers<'_>, history: &mut [f32], s: &mut [f32], span: Span) {
+        let Span { n, skip, .. } = span;
+        // h = LN(x)
+        layer_norms(&p.norm, self.config.norm_eps, &t.x, &mut t.h, 0..n);
+        // [u | g] = in_proj·h; tokens before `skip` need only u (g gates what they skip).
+        if skip > 0 {
+            let u_rows = p.in_proj.top(self.config.d_inner as usize);
+            u_rows.matmul(t.h.rows(0..skip), t.ug.rows_mut(0..skip), t.scratch);
+        }
+        p.in_proj.matmul(t.h.rows(skip..n), t.ug.rows_mut(skip..n), t.scratch);
+        // v = silu(conv(u))
+        self.causal_conv(p, &t.ug, &mut t.v, history, span);
+        // delta_proj·v, into y's rows: each token's dt reads its row before its y replaces it.
+        p.delta_proj.matmul(t.v.rows(0..n), t.y.rows_mut(0..n), t.scratch);
+        self.scan(p, t, s, span);
+        // x += out_proj·y (y already gated)
+        p.out_proj.matmul(t.y.rows(skip..n), t.out.rows_mut(skip..n), t.scratch);
+        add(t.x.span_mut(skip..n), t.out.span(skip..n));
+    }
+
+    /// `v = silu(conv(u))` for each token of the block, in order: the causal depthwise conv
+    /// over time, channel c: `v_c = bias_c + Σ_j w[c, K-1-j]·u_c(pos-j)`. The last K-1 inputs
+    /// live tap-major in a ring, `history` (input of position p in slot p mod (K-1), zeros
+    /// before the first), so each tap is one pass over the channels and the newest input
+    /// just overwrites the oldest.
+    ///
+    /// Indexing cannot fail: `history` is K-1 slots of `d_inner` (`FloatBuffers::carve`), a
+    /// slot number is taken mod K-1, each `w` is a chunk of exactly K taps and `j < K`.
+    #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
+    fn causal_conv(&self, p: &Ssm<'_>, ug: &Block<'_>, v: &mut Block<'_>, history: &mut [f32], span: Span) {
+        let (k, di) = (self.config.conv_kernel as usize, self.config.d_inner as usize);
+        let slots = k - 1;
+        for (i, (v, ug)) in v.each_mut(0..span.n).zip(ug.each(0..span.n)).enumerate() {
+            let (pos, u) = (span.pos + i, ug.split_at(di).0);
+            let past = |j: usize| {
+                let slot = (pos + slots - j) % slots;
+                &history[slot * di..(slot + 1) * di]
+            };
+            if let (4, (w4, [])) = (k, p.conv_weight.as_chunks::<4>()) {
+                // The published K: all taps in one pass (fixed-stride weights vectorise).
+                let (h1, h2, h3) = (past(1), past(2), past(3));
+                let inputs = u.iter().zip(h1).zip(h2).zip(h3);
+                for (((v, &bias), w), (((u, a), b), c)) in v.iter_mut().zip(p.conv_bias).zip(w4).zip(inputs) {
+                    *v = bias + w[3] * u + w[2] * a + w[1] * b + w[0] * c;
+                }
+            } else {
+                let taps = || p.conv_weight.chunks_exact(k);
+                for (((v, &bias), &u), w) in v.iter_mut().zip(p.conv_bias).zip(u).zip(taps()) {
+                    *v = bias + w[k - 1] * u;
+                }
+                for j in 1..k {
+                    for ((v, w), h) in v.iter_mut().zip(taps()).zip(past(j)) {
+                        *v += w[k - 1 - j] * h;
+                    }
+                }
+            }
+            let newest = pos % slots;
+            history[newest * di..(newest + 1) * di].copy_from_slice(u);
+            // Elementwise loops on their own vectorise.
+            v.iter_mut().for_each(|v| *v = silu(*v));
+        }
+    }
+
+    /// The selective scan over the block's tokens, in order. Per token: `dt` from its row of
+    /// `delta_proj·v` (in `y`), `s = exp(dt·A) ⊙ s + dt·(B·v)`, and, from token `skip` on,
+    /// `y = (C·s + D ⊙ v) ⊙ silu(g)` into the same row.
+    #[inline(always)]
+    fn scan(&self, p: &Ssm<'_>, t: &mut TokenBuffers<'_>, s: &mut [f32], span: Span) {
+        let di = self.config.d_inner as usize;
+        let TokenBuffers { ug, v, y, bv, scratch, .. } = t;
+        let per_token = y.each_mut(0..span.n).zip(v.each(0..span.n)).zip(ug.each(0..span.n));
+        for (i, ((y, v), ug)) in per_token.enumerate() {
+            // dt = mean_j softplus(delta_proj·v + b)_j: one step size for all channels.
+            let dt = softplus_sum(y, p.delta_bias) / self.config.d_inner as f32;
+
+            // s = exp(dt·A) ⊙ s + dt·(B·v), A = -exp(A_log)
+            p.b.matvec(v, bv, scratch);
+            scan_step(s, p.a, bv, dt);
+            if i < span.skip {
+                continue;
+            }
+
+            // y = C·s + D ⊙ v, gated by silu(g)
+            p.c.matvec(s, y, scratch);
+            for (((y, d), v), g) in y.iter_mut().zip(p.d).zip(v.iter()).zip(ug.split_at(di).1) {
+                *y = (*y + d * v) * silu(*g);
+            }
+        }
+    }
+
+    /// The FFN or MoE sub-block over the block's `rows`: `x += mixer(LN(x))`.
+    #[inline(always)]
+    fn mixer(&self, layer: &Layer<'_>, t: &mut TokenBuffers<'_>, rows: Range<usize>) {
+        // h = LN(x)
+        layer_norms(&layer.mix_norm, self.config.norm_eps, &t.x, &mut t.h, rows.clone());
+        match layer.mixer {
+            Mixer::Ffn(mlp) => {
+                // x += w2·gelu(w1·h)
+                mlp.apply(t.h.rows(rows.clone()), &mut t.hidden, t.out.rows_mut(rows.clone()), t.scratch);
+                add(t.x.span_mut(rows.clone()), t.out.span(rows));
+            }
+            Mixer::Moe { gate, first } => {
+                // Each token picks its own experts: token by token.
+                for i in rows {
+                    // x += Σ softmax(z_k)·w2_k·gelu(w1_k·h) over the picked experts k
+                    for (k, weight) in self.route(gate, t.h.row(i), t.z, t.scratch) {
+                        let expert = self.expert(first + k);
+                        expert.apply(t.h.rows(i..i + 1), &mut t.hidden, t.out.rows_mut(i..i + 1), t.scratch);
+                        for (x, y) in t.x.row_mut(i).iter_mut().zip(t.out.row(i)) {
+                            *x += weight * y;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The router of one token: `z = gate·h`, the top-k experts by `z`, and the softmax over
+    /// the picked logits only. Each picked expert (its index in the layer) with its weight.
+    ///
+    /// `z[i]` cannot fail: `top_k` picks indices of `z`.
+    #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
+    fn route(&self, gate: Matrix<'_>, h: &[f32], z: &mut [f32], scratch: &mut [i8]) -> Vec<(usize, f32), MAX_EXPERTS> {
+        gate.matvec(h, z, scratch);
+        let picked = top_k(z, self.config.top_k as usize);
+        let max = picked.iter().map(|&i| z[i]).fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32, MAX_EXPERTS> = picked.iter().map(|&i| exp_nonpositive(z[i] - max)).collect();
+        let total: f32 = e.iter().sum();
+        picked.iter().zip(&e).map(|(&i, e)| (i, e / total)).collect()
+    }
+
+    /// Expert `at` of `params.experts`: a MoE layer's `first` plus an index below
+    /// `n_experts` (its router has `n_experts` rows), which the walk pushed for that layer.
+    #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
+    fn expert(&self, at: usize) -> &Mlp<'a> {
+        &self.params.experts[at]
     }
 }
 
 impl Mlp<'_> {
-    /// `out_i = w2 · gelu(w1 · x_i)` for the first `n` rows of `x` (`d` wide) into the rows
-    /// of `out` (`d` wide), with `hidden` (rows `hid` apart; and `scratch` for integer
-    /// kernels) as scratch.
-    fn apply(&self, x: &[f32], hidden: &mut [f32], hid: usize, out: &mut [f32], n: usize, scratch: &mut [i8]) {
-        let (d, rows) = (self.w1.cols(), self.w1.rows().min(hid));
-        self.w1.matmul(x, d, hidden, hid, n, scratch);
-        for h in hidden.chunks_exact_mut(hid.max(1)).take(n) {
-            h.iter_mut().take(rows).for_each(|h| *h = gelu(*h));
+    /// `out_t = w2·gelu(w1·x_t)` for each row of `x` into the rows of `out`, with the first
+    /// rows of `hidden` (and `scratch` for integer kernels) as scratch.
+    #[inline(always)]
+    fn apply(&self, x: Rows<'_>, hidden: &mut Block<'_>, out: RowsMut<'_>, scratch: &mut [i8]) {
+        let n = x.len();
+        self.w1.matmul(x, hidden.rows_mut(0..n), scratch);
+        // `w1` has `ffn_hidden` or `expert_hidden` rows (`Blob::parse` checked the shapes
+        // against the config), and `hidden` is the wider of the two.
+        for h in hidden.each_mut(0..n) {
+            h.split_at_mut(self.w1.rows()).0.iter_mut().for_each(|h| *h = gelu(*h));
         }
-        self.w2.matmul(hidden, hid, out, self.w2.rows(), n, scratch);
+        self.w2.matmul(hidden.rows(0..n), out, scratch);
     }
-}
-
-/// The `k` largest entries of `z`, by value; ties go to the lower index.
-pub(crate) fn top_k<T: PartialOrd + Copy>(z: &[T], k: usize) -> Vec<usize, MAX_EXPERTS> {
-    let mut picked: Vec<usize, MAX_EXPERTS> = Vec::new();
-    for _ in 0..k.min(z.len()) {
-        let mut best: Option<usize> = None;
-        for (i, &v) in z.iter().enumerate() {
-            if picked.contains(&i) {
-                continue;
-            }
-            if best.is_none_or(|b| z.get(b).is_none_or(|&zb| v > zb)) {
-                best = Some(i);
-            }
-        }
-        if let Some(b) = best {
-            if picked.push(b).is_err() {
-                break;
-            }
-        }
-    }
-    picked
 }
 
 /// LayerNorm with `p`'s weight and bias.
@@ -583,94 +503,157 @@ fn layer_norm(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32]) {
     crate::math::layer_norm(x, p.weight, p.bias, eps, out);
 }
 
-/// [`layer_norm`] of each of the first `n` rows (`d` wide) of `x` into the rows of `out`.
-fn layer_norms(x: &[f32], p: &Norm<'_>, eps: f32, out: &mut [f32], d: usize, n: usize) {
-    for (x, out) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).take(n) {
+/// [`layer_norm`] of each of `rows` of `x` into the same rows of `out`.
+#[inline(always)]
+fn layer_norms(p: &Norm<'_>, eps: f32, x: &Block<'_>, out: &mut Block<'_>, rows: Range<usize>) {
+    for (x, out) in x.each(rows.clone()).zip(out.each_mut(rows)) {
         layer_norm(x, p, eps, out);
     }
 }
 
-/// `x += y` over the first `len` values.
-fn add(x: &mut [f32], y: &[f32], len: usize) {
-    x.iter_mut().zip(y).take(len).for_each(|(x, y)| *x += y);
+/// `x += y`.
+#[inline(always)]
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
 }
 
-/// Lengths (in f32s) of the buffers a session carves from its arena, in [`State`] order,
-/// for blocks of up to `block` tokens (the per-token buffers hold one row per token).
-pub(crate) fn buffer_lens(c: &Config, block: usize) -> [usize; 12] {
-    let (d, di, n, k) = (c.d_model as usize, c.d_inner as usize, c.d_state as usize, c.conv_kernel as usize);
-    let any_moe = c.moe_layers != 0;
-    let hidden = (c.ffn_hidden as usize).max(if any_moe { c.expert_hidden as usize } else { 0 });
-    let layers = c.n_layers as usize;
-    let b = block.max(1);
-    [
-        b * d,                 // x
-        b * d,                 // h
-        b * 2 * di,            // ug
-        b * di,                // v
-        b * di,                // t
-        n,                     // bu
-        b * hidden,            // hidden
-        b * d,                 // acc
-        c.n_experts as usize,  // z
-        c.vocab as usize,      // logits
-        layers * (k - 1) * di, // conv history
-        layers * n,            // ssm state
-    ]
+/// One of a session's per-token buffers: a row of `width` values for each token of a block.
+pub(crate) struct Block<'s> {
+    data: &'s mut [f32],
+    width: usize,
 }
 
-/// A session's working memory, carved from its arena. The per-token buffers (`x`, `h`,
-/// `ug`, `v`, `t`, `hidden`, `acc`) hold `block` rows, one per token of a block.
-pub(crate) struct State<'s> {
+// Every `Block` is exactly `block * width` long (`FloatBuffers::carve`), and the forward
+// pass asks only for rows below `n <= block`: every range below lies inside `data`.
+#[allow(clippy::indexing_slicing)]
+impl<'s> Block<'s> {
+    /// Rows `rows`, one after another.
+    #[inline(always)]
+    fn span(&self, rows: Range<usize>) -> &[f32] {
+        &self.data[rows.start * self.width..rows.end * self.width]
+    }
+
+    /// Rows `rows`, one after another, to write.
+    #[inline(always)]
+    fn span_mut(&mut self, rows: Range<usize>) -> &mut [f32] {
+        &mut self.data[rows.start * self.width..rows.end * self.width]
+    }
+
+    /// Rows `rows` as a product's input.
+    #[inline(always)]
+    fn rows(&self, rows: Range<usize>) -> Rows<'_> {
+        Rows::new(self.span(rows), self.width)
+    }
+
+    /// Rows `rows` as a product's output.
+    #[inline(always)]
+    fn rows_mut(&mut self, rows: Range<usize>) -> RowsMut<'_> {
+        let width = self.width;
+        RowsMut::new(self.span_mut(rows), width)
+    }
+
+    /// Row `i`: token `i` of the block.
+    #[inline(always)]
+    fn row(&self, i: usize) -> &[f32] {
+        self.span(i..i + 1)
+    }
+
+    /// Row `i`, to write.
+    #[inline(always)]
+    fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        self.span_mut(i..i + 1)
+    }
+
+    /// Each of rows `rows`.
+    #[inline(always)]
+    fn each(&self, rows: Range<usize>) -> core::slice::ChunksExact<'_, f32> {
+        self.span(rows).chunks_exact(self.width)
+    }
+
+    /// Each of rows `rows`, to write.
+    #[inline(always)]
+    fn each_mut(&mut self, rows: Range<usize>) -> core::slice::ChunksExactMut<'_, f32> {
+        let width = self.width;
+        self.span_mut(rows).chunks_exact_mut(width)
+    }
+}
+
+/// The per-token buffers of a block (row `i`: token `i`), each named for the symbol of the
+/// math it holds, and the scratch of single-token steps.
+pub(crate) struct TokenBuffers<'s> {
+    /// The residual stream, `d` wide.
+    x: Block<'s>,
+    /// `LN(x)`, a sub-block's normalised input, `d` wide.
+    h: Block<'s>,
+    /// `in_proj·h = [u | g]`, `2 d_inner` wide.
+    ug: Block<'s>,
+    /// `silu(conv(u))`, `d_inner` wide.
+    v: Block<'s>,
+    /// `y ⊙ silu(g)`, `d_inner` wide. Before the scan it holds `delta_proj·v`: each token's
+    /// `dt` reads its row before its `y` replaces it (one buffer where two would each be
+    /// live for half the block).
+    y: Block<'s>,
+    /// The MLP hidden layer, `max(ffn_hidden, expert_hidden)` wide.
+    hidden: Block<'s>,
+    /// What a sub-block adds to `x` (`out_proj·y`, the FFN's or an expert's output), `d` wide.
+    out: Block<'s>,
+    /// `B·v` of one token, `[N]`.
+    bv: &'s mut [f32],
+    /// One token's router logits, `[n_experts]`.
+    z: &'s mut [f32],
+    /// The integer kernels' quantized input, `[widest integer matrix cols]` (may be empty).
+    scratch: &'s mut [i8],
+}
+
+/// A float session's working memory, carved from its arena: the block buffers, the
+/// recurrent state of every layer and the logits.
+pub(crate) struct FloatBuffers<'s> {
     /// Tokens per block (1: one token at a time).
     pub block: usize,
-    /// Residual stream, `[block][d]`.
-    pub x: &'s mut [f32],
-    /// Normalised input of the current sub-block (and its output), `[block][d]`.
-    pub h: &'s mut [f32],
-    /// `in_proj` output `[u | g]`, `[block][2 d_inner]`.
-    pub ug: &'s mut [f32],
-    /// Conv + silu output, `[block][d_inner]`.
-    pub v: &'s mut [f32],
-    /// `delta_proj` output, then `y`, `[block][d_inner]`.
-    pub t: &'s mut [f32],
-    /// `B·u`, `[N]`.
-    pub bu: &'s mut [f32],
-    /// MLP hidden layer, `[block][max(ffn_hidden, expert_hidden)]`.
-    pub hidden: &'s mut [f32],
-    /// MLP output, `[block][d]`.
-    pub acc: &'s mut [f32],
-    /// Router logits, `[n_experts]`.
-    pub z: &'s mut [f32],
+    /// The block's per-token buffers.
+    work: TokenBuffers<'s>,
+    /// Per layer: the last K-1 conv inputs `u`, `[layers][K-1][d_inner]`, position p in
+    /// slot p mod (K-1).
+    conv_history: &'s mut [f32],
+    /// Per layer: the SSM state `s`, `[layers][N]`.
+    ssm_state: &'s mut [f32],
     /// Output logits, `[vocab]`.
     pub logits: &'s mut [f32],
-    /// Per layer: the last K-1 conv inputs, `[layers][K-1][d_inner]`, position p in slot p mod (K-1).
-    pub conv: &'s mut [f32],
-    /// Per layer: SSM state, `[layers][N]`.
-    pub ssm: &'s mut [f32],
-    /// The integer kernels' quantized input, `[widest integer matrix cols]` (may be empty).
-    pub xq: &'s mut [i8],
 }
 
-impl<'s> State<'s> {
-    /// Splits `floats` (exactly `buffer_lens(c, block)` long in total) into the buffers;
-    /// `xq` is the int8 scratch (`Model::scratch_len` bytes).
-    pub(crate) fn carve(c: &Config, block: usize, mut floats: &'s mut [f32], xq: &'s mut [i8]) -> Self {
-        let lens = buffer_lens(c, block);
+impl<'s> FloatBuffers<'s> {
+    /// Splits `floats` (`buffer_lens(c, block)` long in total) into the buffers; `scratch`
+    /// is the int8 scratch (`Params::scratch_len` bytes). `None` if `floats` is shorter.
+    pub(crate) fn carve(c: &Config, block: usize, mut floats: &'s mut [f32], scratch: &'s mut [i8]) -> Option<Self> {
         let mut parts: [&'s mut [f32]; 12] = Default::default();
-        for (part, len) in parts.iter_mut().zip(lens) {
-            let (head, tail) = floats.split_at_mut(len.min(floats.len()));
+        for (part, len) in parts.iter_mut().zip(buffer_lens(c, block)) {
+            let (head, tail) = floats.split_at_mut_checked(len)?;
             *part = head;
             floats = tail;
         }
-        let [x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm] = parts;
-        State { block: block.max(1), x, h, ug, v, t, bu, hidden, acc, z, logits, conv, ssm, xq }
+        let [x, h, ug, v, y, bv, hidden, out, z, logits, conv_history, ssm_state] = parts;
+        let (d, di) = (c.d_model as usize, c.d_inner as usize);
+        // `Blob::parse` refused a zero dimension, so no width is 0.
+        let block_of = |data: &'s mut [f32], width: usize| Block { data, width: width.max(1) };
+        let work = TokenBuffers {
+            x: block_of(x, d),
+            h: block_of(h, d),
+            ug: block_of(ug, 2 * di),
+            v: block_of(v, di),
+            y: block_of(y, di),
+            hidden: block_of(hidden, hidden_width(c)),
+            out: block_of(out, d),
+            bv,
+            z,
+            scratch,
+        };
+        Some(FloatBuffers { block: block.max(1), work, conv_history, ssm_state, logits })
     }
 
     /// Zeroes the recurrent state (conv history and SSM state) and the logits.
     pub(crate) fn reset(&mut self) {
-        self.conv.fill(0.0);
-        self.ssm.fill(0.0);
+        self.conv_history.fill(0.0);
+        self.ssm_state.fill(0.0);
         self.logits.fill(0.0);
     }
 }

@@ -116,14 +116,9 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value; the first of equals. NaN never wins (all NaN: 0).
-///
-/// Two passes (the maximum in eight independent lanes, then its first position) instead of
-/// one index-chasing loop: both vectorise, and `vocab` is the longest vector of a token.
-/// Runs on the kernels' backend (compiled for AVX2 where the host enabled it).
-pub fn argmax(v: &[f32]) -> u32 {
-    crate::kernels::argmax(v)
-}
+/// Greedy choice: the index of the largest logit (the kernels compute it, on the backend the
+/// matrix products run on).
+pub use crate::kernels::argmax;
 
 #[cfg(test)]
 mod tests {

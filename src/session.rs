@@ -1,8 +1,8 @@
 //! `Session`: one sequence being generated, on a caller-provided arena.
 
 use crate::error::Error;
-use crate::fixed_model::FixedState;
-use crate::model::{Body, Model, State, PREFILL_BLOCK};
+use crate::fixed_model::FixedBuffers;
+use crate::model::{Body, FloatBuffers, Model, PREFILL_BLOCK};
 
 /// A 16-byte-aligned byte buffer to hand to [`Session::new`], e.g. as a `static`.
 ///
@@ -42,8 +42,8 @@ pub struct Session<'s, 'a> {
 
 /// The working memory of the model's forward pass.
 enum Buffers<'s> {
-    Float(State<'s>),
-    Fixed(FixedState<'s>),
+    Float(FloatBuffers<'s>),
+    Fixed(FixedBuffers<'s>),
 }
 
 /// The logits after a token: f32 for a float model, Q16 integers (`value = raw / 2^16`) for
@@ -117,24 +117,26 @@ impl<'s, 'a> Session<'s, 'a> {
                 let used = m.arena_bytes_for(block);
                 // Both `None`s are impossible (`used` fits, and the floats are part of it);
                 // they map to the same refusal rather than a panic.
-                let (floats, xq) = arena
+                let (floats, scratch) = arena
                     .get_mut(..used)
                     .and_then(|a| a.split_at_mut_checked(m.float_count(block) * 4))
                     .ok_or(too_small)?;
                 let floats: &mut [f32] = bytemuck::try_cast_slice_mut(floats).map_err(|_| Error::ArenaNotAligned)?;
-                let mut state = State::carve(model.config(), block, floats, bytemuck::cast_slice_mut(xq));
-                state.reset();
-                Buffers::Float(state)
+                let mut buffers = FloatBuffers::carve(model.config(), block, floats, bytemuck::cast_slice_mut(scratch))
+                    .ok_or(too_small)?;
+                buffers.reset();
+                Buffers::Float(buffers)
             }
             Body::Fixed(m) => {
-                let (words, xq) = arena
+                let (words, scratch) = arena
                     .get_mut(..m.arena_bytes())
                     .and_then(|a| a.split_at_mut_checked(m.word_count() * 4))
                     .ok_or(too_small)?;
                 let words: &mut [i32] = bytemuck::try_cast_slice_mut(words).map_err(|_| Error::ArenaNotAligned)?;
-                let mut state = FixedState::carve(model.config(), words, bytemuck::cast_slice_mut(xq));
-                state.reset();
-                Buffers::Fixed(state)
+                let mut buffers =
+                    FixedBuffers::carve(model.config(), words, bytemuck::cast_slice_mut(scratch)).ok_or(too_small)?;
+                buffers.reset();
+                Buffers::Fixed(buffers)
             }
         };
         Ok(Session { model, buffers, pos: 0 })

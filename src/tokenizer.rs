@@ -1,8 +1,7 @@
 //! `Tokenizer`: the blob's id-to-text table, read in place.
 
-use crate::blob::read_u32;
 use crate::error::Error;
-use crate::format::{TokenizerKind, TokenizerRef};
+use crate::format::{read_u32, TokenizerKind, TokenizerRef};
 
 /// Text written for an id the table does not name when the unknown token itself is unnamed.
 const FALLBACK_UNK: &str = "<UNK>";

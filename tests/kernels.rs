@@ -3,7 +3,7 @@
 
 use half::f16;
 use itera_edge::checksum::{fnv1a_f32, FNV_OFFSET};
-use itera_edge::kernels::{Matrix, Scales, Weights};
+use itera_edge::kernels::{Matrix, Rows, RowsMut, Scales, Weights};
 use itera_edge::{sample::argmax, Blob, Model, Rng, Session};
 use itera_pack::synthetic::{micro_config, tiny_config};
 use itera_pack::writer::{BlobBuilder, Payload};
@@ -584,16 +584,17 @@ fn matmul_is_matvec_per_token_and_never_panics() {
                 let (xs, ys) = (cols + 3, rows + 1);
                 let x = random(&mut rng, n * xs, 1.0);
                 let mut y = vec![f32::NAN; n * ys];
-                m.matmul(&x, xs, &mut y, ys, n, &mut []);
+                m.matmul(Rows::new(&x, xs), RowsMut::new(&mut y, ys), &mut []);
                 for t in 0..n {
                     let mut one = vec![0.0; rows];
                     m.matvec(&x[t * xs..t * xs + cols], &mut one, &mut []);
                     assert_eq!(bits(&y[t * ys..t * ys + rows]), bits(&one), "{path}: {rows}x{cols}, n {n}, token {t}");
                 }
                 // Strides that do not fit the buffers: no panic, whatever is written.
-                m.matmul(&x, xs, &mut y, 1, n, &mut []);
-                m.matmul(&x[..cols / 2], xs, &mut y, ys, n, &mut []);
-                m.matmul(&x, 0, &mut y, 0, n, &mut []);
+                m.matmul(Rows::new(&x, xs), RowsMut::new(&mut y, 1), &mut []);
+                m.matmul(Rows::new(&x[..cols / 2], xs), RowsMut::new(&mut y, ys), &mut []);
+                m.matmul(Rows::new(&x, cols / 2), RowsMut::new(&mut y, ys), &mut []);
+                m.matmul(Rows::new(&x, 0), RowsMut::new(&mut y, 0), &mut []);
             }
         }
     });

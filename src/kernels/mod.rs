@@ -138,7 +138,7 @@ trait Backend: Copy {
         portable::i4_rows(packed, cols, group, xq, scales, sx, y)
     }
 
-    /// [`crate::sample::argmax`].
+    /// [`argmax`].
     #[inline(always)]
     fn argmax(self, v: &[f32]) -> u32 {
         portable::argmax(v)
@@ -259,6 +259,53 @@ pub enum Weights<'a> {
         /// Elements per scale along a row.
         group: usize,
     },
+}
+
+/// A block of vectors in one buffer `data` (a slice, shared or not), vector `t` in
+/// `data[t * stride..(t + 1) * stride]`: one row per token of a block. A product's input
+/// row holds the matrix's `cols` values at its start, an output row receives its `rows`
+/// values there; the rest of a row is neither read nor written.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<B> {
+    data: B,
+    stride: usize,
+}
+
+/// The input of [`Matrix::matmul`].
+pub type Rows<'b> = Strided<&'b [f32]>;
+/// The output of [`Matrix::matmul`].
+pub type RowsMut<'b> = Strided<&'b mut [f32]>;
+
+/// Values of `len` that form whole rows of `stride` (none for a stride of 0).
+fn whole_rows(len: usize, stride: usize) -> usize {
+    len - len.checked_rem(stride).unwrap_or(len)
+}
+
+impl<'b> Rows<'b> {
+    /// The whole rows of `data`, `stride` values each (a stride of 0: none).
+    pub fn new(data: &'b [f32], stride: usize) -> Self {
+        Strided { data: data.split_at(whole_rows(data.len(), stride)).0, stride: stride.max(1) }
+    }
+}
+
+impl<'b> RowsMut<'b> {
+    /// The whole rows of `data`, `stride` values each (a stride of 0: none).
+    pub fn new(data: &'b mut [f32], stride: usize) -> Self {
+        let whole = whole_rows(data.len(), stride);
+        Strided { data: data.split_at_mut(whole).0, stride: stride.max(1) }
+    }
+}
+
+impl<B: AsRef<[f32]>> Strided<B> {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.as_ref().len() / self.stride
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.data.as_ref().is_empty()
+    }
 }
 
 /// A `rows × cols` row-major weight matrix.
@@ -410,23 +457,21 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// `y_t = W·x_t` for the first `n` rows `x_t` of `x` (`x_stride` apart) into the rows
-    /// of `y` (`y_stride` apart): a block of tokens at once. Each result is bit for bit
-    /// what [`Matrix::matvec`] gives for that row; f32 weights are read once per block
-    /// (each row against every token), the other formats run token by token.
-    pub fn matmul(&self, x: &[f32], x_stride: usize, y: &mut [f32], y_stride: usize, n: usize, scratch: &mut [i8]) {
+    /// `y_t = W·x_t` for each row `x_t` of `x` into row `t` of `y` (as many as both have): a
+    /// block of tokens at once. Each result is bit for bit what [`Matrix::matvec`] gives for
+    /// that row; f32 weights are read once per block (each row against every token), the
+    /// other formats run token by token.
+    pub fn matmul(&self, x: Rows<'_>, y: RowsMut<'_>, scratch: &mut [i8]) {
         let (cols, rows) = (self.cols.max(1), self.rows);
+        let n = x.len().min(y.len());
         if let Weights::F32(w) = self.weights {
-            let fits = x_stride >= cols
-                && y_stride >= rows
-                && n.checked_mul(x_stride).is_some_and(|l| l <= x.len() + x_stride - cols)
-                && n.checked_mul(y_stride).is_some_and(|l| l <= y.len() + y_stride - rows);
-            if n > 1 && fits {
-                return on_backend!(|b| b.f32_block(w, cols, x, x_stride, y, y_stride, n));
+            // Every row of a `Rows` lies whole in its buffer, so the rows fit if they are
+            // wide enough.
+            if n > 1 && x.stride >= cols && y.stride >= rows {
+                return on_backend!(|b| b.f32_block(w, cols, x.data, x.stride, y.data, y.stride, n));
             }
         }
-        let xs = x.chunks(x_stride.max(1));
-        for (x, y) in xs.zip(y.chunks_mut(y_stride.max(1))).take(n) {
+        for (x, y) in x.data.chunks_exact(x.stride).zip(y.data.chunks_exact_mut(y.stride)) {
             self.matvec(x, y, scratch);
         }
     }
@@ -517,8 +562,9 @@ pub(crate) fn avx2() -> bool {
 }
 
 /// Index of the largest value; the first of equals. NaN never wins (all NaN: 0).
+/// Runs on this machine's backend (`portable.rs` says how; AVX2 where the host enabled it).
 #[inline]
-pub(crate) fn argmax(v: &[f32]) -> u32 {
+pub fn argmax(v: &[f32]) -> u32 {
     on_backend!(|b| b.argmax(v))
 }
 

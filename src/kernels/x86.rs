@@ -201,7 +201,7 @@ pub(super) unsafe fn quantize(x: &[f32], xq: &mut [i8]) -> Option<f32> {
     Some(sx)
 }
 
-/// [`crate::sample::argmax`] compiled for AVX2.
+/// [`super::argmax`] compiled for AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn argmax(v: &[f32]) -> u32 {
     portable::argmax(v)
