@@ -494,7 +494,7 @@ fn check_says_when_the_golden_names_another_checkpoint() {
     let (blob, bytes) =
         tiny_blob_with(&s, &PackOptions { meta: vec![("source".into(), "mine.pt".into())], ..Default::default() });
     let tokens = [5u32, 17, 2];
-    let golden = write_golden(&s, "golden-other", &tokens, &in_process_logits(&bytes, &tokens));
+    let golden = write_golden(&s, "golden-other", &tokens, &logits_after_each(&bytes, &tokens));
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
     json["checkpoint"] = "other.pt".into();
     std::fs::write(&golden, json.to_string()).unwrap();

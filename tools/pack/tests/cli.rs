@@ -308,22 +308,24 @@ fn experts_per_token_is_top_k_experts_and_the_old_top_k_still_works() {
     // In itera-sim --top-k is sampling; here the experts flag has its own name.
     assert!(help.contains("--top-k-experts <N>") && !help.contains("--top-k <"), "{help}");
     let Some(dir) = fixtures::dir() else { return };
+    let s = Scratch::new("pack-cli-top-k");
     for flag in ["--top-k-experts", "--top-k"] {
-        let out = scratch(&format!("topk{flag}.itb"));
+        let out = s.path(&format!("topk{flag}.itb"));
         let packed = convert(&dir.join("itera_lite_micro_distilled.pt"), &out, &[flag, "3"]);
         assert_eq!(packed.status.code(), Some(0), "{flag}: {}", String::from_utf8_lossy(&packed.stderr));
         let inspect = pack(&["inspect", out.to_str().expect("utf8 path"), "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("JSON");
         assert_eq!(v["config"]["top_k"], 3, "{flag}");
     }
-    let refused = convert(&dir.join("itera_lite_micro_distilled.pt"), &scratch("topk0.itb"), &["--top-k-experts", "0"]);
+    let refused = convert(&dir.join("itera_lite_micro_distilled.pt"), &s.path("topk0.itb"), &["--top-k-experts", "0"]);
     assert_refused(&refused, "pass --top-k-experts from 1 to 4");
 }
 
 #[test]
 fn inspect_names_each_tensor_shows_int4g8_and_writes_sqnr_as_a_number_or_null() {
     let Some(dir) = fixtures::dir() else { return };
-    let mixed = scratch("inspect-mixed.itb");
+    let s = Scratch::new("pack-cli-inspect");
+    let mixed = s.path("inspect-mixed.itb");
     let packed = convert(&dir.join("itera_lite_micro_distilled.pt"), &mixed, &["--quant", "mixed"]);
     assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
     let text = String::from_utf8_lossy(&pack(&["inspect", mixed.to_str().expect("utf8 path")]).stdout).into_owned();
@@ -351,7 +353,7 @@ fn inspect_names_each_tensor_shows_int4g8_and_writes_sqnr_as_a_number_or_null() 
     assert!(tensors.iter().filter(|t| t["sqnr_db"].is_number()).count() > 10);
 
     // Values kept exactly (infinite SQNR) are null in JSON and say so with `exact`.
-    let kept = scratch("inspect-keep.itb");
+    let kept = s.path("inspect-keep.itb");
     let packed = convert(&dir.join("itera_lite_int4.pt"), &kept, &["--quant", "keep"]);
     assert_eq!(packed.status.code(), Some(0), "{}", String::from_utf8_lossy(&packed.stderr));
     let v = json(&kept);
