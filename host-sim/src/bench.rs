@@ -37,7 +37,7 @@ impl Default for BenchOptions {
 }
 
 /// One model's speed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BenchResult {
     /// Median prefill speed, tokens per second.
     pub prefill_tok_per_s: f64,
@@ -78,6 +78,16 @@ pub struct BenchResult {
     pub prefill_roofline_fraction: f64,
     /// Read bandwidth of each repeat, bytes per second.
     pub read_bandwidth_runs: Vec<f64>,
+}
+
+impl BenchResult {
+    /// Whether the roofline bounds generation, as a roofline should. It does not when the
+    /// weights stay in a cache that the probe, a second buffer of the same size, does not
+    /// read at the kernels' speed: then its fraction is only relative (the same model and
+    /// probe on another build or blob).
+    pub fn roofline_holds(&self) -> bool {
+        self.roofline_fraction <= 1.0
+    }
 }
 
 /// Weight bytes one token reads in [`Session::step`]: each byte of the blob the forward pass
