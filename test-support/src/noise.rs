@@ -1,3 +1,7 @@
+//! Seeded numbers for tests: roughly gaussian weights for the quantizer tests ([`gaussian`])
+//! and a xorshift64 stream for the readers' mutation tests ([`XorShift64`]), each the one
+//! the tests used before they shared it, so their data did not change.
+
 /// Deterministic, roughly gaussian values (sum of four uniforms from a 64-bit LCG seeded
 /// with `seed`), std about `0.058 * amp`: weights for quantizer tests.
 pub fn gaussian(n: usize, seed: u64, amp: f32) -> Vec<f32> {

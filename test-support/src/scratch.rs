@@ -1,3 +1,5 @@
+//! Scratch folders for tests: one fresh folder per test, removed when it ends.
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

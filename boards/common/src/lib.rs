@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! itera-edge on stm32f411 (Cortex-M4F, STM32F411CE Black Pill, 100 MHz)
-//! blob: /path/to/micro_int8.itb  (where the build got it; or: synthetic …, random weights)
+//! blob: micro_int8.itb (ITERA_BLOB)  (the file the build got; or: synthetic …, random weights)
 //! model: micro_int8.itb blob_bytes=… arena_bytes=… macs_per_token=… kernel=…
 //! prompt: 41,13,6,42,182,43,4,16
 //! tokens: …                       (ids, one line, as qemu-an386 and `itera-sim greedy` print)
@@ -226,7 +226,7 @@ pub struct Demo<'a> {
     pub blob: &'a [u8],
     /// The blob's name (`BLOB_NAME`: its file name, or the synthetic model's).
     pub source: &'a str,
-    /// Where the blob came from (`BLOB_ORIGIN`: the path the build was given, or the synthetic
+    /// Where the blob came from (`BLOB_ORIGIN`: the file the build was given, or the synthetic
     /// model's name and that its weights are random).
     pub origin: &'a str,
     /// The prompt to prefill (`PROMPT`).

@@ -101,7 +101,7 @@ fn try_generate() -> Result<(), String> {
          /// Tokens to generate.\npub const GENERATE: usize = {generate};\n\
          /// The blob's name: its file name, or the synthetic model's.\n\
          pub const BLOB_NAME: &str = \"{}\";\n\
-         /// Where the blob came from: the path in ITERA_BLOB, or the synthetic model, said to be one.\n\
+         /// Where the blob came from: the file named by ITERA_BLOB, or the synthetic model, said to be one.\n\
          pub const BLOB_ORIGIN: &str = \"{}\";\n\
          /// The board, its core and clock, for the banner (boards/table.rs).\n\
          pub const BOARD: &str = \"{}\";\n",
@@ -168,7 +168,9 @@ impl Source {
         }
     }
 
-    /// What the firmware's `blob:` line says.
+    /// What the firmware's `blob:` line says: the file `ITERA_BLOB` named, by its file name
+    /// (not its folder, so that a firmware built from the same blob anywhere is the same image
+    /// and runs the same instructions), or the synthetic model, said to be one.
     fn origin(&self) -> String {
         if self.synthetic {
             format!(
@@ -176,7 +178,7 @@ impl Source {
                 self.name
             )
         } else {
-            self.name.clone()
+            format!("{} (ITERA_BLOB)", self.file_name)
         }
     }
 }
