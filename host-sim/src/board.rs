@@ -250,7 +250,7 @@ pub struct Measured {
 
 /// What `fit` says about speed, and on what basis.
 pub const SPEED_BASIS: &str = "an instruction count, not a cycle count: instructions per token measured in QEMU \
-(-icount) for the board's instruction set and the blob's --quant preset on the micro model, scaled by the blob's MACs \
+(-icount) for the board's instruction set and the preset the blob was packed with (itera-pack convert --quant) on the micro model, scaled by the blob's MACs \
 per token; tokens/s assumes 1 instruction = 1 cycle at the board's clock, with no flash wait states or cache misses";
 
 /// The `--quant` preset a blob was packed with: its `quant` provenance entry (itera-pack

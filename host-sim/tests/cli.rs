@@ -333,6 +333,7 @@ fn fit_estimates_speed_from_the_isa_and_preset_measured_and_calls_it_an_instruct
     let o = sim(&["fit", p(&blob), "--board", "stm32f411"]);
     let out = stdout(&o);
     assert!(o.status.success() && out.contains("speed: no estimate") && out.contains("--quant f16"), "{out}");
+    assert!(out.contains("for the presets f32, int8, mixed, integer only"), "{out}");
     let o = sim(&["fit", p(&blob), "--board", "stm32f411", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["boards"][0]["speed"].is_null());
