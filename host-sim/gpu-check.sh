@@ -11,7 +11,8 @@
 # golden's tokens, and prints one row per blob and reference: max |Δlogit|, top-1, mean KL.
 # With PyTorch installed it also runs tools/reference/torch_reference.py on each golden.
 #
-# REFS (default "cuda cpu") picks the references; REFS=cpu dry-runs the script without a GPU.
+# REFS (default "cuda cpu") picks the references; REFS="cuda-cpu cpu" dry-runs the script
+# without a GPU (the same CUDA kernels, compiled for the CPU).
 #
 # Exit status: 0 all good; 1 an FP32 blob is off a reference by more than 1e-3, or
 # its top-1 agreement is below 100%, or the PyTorch reference misses a golden by more than
@@ -84,13 +85,13 @@ for pair in $PAIRS; do
                     status=1
                 fi
             fi
-            rows+=("$(printf '%-38s %-5s %12s %8s %12s  %s' "$(basename "$blob")" "$ref" "$max" "$top1" "$kld" "$verdict")")
+            rows+=("$(printf '%-38s %-8s %12s %8s %12s  %s' "$(basename "$blob")" "$ref" "$max" "$top1" "$kld" "$verdict")")
         done
     done
 done
 
 echo
-printf '%-38s %-5s %12s %8s %12s\n' "blob" "ref" "max|Δlogit|" "top-1" "KLD (mean)"
+printf '%-38s %-8s %12s %8s %12s\n' "blob" "ref" "max|Δlogit|" "top-1" "KLD (mean)"
 for r in "${rows[@]}"; do echo "$r"; done
 
 TORCH_REF="$HERE/../tools/reference/torch_reference.py"

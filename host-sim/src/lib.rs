@@ -11,7 +11,8 @@
 //! * [`generate`]: prefill + sampling loop with timings;
 //! * [`eval`]: perplexity on text and agreement with a reference model (KL divergence, ...);
 //! * [`reference`]: an independent f64 forward pass over a whole sequence (CPU), and
-//!   [`reference_cuda`] the same in f32 on an NVIDIA GPU (feature `cuda`);
+//!   [`reference_cuda`] the same in f32 as CUDA kernels, on an NVIDIA GPU (feature `cuda`)
+//!   or compiled for the CPU (always);
 //! * [`bench`]: prefill and generation speed, several models interleaved in one run;
 //! * [`limits`]: the accepted range of every count a user gives (tokens, repeats);
 //! * [`demo`]: the whole pipeline (synthetic checkpoint → packer → blob → session) with no

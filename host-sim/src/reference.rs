@@ -465,6 +465,9 @@ pub enum Backend {
     Cpu,
     /// [`crate::reference_cuda::logits`]: f32 on an NVIDIA GPU.
     Cuda,
+    /// [`crate::reference_cuda::logits_on_cpu`]: the same kernels, f32, on the CPU.
+    #[serde(rename = "cuda-cpu")]
+    CudaCpu,
 }
 
 /// The core against a reference: the logit metrics plus mean KL(reference ‖ core).
@@ -516,6 +519,7 @@ impl RefReport {
         let name = match self.backend {
             Backend::Cpu => "cpu (f64)",
             Backend::Cuda => "cuda (f32)",
+            Backend::CudaCpu => "cuda kernels on the cpu (f32)",
         };
         let body = self.metrics.render(bounds);
         let (head, verdict) = body.trim_end().rsplit_once('\n').unwrap_or(("", body.trim_end()));

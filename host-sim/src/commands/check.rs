@@ -21,7 +21,8 @@ use super::{load, say, Outcome};
 ///
 /// With --reference, the expected logits come from a reference forward pass over the
 /// blob's own weights (dequantized, whole sequence): `cpu` in f64, `cuda` in f32 on GPU 0
-/// (needs a build with `--features cuda`). The tokens are the golden's (--golden), or
+/// (needs a build with `--features cuda`), `cuda-cpu` the same CUDA kernels compiled for
+/// this CPU (any build, no GPU: what CI runs). The tokens are the golden's (--golden), or
 /// --tokens, or a fixed 64-token sequence; the report adds kld_mean, the mean over
 /// positions of KL(reference ‖ engine).
 #[derive(Args)]
@@ -31,6 +32,7 @@ Examples:
   itera-sim check micro.itb --golden golden/micro_distilled_story128.json --tol 1e-4 --json
   itera-sim check micro_int8.itb --reference cpu --tol 0.5 --min-top1 0.9
   itera-sim check micro.itb --reference cuda --golden golden/micro_distilled_story128.json --json
+  itera-sim check micro.itb --reference cuda-cpu --golden golden/micro_distilled_story128.json
 
 The golden JSON gives `tokens`, `positions`, `vocab` and `logits_file` (relative to the
 JSON's folder); that file is row-major [positions][vocab] little-endian f32.
@@ -45,8 +47,8 @@ pub struct CheckArgs {
     /// only its tokens are used.
     #[arg(long, value_name = "JSON", required_unless_present = "reference")]
     golden: Option<PathBuf>,
-    /// Compare with a reference forward pass instead of golden logits: cpu (f64) or
-    /// cuda (f32, NVIDIA GPU).
+    /// Compare with a reference forward pass instead of golden logits: cpu (f64), cuda
+    /// (f32, NVIDIA GPU) or cuda-cpu (the CUDA kernels run on this CPU).
     #[arg(long, value_enum, value_name = "WHERE")]
     reference: Option<RefKind>,
     /// Token ids for --reference (default: the golden's tokens, or a fixed 64-token
@@ -129,6 +131,7 @@ fn cmd_check_reference(a: RefCheckArgs<'_>) -> anyhow::Result<Outcome> {
             Err(CudaError::Unavailable(why)) => return Ok(Outcome::Unavailable(format!("--reference cuda: {why}"))),
             Err(e) => return Err(e.into()),
         },
+        RefKind::CudaCpu => (Backend::CudaCpu, reference_cuda::logits_on_cpu(&reference, &tokens)?),
     };
     let mut progress = Progress::new("check");
     let core = logits_for_tokens(&model, &tokens, |d, t| progress.update(d, t))?;
@@ -189,4 +192,6 @@ enum RefKind {
     Cpu,
     /// f32 on an NVIDIA GPU (itera_sim::reference_cuda; build with --features cuda).
     Cuda,
+    /// The CUDA kernels compiled for this CPU, each launch run as loops over its grid.
+    CudaCpu,
 }
