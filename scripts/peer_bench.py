@@ -136,16 +136,21 @@ def run_tool(cmd):
 
 
 def machine():
-    model = "unknown"
+    """The CPU as /proc/cpuinfo names it (model name, family and model: a bare "AMD EPYC" says
+    little), the cores this process may run on, and whether it is a virtual machine."""
+    info = {}
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
-            "arch": platform.machine()}
+    cpu = info.get("model name", "unknown CPU")
+    if "cpu family" in info:
+        cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "arch": platform.machine(),
+            "os": f"{platform.system()} {platform.release()}",
+            "virtual_machine": "hypervisor" in info.get("flags", "").split()}
 
 
 def main(argv):
@@ -280,11 +285,19 @@ def main(argv):
             if name != "ort_fp32":
                 e["agreement"] = agree[name]
             engines[name] = e
+        fp32 = engines["ort_fp32"]
+        engines["ort_int8"]["ratio"] = {f"{kind}_vs_ort_fp32": engines["ort_int8"][f"{kind}_tok_per_s"]
+                                        / fp32[f"{kind}_tok_per_s"] for kind in ("prefill", "generate")}
         for name, e in engines.items():
             if name in blobs:
                 e["ratio"] = {f"{kind}_vs_{ref}": e[f"{kind}_tok_per_s"] / engines[ref][f"{kind}_tok_per_s"]
                               for kind in ("prefill", "generate") for ref in TARGET}
-                e["target_met"] = all(e["ratio"][f"prefill_vs_{ref}"] >= x for ref, x in TARGET.items())
+                # ORT's prefill computes the logits of all 128 positions; our generation rate is
+                # a step with logits per token, so this ratio compares equal work.
+                e["ratio"]["all_logits_vs_ort_fp32"] = e["generate_tok_per_s"] / fp32["prefill_tok_per_s"]
+                e["target"] = {ref: {"ratio": e["ratio"][f"prefill_vs_{ref}"], "needed": x,
+                                     "met": e["ratio"][f"prefill_vs_{ref}"] >= x} for ref, x in TARGET.items()}
+                e["target_met"] = all(t["met"] for t in e["target"].values())
 
     import onnx
 
@@ -317,34 +330,38 @@ def render(rep):
     for name, e in rep["engines"].items():
         a = e.get("agreement")
         agree = (f"{a['max_abs_dlogit']:.1e} | {a['top1_agree']}/{a['positions']}" if a else "(reference) | (reference)")
-        r = e.get("ratio")
-        ratios = (" | ".join(f"{r[k]:,.1f}x" for k in ("prefill_vs_ort_fp32", "prefill_vs_ort_int8",
-                                                         "generate_vs_ort_fp32", "generate_vs_ort_int8"))
-                  if r else "- | - | - | -")
+        r = e.get("ratio", {})
+        ratios = " | ".join(f"{r[k]:,.2f}x" if k in r else "-" for k in (
+            "prefill_vs_ort_fp32", "prefill_vs_ort_int8", "generate_vs_ort_fp32", "generate_vs_ort_int8"))
         out.append(f"| {e['engine']} | {e['bytes']:,} | {agree} | {e['prefill_tok_per_s']:,.0f} | "
                    f"{e['generate_tok_per_s']:,.0f} | {ratios} | {e['kernel']} |")
     out.append("")
     t = rep["target"]
-    verdicts = []
+    verdicts, all_logits = [], []
     for name, e in rep["engines"].items():
-        if "ratio" not in e:
+        if "target" not in e:
             continue
-        misses = [f"{e['ratio'][f'prefill_vs_{ref}']:.1f}x of {x:g}x vs ORT {ref[4:].upper()}"
-                  for ref, x in (("ort_fp32", t["prefill_vs_ort_fp32"]), ("ort_int8", t["prefill_vs_ort_int8"]))
-                  if e["ratio"][f"prefill_vs_{ref}"] < x]
+        misses = [f"{g['ratio']:.2f}x of {g['needed']:g}x vs ORT {ref[4:].upper()}, "
+                  f"{100 * (1 - g['ratio'] / g['needed']):.0f}% short"
+                  for ref, g in e["target"].items() if not g["met"]]
         verdicts.append(f"{name} met" if not misses else f"{name} MISSED ({'; '.join(misses)})")
+        all_logits.append(f"{name} {e['ratio']['all_logits_vs_ort_fp32']:.2f}x")
     out += [
         f"Target (prefill >= {t['prefill_vs_ort_fp32']:g}x ORT FP32 and >= {t['prefill_vs_ort_int8']:g}x ORT INT8): "
         + ", ".join(verdicts) + ".",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['arch']}, {m['os']}); one thread per engine "
+        "Logits at all 128 positions, the work ORT's prefill does (our generation rate, one step with "
+        "logits per token, over ORT FP32's prefill rate): " + ", ".join(all_logits) + ".",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['arch']}, {m['os']}"
+        f"{', a virtual machine' if m['virtual_machine'] else ''}); one thread per engine "
         "(onnxruntime intra_op = inter_op = 1, sequential; itera-sim is single-threaded).",
         f"Date: {rep['date']}. Versions: onnxruntime {v['onnxruntime']}, onnx {v['onnx']}, numpy {v['numpy']}, "
         f"Python {v['python']}, itera-sim {v['itera-sim']}.",
         f"Weights: {rep['model']['onnx']} (those of {rep['model']['same_weights_as']}); our blobs packed from the "
         f".onnx itself (itera-pack convert --quant f32|int8|mixed|integer); ORT INT8 is quantize_dynamic(QInt8) "
         f"of the same file. Agreement over the {s['length']} positions of {rep['model']['sequence']}.",
-        f"Speed: medians over {s['rounds']} interleaved rounds (each: ORT FP32, ORT INT8, then each blob). "
+        f"Speed: medians over {s['rounds']} interleaved round{'s' if s['rounds'] > 1 else ''} (each: ORT FP32, ORT INT8, then each blob). "
         f"ORT prefill = one run of the 128 story tokens (it computes logits at all 128 positions; ours only the "
         f"last), {s['ort_prefill_runs_per_round']} per round; ORT generation = one full 128-token run per new "
         f"token (its fixed [1, 128] graph allows nothing else), {s['ort_gen_tokens_per_round']} tokens per round. "
@@ -363,3 +380,7 @@ if __name__ == "__main__":
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # onnxruntime, numpy or the OS: still one line, with what failed
+        print(f"peer-bench: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+              file=sys.stderr)
+        sys.exit(1)
