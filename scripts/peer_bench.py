@@ -294,7 +294,7 @@ def main(argv):
                 e["ratio"] = {f"{kind}_vs_{ref}": e[f"{kind}_tok_per_s"] / engines[ref][f"{kind}_tok_per_s"]
                               for kind in ("prefill", "generate") for ref in TARGET}
                 # ORT's prefill computes the logits of all 128 positions; our generation rate is
-                # a step with logits per token, so this ratio compares equal work.
+                # a step with logits per token, so this ratio compares like work.
                 e["ratio"]["all_logits_vs_ort_fp32"] = e["generate_tok_per_s"] / fp32["prefill_tok_per_s"]
                 e["target"] = {ref: {"ratio": e["ratio"][f"prefill_vs_{ref}"], "needed": x,
                                      "met": e["ratio"][f"prefill_vs_{ref}"] >= x} for ref, x in TARGET.items()}
