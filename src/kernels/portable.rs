@@ -281,6 +281,188 @@ pub(super) fn i4_tensor_rows(packed: &[u8], cols: usize, scale: f32, x: &[f32], 
     }
 }
 
+/// A weight-only matrix's rows as a blocked product reads them: eight weights at a time
+/// converted exactly to f32, single weights for a row's tail, and the factor every row's sum
+/// is multiplied by. One implementation per storage format, so the block code is written
+/// once (here and in `x86.rs`) and each format only says how its weights are read.
+pub(super) trait WeightRows: Copy {
+    /// Number of rows.
+    fn rows(self) -> usize;
+    /// Weights per row.
+    fn cols(self) -> usize;
+    /// Weights `8k..8k + 8` of row `r` as f32 (`8k + 8 <= cols`, `r < rows`).
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8];
+    /// Weight `c` of row `r` as f32.
+    fn get(self, r: usize, c: usize) -> f32;
+    /// What each row's sum is multiplied by, or `None` (used as it is).
+    fn scale(self) -> Option<f32>;
+}
+
+/// Row-major f32 rows (the AVX2 tiles' f32 product; the reference's is [`f32_block`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct F32Rows<'a> {
+    /// Elements, whole rows of `cols`.
+    pub w: &'a [f32],
+    /// Weights per row (nonzero).
+    pub cols: usize,
+}
+
+/// Per-tensor affine int8 rows, [`i8_affine_rows`]'s: `(Σ (q − zero_point)·x) · scale`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AffineRows<'a> {
+    /// Elements, whole rows of `cols`.
+    pub q: &'a [i8],
+    /// Weights per row (nonzero).
+    pub cols: usize,
+    /// Subtracted from every element.
+    pub zero_point: i8,
+    /// The tensor's scale.
+    pub scale: f32,
+}
+
+/// Packed int4 rows with one scale for the tensor, [`i4_tensor_rows`]'s: `(Σ q·x) · scale`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NibbleRows<'a> {
+    /// Packed elements, whole rows of `ceil(cols / 2)` bytes.
+    pub packed: &'a [u8],
+    /// Weights per row (nonzero).
+    pub cols: usize,
+    /// The tensor's scale.
+    pub scale: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl WeightRows for F32Rows<'_> {
+    #[inline(always)]
+    fn rows(self) -> usize {
+        self.w.len() / self.cols
+    }
+    #[inline(always)]
+    fn cols(self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8] {
+        let at = r * self.cols + 8 * k;
+        self.w[at..at + 8].try_into().unwrap_or([0.0; 8])
+    }
+    #[inline(always)]
+    fn get(self, r: usize, c: usize) -> f32 {
+        self.w[r * self.cols + c]
+    }
+    #[inline(always)]
+    fn scale(self) -> Option<f32> {
+        None
+    }
+}
+
+impl WeightRows for AffineRows<'_> {
+    #[inline(always)]
+    fn rows(self) -> usize {
+        self.q.len() / self.cols
+    }
+    #[inline(always)]
+    fn cols(self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8] {
+        let at = r * self.cols + 8 * k;
+        let q: &[i8; 8] = self.q[at..at + 8].try_into().unwrap_or(&[0; 8]);
+        q.map(|v| affine(v, self.zero_point))
+    }
+    #[inline(always)]
+    fn get(self, r: usize, c: usize) -> f32 {
+        affine(self.q[r * self.cols + c], self.zero_point)
+    }
+    #[inline(always)]
+    fn scale(self) -> Option<f32> {
+        Some(self.scale)
+    }
+}
+
+impl WeightRows for NibbleRows<'_> {
+    #[inline(always)]
+    fn rows(self) -> usize {
+        self.packed.len() / self.cols.div_ceil(2)
+    }
+    #[inline(always)]
+    fn cols(self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8] {
+        // Eight nibbles, low first: value i is bits 4i..4i+4 of the word, sign-extended.
+        let at = r * self.cols.div_ceil(2) + 4 * k;
+        let w = u32::from_le_bytes(self.packed[at..at + 4].try_into().unwrap_or([0; 4]));
+        core::array::from_fn(|i| ((((w >> (4 * i)) & 0xF) as i32 ^ 8) - 8) as f32)
+    }
+    #[inline(always)]
+    fn get(self, r: usize, c: usize) -> f32 {
+        let b = self.packed[r * self.cols.div_ceil(2) + c / 2];
+        f32::from(if c % 2 == 0 { lo_nibble(b) } else { hi_nibble(b) })
+    }
+    #[inline(always)]
+    fn scale(self) -> Option<f32> {
+        Some(self.scale)
+    }
+}
+
+/// `y_t = W·x_t` for `n` inputs `xs` apart into outputs `ys` apart, each output in
+/// [`dot_f32`]'s order then times [`WeightRows::scale`]: bit for bit what
+/// [`i8_affine_rows`] and [`i4_tensor_rows`] give. A row at a time against up to four
+/// inputs: every chunk of eight weights is converted once for the four (32 accumulators, a
+/// stack array where the registers run out). The caller has checked that the first `n` rows
+/// of `x` (`cols` each) and of `y` (`rows` each) are in bounds.
+#[inline(never)]
+pub(super) fn weight_rows_block(w: impl WeightRows, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+    for r in 0..w.rows() {
+        let mut t = 0;
+        while t < n {
+            match n - t {
+                1 => weight_rows_tile::<1>(w, r, x, xs, t, y, ys),
+                2 => weight_rows_tile::<2>(w, r, x, xs, t, y, ys),
+                3 => weight_rows_tile::<3>(w, r, x, xs, t, y, ys),
+                _ => weight_rows_tile::<4>(w, r, x, xs, t, y, ys),
+            }
+            t += 4;
+        }
+    }
+}
+
+/// Row `r` of [`weight_rows_block`] against inputs `t..t + M`.
+#[inline(always)]
+fn weight_rows_tile<const M: usize>(
+    w: impl WeightRows,
+    r: usize,
+    x: &[f32],
+    xs: usize,
+    t: usize,
+    y: &mut [f32],
+    ys: usize,
+) {
+    let cols = w.cols();
+    let chunks = cols / 8;
+    let mut acc = [[0.0f32; 8]; M];
+    for k in 0..chunks {
+        let wv = w.chunk8(r, k);
+        for (m, acc) in acc.iter_mut().enumerate() {
+            let at = (t + m) * xs + 8 * k;
+            let xv: &[f32; 8] = x[at..at + 8].try_into().unwrap_or(&[0.0; 8]);
+            for i in 0..8 {
+                acc[i] += wv[i] * xv[i];
+            }
+        }
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        let xt = &x[(t + m) * xs..(t + m) * xs + cols];
+        let tail = (8 * chunks..cols).fold(0.0f32, |s, c| s + w.get(r, c) * xt[c]);
+        let sum = reduce8(acc) + tail;
+        y[(t + m) * ys + r] = w.scale().map_or(sum, |s| sum * s);
+    }
+}
+
 /// `q − zero_point` as f32, exact: both are i8, so the difference (−255..=255) fits an i16.
 #[inline(always)]
 pub(super) fn affine(q: i8, zero_point: i8) -> f32 {
