@@ -520,6 +520,39 @@ fn timing() {
         let s = start.elapsed().as_secs_f64() / n as f64;
         eprintln!("{rows}x{cols} {}: {:.1} us, {:.2} GMAC/s", m.kernel_name(), s * 1e6, (rows * cols) as f64 / s / 1e9);
     }
+    // The float-activation formats at the tiny model's in_proj shape (cache resident), one
+    // token and a prefill block of eight, on every path: f32 against the weight-only ones.
+    let (rows, cols, block) = (512, 128, itera_edge::model::PREFILL_BLOCK);
+    let w = random(&mut rng, rows * cols, 0.1);
+    let q: Vec<i8> = (0..rows * cols).map(|_| rng.next_u32() as i8).collect();
+    let nibbles: Vec<i8> = (0..rows * cols).map(|_| (rng.next_u32() % 16) as i8 - 8).collect();
+    let packed = pack_i4(&nibbles, cols);
+    let x = random(&mut rng, block * cols, 1.0);
+    let mut y = vec![0.0; block * rows];
+    for_each_path(|path| {
+        for weights in [
+            Weights::F32(&w),
+            Weights::I8Affine { q: &q, scale: 0.01, zero_point: 0 },
+            Weights::I4Tensor { packed: &packed, scale: 0.01 },
+        ] {
+            let m = Matrix::new(rows, cols, weights).unwrap();
+            for tokens in [1, block] {
+                let n = 4000 / tokens;
+                let start = Instant::now();
+                for _ in 0..n {
+                    let x = Rows::new(std::hint::black_box(&x[..tokens * cols]), cols);
+                    m.matmul(x, RowsMut::new(&mut y[..tokens * rows], rows), &mut []);
+                }
+                let s = start.elapsed().as_secs_f64() / n as f64;
+                let gmacs = (tokens * rows * cols) as f64 / s / 1e9;
+                eprintln!(
+                    "{path} {rows}x{cols} x {tokens} tokens {}: {:.2} us, {gmacs:.2} GMAC/s",
+                    m.kernel_name(),
+                    s * 1e6
+                );
+            }
+        }
+    });
 }
 
 #[test]

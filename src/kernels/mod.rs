@@ -483,29 +483,43 @@ impl<'a> Matrix<'a> {
     /// block of tokens at once. Each result is bit for bit what [`Matrix::matvec`] gives for
     /// that row; f32 and weight-only weights are read once per block (each row against every
     /// token), the formats that quantize the input run token by token.
-    pub fn matmul(&self, x: Rows<'_>, y: RowsMut<'_>, scratch: &mut [i8]) {
-        let (cols, rows) = (self.cols.max(1), self.rows);
+    pub fn matmul(&self, x: Rows<'_>, mut y: RowsMut<'_>, scratch: &mut [i8]) {
         let n = x.len().min(y.len());
         // Every row of a `Rows` lies whole in its buffer, so the rows fit if they are wide
         // enough.
-        if n > 1 && x.stride >= cols && y.stride >= rows {
-            let (xs, ys) = (x.stride, y.stride);
-            match self.weights {
-                Weights::F32(w) => return on_backend!(|b| b.f32_block(w, cols, x.data, xs, y.data, ys, n)),
-                Weights::I8Affine { q, scale, zero_point } => {
-                    let w = WeightOnly::Affine(portable::AffineRows { q, cols, zero_point, scale });
-                    return on_backend!(|b| b.weight_only_block(w, x.data, xs, y.data, ys, n));
-                }
-                Weights::I4Tensor { packed, scale } => {
-                    let w = WeightOnly::Nibbles(portable::NibbleRows { packed, cols, scale });
-                    return on_backend!(|b| b.weight_only_block(w, x.data, xs, y.data, ys, n));
-                }
-                Weights::F16(_) | Weights::I8 { .. } | Weights::I4 { .. } => {}
-            }
+        if n > 1 && x.stride >= self.cols.max(1) && y.stride >= self.rows && self.block(&x, &mut y, n) {
+            return;
         }
         for (x, y) in x.data.chunks_exact(x.stride).zip(y.data.chunks_exact_mut(y.stride)) {
             self.matvec(x, y, scratch);
         }
+    }
+
+    /// The first `n` rows of `x` into `y` as one blocked product, if this format has one
+    /// (`false`: it has not, nothing was written). The caller has checked the strides. Out
+    /// of line, so that a single token's product (every one a generated token runs) costs
+    /// what it did before blocks.
+    #[inline(never)]
+    fn block(&self, x: &Rows<'_>, y: &mut RowsMut<'_>, n: usize) -> bool {
+        let cols = self.cols.max(1);
+        let (x, xs, ys, y) = (x.data, x.stride, y.stride, &mut *y.data);
+        let weight_only = match self.weights {
+            Weights::F32(w) => {
+                return on_backend!(|b| {
+                    b.f32_block(w, cols, x, xs, y, ys, n);
+                    true
+                })
+            }
+            Weights::I8Affine { q, scale, zero_point } => {
+                WeightOnly::Affine(portable::AffineRows { q, cols, zero_point, scale })
+            }
+            Weights::I4Tensor { packed, scale } => WeightOnly::Nibbles(portable::NibbleRows { packed, cols, scale }),
+            Weights::F16(_) | Weights::I8 { .. } | Weights::I4 { .. } => return false,
+        };
+        on_backend!(|b| {
+            b.weight_only_block(weight_only, x, xs, y, ys, n);
+            true
+        })
     }
 
     /// `out += W[row, ..]` (embedding and position lookup), dequantizing as stored.

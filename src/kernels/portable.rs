@@ -401,7 +401,7 @@ impl WeightRows for NibbleRows<'_> {
     #[inline(always)]
     fn get(self, r: usize, c: usize) -> f32 {
         let b = self.packed[r * self.cols.div_ceil(2) + c / 2];
-        f32::from(if c % 2 == 0 { lo_nibble(b) } else { hi_nibble(b) })
+        f32::from(if c.is_multiple_of(2) { lo_nibble(b) } else { hi_nibble(b) })
     }
     #[inline(always)]
     fn scale(self) -> Option<f32> {
@@ -409,57 +409,51 @@ impl WeightRows for NibbleRows<'_> {
     }
 }
 
+/// Weights a blocked product converts at a time (256 bytes of stack, with as much again
+/// for the block's accumulators: affordable on a Cortex-M0+).
+const CONVERTED: usize = 64;
+/// Tokens a row is computed against per conversion: a whole prefill block.
+const TOKENS: usize = 8;
+
 /// `y_t = W·x_t` for `n` inputs `xs` apart into outputs `ys` apart, each output in
 /// [`dot_f32`]'s order then times [`WeightRows::scale`]: bit for bit what
-/// [`i8_affine_rows`] and [`i4_tensor_rows`] give. A row at a time against up to four
-/// inputs: every chunk of eight weights is converted once for the four (32 accumulators, a
-/// stack array where the registers run out). The caller has checked that the first `n` rows
-/// of `x` (`cols` each) and of `y` (`rows` each) are in bounds.
+/// [`i8_affine_rows`] and [`i4_tensor_rows`] give. A row at a time against up to eight
+/// inputs: [`CONVERTED`] weights are converted to f32 once for the eight, then each input's
+/// eight lanes run over them as [`dot_lanes`] does (a loop every target vectorises as it does
+/// the matvec's). The caller has checked that the first `n` rows of `x` (`cols` each) and
+/// of `y` (`rows` each) are in bounds.
 #[inline(never)]
 pub(super) fn weight_rows_block(w: impl WeightRows, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
-    for r in 0..w.rows() {
-        let mut t = 0;
-        while t < n {
-            match n - t {
-                1 => weight_rows_tile::<1>(w, r, x, xs, t, y, ys),
-                2 => weight_rows_tile::<2>(w, r, x, xs, t, y, ys),
-                3 => weight_rows_tile::<3>(w, r, x, xs, t, y, ys),
-                _ => weight_rows_tile::<4>(w, r, x, xs, t, y, ys),
-            }
-            t += 4;
-        }
-    }
-}
-
-/// Row `r` of [`weight_rows_block`] against inputs `t..t + M`.
-#[inline(always)]
-fn weight_rows_tile<const M: usize>(
-    w: impl WeightRows,
-    r: usize,
-    x: &[f32],
-    xs: usize,
-    t: usize,
-    y: &mut [f32],
-    ys: usize,
-) {
     let cols = w.cols();
-    let chunks = cols / 8;
-    let mut acc = [[0.0f32; 8]; M];
-    for k in 0..chunks {
-        let wv = w.chunk8(r, k);
-        for (m, acc) in acc.iter_mut().enumerate() {
-            let at = (t + m) * xs + 8 * k;
-            let xv: &[f32; 8] = x[at..at + 8].try_into().unwrap_or(&[0.0; 8]);
-            for i in 0..8 {
-                acc[i] += wv[i] * xv[i];
+    let body = cols / 8 * 8;
+    let mut converted = [0.0f32; CONVERTED];
+    for r in 0..w.rows() {
+        for t in (0..n).step_by(TOKENS) {
+            let tokens = TOKENS.min(n - t);
+            let mut acc = [[0.0f32; 8]; TOKENS];
+            for start in (0..body).step_by(CONVERTED) {
+                let len = CONVERTED.min(body - start);
+                let (wc, _) = converted[..len].as_chunks_mut::<8>();
+                for (k, c) in wc.iter_mut().enumerate() {
+                    *c = w.chunk8(r, start / 8 + k);
+                }
+                for (m, acc) in acc[..tokens].iter_mut().enumerate() {
+                    let at = (t + m) * xs + start;
+                    let (xc, _) = x[at..at + len].as_chunks::<8>();
+                    for (wv, xv) in wc.iter().zip(xc) {
+                        for i in 0..8 {
+                            acc[i] += wv[i] * xv[i];
+                        }
+                    }
+                }
+            }
+            for (m, acc) in acc[..tokens].iter().enumerate() {
+                let xt = &x[(t + m) * xs..(t + m) * xs + cols];
+                let tail = (body..cols).fold(0.0f32, |s, c| s + w.get(r, c) * xt[c]);
+                let sum = reduce8(acc) + tail;
+                y[(t + m) * ys + r] = w.scale().map_or(sum, |s| sum * s);
             }
         }
-    }
-    for (m, acc) in acc.iter().enumerate() {
-        let xt = &x[(t + m) * xs..(t + m) * xs + cols];
-        let tail = (8 * chunks..cols).fold(0.0f32, |s, c| s + w.get(r, c) * xt[c]);
-        let sum = reduce8(acc) + tail;
-        y[(t + m) * ys + r] = w.scale().map_or(sum, |s| sum * s);
     }
 }
 
