@@ -932,6 +932,10 @@ unsafe fn i4_tensor_rows(packed: &[u8], cols: usize, scale: f32, x: &[f32], y: &
 
 /// A [`WeightRows`] kind as the AVX2 tiles read it: eight weights at once into a vector.
 trait Load8: WeightRows {
+    /// Whether [`Load8::load8`] converts (more than a load): then a row is worth running
+    /// against eight tokens per conversion.
+    const CONVERTS: bool;
+
     /// Weights `c..c + 8` of row `r`, converted exactly to f32 (the lanes of
     /// [`WeightRows::chunk8`]).
     ///
@@ -941,6 +945,8 @@ trait Load8: WeightRows {
 }
 
 impl Load8 for F32Rows<'_> {
+    const CONVERTS: bool = false;
+
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn load8(self, r: usize, c: usize) -> __m256 {
@@ -950,6 +956,8 @@ impl Load8 for F32Rows<'_> {
 }
 
 impl Load8 for AffineRows<'_> {
+    const CONVERTS: bool = true;
+
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn load8(self, r: usize, c: usize) -> __m256 {
@@ -961,6 +969,8 @@ impl Load8 for AffineRows<'_> {
 }
 
 impl Load8 for NibbleRows<'_> {
+    const CONVERTS: bool = true;
+
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn load8(self, r: usize, c: usize) -> __m256 {
@@ -985,10 +995,11 @@ unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32],
 }
 
 /// Rows of `w` against a block of `n` inputs (`x` rows `xs` apart, `y` rows `ys` apart), in
-/// tiles of 2 rows × 4 inputs: each weight load (and conversion) serves four inputs and
-/// each input load two rows. A single input goes 8 rows at a time (eight independent
-/// addition chains). Every output is [`super::dot_f32`]'s order of operations, then times
-/// the rows' scale, so the same bits as the matvec of those rows.
+/// tiles of 2 rows × 4 inputs: each weight load serves four inputs and each input load two
+/// rows. Weights that convert go a row × 8 inputs at a time first (one conversion for eight
+/// products). A single input goes 8 rows at a time (eight independent addition chains).
+/// Every output is [`super::dot_f32`]'s order of operations, then times the rows' scale, so
+/// the same bits as the matvec of those rows.
 ///
 /// # Safety
 /// Needs AVX2. The first `n` rows of `x` (`cols` each, `xs >= cols` apart) and of `y`
@@ -996,6 +1007,16 @@ unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32],
 #[target_feature(enable = "avx2")]
 unsafe fn weight_block<W: Load8>(w: W, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
     let rows = w.rows();
+    let mut first = 0;
+    if W::CONVERTS {
+        first = n / 8 * 8;
+        for r in 0..rows {
+            for t in (0..first).step_by(8) {
+                // SAFETY: row r and inputs t..t+8 are in bounds by the contract.
+                unsafe { weight_tile::<W, 1, 8>(w, r, x, xs, t, y, ys) };
+            }
+        }
+    }
     let mut r = 0;
     if n == 1 {
         while r + 8 <= rows {
@@ -1004,9 +1025,9 @@ unsafe fn weight_block<W: Load8>(w: W, x: &[f32], xs: usize, y: &mut [f32], ys: 
             r += 8;
         }
     }
-    while r < rows {
+    while r < rows && first < n {
         let pair = r + 2 <= rows;
-        let mut t = 0;
+        let mut t = first;
         while t < n {
             // SAFETY (all arms): rows r..r+R and inputs t..t+M are in bounds by the contract.
             unsafe {
@@ -1083,6 +1104,22 @@ unsafe fn weight_tile<W: Load8, const R: usize, const M: usize>(
             out(1, _mm_movehl_ps(t01, t01));
             out(2, t23);
             out(3, _mm_movehl_ps(t23, t23));
+        }
+        return;
+    }
+    if let (Ok(eight), 1, 8) = (<[__m256; 8]>::try_from(acc.as_flattened()), R, M) {
+        // One row of eight tokens: the eight reductions at once, plus the tails; lane m is
+        // token t + m's output.
+        let mut v = reduce8x8(eight);
+        if body < cols {
+            let t = |m: usize| tail(0, m);
+            v = _mm256_add_ps(v, _mm256_setr_ps(t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7)));
+        }
+        let mut out = [0.0f32; 8];
+        // SAFETY: 8 f32 stored into `out`.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), scaled(v)) };
+        for (m, v) in out.into_iter().enumerate() {
+            y[(t + m) * ys + r] = v;
         }
         return;
     }
