@@ -315,6 +315,7 @@ enum Kind {
     I8,
     I8Affine,
     I4,
+    I4Tensor,
 }
 
 /// Symmetric per-group quantization with `qmax` levels each side.
@@ -353,6 +354,13 @@ fn convert(b: &mut BlobBuilder, kind: Kind) {
                 let q =
                     w.iter().map(|v| ((v / scale).round() + zero_point as f32).clamp(-128.0, 127.0) as i8).collect();
                 Payload::I8PerTensor { q, scale, zero_point }
+            }
+            Kind::I4Tensor => {
+                // One scale for the tensor, as a fake-quantized int4 checkpoint publishes it.
+                let amax = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let scale = if amax > 0.0 { amax / 7.0 } else { 1.0 };
+                let q = w.iter().map(|v| (v / scale).round().clamp(-8.0, 7.0) as i8).collect();
+                Payload::I4PerTensor { q, scale }
             }
             Kind::I4 => {
                 let (q, scales) = symmetric(w, cols, 32, 7.0);
@@ -512,6 +520,39 @@ fn timing() {
         let s = start.elapsed().as_secs_f64() / n as f64;
         eprintln!("{rows}x{cols} {}: {:.1} us, {:.2} GMAC/s", m.kernel_name(), s * 1e6, (rows * cols) as f64 / s / 1e9);
     }
+    // The float-activation formats at the tiny model's in_proj shape (cache resident), one
+    // token and a prefill block of eight, on every path: f32 against the weight-only ones.
+    let (rows, cols, block) = (512, 128, itera_edge::model::PREFILL_BLOCK);
+    let w = random(&mut rng, rows * cols, 0.1);
+    let q: Vec<i8> = (0..rows * cols).map(|_| rng.next_u32() as i8).collect();
+    let nibbles: Vec<i8> = (0..rows * cols).map(|_| (rng.next_u32() % 16) as i8 - 8).collect();
+    let packed = pack_i4(&nibbles, cols);
+    let x = random(&mut rng, block * cols, 1.0);
+    let mut y = vec![0.0; block * rows];
+    for_each_path(|path| {
+        for weights in [
+            Weights::F32(&w),
+            Weights::I8Affine { q: &q, scale: 0.01, zero_point: 0 },
+            Weights::I4Tensor { packed: &packed, scale: 0.01 },
+        ] {
+            let m = Matrix::new(rows, cols, weights).unwrap();
+            for tokens in [1, block] {
+                let n = 4000 / tokens;
+                let start = Instant::now();
+                for _ in 0..n {
+                    let x = Rows::new(std::hint::black_box(&x[..tokens * cols]), cols);
+                    m.matmul(x, RowsMut::new(&mut y[..tokens * rows], rows), &mut []);
+                }
+                let s = start.elapsed().as_secs_f64() / n as f64;
+                let gmacs = (tokens * rows * cols) as f64 / s / 1e9;
+                eprintln!(
+                    "{path} {rows}x{cols} x {tokens} tokens {}: {:.2} us, {gmacs:.2} GMAC/s",
+                    m.kernel_name(),
+                    s * 1e6
+                );
+            }
+        }
+    });
 }
 
 #[test]
@@ -519,7 +560,8 @@ fn prefill_in_blocks_is_stepping_bit_for_bit() {
     // A prompt of 21 tokens: two full blocks and a partial one, on every dtype and path.
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for_each_path(|path| {
-        for kind in [None, Some(Kind::F16), Some(Kind::I8), Some(Kind::I8Affine), Some(Kind::I4)] {
+        let kinds = [None, Some(Kind::F16), Some(Kind::I8), Some(Kind::I8Affine), Some(Kind::I4), Some(Kind::I4Tensor)];
+        for kind in kinds {
             let bytes = blob(&micro_config(), kind);
             let blob = Blob::parse(&bytes).expect("parse");
             let model = Model::new(&blob).expect("model");
@@ -595,6 +637,55 @@ fn matmul_is_matvec_per_token_and_never_panics() {
                 m.matmul(Rows::new(&x[..cols / 2], xs), RowsMut::new(&mut y, ys), &mut []);
                 m.matmul(Rows::new(&x, cols / 2), RowsMut::new(&mut y, ys), &mut []);
                 m.matmul(Rows::new(&x, 0), RowsMut::new(&mut y, 0), &mut []);
+            }
+        }
+    });
+}
+
+#[test]
+fn weight_only_blocks_are_matvec_bit_for_bit() {
+    // Shapes around the tiles (2 rows x 4 tokens, 8 rows for one token) and the vector width
+    // (8 columns, tails of 1 to 7), every block size up to PREFILL_BLOCK, strides past the
+    // rows; each output against matvec and against dot_f32 of the dequantized row.
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let dot = itera_edge::kernels::dot_f32;
+    for_each_path(|path| {
+        let mut rng = Rng::new(31);
+        for (rows, cols) in [(1, 1), (1, 8), (3, 7), (5, 19), (8, 64), (9, 33), (13, 40), (16, 128), (17, 129)] {
+            let q: Vec<i8> = (0..rows * cols).map(|_| rng.next_u32() as i8).collect();
+            let nibbles: Vec<i8> = (0..rows * cols).map(|_| (rng.next_u32() % 16) as i8 - 8).collect();
+            let packed = pack_i4(&nibbles, cols);
+            let zero_point = (rng.next_u32() % 256) as i32 as i8;
+            let (affine, int4) = (
+                Weights::I8Affine { q: &q, scale: 0.0123, zero_point },
+                Weights::I4Tensor { packed: &packed, scale: 0.037 },
+            );
+            for (weights, values, scale) in [
+                (affine, q.iter().map(|&v| f32::from(v) - f32::from(zero_point)).collect::<Vec<_>>(), 0.0123f32),
+                (int4, nibbles.iter().map(|&v| f32::from(v)).collect(), 0.037),
+            ] {
+                let m = Matrix::new(rows, cols, weights).expect("shape");
+                for n in 1..=itera_edge::model::PREFILL_BLOCK {
+                    let (xs, ys) = (cols + 3, rows + 2);
+                    let x = random(&mut rng, n * xs, 1.0);
+                    let mut y = vec![f32::NAN; n * ys];
+                    m.matmul(Rows::new(&x, xs), RowsMut::new(&mut y, ys), &mut []);
+                    for t in 0..n {
+                        let xt = &x[t * xs..t * xs + cols];
+                        let mut one = vec![f32::NAN; rows];
+                        m.matvec(xt, &mut one, &mut []);
+                        let name = m.kernel_name();
+                        assert_eq!(
+                            bits(&y[t * ys..t * ys + rows]),
+                            bits(&one),
+                            "{path} {name}: {rows}x{cols}, n {n}, token {t}"
+                        );
+                        let want: Vec<f32> = values.chunks(cols).map(|row| dot(row, xt) * scale).collect();
+                        assert_eq!(bits(&one), bits(&want), "{path} {name}: {rows}x{cols} against dot_f32");
+                        // The columns past each output row are not written.
+                        assert!(y[t * ys + rows..(t + 1) * ys].iter().all(|v| v.is_nan()));
+                    }
+                }
             }
         }
     });

@@ -83,6 +83,17 @@ trait Backend: Copy {
         portable::f32_block(w, cols, x, xs, y, ys, n)
     }
 
+    /// `y_t = W·x_t` for `n` inputs `xs` apart into outputs `ys` apart over weight-only rows,
+    /// each as [`Backend::i8_affine_rows`] or [`Backend::i4_tensor_rows`] gives it; the caller
+    /// has checked that all are in bounds.
+    #[inline(always)]
+    fn weight_only_block(self, w: WeightOnly<'_>, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+        match w {
+            WeightOnly::Affine(w) => portable::weight_rows_block(w, x, xs, y, ys, n),
+            WeightOnly::Nibbles(w) => portable::weight_rows_block(w, x, xs, y, ys, n),
+        }
+    }
+
     /// `y[r] = W[r]·x` over row-major f16 `w`, each row in [`dot_f16`]'s order.
     #[inline(always)]
     fn f16_rows(self, w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
@@ -143,6 +154,17 @@ trait Backend: Copy {
     fn argmax(self, v: &[f32]) -> u32 {
         portable::argmax(v)
     }
+}
+
+/// The weight-only matrices ([`Weights::I8Affine`], [`Weights::I4Tensor`]) as a blocked
+/// product reads them: their weights convert exactly to f32 and multiply the unquantized
+/// input, so a block of tokens reads and converts each weight once for several tokens.
+#[derive(Clone, Copy, Debug)]
+enum WeightOnly<'a> {
+    /// Per-tensor affine int8.
+    Affine(portable::AffineRows<'a>),
+    /// Int4 with one scale per tensor.
+    Nibbles(portable::NibbleRows<'a>),
 }
 
 /// `$body` with `$b` bound to the backend this machine runs: on x86-64 the AVX2 one once the
@@ -459,21 +481,45 @@ impl<'a> Matrix<'a> {
 
     /// `y_t = W·x_t` for each row `x_t` of `x` into row `t` of `y` (as many as both have): a
     /// block of tokens at once. Each result is bit for bit what [`Matrix::matvec`] gives for
-    /// that row; f32 weights are read once per block (each row against every token), the
-    /// other formats run token by token.
-    pub fn matmul(&self, x: Rows<'_>, y: RowsMut<'_>, scratch: &mut [i8]) {
-        let (cols, rows) = (self.cols.max(1), self.rows);
+    /// that row; f32 and weight-only weights are read once per block (each row against every
+    /// token), the formats that quantize the input run token by token.
+    pub fn matmul(&self, x: Rows<'_>, mut y: RowsMut<'_>, scratch: &mut [i8]) {
         let n = x.len().min(y.len());
-        if let Weights::F32(w) = self.weights {
-            // Every row of a `Rows` lies whole in its buffer, so the rows fit if they are
-            // wide enough.
-            if n > 1 && x.stride >= cols && y.stride >= rows {
-                return on_backend!(|b| b.f32_block(w, cols, x.data, x.stride, y.data, y.stride, n));
-            }
+        // Every row of a `Rows` lies whole in its buffer, so the rows fit if they are wide
+        // enough.
+        if n > 1 && x.stride >= self.cols.max(1) && y.stride >= self.rows && self.block(&x, &mut y, n) {
+            return;
         }
         for (x, y) in x.data.chunks_exact(x.stride).zip(y.data.chunks_exact_mut(y.stride)) {
             self.matvec(x, y, scratch);
         }
+    }
+
+    /// The first `n` rows of `x` into `y` as one blocked product, if this format has one
+    /// (`false`: it has not, nothing was written). The caller has checked the strides. Out
+    /// of line, so that a single token's product (every one a generated token runs) costs
+    /// what it did before blocks.
+    #[inline(never)]
+    fn block(&self, x: &Rows<'_>, y: &mut RowsMut<'_>, n: usize) -> bool {
+        let cols = self.cols.max(1);
+        let (x, xs, ys, y) = (x.data, x.stride, y.stride, &mut *y.data);
+        let weight_only = match self.weights {
+            Weights::F32(w) => {
+                return on_backend!(|b| {
+                    b.f32_block(w, cols, x, xs, y, ys, n);
+                    true
+                })
+            }
+            Weights::I8Affine { q, scale, zero_point } => {
+                WeightOnly::Affine(portable::AffineRows { q, cols, zero_point, scale })
+            }
+            Weights::I4Tensor { packed, scale } => WeightOnly::Nibbles(portable::NibbleRows { packed, cols, scale }),
+            Weights::F16(_) | Weights::I8 { .. } | Weights::I4 { .. } => return false,
+        };
+        on_backend!(|b| {
+            b.weight_only_block(weight_only, x, xs, y, ys, n);
+            true
+        })
     }
 
     /// `out += W[row, ..]` (embedding and position lookup), dequantizing as stored.

@@ -281,6 +281,182 @@ pub(super) fn i4_tensor_rows(packed: &[u8], cols: usize, scale: f32, x: &[f32], 
     }
 }
 
+/// A weight-only matrix's rows as a blocked product reads them: eight weights at a time
+/// converted exactly to f32, single weights for a row's tail, and the factor every row's sum
+/// is multiplied by. One implementation per storage format, so the block code is written
+/// once (here and in `x86.rs`) and each format only says how its weights are read.
+pub(super) trait WeightRows: Copy {
+    /// Number of rows.
+    fn rows(self) -> usize;
+    /// Weights per row.
+    fn cols(self) -> usize;
+    /// Weights `8k..8k + 8` of row `r` as f32 (`8k + 8 <= cols`, `r < rows`).
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8];
+    /// Weight `c` of row `r` as f32.
+    fn get(self, r: usize, c: usize) -> f32;
+    /// What each row's sum is multiplied by, or `None` (used as it is).
+    fn scale(self) -> Option<f32>;
+}
+
+/// Row-major f32 rows (the AVX2 tiles' f32 product; the reference's is [`f32_block`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct F32Rows<'a> {
+    /// Elements, whole rows of `cols`.
+    pub w: &'a [f32],
+    /// Weights per row (nonzero).
+    pub cols: usize,
+}
+
+/// Per-tensor affine int8 rows, [`i8_affine_rows`]'s: `(Σ (q − zero_point)·x) · scale`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AffineRows<'a> {
+    /// Elements, whole rows of `cols`.
+    pub q: &'a [i8],
+    /// Weights per row (nonzero).
+    pub cols: usize,
+    /// Subtracted from every element.
+    pub zero_point: i8,
+    /// The tensor's scale.
+    pub scale: f32,
+}
+
+/// Packed int4 rows with one scale for the tensor, [`i4_tensor_rows`]'s: `(Σ q·x) · scale`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NibbleRows<'a> {
+    /// Packed elements, whole rows of `ceil(cols / 2)` bytes.
+    pub packed: &'a [u8],
+    /// Weights per row (nonzero).
+    pub cols: usize,
+    /// The tensor's scale.
+    pub scale: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl WeightRows for F32Rows<'_> {
+    #[inline(always)]
+    fn rows(self) -> usize {
+        self.w.len() / self.cols
+    }
+    #[inline(always)]
+    fn cols(self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8] {
+        let at = r * self.cols + 8 * k;
+        self.w[at..at + 8].try_into().unwrap_or([0.0; 8])
+    }
+    #[inline(always)]
+    fn get(self, r: usize, c: usize) -> f32 {
+        self.w[r * self.cols + c]
+    }
+    #[inline(always)]
+    fn scale(self) -> Option<f32> {
+        None
+    }
+}
+
+impl WeightRows for AffineRows<'_> {
+    #[inline(always)]
+    fn rows(self) -> usize {
+        self.q.len() / self.cols
+    }
+    #[inline(always)]
+    fn cols(self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8] {
+        let at = r * self.cols + 8 * k;
+        let q: &[i8; 8] = self.q[at..at + 8].try_into().unwrap_or(&[0; 8]);
+        q.map(|v| affine(v, self.zero_point))
+    }
+    #[inline(always)]
+    fn get(self, r: usize, c: usize) -> f32 {
+        affine(self.q[r * self.cols + c], self.zero_point)
+    }
+    #[inline(always)]
+    fn scale(self) -> Option<f32> {
+        Some(self.scale)
+    }
+}
+
+impl WeightRows for NibbleRows<'_> {
+    #[inline(always)]
+    fn rows(self) -> usize {
+        self.packed.len() / self.cols.div_ceil(2)
+    }
+    #[inline(always)]
+    fn cols(self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn chunk8(self, r: usize, k: usize) -> [f32; 8] {
+        // Eight nibbles, low first: value i is bits 4i..4i+4 of the word, sign-extended.
+        let at = r * self.cols.div_ceil(2) + 4 * k;
+        let w = u32::from_le_bytes(self.packed[at..at + 4].try_into().unwrap_or([0; 4]));
+        core::array::from_fn(|i| ((((w >> (4 * i)) & 0xF) as i32 ^ 8) - 8) as f32)
+    }
+    #[inline(always)]
+    fn get(self, r: usize, c: usize) -> f32 {
+        let b = self.packed[r * self.cols.div_ceil(2) + c / 2];
+        f32::from(if c.is_multiple_of(2) { lo_nibble(b) } else { hi_nibble(b) })
+    }
+    #[inline(always)]
+    fn scale(self) -> Option<f32> {
+        Some(self.scale)
+    }
+}
+
+/// Weights a blocked product converts at a time (256 bytes of stack, with as much again
+/// for the block's accumulators: affordable on a Cortex-M0+).
+const CONVERTED: usize = 64;
+/// Tokens a row is computed against per conversion: a whole prefill block.
+const TOKENS: usize = 8;
+
+/// `y_t = W·x_t` for `n` inputs `xs` apart into outputs `ys` apart, each output in
+/// [`dot_f32`]'s order then times [`WeightRows::scale`]: bit for bit what
+/// [`i8_affine_rows`] and [`i4_tensor_rows`] give. A row at a time against up to eight
+/// inputs: [`CONVERTED`] weights are converted to f32 once for the eight, then each input's
+/// eight lanes run over them as [`dot_lanes`] does (a loop every target vectorises as it does
+/// the matvec's). The caller has checked that the first `n` rows of `x` (`cols` each) and
+/// of `y` (`rows` each) are in bounds.
+#[inline(never)]
+pub(super) fn weight_rows_block(w: impl WeightRows, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+    let cols = w.cols();
+    let body = cols / 8 * 8;
+    let mut converted = [0.0f32; CONVERTED];
+    for r in 0..w.rows() {
+        for t in (0..n).step_by(TOKENS) {
+            let tokens = TOKENS.min(n - t);
+            let mut acc = [[0.0f32; 8]; TOKENS];
+            for start in (0..body).step_by(CONVERTED) {
+                let len = CONVERTED.min(body - start);
+                let (wc, _) = converted[..len].as_chunks_mut::<8>();
+                for (k, c) in wc.iter_mut().enumerate() {
+                    *c = w.chunk8(r, start / 8 + k);
+                }
+                for (m, acc) in acc[..tokens].iter_mut().enumerate() {
+                    let at = (t + m) * xs + start;
+                    let (xc, _) = x[at..at + len].as_chunks::<8>();
+                    for (wv, xv) in wc.iter().zip(xc) {
+                        for i in 0..8 {
+                            acc[i] += wv[i] * xv[i];
+                        }
+                    }
+                }
+            }
+            for (m, acc) in acc[..tokens].iter().enumerate() {
+                let xt = &x[(t + m) * xs..(t + m) * xs + cols];
+                let tail = (body..cols).fold(0.0f32, |s, c| s + w.get(r, c) * xt[c]);
+                let sum = reduce8(acc) + tail;
+                y[(t + m) * ys + r] = w.scale().map_or(sum, |s| sum * s);
+            }
+        }
+    }
+}
+
 /// `q − zero_point` as f32, exact: both are i8, so the difference (−255..=255) fits an i16.
 #[inline(always)]
 pub(super) fn affine(q: i8, zero_point: i8) -> f32 {

@@ -12,7 +12,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use half::f16;
 
-use super::{portable, Backend, Scales};
+use super::portable::{AffineRows, F32Rows, NibbleRows, WeightRows};
+use super::{portable, Backend, Scales, WeightOnly};
 
 static AVX2: AtomicBool = AtomicBool::new(false);
 static VNNI: AtomicBool = AtomicBool::new(false);
@@ -84,6 +85,17 @@ impl Backend for Avx2 {
     fn f32_block(self, w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
         // SAFETY: AVX2 (see above); the caller checked the strides and lengths.
         unsafe { f32_block(w, cols, x, xs, y, ys, n) }
+    }
+
+    #[inline(always)]
+    fn weight_only_block(self, w: WeightOnly<'_>, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+        // SAFETY: AVX2 (see above); the caller checked the strides and lengths.
+        unsafe {
+            match w {
+                WeightOnly::Affine(w) => weight_block(w, x, xs, y, ys, n),
+                WeightOnly::Nibbles(w) => weight_block(w, x, xs, y, ys, n),
+            }
+        }
     }
 
     #[inline(always)]
@@ -886,53 +898,148 @@ unsafe fn f16_rows(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// [`portable::i8_affine_rows`] compiled for AVX2 (the int8 → f32 conversion and the eight
-/// lanes vectorise; same operations in the same order, so the same bits).
+/// [`portable::i8_affine_rows`] with AVX2: [`weight_block`] of one input, eight rows at a
+/// time (same operations in the same order, so the same bits); an input shorter than a row
+/// by the reference.
 ///
 /// # Safety
 /// Needs AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &[f32], y: &mut [f32]) {
-    portable::i8_affine_rows(q, cols, zero_point, scale, x, y)
+    match q.get(..y.len() * cols) {
+        // SAFETY: AVX2; one input of `cols` values, `y.len()` rows and outputs.
+        Some(q) if x.len() == cols => unsafe {
+            weight_block(AffineRows { q, cols, zero_point, scale }, x, cols, y, y.len(), 1)
+        },
+        _ => portable::i8_affine_rows(q, cols, zero_point, scale, x, y),
+    }
 }
 
-/// [`portable::i4_tensor_rows`] compiled for AVX2 (same operations in the same order, so the
-/// same bits).
+/// [`portable::i4_tensor_rows`] with AVX2, as [`i8_affine_rows`].
 ///
 /// # Safety
 /// Needs AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn i4_tensor_rows(packed: &[u8], cols: usize, scale: f32, x: &[f32], y: &mut [f32]) {
-    portable::i4_tensor_rows(packed, cols, scale, x, y)
+    match packed.get(..y.len() * cols.div_ceil(2)) {
+        // SAFETY: AVX2; one input of `cols` values, `y.len()` rows and outputs.
+        Some(packed) if x.len() == cols => unsafe {
+            weight_block(NibbleRows { packed, cols, scale }, x, cols, y, y.len(), 1)
+        },
+        _ => portable::i4_tensor_rows(packed, cols, scale, x, y),
+    }
 }
 
-/// f32 rows against a block of `n` inputs (`x` rows `xs` apart, `y` rows `ys` apart), in
-/// tiles of 2 rows × 4 inputs: each weight load serves four inputs and each input load two
-/// rows. Every output is [`super::dot_f32`]'s order of operations, so the same bits as
-/// [`f32_rows`].
+/// A [`WeightRows`] kind as the AVX2 tiles read it: eight weights at once into a vector.
+trait Load8: WeightRows {
+    /// Whether [`Load8::load8`] converts (more than a load): then a row is worth running
+    /// against eight tokens per conversion.
+    const CONVERTS: bool;
+
+    /// Weights `c..c + 8` of row `r`, converted exactly to f32 (the lanes of
+    /// [`WeightRows::chunk8`]).
+    ///
+    /// # Safety
+    /// Needs AVX2; `r < rows` and `c + 8 <= cols`.
+    unsafe fn load8(self, r: usize, c: usize) -> __m256;
+}
+
+impl Load8 for F32Rows<'_> {
+    const CONVERTS: bool = false;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(self, r: usize, c: usize) -> __m256 {
+        // SAFETY: row `r` holds `cols` floats from `r · cols`, and `c + 8 <= cols` (contract).
+        unsafe { _mm256_loadu_ps(self.w.as_ptr().add(r * self.cols + c)) }
+    }
+}
+
+impl Load8 for AffineRows<'_> {
+    const CONVERTS: bool = true;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(self, r: usize, c: usize) -> __m256 {
+        // SAFETY: 8 bytes of row `r` from column `c` (contract).
+        let q = unsafe { _mm_loadl_epi64(self.q.as_ptr().add(r * self.cols + c).cast::<__m128i>()) };
+        // q − zero_point in i32 lanes (−255..=255), then exactly to f32.
+        _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(q), _mm256_set1_epi32(self.zero_point.into())))
+    }
+}
+
+impl Load8 for NibbleRows<'_> {
+    const CONVERTS: bool = true;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(self, r: usize, c: usize) -> __m256 {
+        // SAFETY: `c` is a multiple of 8 and `c + 8 <= cols`: the 4 bytes from `c / 2` lie in
+        // row `r`'s `ceil(cols / 2)` (contract).
+        let word =
+            unsafe { self.packed.as_ptr().add(r * self.cols.div_ceil(2) + c / 2).cast::<u32>().read_unaligned() };
+        // Nibble i (bits 4i..4i+4, low first) to the top of lane i, then sign-extended down.
+        let top = _mm256_sllv_epi32(_mm256_set1_epi32(word as i32), _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0));
+        _mm256_cvtepi32_ps(_mm256_srai_epi32::<28>(top))
+    }
+}
+
+/// f32 rows against a block of `n` inputs: [`weight_block`] of [`F32Rows`].
 ///
 /// # Safety
-/// Needs AVX2. `w` holds whole rows of `cols`; the first `n` rows of `x` (`cols` each,
-/// `xs >= cols` apart) and of `y` (`rows` each, `ys >= rows` apart) are in bounds.
+/// As [`weight_block`]; `w` holds whole rows of `cols`.
 #[target_feature(enable = "avx2")]
 unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
-    let rows = w.len() / cols.max(1);
+    // SAFETY: as this function's contract.
+    unsafe { weight_block(F32Rows { w, cols: cols.max(1) }, x, xs, y, ys, n) }
+}
+
+/// Rows of `w` against a block of `n` inputs (`x` rows `xs` apart, `y` rows `ys` apart), in
+/// tiles of 2 rows × 4 inputs: each weight load serves four inputs and each input load two
+/// rows. Weights that convert go a row × 8 inputs at a time first (one conversion for eight
+/// products). A single input goes 8 rows at a time (eight independent addition chains).
+/// Every output is [`super::dot_f32`]'s order of operations, then times the rows' scale, so
+/// the same bits as the matvec of those rows.
+///
+/// # Safety
+/// Needs AVX2. The first `n` rows of `x` (`cols` each, `xs >= cols` apart) and of `y`
+/// (`rows` each, `ys >= rows` apart) are in bounds.
+#[target_feature(enable = "avx2")]
+unsafe fn weight_block<W: Load8>(w: W, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+    let rows = w.rows();
+    let mut first = 0;
+    if W::CONVERTS {
+        first = n / 8 * 8;
+        for r in 0..rows {
+            for t in (0..first).step_by(8) {
+                // SAFETY: row r and inputs t..t+8 are in bounds by the contract.
+                unsafe { weight_tile::<W, 1, 8>(w, r, x, xs, t, y, ys) };
+            }
+        }
+    }
     let mut r = 0;
-    while r < rows {
+    if n == 1 {
+        while r + 8 <= rows {
+            // SAFETY: rows r..r+8 and input 0 are in bounds by the contract.
+            unsafe { weight_tile::<W, 8, 1>(w, r, x, xs, 0, y, ys) };
+            r += 8;
+        }
+    }
+    while r < rows && first < n {
         let pair = r + 2 <= rows;
-        let mut t = 0;
+        let mut t = first;
         while t < n {
             // SAFETY (all arms): rows r..r+R and inputs t..t+M are in bounds by the contract.
             unsafe {
                 match ((n - t).min(4), pair) {
-                    (4, true) => f32_tile::<2, 4>(w, cols, r, x, xs, t, y, ys),
-                    (4, false) => f32_tile::<1, 4>(w, cols, r, x, xs, t, y, ys),
-                    (3, true) => f32_tile::<2, 3>(w, cols, r, x, xs, t, y, ys),
-                    (3, false) => f32_tile::<1, 3>(w, cols, r, x, xs, t, y, ys),
-                    (2, true) => f32_tile::<2, 2>(w, cols, r, x, xs, t, y, ys),
-                    (2, false) => f32_tile::<1, 2>(w, cols, r, x, xs, t, y, ys),
-                    (_, true) => f32_tile::<2, 1>(w, cols, r, x, xs, t, y, ys),
-                    (_, false) => f32_tile::<1, 1>(w, cols, r, x, xs, t, y, ys),
+                    (4, true) => weight_tile::<W, 2, 4>(w, r, x, xs, t, y, ys),
+                    (4, false) => weight_tile::<W, 1, 4>(w, r, x, xs, t, y, ys),
+                    (3, true) => weight_tile::<W, 2, 3>(w, r, x, xs, t, y, ys),
+                    (3, false) => weight_tile::<W, 1, 3>(w, r, x, xs, t, y, ys),
+                    (2, true) => weight_tile::<W, 2, 2>(w, r, x, xs, t, y, ys),
+                    (2, false) => weight_tile::<W, 1, 2>(w, r, x, xs, t, y, ys),
+                    (_, true) => weight_tile::<W, 2, 1>(w, r, x, xs, t, y, ys),
+                    (_, false) => weight_tile::<W, 1, 1>(w, r, x, xs, t, y, ys),
                 }
             }
             t += 4;
@@ -941,16 +1048,15 @@ unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32],
     }
 }
 
-/// One tile of [`f32_block`]: rows `r..r+R` against inputs `t..t+M`.
+/// One tile of [`weight_block`]: rows `r..r+R` against inputs `t..t+M`.
 ///
 /// # Safety
-/// Needs AVX2; as [`f32_block`], with rows `r..r+R` and inputs `t..t+M` in bounds.
+/// Needs AVX2; as [`weight_block`], with rows `r..r+R` and inputs `t..t+M` in bounds.
 #[inline]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn f32_tile<const R: usize, const M: usize>(
-    w: &[f32],
-    cols: usize,
+unsafe fn weight_tile<W: Load8, const R: usize, const M: usize>(
+    w: W,
     r: usize,
     x: &[f32],
     xs: usize,
@@ -958,6 +1064,7 @@ unsafe fn f32_tile<const R: usize, const M: usize>(
     y: &mut [f32],
     ys: usize,
 ) {
+    let cols = w.cols();
     let body = cols / 8 * 8;
     let mut acc = [[_mm256_setzero_ps(); M]; R];
     let mut c = 0;
@@ -969,7 +1076,7 @@ unsafe fn f32_tile<const R: usize, const M: usize>(
                 *v = _mm256_loadu_ps(x.as_ptr().add((t + m) * xs + c));
             }
             for (i, a) in acc.iter_mut().enumerate() {
-                let wv = _mm256_loadu_ps(w.as_ptr().add((r + i) * cols + c));
+                let wv = w.load8(r + i, c);
                 for (a, v) in a.iter_mut().zip(xv) {
                     *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
                 }
@@ -978,15 +1085,15 @@ unsafe fn f32_tile<const R: usize, const M: usize>(
         c += 8;
     }
     let tail = |i: usize, m: usize| {
-        let row = &w[(r + i) * cols..(r + i + 1) * cols];
         let xt = &x[(t + m) * xs..(t + m) * xs + cols];
-        row[body..].iter().zip(&xt[body..]).fold(0.0f32, |s, (a, b)| s + a * b)
+        (body..cols).fold(0.0f32, |s, c| s + w.get(r + i, c) * xt[c])
     };
+    let scaled = |v: __m256| w.scale().map_or(v, |s| _mm256_mul_ps(v, _mm256_set1_ps(s)));
     if let (Ok(eight), 2, 4, true) = (<[__m256; 8]>::try_from(acc.as_flattened()), R, M, body == cols) {
         // Two rows by four tokens, no tails: all eight reductions at once, lanes [row r:
         // tokens t..t+4 | row r+1: the same], then each token's two outputs (adjacent in
         // its row of y) as one 8-byte store.
-        let v = reduce8x8(eight);
+        let v = scaled(reduce8x8(eight));
         let (lo, hi) = (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let (t01, t23) = (_mm_unpacklo_ps(lo, hi), _mm_unpackhi_ps(lo, hi));
         // SAFETY: outputs r, r+1 of tokens t..t+4 are in bounds (contract).
@@ -1000,9 +1107,37 @@ unsafe fn f32_tile<const R: usize, const M: usize>(
         }
         return;
     }
+    if let (Ok(eight), 1, 8) = (<[__m256; 8]>::try_from(acc.as_flattened()), R, M) {
+        // One row of eight tokens: the eight reductions at once, plus the tails; lane m is
+        // token t + m's output.
+        let mut v = reduce8x8(eight);
+        if body < cols {
+            let t = |m: usize| tail(0, m);
+            v = _mm256_add_ps(v, _mm256_setr_ps(t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7)));
+        }
+        let mut out = [0.0f32; 8];
+        // SAFETY: 8 f32 stored into `out`.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), scaled(v)) };
+        for (m, v) in out.into_iter().enumerate() {
+            y[(t + m) * ys + r] = v;
+        }
+        return;
+    }
+    if let (Ok(eight), 8, 1) = (<[__m256; 8]>::try_from(acc.as_flattened()), R, M) {
+        // Eight rows of one token: the eight reductions at once, plus the tails, one store.
+        let mut v = reduce8x8(eight);
+        if body < cols {
+            let t = |k: usize| tail(k, 0);
+            v = _mm256_add_ps(v, _mm256_setr_ps(t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7)));
+        }
+        // SAFETY: outputs r..r+8 of token t are in bounds (contract).
+        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(t * ys + r), scaled(v)) };
+        return;
+    }
     for (i, a) in acc.iter().enumerate() {
         for (m, a) in a.iter().enumerate() {
-            y[(t + m) * ys + r + i] = reduce8_ps(*a) + tail(i, m);
+            let sum = reduce8_ps(*a) + tail(i, m);
+            y[(t + m) * ys + r + i] = w.scale().map_or(sum, |s| sum * s);
         }
     }
 }
