@@ -434,7 +434,7 @@ mod tests {
         let f = fit(&blob(400_000, None), Some(&cost), &stm);
         assert_eq!((f[0].flash_needed, f[0].ram_needed, f[0].fits), (460_000, 61_000, true));
         let f = fit(&blob(400_000, None), None, &stm);
-        assert_eq!(f[0].flash_needed, 400_000 + (120 << 10), "the board's own estimate");
+        assert_eq!(f[0].flash_needed, 400_000 + (128 << 10), "the board's own estimate");
         let f = fit(&blob(500_000, None), Some(&cost), &stm);
         assert!(!f[0].fits, "560 kB of flash does not fit 512 KiB");
     }
