@@ -533,8 +533,13 @@ fn timing() {
         for weights in [
             Weights::F32(&w),
             Weights::I8Affine { q: &q, scale: 0.01, zero_point: 0 },
+            Weights::I8Affine { q: &q, scale: 0.01, zero_point: 3 },
             Weights::I4Tensor { packed: &packed, scale: 0.01 },
         ] {
+            let zero_point = match weights {
+                Weights::I8Affine { zero_point, .. } => format!(" zero point {zero_point}"),
+                _ => String::new(),
+            };
             let m = Matrix::new(rows, cols, weights).unwrap();
             for tokens in [1, block] {
                 let n = 4000 / tokens;
@@ -546,7 +551,7 @@ fn timing() {
                 let s = start.elapsed().as_secs_f64() / n as f64;
                 let gmacs = (tokens * rows * cols) as f64 / s / 1e9;
                 eprintln!(
-                    "{path} {rows}x{cols} x {tokens} tokens {}: {:.2} us, {gmacs:.2} GMAC/s",
+                    "{path} {rows}x{cols} x {tokens} tokens {}{zero_point}: {:.2} us, {gmacs:.2} GMAC/s",
                     m.kernel_name(),
                     s * 1e6
                 );
@@ -646,7 +651,8 @@ fn matmul_is_matvec_per_token_and_never_panics() {
 fn weight_only_blocks_are_matvec_bit_for_bit() {
     // Shapes around the tiles (2 rows x 4 tokens, 8 rows for one token) and the vector width
     // (8 columns, tails of 1 to 7), every block size up to PREFILL_BLOCK, strides past the
-    // rows; each output against matvec and against dot_f32 of the dequantized row.
+    // rows, int8 with a zero point and without (a path of its own on AVX2); each output
+    // against matvec and against dot_f32 of the dequantized row.
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let dot = itera_edge::kernels::dot_f32;
     for_each_path(|path| {
@@ -656,14 +662,14 @@ fn weight_only_blocks_are_matvec_bit_for_bit() {
             let nibbles: Vec<i8> = (0..rows * cols).map(|_| (rng.next_u32() % 16) as i8 - 8).collect();
             let packed = pack_i4(&nibbles, cols);
             let zero_point = (rng.next_u32() % 256) as i32 as i8;
-            let (affine, int4) = (
-                Weights::I8Affine { q: &q, scale: 0.0123, zero_point },
-                Weights::I4Tensor { packed: &packed, scale: 0.037 },
-            );
-            for (weights, values, scale) in [
-                (affine, q.iter().map(|&v| f32::from(v) - f32::from(zero_point)).collect::<Vec<_>>(), 0.0123f32),
-                (int4, nibbles.iter().map(|&v| f32::from(v)).collect(), 0.037),
-            ] {
+            let affine = |zero_point: i8| {
+                let values = q.iter().map(|&v| f32::from(v) - f32::from(zero_point)).collect::<Vec<_>>();
+                (Weights::I8Affine { q: &q, scale: 0.0123, zero_point }, values, 0.0123f32)
+            };
+            let int4 = Weights::I4Tensor { packed: &packed, scale: 0.037 };
+            for (weights, values, scale) in
+                [affine(zero_point), affine(0), (int4, nibbles.iter().map(|&v| f32::from(v)).collect(), 0.037)]
+            {
                 let m = Matrix::new(rows, cols, weights).expect("shape");
                 for n in 1..=itera_edge::model::PREFILL_BLOCK {
                     let (xs, ys) = (cols + 3, rows + 2);
