@@ -247,23 +247,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             if json {
-                println!("{}", inspect::to_json(&report)?);
+                say(format_args!("{}", inspect::to_json(&report)?))?;
             } else {
                 let said = |key: &str| report.provenance.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
                 if let Some(format) = said("format") {
                     let top_k = report.config.get("top_k").map(|k| k.to_string()).unwrap_or_default();
                     let config = said("config").map(|c| format!("; top-k {top_k} from its {c}")).unwrap_or_default();
-                    println!("read {} ({format}{config})", at(&checkpoint));
+                    say(format_args!("read {} ({format}{config})", at(&checkpoint)))?;
                 }
-                println!("wrote {} ({})", at(&output), sizes(&report));
+                say(format_args!("wrote {} ({})", at(&output), sizes(&report)))?;
                 let quantized: Vec<_> = report.tensors.iter().filter_map(|t| t.sqnr_db.map(|d| (t, d))).collect();
                 if let Some((worst, db)) = quantized.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
-                    println!(
+                    say(format_args!(
                         "quantized {} tensors; lowest SQNR {} dB ({})",
                         quantized.len(),
                         itera_pack::quant::format_db(*db),
                         shown(&worst.name)
-                    );
+                    ))?;
                 }
             }
         }
@@ -278,15 +278,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["parameters"] = serde_json::json!(parameters);
-                println!("{}", inspect::to_json(&v)?);
+                say(format_args!("{}", inspect::to_json(&v)?))?;
             } else {
                 let what = format!("synthetic {shape}, seed {seed}: {parameters} parameters");
-                println!("wrote {} ({what}; {})", at(&output), sizes(&report));
+                say(format_args!("wrote {} ({what}; {})", at(&output), sizes(&report)))?;
             }
         }
         Cmd::Keygen { output } => {
             let (secret, public) = itera_pack::sign::keygen(&output)?;
-            println!("wrote {} (secret, mode 0600: keep it safe) and {}", at(&secret), at(&public));
+            say(format_args!("wrote {} (secret, mode 0600: keep it safe) and {}", at(&secret), at(&public)))?;
         }
         Cmd::Sign { blob, key, output } => {
             let out = output.unwrap_or_else(|| signature_path(&blob));
@@ -295,13 +295,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             itera_edge::Blob::parse(&bytes).with_context(|| format!("{} is not a valid blob", at(&blob)))?;
             let signature = itera_pack::sign::sign(&bytes, &key)?;
             write_atomically(&out, &signature, Access::Public)?;
-            println!("wrote {}", at(&out));
+            say(format_args!("wrote {}", at(&out)))?;
         }
         Cmd::Verify { blob, public, signature } => {
             let bytes = inspect::read_blob(&blob, "", BLOB_FIX)?;
             let sig = signature.unwrap_or_else(|| signature_path(&blob));
             itera_pack::sign::verify(&bytes, &sig, &public).with_context(|| at(&blob))?;
-            println!("{}: signature OK", at(&blob));
+            say(format_args!("{}: signature OK", at(&blob)))?;
         }
         Cmd::Inspect { blob, json, chart } => {
             if let Some(path) = &chart {
@@ -313,13 +313,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 write_atomically(path, inspect::size_chart_svg(&report).as_bytes(), Access::Public)?;
             }
             if json {
-                println!("{}", inspect::to_json(&report)?);
+                say(format_args!("{}", inspect::to_json(&report)?))?;
             } else {
-                print!("{}", inspect::render(&report));
+                say_raw(format_args!("{}", inspect::render(&report)))?;
             }
         }
     }
     Ok(())
+}
+
+/// Writes `line` and a newline to stdout: a closed pipe (`itera-pack inspect x.itb | head`)
+/// is an error, not a panic.
+fn say(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    say_raw(format_args!("{line}\n"))
+}
+
+/// Writes `text` to stdout, as [`say`] without the newline.
+fn say_raw(text: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(text).and_then(|()| out.flush()).context("cannot write to stdout")
 }
 
 /// What `itera-pack` says after the cause when a blob cannot be read ([`inspect::read_blob`]).

@@ -362,3 +362,20 @@ fn inspect_names_each_tensor_shows_int4g8_and_writes_sqnr_as_a_number_or_null() 
     assert!(exact.iter().all(|t| t["sqnr_db"].is_null()), "{v}");
     assert!(!v.to_string().contains("\"inf\""), "{v}");
 }
+
+/// Output into a closed pipe (`itera-pack inspect blob.itb | head -1` once `head` is gone)
+/// is a one-line error and exit 1, not a panic.
+#[test]
+fn a_closed_stdout_is_an_error_not_a_panic() {
+    let scratch = Scratch::new("pack-cli-pipe");
+    let blob = scratch.write("tiny.itb", &tiny_blob(1));
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_itera-pack"))
+        .args(["inspect", blob.to_str().expect("utf8 path")])
+        .stdout(writer)
+        .output()
+        .expect("itera-pack runs");
+    assert_refused(&out, "cannot write to stdout");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "one line");
+}
