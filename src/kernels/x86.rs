@@ -92,8 +92,7 @@ impl Backend for Avx2 {
         // SAFETY: AVX2 (see above); the caller checked the strides and lengths.
         unsafe {
             match w {
-                WeightOnly::Affine(w) if w.zero_point == 0 => weight_block(SymmetricRows(w), x, xs, y, ys, n),
-                WeightOnly::Affine(w) => weight_block(w, x, xs, y, ys, n),
+                WeightOnly::Affine(w) => affine_block(w, x, xs, y, ys, n),
                 WeightOnly::Nibbles(w) => weight_block(w, x, xs, y, ys, n),
             }
         }
@@ -910,12 +909,7 @@ unsafe fn i8_affine_rows(q: &[i8], cols: usize, zero_point: i8, scale: f32, x: &
     match q.get(..y.len() * cols) {
         // SAFETY: AVX2; one input of `cols` values, `y.len()` rows and outputs.
         Some(q) if x.len() == cols => unsafe {
-            let w = AffineRows { q, cols, zero_point, scale };
-            if zero_point == 0 {
-                weight_block(SymmetricRows(w), x, cols, y, y.len(), 1)
-            } else {
-                weight_block(w, x, cols, y, y.len(), 1)
-            }
+            affine_block(AffineRows { q, cols, zero_point, scale }, x, cols, y, y.len(), 1)
         },
         _ => portable::i8_affine_rows(q, cols, zero_point, scale, x, y),
     }
@@ -1053,6 +1047,23 @@ impl Load8 for NibbleRows<'_> {
 unsafe fn f32_block(w: &[f32], cols: usize, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
     // SAFETY: as this function's contract.
     unsafe { weight_block(F32Rows { w, cols: cols.max(1) }, x, xs, y, ys, n) }
+}
+
+/// [`weight_block`] of int8 affine rows, read as [`SymmetricRows`] when the zero point is 0:
+/// the one place that chooses, for the block and the one-token product alike.
+///
+/// # Safety
+/// As [`weight_block`].
+#[target_feature(enable = "avx2")]
+unsafe fn affine_block(w: AffineRows<'_>, x: &[f32], xs: usize, y: &mut [f32], ys: usize, n: usize) {
+    // SAFETY: as this function's contract.
+    unsafe {
+        if w.zero_point == 0 {
+            weight_block(SymmetricRows(w), x, xs, y, ys, n)
+        } else {
+            weight_block(w, x, xs, y, ys, n)
+        }
+    }
 }
 
 /// Rows of `w` against a block of `n` inputs (`x` rows `xs` apart, `y` rows `ys` apart), in
